@@ -1,0 +1,63 @@
+"""Frozen configs and their content hash.
+
+Every cached artefact (teacher, classifier, activation capture, stage-1 operator, run) is keyed by the hash of the
+config that produced it, so two callers asking for the same thing share one file and a changed field gets a new one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, tuples and dicts → plain JSON types (sorted keys), so that hashing is stable."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, float) and obj.is_integer():
+        return obj  # keep 1.0 as 1.0: json renders it "1.0", distinct from int 1 on purpose
+    return obj
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """sha256 of the sorted-key JSON of ``obj`` (first ``length`` hex digits)."""
+    blob = json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def from_dict(cls, data: dict):
+    """Rebuild a (possibly nested) frozen dataclass from ``to_jsonable`` output; unknown keys are an error."""
+    kwargs = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    for name, value in data.items():
+        ftype = fields[name].type
+        sub = _resolve(cls, ftype)
+        if sub is not None and isinstance(value, dict):
+            value = from_dict(sub, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _resolve(cls, ftype):
+    import sys
+    import typing
+
+    if isinstance(ftype, str):
+        module = sys.modules[cls.__module__]
+        ftype = getattr(module, ftype, None)
+    if dataclasses.is_dataclass(ftype):
+        return ftype
+    for arg in typing.get_args(ftype) or ():
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None

@@ -1,0 +1,191 @@
+"""The teacher: a diffusers ``DiTTransformer2DModel`` — DiT-XL/2 from the Hub (paper) or trained here (tiny/micro).
+
+A trained teacher is cached on disk under the hash of its ``TeacherConfig`` (+ the data config it saw): a second call
+loads it bit for bit. The project ships the tiny teacher's weights in ``graft_core/assets/teachers/<hash>/`` (made by
+``python -m graft_core.teacher --preset tiny``, with the config and a sha256 checksum) so a first run skips training.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from diffusers import DiTTransformer2DModel
+from tqdm.auto import tqdm
+
+from graft_core.config import stable_hash, to_jsonable
+from graft_core.diffusion import (diffusion_loss, disable_builtin_label_dropout, drop_labels, make_train_scheduler)
+from graft_core.ema import EMA
+from graft_core.paths import ASSETS_DIR, atomic_write_json, cache_root
+from graft_core.presets import DataConfig, Preset, TeacherConfig, get_preset
+
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Raised when pretrained weights are not on disk (these machines cannot download them)."""
+
+
+def build_dit(cfg: TeacherConfig) -> DiTTransformer2DModel:
+    """A randomly initialised DiT with the teacher's architecture (adaLN-Zero blocks, as DiT-XL/2)."""
+    model = DiTTransformer2DModel(
+        num_attention_heads=cfg.num_attention_heads,
+        attention_head_dim=cfg.attention_head_dim,
+        in_channels=cfg.in_channels,
+        out_channels=cfg.out_channels,
+        num_layers=cfg.num_layers,
+        sample_size=cfg.sample_size,
+        patch_size=cfg.patch_size,
+        num_embeds_ada_norm=cfg.num_classes,
+        norm_type="ada_norm_zero",
+    )
+    disable_builtin_label_dropout(model)
+    return model
+
+
+def teacher_key(cfg: TeacherConfig, data: DataConfig) -> str:
+    """Identity of a teacher: its config and, when trained here, the data it was trained on."""
+    return stable_hash({"teacher": cfg} if cfg.pretrained else {"teacher": cfg, "data": data})
+
+
+def teacher_dirs(key: str) -> list[Path]:
+    """Where a teacher may be found: shipped assets first, then the user cache."""
+    return [ASSETS_DIR / "teachers" / key, cache_root() / "teachers" / key]
+
+
+def load_pretrained(cfg: TeacherConfig) -> DiTTransformer2DModel:
+    """``from_pretrained`` of the Hub DiT (``facebook/DiT-XL-2-256``, subfolder ``transformer``) from the local HF cache."""
+    try:
+        model = DiTTransformer2DModel.from_pretrained(cfg.pretrained, subfolder="transformer")
+    except (OSError, ValueError) as err:
+        raise MissingWeightsError(
+            f"pretrained teacher {cfg.pretrained!r} is not in the Hugging Face cache; on a machine with internet run "
+            f"`huggingface-cli download {cfg.pretrained}` and copy ~/.cache/huggingface here "
+            f"(or set HF_HOME), see REPRODUCE.md ({type(err).__name__})") from None
+    disable_builtin_label_dropout(model)
+    return model.eval()
+
+
+def load_teacher(preset: Preset, *, train_if_missing: bool = True, progress: bool = True) -> DiTTransformer2DModel:
+    """The preset's teacher in eval mode: loaded from the Hub cache (paper) or from disk, trained if absent."""
+    cfg = preset.teacher
+    if cfg.pretrained:
+        return load_pretrained(cfg)
+    key = teacher_key(cfg, preset.data)
+    for folder in teacher_dirs(key):
+        if (folder / WEIGHTS_FILE).exists():
+            return load_teacher_dir(folder)
+    if not train_if_missing:
+        raise MissingWeightsError(f"no trained teacher {key}; run `python -m graft_core.teacher --preset {preset.name}`")
+    folder = teacher_dirs(key)[1]
+    train_teacher(preset, folder, progress=progress)
+    return load_teacher_dir(folder)
+
+
+def load_teacher_dir(folder: Path) -> DiTTransformer2DModel:
+    meta = json.loads((folder / "teacher.json").read_text())
+    digest = sha256_file(folder / WEIGHTS_FILE)
+    if digest != meta["sha256"]:
+        raise ValueError(f"teacher weights in {folder} are corrupt (sha256 {digest[:12]} != {meta['sha256'][:12]}); "
+                         f"delete the folder to retrain")
+    model = DiTTransformer2DModel.from_pretrained(folder)
+    disable_builtin_label_dropout(model)
+    return model.eval()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def lr_at(step: int, base_lr: float, warmup: int) -> float:
+    """Linear warm-up then constant (the DiT/grafting schedule)."""
+    return base_lr * min(1.0, (step + 1) / max(1, warmup))
+
+
+def train_teacher(preset: Preset, out_dir: Path, *, progress: bool = True) -> dict:
+    """Train the teacher from scratch with the ε-prediction loss, label dropout (CFG) and EMA; save the EMA weights.
+
+    Deterministic given ``cfg.seed`` on a fixed machine and thread count.
+    """
+    from graft_core.data import load_digits
+
+    cfg = preset.teacher
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    data = load_digits(preset.data)
+    x_all, y_all = data.train_images, data.train_labels
+    model = build_dit(cfg).train()
+    scheduler = make_train_scheduler(cfg)
+    ema = EMA(model, cfg.train_ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train_lr, weight_decay=0.0)
+    null_id = cfg.num_classes
+    start = time.time()
+    losses = []
+    bar = tqdm(range(cfg.train_steps), desc="teacher", disable=not progress, mininterval=5)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg.train_lr, cfg.train_warmup)
+        idx = torch.randint(0, len(x_all), (cfg.train_batch_size,), generator=gen)
+        x0, y = x_all[idx], drop_labels(y_all[idx], null_id, cfg.train_label_dropout, gen)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train_bf16):
+            loss = diffusion_loss(model, scheduler, x0, y, generator=gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train_grad_clip)
+        opt.step()
+        ema.update(model)
+        losses.append(loss.item())
+        if step % 100 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-100:]) / len(losses[-100:]):.4f}")
+    seconds = time.time() - start
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    ema.model.save_pretrained(tmp)
+    meta = {
+        "key": teacher_key(cfg, preset.data),
+        "teacher_config": to_jsonable(cfg),
+        "data_config": to_jsonable(preset.data),
+        "train_seconds": round(seconds, 1),
+        "final_loss_100": sum(losses[-100:]) / len(losses[-100:]),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "sha256": sha256_file(tmp / WEIGHTS_FILE),
+        "made_by": f"python -m graft_core.teacher --preset {preset.name}",
+    }
+    atomic_write_json(tmp / "teacher.json", meta)
+    if out_dir.exists():
+        import shutil
+
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return meta
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train (or load) the preset's teacher and print where it lives.")
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--out", type=Path, help="folder to write to (default: the user cache)")
+    parser.add_argument("--retrain", action="store_true", help="train even if a cached/shipped teacher exists")
+    args = parser.parse_args(argv)
+    preset = get_preset(args.preset)
+    if preset.teacher.pretrained:
+        raise SystemExit(f"preset {args.preset!r} uses a pretrained teacher ({preset.teacher.pretrained}); nothing to train")
+    key = teacher_key(preset.teacher, preset.data)
+    out = args.out or teacher_dirs(key)[1]
+    if not args.retrain and any((d / WEIGHTS_FILE).exists() for d in teacher_dirs(key)):
+        print(f"teacher {key} already exists: {[str(d) for d in teacher_dirs(key) if d.exists()]}")
+        return
+    meta = train_teacher(preset, out / key if args.out else out)
+    print(json.dumps(meta, indent=2))
+
+
+if __name__ == "__main__":
+    main()
