@@ -1,0 +1,118 @@
+"""Data splits, teacher caching and the sampler: the foundation every experiment stands on."""
+import numpy as np
+import pytest
+import torch
+
+from graft_core.data import load_digits, stratified_subset
+from graft_core.data.digits import subset_hash
+from graft_core.presets import get_preset
+from graft_core.sampler import make_labels, sample, to_uint8
+from graft_core.teacher import load_teacher_dir, teacher_key, train_teacher
+
+
+def test_digit_splits_are_deterministic_and_disjoint(micro_preset):
+    a = load_digits(micro_preset.data)
+    assert a.train_images.shape[1:] == (1, 8, 8)
+    assert len(a.train_images) + len(a.heldout_images) == 5000
+    assert torch.bincount(a.heldout_labels).tolist() == [20] * 10
+    assert a.train_images.min() >= -1 and a.train_images.max() <= 1
+    load_digits.cache_clear()
+    b = load_digits(micro_preset.data)
+    assert torch.equal(a.train_images, b.train_images)
+    # no held-out image appears in train (pixel-exact match)
+    train = {t.numpy().tobytes() for t in a.train_images}
+    assert not any(t.numpy().tobytes() in train for t in a.heldout_images[:50])
+
+
+def test_tiny_subsets_mirror_the_paper_fractions():
+    preset = get_preset("tiny")
+    data = load_digits(preset.data)
+    s1 = stratified_subset(data.train_labels, per_class=8, seed=0)
+    s2 = stratified_subset(data.train_labels, fraction=0.10, seed=0)
+    assert np.bincount(data.train_labels[s1].numpy()).tolist() == [8] * 10
+    assert np.bincount(data.train_labels[s2].numpy()).tolist() == [40] * 10
+    assert subset_hash(s1) == subset_hash(stratified_subset(data.train_labels, per_class=8, seed=0))
+    assert subset_hash(s1) != subset_hash(stratified_subset(data.train_labels, per_class=8, seed=1))
+    with pytest.raises(ValueError):
+        stratified_subset(data.train_labels, per_class=8, fraction=0.1)
+
+
+def test_teacher_key_depends_on_config(micro_preset):
+    import dataclasses
+
+    k = teacher_key(micro_preset.teacher, micro_preset.data)
+    other = dataclasses.replace(micro_preset.teacher, seed=1)
+    assert k != teacher_key(other, micro_preset.data)
+    assert k == teacher_key(get_preset("micro").teacher, get_preset("micro").data)
+
+
+def test_cached_teacher_reloads_bit_identically(micro_preset, micro_teacher, tmp_path):
+    folder = tmp_path / "t"
+    train_teacher(micro_preset, folder, progress=False)
+    again = load_teacher_dir(folder)
+    for (n1, p1), (n2, p2) in zip(micro_teacher.state_dict().items(), again.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2), n1  # training is deterministic given the seed
+
+
+def test_corrupt_teacher_weights_are_detected(micro_preset, tmp_path):
+    folder = tmp_path / "t"
+    train_teacher(micro_preset, folder, progress=False)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="corrupt"):
+        load_teacher_dir(folder)
+
+
+def test_sampler_is_deterministic_and_uses_the_model_null_class(micro_preset, micro_teacher):
+    labels = make_labels(12, 10, "balanced", 0)
+    kw = dict(teacher=micro_preset.teacher, steps=3, guidance_scale=1.5, seed=7, batch_size=6)
+    a, b = sample(micro_teacher, labels, **kw), sample(micro_teacher, labels, **kw)
+    assert a.shape == (12, 1, 8, 8) and torch.equal(a, b)
+    c = sample(micro_teacher, labels, **{**kw, "seed": 8})
+    assert not torch.equal(a, c)
+    img = to_uint8(a)
+    assert img.dtype == np.uint8 and img.shape == (12, 8, 8, 1)
+
+
+def test_ddpm_sampler_handles_learned_sigma():
+    import dataclasses
+
+    from graft_core.teacher import build_dit
+
+    cfg = dataclasses.replace(get_preset("micro").teacher, out_channels=2)
+    model = build_dit(cfg).eval()
+    out = sample(model, torch.tensor([0, 1]), teacher=cfg, scheduler="ddpm", steps=3, guidance_scale=2.0)
+    assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()
+
+
+def test_labels_and_unknown_options():
+    assert make_labels(25, 10, "balanced", 0).bincount().tolist() == [3] * 5 + [2] * 5
+    assert torch.equal(make_labels(25, 10, "uniform", 3), make_labels(25, 10, "uniform", 3))
+    with pytest.raises(ValueError, match="label mode"):
+        make_labels(5, 10, "weird", 0)
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset("huge")
+
+
+def test_learned_sigma_loss_adds_vb_term():
+    import dataclasses
+
+    from graft_core.diffusion import diffusion_loss, make_train_scheduler
+    from graft_core.teacher import build_dit
+
+    cfg = dataclasses.replace(get_preset("micro").teacher, out_channels=2)
+    model = build_dit(cfg).eval()
+    x0 = torch.rand(4, 1, 8, 8) * 2 - 1
+    loss = diffusion_loss(model, make_train_scheduler(cfg), x0, torch.arange(4), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert model.proj_out_2.weight.grad is not None
+
+
+def test_paper_teacher_missing_weights_is_a_clear_error():
+    from graft_core.teacher import MissingWeightsError, load_teacher
+
+    with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
+        load_teacher(get_preset("paper"))
