@@ -7,6 +7,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Micro configs gain nothing from intra-op threads, and on a 2-core machine two spinning OpenMP pools (pytest + any
+# other torch process) slow each other down many-fold. One thread keeps the suite fast and its timings stable.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):

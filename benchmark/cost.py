@@ -1,0 +1,141 @@
+"""Cost estimates for ``--dry-run``: GPU-hours (paper preset) or CPU-minutes (tiny/micro), and the share of DiT-XL/2
+pretraining compute.
+
+Paper figures (shared/reference/paper.md §3.4): DiT-XL/2 was pretrained for 7,000K steps × batch 256; a Table-4 stage
+2 (50K × 256) is 0.71 % of that and takes < 10 h on 8 H100 (≤ 80 GPU-h); stage 1 is < 30 min per operator on one
+H100 (≤ 0.5 GPU-h per layer); feature extraction ≈ 150 min on one A100 per 50k samples. Sampling 50k images with 250
+DDPM steps and CFG is our estimate (≈ 3·10^18 FLOPs of DiT-XL/2 forwards → ~2 h at 400 TFLOP/s, doubled for VAE
+decoding and feature extraction). Everything scales linearly with steps × batch / epochs / samples.
+
+CPU figures are measurements on 2 CPU cores (shared/reference/tiny-testbed.md and the tiny runs of this driver); they
+are rough: operators differ by up to ~3× in speed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from benchmark.dag import Node
+from graft_core.config import stable_hash
+from graft_core.paths import ASSETS_DIR, cache_root
+
+TEACHER_WEIGHTS = "diffusion_pytorch_model.safetensors"  # graft_core.teacher.WEIGHTS_FILE
+
+PRETRAIN_SAMPLES = 7_000_000 * 256
+PAPER_GPU_H = {
+    "stage2_per_50k_x_256": 80.0,  # < 10 h × 8 H100
+    "stage1_per_layer_200ep": 0.5,
+    "capture_per_8k": 0.4,  # 150 min per 50k samples (A100) → 24 min for 8k
+    "eval_per_50k_250steps": 4.0,
+    "reference": 0.5,  # Inception features of the reference set
+    "locality": 0.2,
+    "external": 80.0,  # PixArt-Σ LoRA / depth→width stage 2: UNKNOWN, order of a Table-4 stage 2
+    "teacher": 0.0,  # downloaded
+}
+# seconds on 2 CPU cores (bf16 autocast where the preset asks for it)
+CPU_S = {
+    "teacher_step_64": 0.36,  # one teacher training step at batch 64 (64 tokens)
+    "stage1_step": 0.02,  # one stage-1 optimiser step on batch ≤ 256 (operator only; measured 0.01–0.05)
+    "stage2_step_64": 0.40,  # one stage-2 step at batch 64 (whole model, 64 tokens; tiny-testbed 0.32 s + graft)
+    "sample_per_image_step": 0.0036,  # one CFG denoising step of one image (≈ 36 s per 1000 images at DDIM 10)
+    "capture": 3.0,
+    "reference": 10.0,
+    "job_overhead": 4.0,  # python + torch + diffusers import per job, teacher load
+}
+
+
+@dataclass
+class Estimate:
+    unit: str  # "GPU-h" | "CPU-min"
+    by_kind: dict[str, float] = field(default_factory=dict)
+    stage2_samples: int = 0  # Σ steps × batch over stage-2 runs
+
+    @property
+    def total(self) -> float:
+        return sum(self.by_kind.values())
+
+    @property
+    def pretrain_pct(self) -> float:
+        return 100.0 * self.stage2_samples / PRETRAIN_SAMPLES
+
+    def line(self) -> str:
+        kinds = ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(self.by_kind.items(), key=lambda kv: -kv[1]) if v)
+        text = f"{_fmt(self.total)} {self.unit}" + (f" ({kinds})" if kinds else "")
+        if self.stage2_samples:
+            text += (f"; stage-2 training = {self.pretrain_pct:.2f} % of DiT-XL/2 pretraining compute "
+                     f"(7,000K steps × 256)")
+        return text
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}" if x >= 1 else f"{x:.2f}"
+
+
+def teacher_key(config: dict) -> str:
+    """``graft_core.teacher.teacher_key`` from a teacher run's config (without importing torch)."""
+    t = config["teacher"]
+    return stable_hash({"teacher": t} if t.get("pretrained") else {"teacher": t, "data": config["data"]})
+
+
+def teacher_present(config: dict) -> bool:
+    """A trained teacher is shipped (graft_core/assets) or cached; a pretrained one is assumed downloaded."""
+    if config["teacher"].get("pretrained"):
+        return True
+    key = teacher_key(config)
+    return any((d / "teachers" / key / TEACHER_WEIGHTS).exists() for d in (ASSETS_DIR, cache_root()))
+
+
+def node_cost(node: Node, gpu: bool) -> tuple[float, int]:
+    """(cost in GPU-h or CPU-min, stage-2 samples) of one run."""
+    c, kind = node.config, node.kind
+    samples = 0
+    if kind == "stage2":
+        samples = c["stage2"]["steps"] * c["stage2"]["batch_size"]
+    if gpu:
+        if kind == "stage2":
+            return PAPER_GPU_H["stage2_per_50k_x_256"] * samples / (50_000 * 256), samples
+        if kind == "stage1":
+            return PAPER_GPU_H["stage1_per_layer_200ep"] * c["stage1"]["epochs"] / 200, 0
+        if kind == "capture":
+            n = c["data"]["stage1_per_class"] * c["teacher"]["num_classes"]
+            return PAPER_GPU_H["capture_per_8k"] * n / 8000, 0
+        if kind == "eval":
+            e = c["eval"]
+            return PAPER_GPU_H["eval_per_50k_250steps"] * e["num_samples"] * e["steps"] / (50_000 * 250), 0
+        if kind in ("floor", "noise"):
+            return PAPER_GPU_H["reference"], 0
+        return PAPER_GPU_H.get(kind, 0.0), samples
+    # CPU minutes
+    s = CPU_S["job_overhead"]
+    tokens = (c.get("teacher", {}).get("sample_size", 16) // c.get("teacher", {}).get("patch_size", 2)) ** 2 \
+        if isinstance(c.get("teacher"), dict) else 64
+    scale = tokens / 64
+    if kind == "teacher" and not teacher_present(c):
+        t = c["teacher"]
+        s += t["train_steps"] * CPU_S["teacher_step_64"] * t["train_batch_size"] / 64 * scale
+    elif kind == "stage1":
+        n = c["data"]["stage1_per_class"] * c["teacher"]["num_classes"]
+        steps = c["stage1"]["epochs"] * -(-n // c["stage1"]["batch_size"])
+        s += steps * CPU_S["stage1_step"] * max(1.0, c["stage1"]["batch_size"] / 64) * scale
+    elif kind == "stage2":
+        s += c["stage2"]["steps"] * CPU_S["stage2_step_64"] * c["stage2"]["batch_size"] / 64 * scale
+    elif kind == "eval":
+        e = c["eval"]
+        cfg = 2 if e["guidance_scale"] != 1.0 else 1
+        s += e["num_samples"] * e["steps"] * CPU_S["sample_per_image_step"] * cfg / 2 * scale
+    elif kind == "capture":
+        s += CPU_S["capture"]
+    elif kind in ("floor", "noise"):
+        s += CPU_S["reference"]
+    elif kind == "locality":
+        loc = c["locality"]
+        s += loc["num_samples"] * loc["steps"] * CPU_S["sample_per_image_step"] * 1.5 * scale
+    return s / 60.0, samples
+
+
+def estimate(nodes: list[Node], *, gpu: bool, skip_teacher_if_present: bool = True) -> Estimate:
+    est = Estimate(unit="GPU-h" if gpu else "CPU-min")
+    for n in nodes:
+        cost, samples = node_cost(n, gpu)
+        est.by_kind[n.kind] = est.by_kind.get(n.kind, 0.0) + cost
+        est.stage2_samples += samples
+    return est

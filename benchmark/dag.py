@@ -1,0 +1,219 @@
+"""Rows → step runs (a small DAG per row), with run ids that are hashes of exactly what can change a result.
+
+Step kinds and what their config (= identity) holds; every config also carries ``kind``, ``version`` and the preset
+name, never a path or an executor setting:
+
+==========  =====================================================================================================
+teacher     teacher config (+ data config when trained here)                       → ``graft_core.teacher``
+capture     teacher, data, split (stage1 | heldout), seed, dtype                   → ``capture.capture_activations``
+stage1      teacher, data, capture ids, site, operator, options, layer, Stage1Config with objective and lr resolved
+            (so "L1 by default" and "L1 asked for" are one run), bf16                → ``distill.distill_layer``
+stage2      teacher, data, plan (or none: the control), init (stage-1 run ids per layer | random), Stage2Config
+                                                                                     → ``finetune.finetune``
+eval        teacher, data, classifier, EvalConfig, the model (teacher | stage-2 run | plan + stage-1 runs | random)
+                                                                                     → ``evaluate.evaluate_model``
+floor/noise data, classifier, EvalConfig                                             → ``metric_floor`` / ``noise_control``
+locality    teacher, LocalityConfig                                                  → ``graft_core.locality``
+external    the whole row config and the graft_core function                        → e.g. ``graft_core.pixart``
+==========  =====================================================================================================
+
+Two rows that need the same step get the same node (same key ``kind/run_id``), so it runs once: the 50 % and 75 %
+rows of an operator reuse the stage-1 layers of its 100 % row, fig4a's 10 % rows are table3's 50 % rows, etc.
+Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from benchmark.layers import NEEDS_LOCALITY, select_layers
+from benchmark.rows import LocalityConfig, Row
+from graft_core.config import stable_hash, to_jsonable
+from graft_core.presets import Preset
+
+STEP_VERSIONS = {"teacher": 1, "capture": 1, "stage1": 1, "stage2": 1, "eval": 1, "floor": 1, "noise": 1,
+                 "locality": 1, "external": 1}
+STEP_KINDS = tuple(STEP_VERSIONS)
+CAPTURE_DTYPE = "float16"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One run: ``kind/run_id`` is its key and its folder under ``runs/``."""
+
+    kind: str
+    run_id: str
+    config: dict = field(compare=False, hash=False, repr=False)
+    deps: tuple[str, ...] = field(default=(), compare=False, hash=False)
+    desc: str = field(default="", compare=False, hash=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.run_id}"
+
+
+def make_node(kind: str, body: dict, deps: Iterable[Node] = (), desc: str = "") -> Node:
+    config = to_jsonable({"kind": kind, "version": STEP_VERSIONS[kind], **body})
+    return Node(kind=kind, run_id=stable_hash(config), config=config, deps=tuple(d.key for d in deps), desc=desc)
+
+
+@dataclass
+class RowPlan:
+    target: str
+    row: Row
+    nodes: list[Node]  # topological order, each node once
+    final: Node | None  # the node whose record is the row's result
+    waiting_for: Node | None = None  # set when the row's layers depend on a locality run not done yet
+    layers: tuple[int, ...] | None = None
+
+    @property
+    def blocked(self) -> bool:
+        return self.waiting_for is not None
+
+
+# Reads a DONE locality run's per-layer scores at ``select_k`` (None when not available yet).
+LocalityReader = Callable[[Node, LocalityConfig], "list[float] | None"]
+
+
+class Planner:
+    """Expands rows into nodes; ``locality_reader`` resolves top/low-local layers from a finished locality run."""
+
+    def __init__(self, locality_reader: LocalityReader | None = None):
+        self.locality_reader = locality_reader or (lambda node, cfg: None)
+
+    # ------------------------------------------------------------------------------------------------------ nodes
+    @staticmethod
+    def teacher(p: Preset) -> Node:
+        body = {"preset": p.name, "teacher": p.teacher, "data": None if p.teacher.pretrained else p.data}
+        return make_node("teacher", body, desc="teacher")
+
+    def capture(self, p: Preset, split: str) -> Node:
+        t = self.teacher(p)
+        body = {"preset": p.name, "teacher": p.teacher, "data": p.data, "split": split, "seed": p.stage1.seed,
+                "dtype": CAPTURE_DTYPE}
+        return make_node("capture", body, [t], desc=f"capture {split}")
+
+    def stage1(self, p: Preset, site: str, operator: str, options: dict, layer: int) -> Node:
+        s1 = dataclasses.replace(p.stage1, objective=p.stage1.objective_for(site), lr=p.stage1.lr_for(site))
+        train, held = self.capture(p, "stage1"), self.capture(p, "heldout")
+        body = {"preset": p.name, "teacher": p.teacher, "data": p.data, "stage1": s1, "site": site,
+                "operator": operator, "options": options, "layer": layer, "bf16": p.stage2.bf16,
+                "inputs": {"capture_train": train.run_id, "capture_heldout": held.run_id}}
+        return make_node("stage1", body, [train, held], desc=f"stage1 {site}:{operator}{_opts(options)} L{layer} "
+                                                            f"{s1.objective} {s1.epochs}ep")
+
+    def stage2(self, p: Preset, plan: dict | None, init, deps: list[Node]) -> Node:
+        body = {"preset": p.name, "teacher": p.teacher, "data": p.data, "stage2": p.stage2, "plan": plan,
+                "init": init}
+        what = "teacher (no graft)" if plan is None else f"{plan['site']}:{plan['operator']}{_opts(plan['options'])}"
+        return make_node("stage2", body, [self.teacher(p), *deps],
+                         desc=f"stage2 {what} {p.stage2.steps} steps, data {p.stage2.data_fraction:g}")
+
+    def evaluate(self, p: Preset, model: dict, deps: list[Node], what: str) -> Node:
+        body = {"preset": p.name, "teacher": p.teacher, "data": p.data, "classifier": p.classifier, "eval": p.eval,
+                "model": model}
+        return make_node("eval", body, [self.teacher(p), *deps], desc=f"eval {what} ({p.eval.num_samples} samples)")
+
+    @staticmethod
+    def reference(p: Preset, kind: str) -> Node:
+        body = {"preset": p.name, "data": p.data, "classifier": p.classifier, "eval": p.eval}
+        return make_node(kind, body, desc="metric floor" if kind == "floor" else "noise control")
+
+    def locality(self, p: Preset, cfg: LocalityConfig) -> Node:
+        body = {"preset": p.name, "teacher": p.teacher, "locality": cfg}
+        return make_node("locality", body, [self.teacher(p)], desc=f"locality k={list(cfg.ks)}")
+
+    @staticmethod
+    def external(row: Row) -> Node:
+        body = {"preset": row.preset.name, "external": row.external, "row_id": row.id, "row": row.preset,
+                "graft": row.graft, "extra": row.extra}
+        return make_node("external", body, desc=f"external {row.external} ({row.id})")
+
+    # ------------------------------------------------------------------------------------------------------ rows
+    def expand(self, target: str, row: Row) -> RowPlan:
+        p = row.preset
+        nodes: list[Node] = []
+
+        def add(*new: Node) -> Node:
+            for n in new:
+                if n.key not in {m.key for m in nodes}:
+                    nodes.append(n)
+            return new[-1]
+
+        if row.kind == "teacher":
+            t = add(self.teacher(p))
+            final = add(self.evaluate(p, {"source": "teacher"}, [], "teacher"))
+            return RowPlan(target, row, nodes, final)
+        if row.kind in ("floor", "noise"):
+            return RowPlan(target, row, [self.reference(p, row.kind)], self.reference(p, row.kind))
+        if row.kind == "locality":
+            add(self.teacher(p))
+            final = add(self.locality(p, row.locality))
+            return RowPlan(target, row, nodes, final)
+        if row.kind == "external":
+            final = add(self.external(row))
+            return RowPlan(target, row, nodes, final, layers=row.graft.layers if row.graft else None)
+        if row.kind == "finetune_teacher":
+            add(self.teacher(p))
+            s2 = add(self.stage2(p, None, None, []))
+            final = add(self.evaluate(p, {"source": "stage2", "run": s2.run_id}, [s2], "teacher + stage 2"))
+            return RowPlan(target, row, nodes, final)
+
+        # kind == "graft"
+        graft = row.graft
+        t = add(self.teacher(p))
+        if graft.layers is None:
+            if graft.strategy not in NEEDS_LOCALITY or row.locality is None:
+                raise ValueError(f"row {row.id!r}: layers unresolved and no locality config to resolve them")
+            loc = add(self.locality(p, row.locality))
+            scores = self.locality_reader(loc, row.locality)
+            if scores is None:
+                return RowPlan(target, row, nodes, None, waiting_for=loc)
+            graft = dataclasses.replace(graft, layers=select_layers(graft.strategy, p.teacher.num_layers,
+                                                                    locality=scores))
+        plan = graft.plan_dict()
+        options = plan["options"]
+        if row.init == "stage1":
+            add(self.capture(p, "stage1"), self.capture(p, "heldout"))
+            s1 = [add(self.stage1(p, graft.site, graft.operator, options, layer)) for layer in graft.layers]
+            init = {"stage1": {str(n.config["layer"]): n.run_id for n in s1}}
+            deps = s1
+        else:
+            init, deps = "random", []
+        what = f"{graft.site}:{graft.operator}{_opts(options)} {graft.strategy}"
+        if row.finetune:
+            s2 = add(self.stage2(p, plan, init, deps))
+            final = add(self.evaluate(p, {"source": "stage2", "run": s2.run_id}, [s2], what + " + stage 2"))
+        else:
+            final = add(self.evaluate(p, {"source": "assembled", "plan": plan, "init": init}, deps,
+                                      what + (" (random init)" if init == "random" else " (stage 1 only)")))
+        del t
+        return RowPlan(target, row, nodes, final, layers=graft.layers)
+
+
+def _opts(options: dict) -> str:
+    return "(" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + ")" if options else ""
+
+
+def topological(nodes: Iterable[Node]) -> list[Node]:
+    """Dependency order (deps first), stable with respect to the input order; unknown deps are ignored."""
+    nodes = list(nodes)
+    by_key = {n.key: n for n in nodes}
+    out: list[Node] = []
+    seen: set[str] = set()
+
+    def visit(n: Node, stack: tuple[str, ...] = ()):
+        if n.key in seen:
+            return
+        if n.key in stack:
+            raise ValueError(f"dependency cycle through {n.key}")
+        for d in n.deps:
+            if d in by_key:
+                visit(by_key[d], stack + (n.key,))
+        seen.add(n.key)
+        out.append(n)
+
+    for n in nodes:
+        visit(n)
+    return out

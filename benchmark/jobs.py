@@ -1,0 +1,289 @@
+"""What runs inside a job: ``RunUnit`` executes a list of step runs, each guarded by a lock, logged, recorded.
+
+Only run keys (``kind/run_id``) and the results folder cross the pickle boundary; the job reads config.json itself
+and, on a requeue, starts again from what is on disk (DONE runs are skipped, stage 2 resumes from its newest
+checkpoint), never from state stored in the pickle. ``RunUnit`` is a ``submitit.helpers.Checkpointable``: on
+preemption or timeout submitit requeues the same call.
+
+Multi-task jobs (paper-preset stage 2: one task per GPU) export ``MASTER_ADDR``/``MASTER_PORT``/``RANK``/
+``WORLD_SIZE``/``LOCAL_RANK`` from ``submitit.JobEnvironment()`` before ``graft_core.finetune`` initialises
+``torch.distributed``; only rank 0 writes records.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import platform
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import submitit
+
+from benchmark.store import RunPaths, Store, now, read_json
+
+PREFIX = "[graftbench]"
+
+
+class StepsFailed(RuntimeError):
+    pass
+
+
+def say(msg: str) -> None:
+    print(f"{PREFIX} {time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------------- environment
+def job_environment() -> dict:
+    """Job id and ranks from submitit (Slurm / local / debug) or this plain process."""
+    try:
+        env = submitit.JobEnvironment()
+        return {"cluster": env.cluster, "job_id": str(env.job_id), "rank": env.global_rank,
+                "local_rank": env.local_rank, "world_size": env.num_tasks, "hostnames": list(env.hostnames)}
+    except RuntimeError:  # not inside a submitit job
+        return {"cluster": "process", "job_id": str(os.getpid()), "rank": 0, "local_rank": 0, "world_size": 1,
+                "hostnames": [socket.gethostname()]}
+
+
+def setup_distributed(env: dict) -> None:
+    """torch.distributed variables for a multi-task job (graft_core.distributed reads them)."""
+    if env["world_size"] <= 1:
+        return
+    digits = "".join(ch for ch in env["job_id"].split("_")[0] if ch.isdigit()) or "0"
+    os.environ.update(MASTER_ADDR=env["hostnames"][0], MASTER_PORT=str(20000 + int(digits) % 20000),
+                      RANK=str(env["rank"]), WORLD_SIZE=str(env["world_size"]), LOCAL_RANK=str(env["local_rank"]))
+
+
+def git_rev(repo: Path | None = None) -> str | None:
+    """HEAD commit read from the .git folder (no git process, nothing written)."""
+    repo = repo or Path(__file__).resolve().parents[1]
+    git = repo / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head
+        ref = head.split(None, 1)[1]
+        path = git / ref
+        if path.exists():
+            return path.read_text().strip()
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0]
+    except OSError:
+        return None
+    return None
+
+
+PACKAGES = ("torch", "diffusers", "numpy", "scipy", "submitit", "torch-fidelity", "clean-fid", "scikit-learn",
+            "mlxtend", "einops", "peft", "graftbench")
+
+
+def environment_record(env: dict) -> dict:
+    from importlib import metadata
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    record = {"git_rev": git_rev(), "packages": versions, "python": platform.python_version(),
+              "host": socket.gethostname(), "platform": platform.platform(), "job": env, "time": now(),
+              "slurm": {k: v for k, v in os.environ.items() if k.startswith("SLURM_") and k in SLURM_VARS}}
+    if "torch" in sys.modules:  # only describe the device once a step has loaded torch
+        import torch
+
+        record["threads"] = torch.get_num_threads()
+        record["device"] = {"cuda": torch.cuda.is_available(),
+                            "name": torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                            else f"cpu ({platform.machine()}, {os.cpu_count()} cores)",
+                            "count": torch.cuda.device_count(),
+                            "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    return record
+
+
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_PARTITION", "SLURM_NODELIST",
+              "SLURM_NTASKS", "SLURM_CPUS_PER_TASK", "SLURM_RESTART_COUNT", "SLURM_JOB_ACCOUNT", "SLURM_JOB_QOS")
+
+
+# --------------------------------------------------------------------------------------------------------- logging
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, s):
+        for st in self.streams:
+            try:
+                st.write(s)
+            except ValueError:  # a closed stream
+                pass
+        return len(s)
+
+    def flush(self):
+        for st in self.streams:
+            with contextlib.suppress(ValueError):
+                st.flush()
+
+    def isatty(self):
+        return False
+
+
+@contextlib.contextmanager
+def tee_output(path: Path):
+    """Copy everything Python prints (stdout and stderr) into ``path`` (appended)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", buffering=1) as log:
+        old_out, old_err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(old_out, log), _Tee(old_err, log)
+        try:
+            yield log
+        finally:
+            sys.stdout, sys.stderr = old_out, old_err
+
+
+# --------------------------------------------------------------------------------------------------------- locks
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError):
+        if stat.read_text().split(") ", 1)[1].startswith("Z"):  # a zombie is dead
+            return False
+    return True
+
+
+def lock_holder_alive(record: dict) -> bool:
+    if not record:
+        return False
+    if record.get("host") == socket.gethostname():
+        return _pid_alive(int(record.get("pid", 0) or 0))
+    from benchmark.status import slurm_states  # another node: ask Slurm about the holder's job
+
+    job = record.get("job_id")
+    if not job or record.get("cluster") != "slurm":
+        return False
+    return slurm_states([job]).get(job) in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED")
+
+
+@contextlib.contextmanager
+def run_lock(run: RunPaths, env: dict, poll: float = 2.0):
+    """Exclusive lock on a run folder (O_EXCL file); waits while a live process holds it, breaks a stale one."""
+    run.folder.mkdir(parents=True, exist_ok=True)
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": env["job_id"], "cluster": env["cluster"],
+          "since": now()}
+    announced = False
+    while True:
+        try:
+            fd = os.open(run.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = read_json(run.lock) or {}
+            except ValueError:
+                holder = {}
+            if holder and lock_holder_alive(holder):
+                if not announced:
+                    say(f"waiting for {run.kind}/{run.run_id}: locked by pid {holder.get('pid')} on "
+                        f"{holder.get('host')}")
+                    announced = True
+                time.sleep(poll)
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(run.lock)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(run.lock)
+
+
+# --------------------------------------------------------------------------------------------------------- the job
+class RunUnit(submitit.helpers.Checkpointable):
+    """``RunUnit()(results_dir, preset, keys)``: run the listed step runs in order; returns {"done", "failed"}.
+
+    A run whose inputs are not DONE is recorded as failed (not attempted); the other runs still go ahead. With
+    ``raise_on_failure`` (Slurm / local executors) the job ends with an error when any run failed, so Slurm's
+    ``afterok`` dependents do not start.
+    """
+
+    def __call__(self, results_dir: str, preset: str, keys: list[str], raise_on_failure: bool = True,
+                 progress: bool = True) -> dict:
+        from benchmark import steps
+
+        store = Store(results_dir, preset)
+        env = job_environment()
+        setup_distributed(env)
+        rank = env["rank"]
+        done, failed = [], []
+        for key in keys:
+            kind, run_id = key.split("/")
+            run = store.run(kind, run_id)
+            if run.done.exists():
+                done.append(key)
+                continue
+            if rank != 0 and kind != "stage2":
+                continue  # multi-task jobs exist for stage 2 only; other ranks skip everything else
+            ok = self.run_one(store, run, env, steps, progress)
+            (done if ok else failed).append(key)
+        if failed and raise_on_failure and rank == 0:
+            raise StepsFailed(f"{len(failed)} of {len(keys)} runs failed: {', '.join(failed)} "
+                              f"(see runs/<kind>/<id>/logs/step.log)")
+        return {"done": done, "failed": failed}
+
+    @staticmethod
+    def run_one(store: Store, run: RunPaths, env: dict, steps, progress: bool) -> bool:
+        record = read_json(run.config)
+        config, deps = record["config"], record.get("deps", [])
+        desc = record.get("desc") or f"{run.kind} {run.run_id}"
+        main = env["rank"] == 0
+        missing = [d for d in deps if not store.run(*d.split("/")).done.exists()]
+        if missing:
+            if main:
+                store.update_status(run, state="failed", error=f"not run: input {missing[0]} is not done",
+                                    ended=now())
+                say(f"skip {desc}: input {missing[0]} is not done")
+            return False
+        lock = run_lock(run, env) if main else contextlib.nullcontext()
+        with lock:
+            if run.done.exists():  # another process finished it while we waited
+                return True
+            if main:
+                status = store.read_status(run)
+                store.update_status(run, state="running", attempts=int(status.get("attempts", 0)) + 1,
+                                    started=now(), host=socket.gethostname(), pid=os.getpid(),
+                                    job_id=env["job_id"], cluster=status.get("cluster", env["cluster"]), error=None)
+            start = time.time()
+            with tee_output(run.log) if main else contextlib.nullcontext():
+                say(f"start {desc} ({run.kind}/{run.run_id}, job {env['job_id']}, attempt "
+                    f"{store.read_status(run).get('attempts', 1)})")
+                try:
+                    ctx = steps.StepContext(store=store, run=run, config=config, rank=env["rank"],
+                                            world_size=env["world_size"], progress=progress)
+                    metrics = steps.execute(ctx)
+                    if main:
+                        from graft_core.paths import atomic_write_json
+
+                        atomic_write_json(run.environment, environment_record(env))
+                        metrics = dict(metrics or {})
+                        metrics.setdefault("seconds_step", round(time.time() - start, 2))
+                        store.finish(run, metrics)
+                    say(f"done  {desc} in {time.time() - start:.1f} s")
+                    return True
+                except Exception as err:  # noqa: BLE001 — recorded, reported, the next run goes ahead
+                    traceback.print_exc()
+                    if main:
+                        line = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+                        store.update_status(run, state="failed", error=line, ended=now())
+                    say(f"FAILED {desc}: {type(err).__name__}: {err}")
+                    return False

@@ -1,0 +1,458 @@
+"""Plan → launch only what is missing → record job ids, through submitit (``debug`` | ``local`` | ``slurm``).
+
+* A launch = the planned runs − DONE − alive (pending/running per the scheduler). Failed runs (and runs whose record
+  is corrupt: their DONE and record are renamed aside first, nothing deleted) are launched again; runs shared by
+  several rows or targets are launched once.
+* **Slurm**: every row is a small DAG submitted at once — one job per step run, except the stage-1 layers of a row,
+  which form one job array (chunked under the cluster's ``MaxArraySize``); each job waits on its inputs with
+  ``--dependency=afterok:…`` (plus ``--kill-on-invalid-dep=yes``, so a failed input cancels its dependents instead
+  of leaving them pending forever). A final ``collect`` job (``afterany``) writes the summaries and builds the
+  tables. The command returns at once unless ``--wait``.
+* **local / debug**: the same DAG run in dependency order, one job per row (the row's stage-1 layers in one process,
+  tiny-testbed.md lesson 4), after one ``prep`` job for the shared teacher and captures. ``local`` runs each job in a
+  subprocess (submitit LocalExecutor) and streams its progress lines; ``debug`` runs them in this process.
+* Rows whose layers come from a locality result (Fig. 4b top/low-local) wait for it: locally the plan is simply
+  redone once it exists; on Slurm a small ``replan`` job (``afterok`` on the locality job) submits the rest.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from benchmark import status as status_mod
+from benchmark.dag import Node, Planner, RowPlan, topological
+from benchmark.jobs import PREFIX, RunUnit
+from benchmark.profiles import Profile
+from benchmark.rows import LocalityConfig
+from benchmark.status import NodeState, node_states
+from benchmark.store import CorruptRecord, Store
+from benchmark.summary import build_tables, mark_tables_built, tables_up_to_date, write_summary
+
+EXECUTORS = ("auto", "debug", "local", "slurm")
+PREP_KINDS = ("teacher", "capture")
+DEFAULT_MAX_ARRAY = 1001
+
+
+class LaunchError(Exception):
+    """A user-facing problem: one line, exit code 2, nothing launched."""
+
+
+# --------------------------------------------------------------------------------------------------------- planning
+@dataclass
+class TargetPlan:
+    name: str
+    module: ModuleType
+    row_plans: list[RowPlan]
+
+
+def locality_reader(store: Store):
+    def read(node: Node, cfg: LocalityConfig):
+        run = store.run(node.kind, node.run_id)
+        if not run.done.exists():
+            return None
+        try:
+            record = store.read_metrics(run) or {}
+            loc = record["locality"]
+            return [layer[loc["k"].index(cfg.select_k)] for layer in loc["layers"]]
+        except (CorruptRecord, KeyError, ValueError, TypeError, IndexError):
+            return None
+
+    return read
+
+
+def plan_targets(store: Store, modules: list[ModuleType]) -> list[TargetPlan]:
+    planner = Planner(locality_reader(store))
+    return [TargetPlan(m.NAME, m, [planner.expand(m.NAME, row) for row in m.rows(store.preset)]) for m in modules]
+
+
+def all_nodes(plans: list[TargetPlan]) -> list[Node]:
+    seen: dict[str, Node] = {}
+    for tp in plans:
+        for rp in tp.row_plans:
+            for n in rp.nodes:
+                seen.setdefault(n.key, n)
+    return topological(seen.values())
+
+
+# --------------------------------------------------------------------------------------------------------- units
+@dataclass
+class Unit:
+    name: str
+    kind: str  # resource kind (step kind, or "prep"/"row" locally)
+    nodes: list[Node]
+    array: bool = False
+    deps: set[int] = field(default_factory=set)  # indices of units launched now that this one waits for
+    wait_jobs: set[str] = field(default_factory=set)  # alive Slurm jobs (from earlier launches) it waits for
+    index: int = 0
+
+
+def to_launch(states: dict[str, NodeState]) -> set[str]:
+    return {k for k, s in states.items() if s.state in ("missing", "failed")}
+
+
+def make_units(plans: list[TargetPlan], states: dict[str, NodeState], executor: str,
+               skip: set[str] = frozenset()) -> list[Unit]:
+    """Group the runs to launch into jobs; every run is in exactly one unit."""
+    todo = to_launch(states) - set(skip)
+    units: list[Unit] = []
+    where: dict[str, int] = {}
+
+    def new_unit(name, kind, nodes, array=False) -> Unit:
+        u = Unit(name=name, kind=kind, nodes=list(nodes), array=array, index=len(units))
+        units.append(u)
+        for n in nodes:
+            where[n.key] = u.index
+        return u
+
+    if executor != "slurm":
+        prep = [n for n in all_nodes(plans) if n.kind in PREP_KINDS and n.key in todo]
+        if prep:
+            new_unit("prep: teacher and captures", "prep", prep)
+    for tp in plans:
+        for rp in tp.row_plans:
+            fresh = [n for n in rp.nodes if n.key in todo and n.key not in where]
+            if not fresh:
+                continue
+            label = f"{tp.name}/{rp.row.id}"
+            if executor != "slurm":
+                new_unit(label, "row", fresh)
+                continue
+            stage1 = [n for n in fresh if n.kind == "stage1"]
+            for n in fresh:
+                if n.key in where:
+                    continue
+                if n.kind == "stage1":
+                    new_unit(f"stage1 ×{len(stage1)} {label}", "stage1", stage1, array=True)
+                else:
+                    new_unit(f"{n.kind} {label}", n.kind, [n])
+    for u in units:
+        for n in u.nodes:
+            for d in n.deps:
+                if d in where and where[d] != u.index:
+                    u.deps.add(where[d])
+                elif d in states and states[d].alive and states[d].job_id:
+                    u.wait_jobs.add(str(states[d].job_id))
+    return units
+
+
+# --------------------------------------------------------------------------------------------------------- executors
+def resolve_executor(name: str, log=print) -> str:
+    if name not in EXECUTORS:
+        raise LaunchError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")
+    if name == "auto":
+        if shutil.which("sbatch") is None:
+            return "local"
+        if status_mod.slurm_responds():
+            return "slurm"
+        log("note: sbatch is on PATH but the Slurm controller does not answer; running locally "
+            "(start it with `slurm/local-cluster.sh up`, or pass --executor local to silence this)")
+        return "local"
+    if name == "slurm" and shutil.which("sbatch") is None:
+        raise LaunchError("--executor slurm needs Slurm's `sbatch` on PATH (none found); run on a Slurm login node, "
+                          "start the local cluster with `slurm/local-cluster.sh up`, or use --executor local")
+    if name == "slurm" and not status_mod.slurm_responds():
+        raise LaunchError("--executor slurm: sbatch is installed but the Slurm controller does not answer "
+                          "(`squeue` fails); start it (`slurm/local-cluster.sh up`) or use --executor local")
+    return name
+
+
+def max_array_size() -> int:
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return DEFAULT_MAX_ARRAY
+    for line in out.splitlines():
+        if line.strip().startswith("MaxArraySize"):
+            try:
+                return int(line.split("=", 1)[1].strip())
+            except ValueError:
+                break
+    return DEFAULT_MAX_ARRAY
+
+
+def chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), max(1, size))]
+
+
+def _record(store: Store, node: Node, cluster: str, job_id, pid=None) -> None:
+    run = store.run(node.kind, node.run_id)
+    if not job_id:  # before the submission: mark the run pending for this (live) launcher process
+        store.update_status(run, state="pending", cluster=cluster, job_id=None, pid=pid,
+                            submit_host=socket.gethostname(), error=None)
+        return
+    current = store.read_status(run)
+    if current.get("job_id") == str(job_id) and current.get("state") in ("running", "failed", "done"):
+        return  # the job already started (fast scheduler): do not overwrite its own record
+    store.record_submission(run, cluster=cluster, job_id=str(job_id), submitit_folder=str(store.submitit_dir),
+                            pid=pid)
+
+
+@dataclass
+class LaunchResult:
+    executor: str
+    units: list[Unit]
+    jobs: list[str] = field(default_factory=list)  # one id per job or array
+    tasks: list[str] = field(default_factory=list)  # every job / array-task id, in submission order
+    failed_units: list[str] = field(default_factory=list)
+
+    @property
+    def launched(self) -> int:
+        return sum(len(u.nodes) for u in self.units)
+
+
+class Launcher:
+    def __init__(self, store: Store, executor: str, *, profile: Profile | None = None, jobs: int = 1,
+                 progress: bool = True, log=print, target_names: list[str] | None = None,
+                 profile_overrides: list[str] | None = None):
+        self.store = store
+        self.executor = executor
+        self.profile = profile
+        self.jobs = max(1, jobs)
+        self.progress = progress
+        self.log = log
+        self.target_names = target_names or []
+        self.profile_overrides = profile_overrides or []
+
+    # ------------------------------------------------------------------------------------------------ prepare
+    def prepare(self, plans: list[TargetPlan], states: dict[str, NodeState], skip: set[str]) -> list[Unit]:
+        """Write config.json of every run to launch and take corrupt records out of service."""
+        units = make_units(plans, states, self.executor, skip)
+        for u in units:
+            for n in u.nodes:
+                run = self.store.run(n.kind, n.run_id)
+                if states[n.key].corrupt and run.done.exists():
+                    self.log(f"re-running {n.key}: {states[n.key].error}")
+                    self.store.invalidate(run, states[n.key].error or "corrupt record")
+                self.store.ensure_config(n.kind, n.run_id, n.config, n.deps, n.desc)
+        return units
+
+    # ------------------------------------------------------------------------------------------------ local
+    def run_local(self, units: list[Unit]) -> LaunchResult:
+        import submitit
+
+        result = LaunchResult(self.executor, units)
+        folder = self.store.submitit_dir / "%j"
+        ex = submitit.AutoExecutor(folder=folder, cluster=self.executor)
+        if self.executor == "local":
+            ex.update_parameters(timeout_min=24 * 60)
+        total = len(units)
+        for i, u in enumerate(units, 1):
+            for n in u.nodes:
+                _record(self.store, n, self.executor, job_id="", pid=os.getpid())
+            keys = [n.key for n in u.nodes]
+            kinds = ", ".join(f"{k}×{c}" if c > 1 else k for k, c in _kind_counts(u.nodes).items())
+            self.log(f"[{i}/{total}] {u.name}: {kinds}")
+            start = time.time()
+            job = ex.submit(RunUnit(), str(self.store.results_dir), self.store.preset, keys,
+                            self.executor != "debug", self.progress)
+            for n in u.nodes:
+                _record(self.store, n, self.executor, job_id=job.job_id,
+                        pid=int(job.job_id) if self.executor == "local" and str(job.job_id).isdigit() else os.getpid())
+            result.jobs.append(str(job.job_id))
+            try:
+                outcome = self._wait_local(job)
+            except KeyboardInterrupt:
+                job.cancel(check=False)
+                raise
+            failed = outcome.get("failed", []) if isinstance(outcome, dict) else keys
+            state = "ok" if not failed else f"{len(failed)} failed"
+            self.log(f"[{i}/{total}] {u.name}: {state} in {time.time() - start:.0f} s")
+            if failed:
+                result.failed_units.append(u.name)
+        return result
+
+    def _wait_local(self, job):
+        if self.executor == "debug":
+            return job.result()
+        seen = 0
+        while not job.done():
+            seen = self._forward(job.paths.stdout, seen)
+            time.sleep(1.0)
+        self._forward(job.paths.stdout, seen)
+        try:
+            return job.result()
+        except Exception as err:  # noqa: BLE001 — the job recorded which runs failed; keep going
+            line = str(err).strip().splitlines()
+            self.log(f"  job {job.job_id} failed: {line[-1] if line else type(err).__name__}")
+            return {"failed": ["?"]}
+
+    def _forward(self, path: Path, seen: int) -> int:
+        """Print the job's progress lines ([graftbench] ...) that appeared since ``seen`` bytes."""
+        try:
+            with open(path, "rb") as f:
+                f.seek(seen)
+                data = f.read()
+        except FileNotFoundError:
+            return seen
+        end = data.rfind(b"\n") + 1
+        for line in data[:end].decode(errors="replace").splitlines():
+            if line.startswith(PREFIX) and self.progress:
+                self.log("  " + line[len(PREFIX) + 1:])
+        return seen + end
+
+    # ------------------------------------------------------------------------------------------------ slurm
+    def run_slurm(self, units: list[Unit], *, replan_after: list[str] | None = None) -> LaunchResult:
+        from submitit.core.utils import FailedJobError
+
+        result = LaunchResult("slurm", units)
+        try:
+            return self._submit_all(units, result, replan_after)
+        except FailedJobError as err:
+            msg = " ".join(str(err).split())[:300]
+            done = f"; {len(result.jobs)} job(s) were submitted before it and keep running ({', '.join(result.jobs)})" \
+                if result.jobs else ""
+            raise LaunchError(f"sbatch refused a job: {msg}{done}; fix the cause and re-run to submit the rest") \
+                from None
+
+    def _submit_all(self, units: list[Unit], result: LaunchResult, replan_after) -> LaunchResult:
+        max_array = max_array_size()
+        job_ids: dict[int, list[str]] = {}
+        folder = self.store.submitit_dir / "%j"
+        for u in units:
+            deps = sorted({j for d in u.deps for j in job_ids.get(d, [])} | {j.split("_")[0] for j in u.wait_jobs})
+            ex = self._slurm_executor(u.kind, folder, f"gb-{u.kind}", deps, "afterok")
+            results_dir, preset = str(self.store.results_dir), self.store.preset
+            if u.array:
+                ids = []
+                for part in chunks(u.nodes, max_array):
+                    jobs = ex.map_array(RunUnit(), [results_dir] * len(part), [preset] * len(part),
+                                        [[n.key] for n in part])
+                    for n, job in zip(part, jobs):
+                        _record(self.store, n, "slurm", job.job_id)
+                        result.tasks.append(str(job.job_id))
+                    ids.append(str(jobs[0].job_id).split("_")[0])
+                job_ids[u.index] = ids
+            else:
+                job = ex.submit(RunUnit(), results_dir, preset, [n.key for n in u.nodes])
+                for n in u.nodes:
+                    _record(self.store, n, "slurm", job.job_id)
+                job_ids[u.index] = [str(job.job_id)]
+                result.tasks.append(str(job.job_id))
+            self.log(f"submitted {u.name}: job {', '.join(job_ids[u.index])}"
+                     + (f" (after {', '.join(deps)})" if deps else ""))
+            result.jobs += job_ids[u.index]
+        if replan_after:  # rows waiting for locality runs: plan again once those jobs succeeded
+            ids = sorted({str(self.store.read_status(self.store.run(*k.split("/"))).get("job_id") or "").split("_")[0]
+                          for k in replan_after} - {""})
+            if ids:
+                ex = self._slurm_executor("collect", folder, "gb-replan", ids, "afterok")
+                job = ex.submit(replan_job, str(self.store.results_dir), self.store.preset, self.target_names,
+                                self.profile.name if self.profile else None, self.profile_overrides)
+                self.log(f"submitted replan for the rows waiting on a locality result: job {job.job_id} "
+                         f"(after {', '.join(ids)})")
+                result.jobs.append(str(job.job_id))
+                result.tasks.append(str(job.job_id))
+        if result.jobs:
+            ex = self._slurm_executor("collect", folder, "gb-collect", sorted({j.split("_")[0] for j in result.jobs}),
+                                      "afterany")
+            job = ex.submit(collect_job, str(self.store.results_dir), self.store.preset, self.target_names)
+            self.log(f"submitted collect (summaries + tables when the jobs end): job {job.job_id}")
+            result.tasks.append(str(job.job_id))
+        return result
+
+    def _slurm_executor(self, kind: str, folder: Path, name: str, deps: list[str], dep_type: str):
+        import submitit
+
+        init, params = self.profile.executor_parameters(kind)
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", **init)
+        extra = dict(params.pop("slurm_additional_parameters", None) or {})
+        if deps:
+            extra["dependency"] = f"{dep_type}:" + ":".join(deps)
+            extra["kill-on-invalid-dep"] = "yes"
+        ex.update_parameters(name=name, slurm_additional_parameters=extra, **params)
+        return ex
+
+
+def _kind_counts(nodes: list[Node]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in nodes:
+        out[n.kind] = out.get(n.kind, 0) + 1
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------- jobs
+def collect_job(results_dir: str, preset: str, target_names: list[str]) -> dict:
+    """Slurm job run after all others: refresh the summaries and build the tables."""
+    from benchmark.targets import expand
+
+    store = Store(results_dir, preset)
+    plans = plan_targets(store, expand(target_names))
+    write_summaries(store, plans, log=print)
+    return {"targets": [tp.name for tp in plans]}
+
+
+def replan_job(results_dir: str, preset: str, target_names: list[str], profile: str | None,
+               overrides: list[str]) -> dict:
+    """Slurm job run once a locality result exists: plan again and submit what is still missing."""
+    from benchmark.targets import expand
+
+    store = Store(results_dir, preset)
+    prof = Profile.load(profile, overrides) if profile else None
+    launcher = Launcher(store, "slurm", profile=prof, target_names=target_names, profile_overrides=overrides)
+    result = launch(launcher, expand(target_names))
+    return {"jobs": result.jobs}
+
+
+# --------------------------------------------------------------------------------------------------------- top level
+def write_summaries(store: Store, plans: list[TargetPlan], *, states: dict[str, NodeState] | None = None,
+                    log=print, tables: bool = True) -> dict[str, dict]:
+    nodes = all_nodes(plans)
+    states = states if states is not None else node_states(store, nodes)
+    out = {}
+    for tp in plans:
+        summary, _ = write_summary(store, tp.name, tp.row_plans, states, log=log)
+        out[tp.name] = summary
+        if tables and all(r["status"] == "done" for r in summary["rows"]) \
+                and not tables_up_to_date(store, tp.name, summary):
+            if build_tables(store.results_dir, store.preset, tp.name, log=log) is not None:
+                mark_tables_built(store, tp.name, summary)
+    return out
+
+
+def select_rows(plans: list[TargetPlan], patterns: list[str] | None) -> list[TargetPlan]:
+    """Keep the rows whose id matches one of the shell patterns (all rows when ``patterns`` is empty)."""
+    if not patterns:
+        return plans
+    keep = lambda rid: any(fnmatch.fnmatchcase(rid, p) for p in patterns)  # noqa: E731
+    return [TargetPlan(tp.name, tp.module, [rp for rp in tp.row_plans if keep(rp.row.id)]) for tp in plans]
+
+
+def launch(launcher: Launcher, modules: list[ModuleType], *, skip: set[str] = frozenset(),
+           rows: list[str] | None = None, max_passes: int = 4) -> LaunchResult:
+    """Launch what is missing for ``modules`` (only the ``rows`` patterns when given); locally repeat while new
+    runs become plannable (rows waiting for a locality result)."""
+    store = launcher.store
+    total = LaunchResult(launcher.executor, [])
+    for _ in range(max_passes):
+        plans = select_rows(plan_targets(store, modules), rows)
+        nodes = all_nodes(plans)
+        states = node_states(store, nodes, ask_slurm=launcher.executor == "slurm" or shutil.which("squeue") is not None)
+        units = launcher.prepare(plans, states, set(skip))
+        if not units:
+            break
+        if launcher.executor == "slurm":
+            waiting = sorted({rp.waiting_for.key for tp in plans for rp in tp.row_plans if rp.blocked})
+            result = launcher.run_slurm(units, replan_after=waiting)
+            total.units += result.units
+            total.jobs += result.jobs
+            total.tasks += result.tasks
+            break
+        result = launcher.run_local(units)
+        total.units += result.units
+        total.jobs += result.jobs
+        total.failed_units += result.failed_units
+        if not any(rp.blocked for tp in plans for rp in tp.row_plans):
+            break
+    return total
+
+
+def python_cmd() -> str:
+    return sys.executable

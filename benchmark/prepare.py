@@ -1,0 +1,113 @@
+"""Paper-preset data preparation (docs/data-preparation.md).
+
+    python -m benchmark.prepare imagenet --src /data/imagenet/train [--out DIR] [--shard-size 10000]
+                                         [--num-shards K --shard-index I]   # default: the Slurm array task
+    python -m benchmark.prepare imagenet --src /data/imagenet/val --split val     # held-out 8/class (stage-1 val)
+    python -m benchmark.prepare subsets [--out DIR] [--src PATH]              # stage-1 + stage-2 lists, hashed
+    python -m benchmark.prepare reference --npz VIRTUAL_imagenet256_labeled.npz   # cache the reference features
+
+Every command is idempotent: finished shards (DONE marker) are skipped, subset lists are rewritten identically, the
+reference features are computed once per (file sha256, extractor). A user error (missing weights, wrong folder
+layout, a reference batch of the wrong shape, an output folder made with other settings) prints one line and exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from graft_core.imagenet import DataLayoutError, SettingsMismatch, default_out
+from graft_core.teacher import MissingWeightsError
+
+USER_ERRORS = (MissingWeightsError, DataLayoutError, SettingsMismatch)
+
+
+def cmd_imagenet(args) -> dict:
+    import torch
+
+    from graft_core.imagenet import VAE_ID, encode_imagenet, load_or_build_index, load_vae
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    load_or_build_index(args.src, Path(args.out) / args.split)  # a wrong layout fails here, before the VAE loads
+    vae = load_vae(args.vae, device=device)
+    return encode_imagenet(args.src, args.out, vae=vae, vae_name=str(args.vae or VAE_ID), split=args.split,
+                           shard_size=args.shard_size, shard_index=args.shard_index, num_shards=args.num_shards,
+                           batch_size=args.batch_size, resolution=args.resolution, seed=args.seed,
+                           num_workers=args.num_workers, device=device, progress=not args.quiet)
+
+
+def cmd_subsets(args) -> dict:
+    from graft_core.imagenet import load_or_build_index, make_subsets
+
+    if args.src is not None:
+        load_or_build_index(args.src, Path(args.out) / "train")
+    per_class = {}
+    for item in args.per_class or ():
+        name, _, k = item.partition("=")
+        if not k.isdigit():
+            raise DataLayoutError(f"--per-class expects NAME=COUNT, got {item!r}")
+        per_class[name] = int(k)
+    return make_subsets(args.out, seed=args.seed, per_class=per_class or None)
+
+
+def cmd_reference(args) -> dict:
+    from graft_core.adm_eval import prepare_reference
+
+    return prepare_reference(args.npz, extractor=args.extractor, weights=args.weights, cache_dir=args.cache_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmark.prepare", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    im = sub.add_parser("imagenet", help="encode an ImageFolder tree into sharded SD-VAE latents (resumable)")
+    im.add_argument("--src", type=Path, required=True, help="ImageNet folder in ImageFolder layout <root>/<class>/")
+    im.add_argument("--out", type=Path, default=default_out(), help="output root (default: $GRAFTBENCH_CACHE/imagenet)")
+    im.add_argument("--split", default="train", choices=("train", "val"))
+    im.add_argument("--shard-size", type=int, default=10_000, help="images per latent shard file")
+    im.add_argument("--num-shards", type=int, help="number of parallel tasks (default: SLURM_ARRAY_TASK_COUNT or 1)")
+    im.add_argument("--shard-index", type=int,
+                    help="this task, 0-based; it encodes shard files s ≡ index mod num-shards "
+                         "(default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN, or 0)")
+    im.add_argument("--vae", help="local SD-VAE folder (default: stabilityai/sd-vae-ft-ema from the HF cache)")
+    im.add_argument("--batch-size", type=int, default=64)
+    im.add_argument("--resolution", type=int, default=256)
+    im.add_argument("--seed", type=int, default=0, help="seeds the per-image flip and posterior noise")
+    im.add_argument("--num-workers", type=int, default=8, help="JPEG-decoding DataLoader workers")
+    im.add_argument("--device", help="default: cuda when available")
+    im.add_argument("--quiet", action="store_true")
+    im.set_defaults(func=cmd_imagenet)
+
+    su = sub.add_parser("subsets", help="write the fixed stage-1/stage-2 subset lists with their sha256")
+    su.add_argument("--out", type=Path, default=default_out())
+    su.add_argument("--src", type=Path, help="ImageNet train folder (only needed when --out has no index yet)")
+    su.add_argument("--seed", type=int, default=0)
+    su.add_argument("--per-class", action="append", metavar="NAME=COUNT",
+                    help="non-standard subset(s) instead of the paper's (e.g. for a small test copy)")
+    su.set_defaults(func=cmd_subsets)
+
+    rf = sub.add_parser("reference", help="check an ADM reference batch and cache its features/statistics")
+    rf.add_argument("--npz", type=Path, required=True, help="e.g. VIRTUAL_imagenet256_labeled.npz")
+    rf.add_argument("--extractor", default="inception", help="feature extractor name (graft_core.metrics)")
+    rf.add_argument("--weights", help="extractor weights (default: $GRAFTBENCH_INCEPTION_WEIGHTS)")
+    rf.add_argument("--cache-dir", type=Path, help="default: next to the .npz, else $GRAFTBENCH_CACHE/reference")
+    rf.set_defaults(func=cmd_reference)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from graft_core.adm_eval import BatchFormatError
+
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except (*USER_ERRORS, BatchFormatError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""A row of a paper table or figure as a frozen config: preset (changed with ``dataclasses.replace``) + what to graft.
+
+A row says *what* to compute; ``benchmark.dag`` turns it into step runs (teacher → captures → stage 1 per layer →
+stage 2 → evaluation) whose ids are hashes of exactly the fields that can change their result, so rows that share a
+step share its run.
+
+Row kinds:
+
+* ``teacher``           evaluate the teacher (the baseline row);
+* ``graft``             graft ``graft`` (stage-1 init or random init), optionally finetune (stage 2), evaluate;
+* ``finetune_teacher``  the "teacher + the same stage 2" control (tiny-testbed.md lesson 1): no graft, stage 2, eval;
+* ``floor`` / ``noise`` the metric floor (real vs held-out real) and the noise control of the evaluator;
+* ``locality``          band-k attention locality of the teacher (Fig. 2);
+* ``external``          a step implemented by a graft_core module outside the two-stage pipeline (PixArt, depth→width).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from graft_core.presets import Preset
+
+ROW_KINDS = ("teacher", "graft", "finetune_teacher", "floor", "noise", "locality", "external")
+GROUPS = ("Baseline", "MHA grafting", "MLP grafting", "Control", "Reference", "Analysis", "PixArt", "Depth to width")
+
+
+@dataclass(frozen=True)
+class GraftSpec:
+    """Which operator replaces which site in which layers; ``layers`` is None until a locality result exists."""
+
+    site: str  # "attn" | "mlp"
+    operator: str  # exact graft_core.operators name
+    strategy: str  # full | interleaved50 | interleaved75 | deep | top_local | low_local | table1
+    layers: tuple[int, ...] | None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def plan_dict(self) -> dict:
+        """The ``graft_core.plan.GraftPlan.to_dict()`` form (what the jobs rebuild the plan from)."""
+        if self.layers is None:
+            raise ValueError(f"layers of strategy {self.strategy!r} are not resolved yet")
+        return {"site": self.site, "operator": self.operator, "layers": list(self.layers),
+                "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options}, "seq_len": None}
+
+
+@dataclass(frozen=True)
+class LocalityConfig:
+    """Band-k attention locality (paper Fig. 2: 250 samples, 50-step DDIM, cfg 1.5, averaged over t and samples)."""
+
+    num_samples: int = 250
+    scheduler: str = "ddim"
+    steps: int = 50
+    guidance_scale: float = 1.5
+    ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+    select_k: int = 32  # the k whose per-layer values rank layers for Fig. 4b top/low-local (paper reports k = 32)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a target's table: a frozen, declarative config."""
+
+    id: str
+    label: str
+    group: str
+    kind: str
+    preset: Preset
+    graft: GraftSpec | None = None
+    init: str = "stage1"  # "stage1" (distilled operators) | "random" (fresh init, the random-init control)
+    finetune: bool = True  # run stage 2 before evaluating
+    ratio: int | None = None  # 50 | 75 | 100 (summary column)
+    locality: LocalityConfig | None = None  # kind "locality", or the source of top/low-local layers
+    external: str | None = None  # kind "external": "module:function" in graft_core
+    name: str | None = None  # the summary's "operator" (tables' registry name: hyena_x, mlp_r3, self_graft, ...)
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        if self.kind not in ROW_KINDS:
+            raise ValueError(f"row {self.id!r}: unknown kind {self.kind!r}; choose one of {ROW_KINDS}")
+        if self.kind == "graft" and self.graft is None:
+            raise ValueError(f"row {self.id!r}: a graft row needs a GraftSpec")
+        if self.init not in ("stage1", "random"):
+            raise ValueError(f"row {self.id!r}: init must be 'stage1' or 'random', not {self.init!r}")
+
+    @property
+    def site(self) -> str | None:
+        return self.graft.site if self.graft else None
+
+    @property
+    def operator(self) -> str | None:
+        return self.name if self.name is not None else (self.graft.operator if self.graft else None)
+
+    @property
+    def strategy(self) -> str | None:
+        return self.graft.strategy if self.graft else None
+
+    def with_layers(self, layers: tuple[int, ...]) -> "Row":
+        return dataclasses.replace(self, graft=dataclasses.replace(self.graft, layers=tuple(layers)))
+
+
+def freeze_options(options: dict | None) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((options or {}).items()))

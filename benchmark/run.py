@@ -1,0 +1,309 @@
+"""``python -m benchmark.run`` — run paper targets (tables / figures) on a preset, resumably, through submitit.
+
+    python -m benchmark.run --list                                   # targets and their row counts
+    python -m benchmark.run table3                                   # tiny preset, Slurm if sbatch answers else local
+    python -m benchmark.run table3 --preset paper --dry-run          # planned runs, layers, resources, GPU-hours
+    python -m benchmark.run table3 --preset paper --executor slurm --profile paper --slurm partition=h100
+    python -m benchmark.run table3 --status                          # done / running / pending / failed / missing
+    python -m benchmark.run all --executor local
+
+A second run of the same command launches nothing new (finished runs are found on disk, alive jobs in Slurm);
+failed or corrupt runs are launched again. Results: ``results/<preset>/runs/<kind>/<id>/`` and one
+``results/<preset>/<target>/summary.json`` per target (then ``tables.build``). Exit codes: 0 ok, 1 some runs failed,
+2 usage or setup error (one line on stderr, nothing launched).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from benchmark import targets as registry
+from benchmark.launch import (EXECUTORS, LaunchError, Launcher, all_nodes, launch, plan_targets, resolve_executor,
+                              select_rows, write_summaries)
+from benchmark.profiles import Profile, ProfileError, available as available_profiles, default_profile
+from benchmark.status import counts_line, node_states, row_state
+from benchmark.store import Store
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmark.run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="targets: " + ", ".join(registry.names()))
+    p.add_argument("targets", nargs="*", help="targets to run (see --list); 'all' = every target")
+    p.add_argument("--preset", default="tiny", help="tiny (default, CPU minutes) | paper (DiT-XL/2) | micro (tests)")
+    p.add_argument("--executor", default="auto", help="auto (Slurm when sbatch answers, else local) | debug (in "
+                                                      "this process) | local (subprocesses) | slurm")
+    p.add_argument("--profile", help=f"Slurm resource profile in slurm/profiles/ ({', '.join(available_profiles())}; "
+                                     f"default: paper for --preset paper, else cpu) or a path to a .json file")
+    p.add_argument("--slurm", action="append", default=[], metavar="[KIND.]KEY=VALUE",
+                   help="override a profile setting, e.g. partition=h100, account=x, stage2.timeout_min=2880")
+    p.add_argument("--rows", help="launch only these rows (comma-separated ids or shell patterns, e.g. "
+                                   "'baseline,attn-hyena_x-*'); summaries still list every row")
+    p.add_argument("--results-dir", default=os.environ.get("GRAFTBENCH_RESULTS", "results"),
+                   help="results root (default: ./results or $GRAFTBENCH_RESULTS)")
+    p.add_argument("--jobs", type=int, default=1, help="local executors: jobs at a time (default 1; kept for "
+                                                      "interface compatibility, rows run one after another)")
+    p.add_argument("--wait", action="store_true", help="Slurm: block until the submitted jobs end")
+    p.add_argument("--dry-run", action="store_true", help="print planned runs, layers, resources and cost; write "
+                                                          "nothing")
+    p.add_argument("--status", action="store_true", help="print each row's state (asks Slurm for recorded jobs)")
+    p.add_argument("--list", action="store_true", help="list the targets")
+    p.add_argument("--validate", action="store_true", help="instantiate every target on every preset and every "
+                                                           "resource profile")
+    p.add_argument("--quiet", action="store_true", help="no per-step progress lines")
+    return p.parse_args(argv)
+
+
+def fail(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+# ------------------------------------------------------------------------------------------------------------ views
+def cmd_list(preset: str) -> int:
+    print(f"targets (rows on the {preset} preset):")
+    for m in registry.TARGET_MODULES:
+        alias = f" (alias of {m.ALIAS_OF})" if getattr(m, "ALIAS_OF", None) else ""
+        print(f"  {m.NAME:<9} {len(m.rows(preset)):>3} rows  {m.TITLE}{alias}")
+    print(f"  {'all':<9}          every target above except aliases")
+    return 0
+
+
+def cmd_validate() -> int:
+    from graft_core.presets import PRESETS
+
+    from benchmark.dag import Planner
+
+    count = 0
+    for preset in PRESETS:
+        for m in registry.TARGET_MODULES:
+            for row in m.rows(preset):
+                Planner().expand(m.NAME, row)
+                count += 1
+    for name in available_profiles():
+        Profile.load(name)
+    print(f"ok: {count} rows on {len(PRESETS)} presets, {len(available_profiles())} profiles "
+          f"({', '.join(available_profiles())})")
+    return 0
+
+
+def _layers(rp) -> str:
+    if rp.blocked:
+        return f"{rp.row.strategy} (after {rp.waiting_for.desc} {rp.waiting_for.run_id})"
+    if rp.layers is None:
+        return "–"
+    return f"[{','.join(map(str, rp.layers))}] ({len(rp.layers)})"
+
+
+def cmd_status(store: Store, plans, log=print) -> int:
+    states = node_states(store, all_nodes(plans))
+    for tp in plans:
+        log(f"{tp.name} ({store.preset}) — {tp.module.TITLE}")
+        row_states = []
+        for rp in tp.row_plans:
+            state, error = row_state(rp, states)
+            row_states.append(state)
+            job = ""
+            alive = [states[n.key] for n in rp.nodes if states[n.key].alive]
+            if alive:
+                job = f"job {alive[0].job_id}"
+            detail = ""
+            if error and state == "failed":
+                bad = next((n for n in rp.nodes if states[n.key].state == "failed"), None)
+                where = f" [{store.run(bad.kind, bad.run_id).log.relative_to(store.results_dir)}]" if bad else ""
+                detail = f"  {error}{where}"
+            log(f"  {rp.row.id:<40} {state:<8} {job}{detail}")
+        log(counts_line(row_states))
+    return 0
+
+
+def cmd_dry_run(store: Store, plans, profile: Profile | None, executor_name: str, log=print) -> int:
+    from benchmark.cost import estimate
+    from benchmark.launch import to_launch
+
+    nodes = all_nodes(plans)
+    states = node_states(store, nodes, ask_slurm=False)
+    todo = to_launch(states)
+    gpu = any(tp.row_plans and tp.row_plans[0].row.preset.teacher.pretrained for tp in plans)
+    for tp in plans:
+        log(f"{tp.name} ({store.preset}) — {tp.module.TITLE}: {len(tp.row_plans)} rows")
+        for rp in tp.row_plans:
+            kinds: dict[str, list[int]] = {}
+            for n in rp.nodes:
+                k = kinds.setdefault(n.kind, [0, 0])
+                k[0] += 1
+                k[1] += n.key in todo
+            runs = ", ".join(f"{k}×{t}" if t > 1 else k for k, (t, _) in kinds.items())
+            new = sum(v[1] for v in kinds.values())
+            state, _ = row_state(rp, states)
+            log(f"  {rp.row.id:<36} layers {_layers(rp):<48} runs: {runs}  [{state}; {new} to launch]")
+    planned = [n for n in nodes if n.key in todo]
+    counts: dict[str, int] = {}
+    for n in planned:
+        counts[n.kind] = counts.get(n.kind, 0) + 1
+    log(f"runs: {len(nodes)} planned (shared steps counted once), {len(nodes) - len(planned)} done or running, "
+        f"{len(planned)} to launch: " + (", ".join(f"{c} {k}" for k, c in counts.items()) or "none"))
+    if profile is not None:
+        log(f"resources (profile {profile.name}, used with --executor slurm):")
+        for kind in [k for k in counts] + ["collect"]:
+            log(f"  {kind:<9} {profile.describe(kind)}")
+    log(f"estimated cost to launch: {estimate(planned, gpu=gpu).line()}")
+    log(f"estimated cost of all planned runs: {estimate(nodes, gpu=gpu).line()}")
+    log(f"executor: {executor_name}; dry run — nothing was written or submitted")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------ checks
+def preflight(store: Store, plans, executor: str, explicit: list[str], log=print) -> set[str]:
+    """Problems that must stop a launch (LaunchError) and external steps to skip (returned keys)."""
+    from benchmark.steps import external_available
+
+    skip: set[str] = set()
+    for tp in plans:
+        for rp in tp.row_plans:
+            for n in rp.nodes:
+                if n.kind != "external":
+                    continue
+                why = external_available(n.config["external"])
+                if why is None:
+                    continue
+                if tp.name in explicit:
+                    raise LaunchError(f"{tp.name}: {why}; nothing launched")
+                if n.key not in skip:
+                    log(f"skipping {tp.name}/{rp.row.id}: {why}")
+                skip.add(n.key)
+    presets = {rp.row.preset.teacher.pretrained for tp in plans for rp in tp.row_plans} - {None}
+    for repo in sorted(presets):
+        check_pretrained(repo)
+    if any(rp.row.preset.data.name == "imagenet" for tp in plans for rp in tp.row_plans
+           if rp.row.kind not in ("external",)):
+        check_imagenet()
+    return skip
+
+
+def check_pretrained(repo: str) -> None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(repo, local_files_only=True)
+    except Exception:  # noqa: BLE001 — any failure means "not in the local cache"
+        raise LaunchError(f"the pretrained teacher {repo!r} is not in the Hugging Face cache: on a machine with "
+                          f"internet run `huggingface-cli download {repo}` and copy ~/.cache/huggingface here (or "
+                          f"set HF_HOME); nothing launched") from None
+
+
+def check_imagenet() -> None:
+    from graft_core.paths import cache_root
+
+    manifest = cache_root() / "imagenet" / "subsets" / "subsets.json"
+    if not manifest.exists():
+        raise LaunchError(f"ImageNet latents are not prepared ({manifest} is missing): run `python -m "
+                          f"benchmark.prepare imagenet --src /path/to/imagenet` then `python -m benchmark.prepare "
+                          f"subsets`; nothing launched")
+
+
+# ------------------------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    log = print
+    from graft_core.presets import get_preset
+
+    try:
+        get_preset(args.preset)
+    except ValueError as err:
+        return fail(str(err))
+    if args.list:
+        return cmd_list(args.preset)
+    if args.validate:
+        return cmd_validate()
+    if args.executor not in EXECUTORS:
+        return fail(f"unknown executor {args.executor!r}; choose one of: {', '.join(EXECUTORS)}")
+    requested = args.targets or (list(registry.TARGETS) if args.status else [])
+    if not requested:
+        return fail("no target given; run `python -m benchmark.run --list` to see them "
+                    "(e.g. `python -m benchmark.run table3`)")
+    try:
+        modules = registry.expand(requested)
+    except registry.UnknownTarget as err:
+        return fail(str(err))
+    try:
+        profile = Profile.load(args.profile or default_profile(args.preset), args.slurm)
+    except ProfileError as err:
+        return fail(str(err))
+    store = Store(args.results_dir, args.preset)
+    row_patterns = [r.strip() for r in (args.rows or "").split(",") if r.strip()]
+    plans = plan_targets(store, modules)
+    if row_patterns:
+        selected = select_rows(plans, row_patterns)
+        if not any(tp.row_plans for tp in selected):
+            return fail(f"--rows {args.rows!r} matches no row of {', '.join(tp.name for tp in plans)}; "
+                        f"see `python -m benchmark.run {' '.join(requested)} --dry-run`")
+    if args.status:
+        return cmd_status(store, plans, log)
+    if args.dry_run:
+        return cmd_dry_run(store, select_rows(plans, row_patterns), profile, args.executor, log)
+
+    start = time.time()
+    try:
+        executor = resolve_executor(args.executor, log)
+        skip = preflight(store, select_rows(plans, row_patterns), executor, [m.NAME for m in modules if m.NAME in requested], log)
+        launcher = Launcher(store, executor, profile=profile, jobs=args.jobs, progress=not args.quiet, log=log,
+                            target_names=[m.NAME for m in modules], profile_overrides=args.slurm)
+        result = launch(launcher, modules, skip=skip, rows=row_patterns)
+    except LaunchError as err:
+        return fail(str(err))
+    except KeyboardInterrupt:
+        print("interrupted; finished runs are kept, a re-run resumes", file=sys.stderr)
+        return 130
+    except Exception as err:  # the errors the graft_core functions raise for missing weights / metrics
+        if _is_setup_error(err):
+            return fail(str(err).splitlines()[0])
+        raise
+    if executor == "slurm" and args.wait and result.jobs:
+        wait_for_slurm(store, plans, log)
+    plans = plan_targets(store, modules)
+    summaries = write_summaries(store, plans, log=log)
+    launched = result.launched
+    log(f"launched {launched} run{'s' if launched != 1 else ''} in {len(result.units)} job"
+        f"{'s' if len(result.units) != 1 else ''} ({executor}); {time.time() - start:.1f} s")
+    bad = 0
+    for name, summary in summaries.items():
+        states = [r["status"] for r in summary["rows"]]
+        bad += states.count("failed")
+        log(f"{name}: {counts_line(states)} → {store.summary_path(name)}")
+    return 1 if bad else 0
+
+
+def _is_setup_error(err: Exception) -> bool:
+    from graft_core.teacher import MissingWeightsError
+
+    if isinstance(err, MissingWeightsError):
+        return True
+    return type(err).__name__ in ("MissingInceptionWeights", "MissingInceptionError", "MissingFeatureExtractor")
+
+
+def wait_for_slurm(store: Store, plans, log=print, poll: float = 30.0) -> None:
+    nodes = all_nodes(plans)
+    last = None
+    while True:
+        states = node_states(store, nodes)
+        alive = [s for s in states.values() if s.alive]
+        line = counts_line([s.state for s in states.values()], noun="runs")
+        if line != last:
+            log(f"{time.strftime('%H:%M:%S')} {line}")
+            last = line
+        if not alive:
+            return
+        time.sleep(poll)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

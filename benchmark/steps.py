@@ -1,0 +1,278 @@
+"""Job side: execute one step run by calling graft_core (imports of torch and graft_core happen here, lazily).
+
+``execute(ctx)`` reads the run's config.json (written at plan time), rebuilds the preset from it and dispatches on
+the step kind through ``EXECUTORS`` (tests replace entries with fakes). Each executor returns the JSON record that
+becomes metrics.json; artefacts go to ``run/out``. Inputs of other runs are found through the run ids in the config,
+never through paths stored at plan time.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmark.store import RunPaths, Store
+from graft_core.config import from_dict, stable_hash
+from graft_core.presets import (ClassifierConfig, DataConfig, EvalConfig, Preset, Stage1Config, Stage2Config,
+                                TeacherConfig, get_preset)
+
+SUMMARY_METRICS = ("is", "fid", "sfid", "precision", "recall", "kid", "class_acc")
+_PRESET_PARTS = {"teacher": TeacherConfig, "data": DataConfig, "classifier": ClassifierConfig, "stage1": Stage1Config,
+                 "stage2": Stage2Config, "eval": EvalConfig}
+
+
+class NotImplementedStep(RuntimeError):
+    """The graft_core function a step needs does not exist in this build."""
+
+
+@dataclass
+class StepContext:
+    store: Store
+    run: RunPaths
+    config: dict
+    rank: int = 0
+    world_size: int = 1
+    progress: bool = True
+
+    @property
+    def kind(self) -> str:
+        return self.config["kind"]
+
+    def preset(self) -> Preset:
+        return preset_from_config(self.config)
+
+    def dep(self, kind: str, run_id: str) -> RunPaths:
+        return self.store.run(kind, run_id)
+
+    def dep_metrics(self, kind: str, run_id: str) -> dict:
+        run = self.dep(kind, run_id)
+        if not run.done.exists():
+            raise RuntimeError(f"input run {kind}/{run_id} is not done")
+        return self.store.read_metrics(run) or {}
+
+
+def preset_from_config(config: dict) -> Preset:
+    """``get_preset(name)`` with every preset part the config carries put back (``dataclasses.replace``)."""
+    base = get_preset(config["preset"])
+    parts = {name: from_dict(cls, config[name]) for name, cls in _PRESET_PARTS.items()
+             if isinstance(config.get(name), dict)}
+    return base.replace(**parts)
+
+
+# ------------------------------------------------------------------------------------------------------- models
+_TEACHERS: dict[str, Any] = {}
+
+
+def get_teacher(preset: Preset, *, train_if_missing: bool = False, progress: bool = False):
+    """The preset's teacher, loaded once per process (callers must not modify it: assemble/finetune copy it)."""
+    from graft_core.teacher import load_teacher
+
+    key = stable_hash({"teacher": preset.teacher, "data": preset.data})
+    if key not in _TEACHERS:
+        _TEACHERS[key] = load_teacher(preset, train_if_missing=train_if_missing, progress=progress)
+    return _TEACHERS[key]
+
+
+def build_student(teacher, plan_dict: dict | None, stage1_dirs: dict[int, Path] | None, *, seed: int = 0):
+    """Teacher copy (no plan) or ``distill.assemble`` of the plan; fresh operators are seeded by ``seed``."""
+    import torch
+
+    if plan_dict is None:
+        return copy.deepcopy(teacher).eval()
+    from graft_core.distill import assemble
+    from graft_core.plan import GraftPlan
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return assemble(teacher, GraftPlan.from_dict(plan_dict), stage1_dirs)
+
+
+def stage1_dirs(ctx: StepContext, init) -> dict[int, Path] | None:
+    if not isinstance(init, dict):
+        return None
+    return {int(layer): ctx.dep("stage1", rid).out for layer, rid in init["stage1"].items()}
+
+
+# ------------------------------------------------------------------------------------------------------- executors
+def run_teacher(ctx: StepContext) -> dict:
+    from graft_core.teacher import teacher_key
+
+    p = ctx.preset()
+    model = get_teacher(p, train_if_missing=True, progress=ctx.progress)
+    return {"teacher_key": teacher_key(p.teacher, p.data), "pretrained": p.teacher.pretrained,
+            "num_params": sum(t.numel() for t in model.parameters())}
+
+
+def run_capture(ctx: StepContext) -> dict:
+    from graft_core.capture import capture_activations
+
+    p, c = ctx.preset(), ctx.config
+    folder = capture_activations(get_teacher(p), p, split=c["split"], root=ctx.run.out, seed=c["seed"],
+                                 dtype=c["dtype"], progress=ctx.progress)
+    return {"folder": str(Path(folder).relative_to(ctx.run.folder)), "key": Path(folder).name, "split": c["split"]}
+
+
+def _capture_folder(ctx: StepContext, run_id: str) -> Path:
+    return ctx.dep("capture", run_id).folder / ctx.dep_metrics("capture", run_id)["folder"]
+
+
+def run_stage1(ctx: StepContext) -> dict:
+    from graft_core.distill import distill_layer
+
+    p, c = ctx.preset(), ctx.config
+    t = p.teacher
+    return distill_layer(_capture_folder(ctx, c["inputs"]["capture_train"]),
+                         _capture_folder(ctx, c["inputs"]["capture_heldout"]), layer=c["layer"], site=c["site"],
+                         operator=c["operator"], options=c["options"], stage1=p.stage1, dim=t.hidden_size,
+                         num_heads=t.num_attention_heads, seq_len=t.num_tokens, out_dir=ctx.run.out,
+                         bf16=c["bf16"], progress=ctx.progress)
+
+
+def run_stage2(ctx: StepContext) -> dict:
+    from graft_core.finetune import finetune
+
+    p, c = ctx.preset(), ctx.config
+    teacher = get_teacher(p)
+    student = build_student(teacher, c["plan"], stage1_dirs(ctx, c["init"]), seed=p.stage2.seed)
+    _, metrics = finetune(student, p, out_dir=ctx.run.out, stage2=p.stage2, progress=ctx.progress and ctx.rank == 0)
+    return metrics
+
+
+def load_model(ctx: StepContext, p: Preset, spec: dict):
+    """The model an eval run scores: the teacher, a stage-2 run's EMA weights, or an assembled stage-1 student."""
+    import torch
+
+    teacher = get_teacher(p)
+    source = spec["source"]
+    if source == "teacher":
+        return teacher, None
+    if source == "stage2":
+        s2 = ctx.dep("stage2", spec["run"])
+        s2_config = ctx.store.read_config(s2)
+        student = build_student(teacher, s2_config["plan"], None)
+        from graft_core.finetune import FINAL_DIR
+
+        state = torch.load(s2.out / FINAL_DIR / "ema.pt", map_location="cpu", weights_only=True)
+        student.load_state_dict(state, strict=True)
+        return student.eval(), s2_config["plan"]
+    if source == "assembled":
+        return build_student(teacher, spec["plan"], stage1_dirs(ctx, spec["init"]), seed=p.eval.seed), spec["plan"]
+    raise ValueError(f"unknown model source {source!r}")
+
+
+def run_eval(ctx: StepContext) -> dict:
+    from graft_core.evaluate import evaluate_model
+
+    p, c = ctx.preset(), ctx.config
+    model, plan = load_model(ctx, p, c["model"])
+    metrics = evaluate_model(model, p)
+    record = {"metrics": _plain(metrics), "efficiency": efficiency(p, plan), "model": c["model"]}
+    init = c["model"].get("init") or {}
+    if not init and c["model"]["source"] == "stage2":
+        init = ctx.store.read_config(ctx.dep("stage2", c["model"]["run"])).get("init") or {}
+    if isinstance(init, dict) and init.get("stage1"):
+        vals = [(ctx.dep_metrics("stage1", rid) or {}).get("val_mse") for rid in init["stage1"].values()]
+        vals = [v for v in vals if v is not None]
+        record["stage1_val_mse"] = sum(vals) / len(vals) if vals else None
+    return record
+
+
+def efficiency(p: Preset, plan_dict: dict | None) -> dict:
+    if plan_dict is None:
+        return {}
+    from graft_core.accounting import efficiency as eff
+    from graft_core.plan import GraftPlan
+
+    t = p.teacher
+    return _plain(eff(GraftPlan.from_dict(plan_dict), num_layers=t.num_layers, dim=t.hidden_size,
+                      num_heads=t.num_attention_heads, seq_len=t.num_tokens))
+
+
+def run_floor(ctx: StepContext) -> dict:
+    from graft_core.evaluate import metric_floor
+
+    return {"metrics": _plain(metric_floor(ctx.preset()))}
+
+
+def run_noise(ctx: StepContext) -> dict:
+    from graft_core.evaluate import noise_control
+
+    return {"metrics": _plain(noise_control(ctx.preset()))}
+
+
+def run_locality(ctx: StepContext) -> dict:
+    from graft_core.locality import band_locality
+    from graft_core.sampler import make_labels
+
+    p, cfg = ctx.preset(), ctx.config["locality"]
+    labels = make_labels(cfg["num_samples"], p.teacher.num_classes, p.eval.label_mode, cfg["seed"])
+    result = band_locality(get_teacher(p), teacher_cfg=p.teacher, labels=labels, ks=cfg["ks"], steps=cfg["steps"],
+                           guidance_scale=cfg["guidance_scale"], seed=cfg["seed"], scheduler=cfg["scheduler"],
+                           batch_size=p.eval.batch_size)
+    ks = [int(k) for k in cfg["ks"]]
+    by_k = {int(k): v for k, v in result.items()}
+    layers = [[by_k[k][i] for k in ks] for i in range(p.teacher.num_layers)]
+    return {"locality": {"k": ks, "layers": layers}, "select_k": cfg["select_k"]}
+
+
+def resolve_external(spec: str) -> Callable:
+    """``"module:function"`` in graft_core → the function, or ``NotImplementedStep`` saying it is not there yet."""
+    module_name, _, fn_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name):
+            raise NotImplementedStep(f"{module_name} is not implemented yet in this build (needs {spec})") from None
+        raise
+    fn = getattr(module, fn_name, None)
+    if fn is None:
+        raise NotImplementedStep(f"{spec} is not implemented yet in this build ({module_name} has no {fn_name!r})")
+    return fn
+
+
+def external_available(spec: str) -> str | None:
+    """None when ``spec`` can run, else the reason (checked without importing torch when the module is absent)."""
+    module_name, _, fn_name = spec.partition(":")
+    if importlib.util.find_spec(module_name) is None:
+        return f"{module_name} is not implemented yet in this build (needs {spec})"
+    return None
+
+
+def run_external(ctx: StepContext) -> dict:
+    c = ctx.config
+    fn = resolve_external(c["external"])
+    return _plain(fn(dict(c), preset=ctx.preset(), out_dir=ctx.run.out, progress=ctx.progress))
+
+
+EXECUTORS: dict[str, Callable[[StepContext], dict]] = {
+    "teacher": run_teacher, "capture": run_capture, "stage1": run_stage1, "stage2": run_stage2, "eval": run_eval,
+    "floor": run_floor, "noise": run_noise, "locality": run_locality, "external": run_external,
+}
+
+
+def execute(ctx: StepContext) -> dict:
+    if os.environ.get("GRAFTBENCH_FAKE_STEPS") == "1":  # benchmark.testing: the driver without torch
+        from benchmark.testing import fake_execute
+
+        return fake_execute(ctx)
+    return EXECUTORS[ctx.kind](ctx)
+
+
+def _plain(obj):
+    """Numbers from numpy/torch → Python floats; dataclasses → dicts (what json can write)."""
+    from graft_core.config import to_jsonable
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(obj)
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0:
+        return obj.item()
+    return obj

@@ -1,0 +1,28 @@
+"""``fig4a`` — data-scale ablation: 50 % interleaved MHA replacement with stage-2 data 10 % vs 20 % (paper Fig. 4a).
+
+Five operators × {10 %, 20 %}; the 10 % rows are the Table-3 50 % rows (same runs). The paper does not give the step
+count of the 20 % runs (UNKNOWN, "≤ 100K"); here only the data changes (same steps), so the ablation varies one
+factor. ``extra.stage2_data`` = 10.0 / 20.0.
+
+    python -m benchmark.run fig4a                  # tiny: ~15 min after table3 (only the 20 % rows are new)
+"""
+from __future__ import annotations
+
+from benchmark.rows import Row
+from benchmark.targets.common import MHA_OPERATORS, STAGE2_DATA, hybrid_row, preset, with_stage2
+
+NAME = "fig4a"
+TITLE = "Stage-2 data scale (10 % vs 20 %), 50 % interleaved MHA grafting"
+VERSION = 1
+
+
+def rows(preset_name: str) -> list[Row]:
+    p = preset(preset_name)
+    out = []
+    for stem, operator, options, label in MHA_OPERATORS:
+        for data in (10.0, 20.0):
+            q = p if data == 10.0 else with_stage2(p, data_fraction=STAGE2_DATA[data])
+            out.append(hybrid_row(q, "attn", stem, operator, options, f"{label}, {data:g} % data", 50,
+                                  "interleaved50", row_id=f"attn-{stem}-interleaved50-data{data:g}",
+                                  group="Data scale", extra={"stage2_data": data}))
+    return out

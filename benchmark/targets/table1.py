@@ -1,0 +1,35 @@
+"""``table1`` — stage-1 regression objective study (paper Table 1 iii/iv, §6).
+
+Self-grafting (fresh MHA, or fresh r=4 MLP) trained with L2 / L1 / Huber (δ=1) at the five study layers (paper
+l = 1, 8, 17, 27, 28 → 0-based 0, 7, 16, 26, 27; the tiny teacher's 8 layers use 0, 2, 4, 6, 7), all five replaced
+together, **stage 1 only** (no finetuning), then evaluated. ``extra.objective`` names the objective and
+``extra.stage1_val_mse`` the mean held-out MSE over the five layers (the paper's Sec. C.3 comparison).
+
+    python -m benchmark.run table1                  # tiny: ~6 min on 2 CPU cores
+    python -m benchmark.run table1 --preset paper   # 30 stage-1 jobs (< 0.5 GPU-h each) + 6 evaluations
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from benchmark.rows import Row
+from benchmark.targets.common import SELF_GRAFT, SITE_NAME, baseline_row, graft_spec, preset
+
+NAME = "table1"
+TITLE = "Stage-1 regression objective (self-grafting at five layers, no finetuning)"
+VERSION = 1
+OBJECTIVES = (("l2", "L2"), ("l1", "L1"), ("huber", "Huber (δ=1)"))
+
+
+def rows(preset_name: str) -> list[Row]:
+    p = preset(preset_name)
+    out = [baseline_row(p)]
+    for site in ("attn", "mlp"):
+        op, opts = SELF_GRAFT[site]
+        for objective, label in OBJECTIVES:
+            q = p.replace(stage1=dataclasses.replace(p.stage1, objective=objective))
+            out.append(Row(id=f"{site}-{objective}", label=f"{SITE_NAME[site]}, {label}", group=SITE_NAME[site],
+                           kind="graft", preset=q, graft=graft_spec(p, site, op, "table1_layers", opts),
+                           finetune=False, ratio=None, name="self_graft",
+                           extra={"objective": objective, "graft_operator": op, "options": opts}))
+    return out

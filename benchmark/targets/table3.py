@@ -1,0 +1,36 @@
+"""``table3`` — the design-space grid of paper Table 3, reported with Table 4's columns (paper §6, §11).
+
+24 grafted configs: MHA × {Hyena-SE, Hyena-X, Hyena-Y, SWA, Mamba-2} × {50 % interleaved, 75 % interleaved, 100 %}
+and MLP × {r=3, r=6, Hyena-X r=2} × {50, 75, 100 %}; plus the five controls printed in Table 4 (baseline, MHA/MLP
+random init, MHA/MLP self-grafting) = the paper's 29 rows, and one extra control row, "teacher + the same stage 2"
+(tiny-testbed.md lesson 1), which separates what stage 2 alone does to the teacher.
+
+Stage-1 runs are per (layer, operator, objective, lr, epochs), so the 50 % and 75 % rows reuse the layers of the 100 %
+row; the self-grafting rows are the Table-2 runs.
+
+    python -m benchmark.run table3                  # tiny: the whole grid on 2 CPU cores (see REPRODUCE.md)
+    python -m benchmark.run table3 --preset paper --dry-run   # planned runs, layers, GPU-hours
+"""
+from __future__ import annotations
+
+from benchmark.rows import Row
+from benchmark.targets.common import (MHA_OPERATORS, MLP_OPERATORS, RATIOS, baseline_row, control_row, hybrid_row,
+                                      preset, random_init_row, self_graft_row)
+
+NAME = "table3"
+TITLE = "Design space of MHA / MLP grafting (Table 3 grid, Table 4 columns)"
+VERSION = 1
+PAPER_ROWS = 29
+
+
+def rows(preset_name: str) -> list[Row]:
+    p = preset(preset_name)
+    out = [baseline_row(p)]
+    for site, ops in (("attn", MHA_OPERATORS), ("mlp", MLP_OPERATORS)):
+        out.append(random_init_row(p, site))
+        out.append(self_graft_row(p, site))
+        for stem, operator, options, label in ops:
+            for ratio, strategy in RATIOS:
+                out.append(hybrid_row(p, site, stem, operator, options, f"{label}, {ratio} %", ratio, strategy))
+    out.append(control_row(p))
+    return out

@@ -1,0 +1,394 @@
+"""ImageNet-1K (torchvision ``ImageFolder`` layout) → SD-VAE latents, sharded and resumable; fixed, hashed subsets.
+
+Paper §2: every image is resized and centre-cropped to 256 px (ADM's ``center_crop_arr``), flipped horizontally at
+random **once**, and encoded **once** with ``stabilityai/sd-vae-ft-ema`` (latent × 0.18215), so each image has exactly
+one latent. The flip and the posterior noise are seeded per image from (seed, relative path), so a latent does not
+depend on the shard size, the batch size or how many tasks shared the work.
+
+Layout under ``out/<split>/`` (written by :func:`encode_imagenet`)::
+
+    index/files.txt        sorted relative paths ("n01440764/n01440764_10026.JPEG"): the global order
+    index/labels.npy       int64 class ids (position of the class folder in sorted order, as ImageFolder)
+    index/classes.txt      class folder names
+    index/meta.json        counts, index hash and the encoding settings (a rerun with other settings is refused)
+    shards/latents_00000.npy   float32 [n, 4, R/8, R/8]   (images [s·shard_size, (s+1)·shard_size) of the index)
+    shards/labels_00000.npy, shards/flips_00000.npy, shards/files_00000.txt
+    shards/DONE_00000.json     written last; a shard without it is (re)computed, a shard with it is skipped
+
+Task ``i`` of ``n`` (``--shard-index/--num-shards``, default from ``SLURM_ARRAY_TASK_ID``/``SLURM_ARRAY_TASK_COUNT``)
+encodes the shards ``s ≡ i (mod n)``.
+
+Subsets (end of this file) depend only on the index, not on the latents: ``out/subsets/<name>.txt`` (sorted relative
+paths) and ``out/subsets/subsets.json`` (per-class count, seed, sha256 of the list, index hash). They are nested
+(each class's images are drawn from one seeded permutation, so 5 % ⊂ 10 % ⊂ 20 % ⊂ 25 % and stage 1 = the 0.63 %).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from graft_core.config import stable_hash
+from graft_core.paths import atomic_write_bytes, atomic_write_json, cache_root
+from graft_core.teacher import MissingWeightsError
+
+VAE_ID = "stabilityai/sd-vae-ft-ema"
+LATENT_SCALE = 0.18215  # SD-VAE scaling factor used by DiT and the grafting code
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's list
+
+
+class DataLayoutError(ValueError):
+    """The source folder is not an ImageFolder tree (``root/<class>/<image>``) or holds no images."""
+
+
+class SettingsMismatch(ValueError):
+    """An output folder already holds results made with other settings (mixing them would corrupt the set)."""
+
+
+def default_out() -> Path:
+    return cache_root() / "imagenet"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Index: the sorted file list that fixes every global index
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageIndex:
+    files: tuple[str, ...]  # sorted relative paths, "class/file"
+    labels: np.ndarray  # int64 [N]
+    classes: tuple[str, ...]
+
+    @property
+    def hash(self) -> str:
+        """Content hash of the file list: two labs with the same ImageNet copy get the same value."""
+        return hashlib.sha256("\n".join(self.files).encode()).hexdigest()[:16]
+
+
+def scan_image_folder(src: Path) -> ImageIndex:
+    """Classes = sorted sub-folders, images = files with an image extension (recursively), as ``ImageFolder``."""
+    src = Path(src)
+    if not src.is_dir():
+        raise DataLayoutError(f"{src} is not a folder; expected an ImageNet train folder <root>/<class>/<image>.JPEG")
+    classes = sorted(d.name for d in os.scandir(src) if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataLayoutError(f"{src} has no class sub-folders; expected the ImageFolder layout <root>/<class>/<image>")
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        found = sorted(
+            str(Path(dirpath, f).relative_to(src).as_posix())
+            for dirpath, _, names in os.walk(src / name, followlinks=True)
+            for f in names if f.lower().endswith(IMAGE_EXTENSIONS))
+        files.extend(found)
+        labels.extend([label] * len(found))
+    if not files:
+        raise DataLayoutError(f"{src} has {len(classes)} class folders but no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return ImageIndex(tuple(files), np.asarray(labels, dtype=np.int64), tuple(classes))
+
+
+def write_index(index: ImageIndex, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / "files.txt", ("\n".join(index.files) + "\n").encode())
+    atomic_write_bytes(folder / "classes.txt", ("\n".join(index.classes) + "\n").encode())
+    buf = _npy_bytes(index.labels)
+    atomic_write_bytes(folder / "labels.npy", buf)
+
+
+def read_index(folder: Path) -> ImageIndex:
+    folder = Path(folder)
+    files = tuple((folder / "files.txt").read_text().splitlines())
+    classes = tuple((folder / "classes.txt").read_text().splitlines())
+    return ImageIndex(files, np.load(folder / "labels.npy"), classes)
+
+
+def load_or_build_index(src: Path | None, split_dir: Path) -> ImageIndex:
+    """The saved index of ``split_dir`` if there is one (scanning 1.28M files once is enough), else scan ``src``."""
+    folder = Path(split_dir) / "index"
+    if (folder / "labels.npy").exists():
+        return read_index(folder)
+    if src is None:
+        raise DataLayoutError(f"{split_dir} has no index yet; pass --src <ImageNet folder>")
+    index = scan_image_folder(src)
+    write_index(index, folder)
+    return index
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Preprocessing and the VAE
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def center_crop_arr(image: Image.Image, size: int) -> np.ndarray:
+    """ADM's ``center_crop_arr``: halve with BOX while ≥ 2× too big, BICUBIC-resize the short side to ``size``, crop."""
+    while min(*image.size) >= 2 * size:
+        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
+    scale = size / min(*image.size)
+    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
+    arr = np.asarray(image)
+    top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
+    return arr[top: top + size, left: left + size]
+
+
+def image_seed(relpath: str, seed: int) -> int:
+    """63-bit seed of one image, from (seed, relative path): independent of order, sharding and batching."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{relpath}".encode()).digest()[:8], "little") >> 1
+
+
+def flip_of(relpath: str, seed: int) -> bool:
+    return bool(image_seed(relpath, seed) & 1)
+
+
+def load_image(path: Path, relpath: str, size: int, seed: int) -> tuple[np.ndarray, bool]:
+    """uint8 [size, size, 3] after centre crop and the image's one random horizontal flip."""
+    with Image.open(path) as img:
+        arr = center_crop_arr(img.convert("RGB"), size)
+    flip = flip_of(relpath, seed)
+    return np.array(arr[:, ::-1] if flip else arr), flip  # a writable copy
+
+
+def load_vae(vae: str | Path | None = None, *, device: str | torch.device = "cpu"):
+    """SD-VAE from a local folder (``--vae PATH``) or the Hugging Face cache (``stabilityai/sd-vae-ft-ema``)."""
+    from diffusers import AutoencoderKL
+
+    name = str(vae) if vae else VAE_ID
+    try:
+        model = AutoencoderKL.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise MissingWeightsError(
+            f"VAE {name!r} not found ({type(err).__name__}); on a connected machine run `huggingface-cli download "
+            f"{VAE_ID}` and copy ~/.cache/huggingface here (or set HF_HOME), or pass --vae PATH to a local copy") from None
+    return model.to(device).eval().requires_grad_(False)
+
+
+@torch.inference_mode()
+def encode_batch(vae, images_uint8: np.ndarray, seeds: list[int], device) -> torch.Tensor:
+    """One posterior sample per image (its noise seeded per image), scaled by 0.18215 → float32 CPU tensor."""
+    x = torch.from_numpy(images_uint8).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+    dist = vae.encode(x).latent_dist
+    eps = torch.stack([torch.randn(dist.mean.shape[1:], generator=torch.Generator().manual_seed(s)) for s in seeds])
+    return ((dist.mean + dist.std * eps.to(dist.mean.device)) * LATENT_SCALE).float().cpu()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Sharded, resumable encoding
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def task_from_env(shard_index: int | None, num_shards: int | None) -> tuple[int, int]:
+    """Explicit values, else the Slurm array task (0-based even for ``--array=1-8``), else RANK/WORLD_SIZE, else 0/1."""
+    env = os.environ
+    if num_shards is None:
+        num_shards = int(env.get("SLURM_ARRAY_TASK_COUNT", env.get("WORLD_SIZE", 1)))
+    if shard_index is None:
+        if "SLURM_ARRAY_TASK_ID" in env:
+            shard_index = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        else:
+            shard_index = int(env.get("RANK", 0))
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard index {shard_index} is outside 0..{num_shards - 1}")
+    return shard_index, num_shards
+
+
+def shard_files(split_dir: Path, s: int) -> dict[str, Path]:
+    d = Path(split_dir) / "shards"
+    return {k: d / f"{k}_{s:05d}{ext}" for k, ext in
+            (("latents", ".npy"), ("labels", ".npy"), ("flips", ".npy"), ("files", ".txt"), ("DONE", ".json"))}
+
+
+def num_shards_of(n: int, shard_size: int) -> int:
+    return (n + shard_size - 1) // shard_size
+
+
+def done_shards(split_dir: Path) -> list[int]:
+    return sorted(int(p.stem.split("_")[1]) for p in (Path(split_dir) / "shards").glob("DONE_*.json"))
+
+
+class _ShardImages(torch.utils.data.Dataset):
+    def __init__(self, src: Path, files: list[str], size: int, seed: int):
+        self.src, self.files, self.size, self.seed = Path(src), files, size, seed
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        arr, flip = load_image(self.src / self.files[i], self.files[i], self.size, self.seed)
+        return torch.from_numpy(arr), flip
+
+
+def encode_imagenet(src: Path, out: Path, *, vae, vae_name: str = VAE_ID, split: str = "train",
+                    shard_size: int = 10_000, shard_index: int | None = None, num_shards: int | None = None,
+                    batch_size: int = 64, resolution: int = 256, seed: int = 0, num_workers: int = 8,
+                    device: str | torch.device | None = None, progress: bool = True) -> dict:
+    """Encode this task's shards of ``src`` into ``out/<split>/shards``; shards with a DONE marker are skipped.
+
+    Returns ``{"split_dir", "index_hash", "num_images", "num_shard_files", "encoded", "skipped", "seconds"}``.
+    """
+    from tqdm.auto import tqdm
+
+    shard_index, num_shards = task_from_env(shard_index, num_shards)
+    device = torch.device(device) if device is not None else next(vae.parameters()).device
+    split_dir = Path(out) / split
+    index = load_or_build_index(src, split_dir)
+    settings = {"index_hash": index.hash, "num_images": len(index.files), "num_classes": len(index.classes),
+                "shard_size": shard_size, "resolution": resolution, "seed": seed, "latent_scale": LATENT_SCALE,
+                "vae": vae_name, "vae_config": stable_hash(dict(vae.config)), "posterior": "sample",
+                "flip": "one random horizontal flip per image", "crop": "adm center_crop_arr"}
+    _check_meta(split_dir / "index" / "meta.json", settings)
+    total = num_shards_of(len(index.files), shard_size)
+    mine = [s for s in range(total) if s % num_shards == shard_index]
+    encoded, skipped, start = [], [], time.time()
+    for s in mine:
+        paths = shard_files(split_dir, s)
+        if paths["DONE"].exists():
+            skipped.append(s)
+            continue
+        lo, hi = s * shard_size, min((s + 1) * shard_size, len(index.files))
+        files = list(index.files[lo:hi])
+        loader = torch.utils.data.DataLoader(_ShardImages(src, files, resolution, seed), batch_size=batch_size,
+                                             num_workers=num_workers, shuffle=False)
+        t0, latents, flips, pos = time.time(), [], [], 0
+        for imgs, flip in tqdm(loader, desc=f"shard {s}/{total}", disable=not progress, mininterval=10):
+            seeds = [image_seed(f, seed) + 1 for f in files[pos: pos + len(imgs)]]  # +1: not the flip's seed
+            latents.append(encode_batch(vae, imgs.numpy(), seeds, device))
+            flips.append(flip.numpy().astype(bool))
+            pos += len(imgs)
+        lat = torch.cat(latents).numpy()
+        atomic_write_bytes(paths["latents"], _npy_bytes(lat))
+        atomic_write_bytes(paths["labels"], _npy_bytes(index.labels[lo:hi]))
+        atomic_write_bytes(paths["flips"], _npy_bytes(np.concatenate(flips)))
+        atomic_write_bytes(paths["files"], ("\n".join(files) + "\n").encode())
+        atomic_write_json(paths["DONE"], {"shard": s, "first": lo, "count": hi - lo, "shape": list(lat.shape),
+                                          "seconds": round(time.time() - t0, 2), "index_hash": index.hash})
+        encoded.append(s)
+    return {"split_dir": str(split_dir), "index_hash": index.hash, "num_images": len(index.files),
+            "num_shard_files": total, "encoded": encoded, "skipped": skipped,
+            "seconds": round(time.time() - start, 2)}
+
+
+def _check_meta(path: Path, settings: dict) -> None:
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if diff:
+            raise SettingsMismatch(f"{path.parent.parent} holds latents made with other settings {diff}; use another --out")
+    else:
+        atomic_write_json(path, settings)
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr))
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reading latents back
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def load_latents(split_dir: Path, indices: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents and labels of the given global indices (all when None); every needed shard must be DONE."""
+    split_dir = Path(split_dir)
+    meta = json.loads((split_dir / "index" / "meta.json").read_text())
+    size, n = meta["shard_size"], meta["num_images"]
+    indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
+    shards = indices // size
+    missing = sorted(set(shards.tolist()) - set(done_shards(split_dir)))
+    if missing:
+        raise FileNotFoundError(f"{split_dir}: shards {missing[:8]}{'…' if len(missing) > 8 else ''} are not encoded "
+                                f"yet; run `python -m benchmark.prepare imagenet` (resumes)")
+    lat, lab = [], []
+    order = np.argsort(indices, kind="stable")
+    for s in np.unique(shards):
+        sel = indices[order][shards[order] == s] - s * size
+        paths = shard_files(split_dir, int(s))
+        lat.append(np.load(paths["latents"], mmap_mode="r")[sel])
+        lab.append(np.load(paths["labels"])[sel])
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return torch.from_numpy(np.concatenate(lat)[inverse]), torch.from_numpy(np.concatenate(lab)[inverse])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fixed subsets (paper §2): stage 1 = 8 per class; stage 2 = class-stratified 0.63 / 5 / 10 / 20 / 25 %
+# --------------------------------------------------------------------------------------------------------------------
+
+NOMINAL_PER_CLASS = 1280  # 1.28M / 1000: "10 % = 128k = 128 per class" (paper §2), so per class = round(f · 1280)
+SUBSETS = {"stage1": ("train", 8), "pct0.63": ("train", 8), "pct5": ("train", 64), "pct10": ("train", 128),
+           "pct20": ("train", 256), "pct25": ("train", 320), "heldout": ("val", 8)}
+
+
+def subset_name(fraction: float) -> str:
+    """Name of the stage-2 subset of a data fraction (0.10 → ``pct10``, 0.0063 → ``pct0.63``)."""
+    name = f"pct{round(fraction * 100, 2):g}"
+    if name not in SUBSETS:
+        raise ValueError(f"no ImageNet subset for fraction {fraction}; known: {', '.join(SUBSETS)}")
+    return name
+
+
+def nested_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices: the first ``per_class`` of a permutation per class seeded by (seed, class) — nested in k."""
+    labels = np.asarray(labels)
+    chosen = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        if per_class > len(members):
+            raise ValueError(f"class {c} has {len(members)} images, the subset asks for {per_class} per class")
+        chosen.append(members[np.random.default_rng([seed, int(c)]).permutation(len(members))[:per_class]])
+    return np.sort(np.concatenate(chosen))
+
+
+def list_hash(files: list[str] | tuple[str, ...]) -> str:
+    """sha256 (16 hex digits) of the newline-joined sorted relative paths: the key every run records."""
+    return hashlib.sha256("\n".join(sorted(files)).encode()).hexdigest()[:16]
+
+
+def make_subsets(out: Path, *, seed: int = 0, per_class: dict[str, int] | None = None) -> dict:
+    """Write the subset lists for every split whose index exists; returns the ``subsets.json`` content.
+
+    ``per_class`` overrides the standard counts (and restricts the output to the names it lists).
+    """
+    out = Path(out)
+    manifest_path = out / "subsets" / "subsets.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    for name in per_class or SUBSETS:
+        split, k = SUBSETS.get(name, ("train", 0))
+        k = (per_class or {}).get(name, k)
+        if not (out / split / "index" / "labels.npy").exists():
+            continue
+        index = read_index(out / split / "index")
+        files = [index.files[i] for i in nested_subset(index.labels, k, seed)]
+        atomic_write_bytes(out / "subsets" / f"{name}.txt", ("\n".join(files) + "\n").encode())
+        manifest[name] = {"split": split, "per_class": k, "count": len(files), "seed": seed,
+                          "sha256": list_hash(files), "index_hash": index.hash}
+    if not manifest:
+        raise DataLayoutError(f"{out} has no index; run `python -m benchmark.prepare imagenet --src PATH` first")
+    atomic_write_json(manifest_path, manifest)
+    return manifest
+
+
+def load_subset(out: Path, name: str) -> tuple[np.ndarray, dict]:
+    """(sorted global indices into the split's index, manifest entry incl. ``sha256``); checks hash and index."""
+    out = Path(out)
+    manifest = json.loads((out / "subsets" / "subsets.json").read_text())
+    if name not in manifest:
+        raise KeyError(f"subset {name!r} not prepared in {out}; known: {', '.join(sorted(manifest))}")
+    entry = manifest[name]
+    files = (out / "subsets" / f"{name}.txt").read_text().splitlines()
+    if list_hash(files) != entry["sha256"]:
+        raise ValueError(f"subset list {name} was modified (sha256 {list_hash(files)} != {entry['sha256']})")
+    index = read_index(out / entry["split"] / "index")
+    if index.hash != entry["index_hash"]:
+        raise ValueError(f"subset {name} was made from another file list (index {entry['index_hash']} != {index.hash})")
+    position = {f: i for i, f in enumerate(index.files)}
+    return np.asarray(sorted(position[f] for f in files), dtype=np.int64), entry

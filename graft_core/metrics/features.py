@@ -1,0 +1,176 @@
+"""Features of an image set under one extractor, through torch-fidelity (and clean-fid), with a reference cache.
+
+``FeatureSet`` holds the per-role features (``pool``, ``logits``, ``spatial``, ``clean``) and their Fréchet
+statistics, computed once. ``reference_features`` memoises the real set in memory and on disk
+(``cache_root()/metrics/reference/<key>.npz``, key = extractor + weights sha256 + image content hash), keeping only
+what the two-set metrics need (``pool`` features for KID / precision-recall, the statistics for FID / sFID /
+clean FID), so that evaluating many rows against the same reference extracts its features once.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch.utils.data import Dataset
+
+from graft_core.config import stable_hash
+from graft_core.metrics.extractors import ExtractorSpec, build_extractor, weights_digest
+from graft_core.metrics.frechet import statistics
+from graft_core.paths import atomic_write_bytes, cache_root
+
+CACHE_VERSION = 1
+FRECHET_ROLES = ("pool", "spatial", "clean")  # roles whose Fréchet statistics a reference keeps
+
+
+class UInt8Images(Dataset):
+    """uint8 ``[N, 3, H, W]`` tensors for torch-fidelity's loader."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+
+def as_nchw_uint8(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``[N, H, W, C]`` (C = 1 or 3; the ADM ``.npz`` layout) → uint8 ``[N, 3, H, W]`` (gray repeated)."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise TypeError(f"expected uint8 images [N, H, W, 1|3], got {images.dtype} {images.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    return (x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x).contiguous()
+
+
+@dataclass
+class FeatureSet:
+    """Features (role → ``[N, D]`` float32 tensor) of one image set and their Fréchet statistics (role → mu/sigma)."""
+
+    features: dict[str, torch.Tensor]
+    stats: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    num_images: int = 0
+
+    def frechet_stats(self, role: str) -> dict[str, np.ndarray]:
+        if role not in self.stats:
+            if role not in self.features:
+                raise KeyError(f"feature set has neither features nor statistics for {role!r}")
+            self.stats[role] = statistics(self.features[role].numpy())
+        return self.stats[role]
+
+    def __getitem__(self, role: str) -> torch.Tensor:
+        if role not in self.features:
+            raise KeyError(f"feature set has no {role!r} features (a cached reference keeps only "
+                           f"{sorted(self.features)})")
+        return self.features[role]
+
+
+def extract_features(images: np.ndarray, spec: ExtractorSpec, weights: Path, *, roles=("pool", "logits", "spatial"),
+                     clean: bool = True, batch_size: int = 200) -> FeatureSet:
+    """One pass of torch-fidelity's extraction loop over ``images`` (+ clean-fid's pipeline when ``clean``)."""
+    from torch_fidelity.utils import get_featuresdict_from_dataset
+
+    x = as_nchw_uint8(images)
+    fe = build_extractor(spec.name, str(weights))
+    feats: dict[str, torch.Tensor] = {}
+    if roles:
+        out = get_featuresdict_from_dataset(UInt8Images(x), fe, batch_size, cuda=False, save_cpu_ram=True,
+                                            verbose=False)
+        feats = {role: out[spec.layers[role]].float() for role in roles}
+    if clean:
+        feats["clean"] = torch.from_numpy(clean_features(x, spec, fe, batch_size=batch_size))
+    return FeatureSet(feats, num_images=len(x))
+
+
+def clean_features(x: torch.Tensor, spec: ExtractorSpec, fe, *, batch_size: int = 200) -> np.ndarray:
+    """clean-fid's feature pipeline on in-memory images: per-image resize (``cleanfid.resize.build_resizer``, or none
+    at native resolution), ``ToTensor`` scaling exactly as ``cleanfid.utils.ResizeDataset.__getitem__``, then
+    ``cleanfid.fid.get_batch_features`` with the extractor's ``clean_features`` as the custom feature extractor.
+    (clean-fid itself reads images only from folders or generators; ``clean_fid_folders`` is that official path.)"""
+    from cleanfid.fid import get_batch_features
+    from cleanfid.resize import build_resizer
+
+    fn_resize = build_resizer(spec.clean_resize) if spec.clean_resize else (lambda a: a)
+    to_tensor = torchvision.transforms.ToTensor()
+    nhwc = x.permute(0, 2, 3, 1).numpy()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(nhwc), batch_size):
+            batch = []
+            for img in nhwc[start:start + batch_size]:
+                r = fn_resize(img)
+                batch.append(to_tensor(np.array(r)) * 255 if r.dtype == np.uint8 else to_tensor(r))
+            out.append(get_batch_features(torch.stack(batch), fe.clean_features, torch.device("cpu")))
+    return np.concatenate(out).astype(np.float32)
+
+
+def clean_fid_folders(fdir1: str | Path, fdir2: str | Path, spec: ExtractorSpec, weights: Path,
+                      batch_size: int = 200) -> float:
+    """FID between two image folders through the official ``cleanfid.fid.compute_fid`` with our extractor passed as
+    ``custom_feat_extractor`` (CPU, no workers; native-resolution extractors get an identity ``custom_fn_resize``)."""
+    from cleanfid import fid as cfid
+
+    fe = build_extractor(spec.name, str(weights))
+    resize = None if spec.clean_resize else (lambda a: a)
+    return float(cfid.compute_fid(str(fdir1), str(fdir2), mode="clean", custom_feat_extractor=fe.clean_features,
+                                  custom_fn_resize=resize, device=torch.device("cpu"), num_workers=0,
+                                  batch_size=batch_size, use_dataparallel=False, verbose=False))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reference cache
+# ----------------------------------------------------------------------------------------------------------------
+
+_MEMORY: dict[str, FeatureSet] = {}
+
+
+def images_digest(images: np.ndarray) -> str:
+    images = np.ascontiguousarray(images)
+    h = hashlib.sha256(f"{images.dtype}{images.shape}".encode())
+    h.update(memoryview(images).cast("B"))
+    return h.hexdigest()
+
+
+def reference_key(images: np.ndarray, spec: ExtractorSpec, weights: Path) -> str:
+    return stable_hash({"v": CACHE_VERSION, "extractor": spec.name, "weights": weights_digest(weights),
+                        "images": images_digest(images)})
+
+
+def reference_path(key: str) -> Path:
+    return cache_root() / "metrics" / "reference" / f"{key}.npz"
+
+
+def reference_features(images: np.ndarray, spec: ExtractorSpec, weights: Path, *, disk: bool = True,
+                       batch_size: int = 200) -> FeatureSet:
+    """The real set's ``pool`` features + Fréchet statistics, from memory, disk, or computed (then stored)."""
+    key = reference_key(images, spec, weights)
+    if key in _MEMORY:
+        return _MEMORY[key]
+    path = reference_path(key)
+    if disk and path.exists():
+        with np.load(path) as z:
+            fs = FeatureSet({"pool": torch.from_numpy(z["pool"])},
+                            {r: {"mu": z[f"{r}_mu"], "sigma": z[f"{r}_sigma"]} for r in FRECHET_ROLES},
+                            int(z["num_images"]))
+    else:
+        full = extract_features(images, spec, weights, roles=("pool", "spatial"), clean=True, batch_size=batch_size)
+        fs = FeatureSet({"pool": full["pool"]}, {r: full.frechet_stats(r) for r in FRECHET_ROLES}, full.num_images)
+        if disk:
+            arrays = {"pool": fs["pool"].numpy(), "num_images": np.array(fs.num_images)}
+            for r in FRECHET_ROLES:
+                arrays[f"{r}_mu"], arrays[f"{r}_sigma"] = fs.stats[r]["mu"], fs.stats[r]["sigma"]
+            buf = io.BytesIO()
+            np.savez(buf, **arrays)
+            atomic_write_bytes(path, buf.getvalue())
+    _MEMORY[key] = fs
+    return fs
+
+
+def clear_memory_cache() -> None:
+    _MEMORY.clear()

@@ -1,0 +1,73 @@
+"""What every replacement operator shares: the diffusers call contract and the causal depthwise convolution.
+
+diffusers calls ``attn1(x, encoder_hidden_states=None, attention_mask=None, **cross_attention_kwargs)`` and ``ff(x)``
+(shared/reference/environment.md §2). Operators subclass ``GraftOperator`` and implement only ``mix(u)`` on
+``[B, N, D]``; the base class absorbs the keyword arguments and refuses the ones a self-mixer cannot honour.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+try:  # CUDA kernel used by the official code; optional, PyTorch fallback below
+    from causal_conv1d import causal_conv1d_fn as _causal_conv1d_fn
+except ImportError:  # pragma: no cover - not installable on CPU machines
+    _causal_conv1d_fn = None
+
+
+class GraftOperator(nn.Module):
+    """Base class: ``forward`` checks the call and delegates to ``mix``; subclasses set ``self.dim``."""
+
+    dim: int
+
+    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        # Extra kwargs (cross_attention_kwargs such as ``step_frac``) are ignored on purpose: diffusers forwards them
+        # to every attn1. A real mask or cross-attention states would silently change the meaning, so those fail.
+        if encoder_hidden_states is not None:
+            raise ValueError(f"{type(self).__name__} is a self-mixing operator; it cannot take encoder_hidden_states "
+                             f"(graft only attn1/ff, never the cross-attention attn2)")
+        if attention_mask is not None:
+            raise ValueError(f"{type(self).__name__} does not support an attention_mask")
+        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.dim:
+            raise ValueError(f"{type(self).__name__} expects [B, N, {self.dim}] input, "
+                             f"got {tuple(hidden_states.shape)}")
+        return self.mix(hidden_states)
+
+    def mix(self, u: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class CausalDepthwiseConv1d(nn.Conv1d):
+    """Depthwise 1D convolution over the last axis of ``[B, C, L]``; output ``l`` sees inputs ``l-K+1 … l``.
+
+    Same parameters (``weight [C, 1, K]``, ``bias [C]``) as the official ``CausalConv1D_filter`` so released
+    checkpoints load; computed with left padding instead of the ``causal_conv1d`` CUDA kernel unless that kernel is
+    importable and the input is on a GPU.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, *, bias: bool = True):
+        if channels < 1 or kernel_size < 1:
+            raise ValueError(f"channels and kernel_size must be positive, got {channels}, {kernel_size}")
+        super().__init__(channels, channels, kernel_size, groups=channels, padding=0, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _causal_conv1d_fn is not None and x.is_cuda:  # pragma: no cover - GPU only
+            return _causal_conv1d_fn(x.contiguous(), self.weight.squeeze(1), bias=self.bias, activation=None)
+        return F.conv1d(F.pad(x, (self.kernel_size[0] - 1, 0)), self.weight, self.bias, groups=self.groups)
+
+    def init_identity(self) -> None:
+        """Pass-through filter: last tap 1, others 0, bias 0 (the Hyena-Y/SE inner filter init)."""
+        with torch.no_grad():
+            self.weight.zero_()
+            self.weight[:, 0, -1] = 1.0
+            if self.bias is not None:
+                self.bias.zero_()
+
+
+def check_positive(owner: str, **values: int | float) -> None:
+    """Constructor validation shared by the operators (ValueError, never assert)."""
+    for name, value in values.items():
+        if value is None or value <= 0:
+            raise ValueError(f"{owner}: {name} must be positive, got {value!r}")

@@ -1,0 +1,210 @@
+"""Sharded, resumable class-conditional sampling → an ADM-compatible ``.npz`` (paper §3.3: 50k, 250 DDPM, cfg 1.5).
+
+The N samples are cut into shards of ``shard_size``; worker ``rank`` of ``world_size`` draws the shards
+``s ≡ rank (mod world_size)``. Each shard is saved as its own ``shards/samples_XXXXX.npz`` (``arr_0`` uint8
+``[n, H, W, 3]``, ``arr_1`` labels) followed by a ``DONE_XXXXX.json`` marker, so a killed job resumes shard by shard.
+When every shard is done, :func:`merge_shards` streams them into ``samples.npz`` (``arr_0`` ``[N, H, W, 3]`` uint8,
+``arr_1`` int64 labels) — the layout ``guided-diffusion/evaluations/evaluator.py`` reads.
+
+Seeding (differs from the official ``sample_ddp.py`` on purpose): the official script seeds each GPU with
+``global_seed·world_size + rank`` and draws labels on the fly, so its 50k images change with the number of GPUs.
+Here the labels of all N samples are drawn once from ``global_seed`` (i.i.d. uniform, as ADM/DiT), and shard ``s``
+draws its noise from ``shard_seed(global_seed, s) = global_seed·10⁶ + s·10³`` (batch ``i`` of the shard uses
+``+ i``, see :func:`graft_core.sampler.sample`). The merged ``.npz`` is therefore the same for 1 GPU, 8 GPUs or a
+Slurm array of any size, and a resumed shard reproduces the lost one.
+
+Workers come from ``torch.distributed`` (``torchrun``: RANK/WORLD_SIZE, one GPU per LOCAL_RANK) or a Slurm array
+(``SLURM_ARRAY_TASK_ID``/``SLURM_ARRAY_TASK_COUNT``); see :func:`graft_core.imagenet.task_from_env`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from graft_core.config import stable_hash
+from graft_core.imagenet import LATENT_SCALE, SettingsMismatch, task_from_env
+from graft_core.paths import atomic_write_bytes, atomic_write_json
+from graft_core.presets import TeacherConfig
+from graft_core.sampler import make_labels, sample, to_uint8
+
+MERGED = "samples.npz"
+
+
+def shard_seed(global_seed: int, shard: int) -> int:
+    """Noise seed of one shard; a shard holds < 1000 batches, so batch seeds ``shard_seed + i`` never collide."""
+    return global_seed * 1_000_000 + shard * 1_000
+
+
+def shard_paths(out_dir: Path, s: int) -> tuple[Path, Path]:
+    d = Path(out_dir) / "shards"
+    return d / f"samples_{s:05d}.npz", d / f"DONE_{s:05d}.json"
+
+
+def decode_latents(vae, latents: torch.Tensor, batch_size: int = 32) -> np.ndarray:
+    """``vae.decode(z / 0.18215)`` in batches → uint8 ``[N, H, W, 3]``; with ``vae=None`` the samples are pixels."""
+    if vae is None:
+        images = to_uint8(latents)
+        return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
+    device = next(vae.parameters()).device
+    out = []
+    with torch.inference_mode():
+        for z in torch.split(latents, batch_size):
+            out.append(to_uint8(vae.decode(z.to(device) / LATENT_SCALE).sample.float().cpu()))
+    return np.concatenate(out)
+
+
+def sampling_plan(teacher: TeacherConfig, *, num_samples: int, shard_size: int, steps: int, guidance_scale: float,
+                  scheduler: str, global_seed: int, batch_size: int, label_mode: str) -> dict:
+    """Everything that fixes the merged ``.npz`` (saved as ``plan.json``; a rerun with another plan is refused)."""
+    if -(-shard_size // batch_size) >= 1000:
+        raise ValueError(f"shard_size {shard_size} / batch_size {batch_size} gives ≥ 1000 batches per shard")
+    return {"num_samples": num_samples, "shard_size": shard_size, "steps": steps, "guidance_scale": guidance_scale,
+            "scheduler": scheduler, "global_seed": global_seed, "batch_size": batch_size, "label_mode": label_mode,
+            "num_classes": teacher.num_classes, "seeding": "labels from global_seed; noise shard_seed(global_seed, s)"}
+
+
+def sample_shards(model, teacher: TeacherConfig, out_dir: Path, *, vae=None, num_samples: int = 50_000,
+                  shard_size: int = 1_000, steps: int = 250, guidance_scale: float = 1.5, scheduler: str = "ddpm",
+                  global_seed: int = 0, batch_size: int = 64, label_mode: str = "uniform", rank: int | None = None,
+                  world_size: int | None = None, bf16: bool = False, progress: bool = True) -> dict:
+    """Sample and decode this worker's shards that have no DONE marker; returns ``{"sampled", "skipped", ...}``."""
+    rank, world_size = task_from_env(rank, world_size)
+    out_dir = Path(out_dir)
+    plan = sampling_plan(teacher, num_samples=num_samples, shard_size=shard_size, steps=steps,
+                         guidance_scale=guidance_scale, scheduler=scheduler, global_seed=global_seed,
+                         batch_size=batch_size, label_mode=label_mode)
+    _check_plan(out_dir / "plan.json", plan)
+    labels = make_labels(num_samples, teacher.num_classes, label_mode, seed=global_seed)
+    total = -(-num_samples // shard_size)
+    sampled, skipped, start = [], [], time.time()
+    for s in range(rank, total, world_size):
+        npz, done = shard_paths(out_dir, s)
+        if done.exists():
+            skipped.append(s)
+            continue
+        t0 = time.time()
+        y = labels[s * shard_size: (s + 1) * shard_size]
+        latents = sample(model, y, teacher=teacher, scheduler=scheduler, steps=steps, guidance_scale=guidance_scale,
+                         seed=shard_seed(global_seed, s), batch_size=batch_size, bf16=bf16, progress=progress)
+        images = decode_latents(vae, latents)
+        atomic_write_bytes(npz, _npz_bytes(arr_0=images, arr_1=y.numpy()))
+        atomic_write_json(done, {"shard": s, "count": len(y), "seed": shard_seed(global_seed, s),
+                                 "seconds": round(time.time() - t0, 2)})
+        sampled.append(s)
+    return {"out_dir": str(out_dir), "plan_key": stable_hash(plan), "num_shards": total, "sampled": sampled,
+            "skipped": skipped, "seconds": round(time.time() - start, 2)}
+
+
+def missing_shards(out_dir: Path) -> list[int]:
+    plan = json.loads((Path(out_dir) / "plan.json").read_text())
+    total = -(-plan["num_samples"] // plan["shard_size"])
+    return [s for s in range(total) if not shard_paths(out_dir, s)[1].exists()]
+
+
+def merge_shards(out_dir: Path) -> Path:
+    """Stream every shard into ``out_dir/samples.npz`` without holding the 50k images (9.8 GB) in memory."""
+    out_dir = Path(out_dir)
+    missing = missing_shards(out_dir)
+    if missing:
+        raise FileNotFoundError(f"{out_dir}: shards {missing[:8]} are not done; rerun the sampling (it resumes)")
+    plan = json.loads((out_dir / "plan.json").read_text())
+    shards = [np.load(shard_paths(out_dir, s)[0]) for s in range(-(-plan["num_samples"] // plan["shard_size"]))]
+    first = shards[0]["arr_0"]
+    dest = out_dir / MERGED
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, shape, dtype in (("arr_0", (plan["num_samples"], *first.shape[1:]), first.dtype),
+                                  ("arr_1", (plan["num_samples"],), np.dtype(np.int64))):
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_2_0(
+                    f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+                for shard in shards:
+                    f.write(np.ascontiguousarray(shard[key], dtype=dtype).tobytes())
+    os.replace(tmp, dest)
+    return dest
+
+
+def sample_to_npz(model, teacher: TeacherConfig, out_dir: Path, **kwargs) -> Path | None:
+    """:func:`sample_shards`, then (after a barrier when torch.distributed runs) rank 0 merges once all are done.
+
+    Returns the merged path, or None on a worker that did not merge (other shards still missing, or rank > 0).
+    """
+    import torch.distributed as dist
+
+    report = sample_shards(model, teacher, out_dir, **kwargs)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        if dist.get_rank() != 0:
+            return None
+    if missing_shards(out_dir):
+        return None
+    merged = Path(out_dir) / MERGED
+    return merged if merged.exists() and not report["sampled"] else merge_shards(out_dir)
+
+
+def _check_plan(path: Path, plan: dict) -> None:
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != json.loads(json.dumps(plan)):
+            diff = {k: (old.get(k), v) for k, v in plan.items() if old.get(k) != v}
+            raise SettingsMismatch(f"{path.parent} holds samples of another plan {diff}; use another --out")
+    else:
+        atomic_write_json(path, plan)
+
+
+def _npz_bytes(**arrays) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def main(argv: list[str] | None = None) -> None:
+    from graft_core.distributed import default_device, init_from_env
+    from graft_core.imagenet import load_vae
+    from graft_core.presets import get_preset
+    from graft_core.teacher import MissingWeightsError, load_pretrained
+
+    p = argparse.ArgumentParser(description="Sharded, resumable sampling of a DiT → ADM .npz (paper §3.3).")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--model", type=Path, help="a diffusers DiT folder (default: the preset's pretrained teacher)")
+    p.add_argument("--vae", help="local SD-VAE folder (default: stabilityai/sd-vae-ft-ema from the HF cache)")
+    p.add_argument("--num-samples", type=int)
+    p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard-index", type=int, help="this worker (default: RANK or the Slurm array task)")
+    p.add_argument("--num-shards", type=int, help="number of workers (default: WORLD_SIZE or the array size)")
+    args = p.parse_args(argv)
+    preset = get_preset(args.preset)
+    device = default_device(init_from_env())
+    try:
+        if args.model:
+            from diffusers import DiTTransformer2DModel
+
+            model = DiTTransformer2DModel.from_pretrained(args.model).eval()
+        else:
+            model = load_pretrained(preset.teacher)
+        vae = load_vae(args.vae, device=device) if preset.data.name == "imagenet" else None
+    except MissingWeightsError as err:
+        p.exit(2, f"error: {err}\n")
+    ev = preset.eval
+    path = sample_to_npz(model.to(device), preset.teacher, args.out, vae=vae,
+                         num_samples=args.num_samples or ev.num_samples, shard_size=args.shard_size,
+                         steps=ev.steps, guidance_scale=ev.guidance_scale, scheduler=ev.scheduler,
+                         global_seed=args.seed, batch_size=args.batch_size or ev.batch_size, label_mode=ev.label_mode,
+                         rank=args.shard_index, world_size=args.num_shards, bf16=ev.bf16)
+    print(path or f"shards written; missing: {missing_shards(args.out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Surgery: swap ``attn1`` / ``ff`` of chosen ``transformer_blocks`` for new operators, and save/load the result.
+
+Works on diffusers ``DiTTransformer2DModel`` and ``PixArtTransformer2DModel`` (built from config or
+``from_pretrained``): a swap is a plain attribute assignment on the block, so norms, adaLN modulation, gates, residuals
+and the cross-attention ``attn2`` stay as they are (shared/reference/environment.md §2). The applied plans are kept on
+the model as ``model.graft_plans``.
+
+A grafted model's ``model.config`` still describes the *original* architecture, so ``save_pretrained`` →
+``from_pretrained`` would silently rebuild vanilla attention. ``save_grafted`` therefore stores the base config, the
+plans and the full state dict; ``load_grafted`` rebuilds base → applies plans → ``load_state_dict(strict=True)``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from graft_core.operators import init_from_teacher as _init_op_from_teacher
+from graft_core.paths import atomic_write_json
+from graft_core.plan import GraftPlan, as_plans, plans_from_json, plans_to_json
+
+SITE_ATTR = {"attn": "attn1", "mlp": "ff"}
+GRAFT_FILE = "graft.json"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def model_dims(model: nn.Module) -> dict[str, int]:
+    """Width, heads, token count and depth of a diffusers DiT/PixArt, from its config and blocks."""
+    cfg = model.config
+    tokens = (int(cfg.sample_size) // int(cfg.patch_size)) ** 2
+    return {"dim": int(cfg.num_attention_heads) * int(cfg.attention_head_dim),
+            "num_heads": int(cfg.num_attention_heads), "seq_len": tokens, "num_layers": len(model.transformer_blocks)}
+
+
+def _block(model: nn.Module, index: int, site: str) -> nn.Module:
+    block = model.transformer_blocks[index]
+    if not hasattr(block, SITE_ATTR[site]):
+        raise ValueError(f"transformer_blocks[{index}] ({type(block).__name__}) has no {SITE_ATTR[site]!r}; "
+                         f"graft before restructuring the model")
+    return block
+
+
+def graft(model: nn.Module, plans: GraftPlan | Iterable[GraftPlan], *, seed: int | None = None) -> nn.Module:
+    """Replace the planned modules in place with freshly initialised operators; returns ``model``.
+
+    ``seed`` makes each new operator's initialisation reproducible and independent of the others
+    (layer ``i`` is initialised under ``seed + i``). New modules take the dtype/device of the ones they replace.
+    Grafting again adds to ``model.graft_plans``; editing an already grafted (site, layer) is an error.
+    """
+    if getattr(model, "graft_restructure", None):
+        raise ValueError("graft before restructuring: the model's blocks were already rewired "
+                         f"({model.graft_restructure})")
+    new = as_plans(plans)
+    all_plans = as_plans(tuple(getattr(model, "graft_plans", ())) + new)
+    dims = model_dims(model)
+    for plan in new:
+        plan.check_model(dims["num_layers"], dims["seq_len"])
+    swaps = []  # build everything first: a failing constructor leaves the model untouched
+    for plan in new:
+        for layer in plan.layers:
+            block = _block(model, layer, plan.site)
+            old = getattr(block, SITE_ATTR[plan.site])
+            op = _build(plan, dims, None if seed is None else seed + layer)
+            ref = next(old.parameters(), None)
+            if ref is not None:
+                op = op.to(device=ref.device, dtype=ref.dtype)
+            swaps.append((block, SITE_ATTR[plan.site], op.train(old.training)))
+    for block, attr, op in swaps:
+        setattr(block, attr, op)
+    model.graft_plans = all_plans
+    return model
+
+
+def _build(plan: GraftPlan, dims: dict[str, int], seed: int | None) -> nn.Module:
+    """A fresh operator; under ``seed`` without touching the global RNG stream, else from that stream."""
+    if seed is None:
+        return plan.build_operator(dims["dim"], num_heads=dims["num_heads"], seq_len=dims["seq_len"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return plan.build_operator(dims["dim"], num_heads=dims["num_heads"], seq_len=dims["seq_len"])
+
+
+def grafted_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Dotted name → new module for every grafted (site, layer) of ``model``."""
+    out = {}
+    for plan in getattr(model, "graft_plans", ()):
+        for layer in plan.layers:
+            name = f"transformer_blocks.{layer}.{SITE_ATTR[plan.site]}"
+            out[name] = model.get_submodule(name)
+    return out
+
+
+def init_from_teacher(model: nn.Module, teacher: nn.Module) -> nn.Module:
+    """Copy the teacher's weights into every grafted module that has a mapping (``mha``, ``swa``, ``mlp``).
+
+    For a self-graft this reproduces the teacher exactly; operators with new parameters raise ``ValueError``.
+    """
+    for name, op in grafted_modules(model).items():
+        _init_op_from_teacher(op, teacher.get_submodule(name))
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Save / load
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def save_grafted(model: nn.Module, folder: str | Path) -> Path:
+    """Write ``model.safetensors``, ``config.json`` (base config) and, last, ``graft.json`` (plans, restructuring).
+
+    ``graft.json`` is written last, so a folder without it is an interrupted save and ``load_grafted`` refuses it.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = folder / (WEIGHTS_FILE + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    tmp.replace(folder / WEIGHTS_FILE)
+    config = dict(model.config)
+    config["_class_name"] = type(model).__name__
+    atomic_write_json(folder / CONFIG_FILE, _jsonable_config(config))
+    graft_meta = {"base_class": type(model).__name__, "plans": plans_to_json(getattr(model, "graft_plans", ())),
+                  "restructure": getattr(model, "graft_restructure", None)}
+    atomic_write_json(folder / GRAFT_FILE, graft_meta)
+    return folder
+
+
+def _jsonable_config(config: dict) -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, tuple):
+            value = list(value)
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue  # diffusers keeps a few non-JSON internals (e.g. the FrozenDict of init kwargs); not needed
+        out[key] = value
+    return out
+
+
+def build_base(folder: str | Path) -> nn.Module:
+    """The un-grafted base model from a saved ``config.json`` (random weights; diffusers class by name)."""
+    import diffusers
+
+    config = json.loads((Path(folder) / CONFIG_FILE).read_text())
+    name = config.pop("_class_name")
+    cls = getattr(diffusers, name, None)
+    if cls is None:
+        raise ValueError(f"{folder}: base class {name!r} is not a diffusers model class")
+    return cls.from_config(config)
+
+
+def load_grafted(folder: str | Path, base_loader: Callable[[Path], nn.Module] | None = None) -> nn.Module:
+    """Rebuild a model written by ``save_grafted``: base → plans → restructure → strict state-dict load (eval mode).
+
+    ``base_loader(folder)`` may supply the base model (e.g. ``from_pretrained`` of the Hub teacher); by default it is
+    built from the saved config. The loaded weights replace the base's anyway.
+    """
+    from safetensors.torch import load_file
+
+    from graft_core.diffusion import disable_builtin_label_dropout
+    from graft_core.restructure import RESTRUCTURES
+
+    folder = Path(folder)
+    if not (folder / GRAFT_FILE).exists():
+        raise FileNotFoundError(f"{folder} holds no complete grafted model ({GRAFT_FILE} missing)")
+    meta = json.loads((folder / GRAFT_FILE).read_text())
+    model = (base_loader or build_base)(folder)
+    if type(model).__name__ != meta["base_class"]:
+        raise ValueError(f"base_loader built a {type(model).__name__}; {folder} holds a grafted {meta['base_class']}")
+    plans = plans_from_json(meta["plans"])
+    if plans:
+        graft(model, plans)
+    if meta.get("restructure"):
+        RESTRUCTURES[meta["restructure"]](model)
+    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
+    disable_builtin_label_dropout(model)
+    return model.eval()

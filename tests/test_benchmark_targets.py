@@ -1,0 +1,207 @@
+"""Targets, rows and run identity: every paper item registered, ids stable and path-free, shared steps shared."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark import targets
+from benchmark.dag import Planner, make_node
+from benchmark.launch import all_nodes, plan_targets
+from benchmark.layers import select_layers
+from benchmark.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER_TABLE4 = 29
+
+
+def plan(tmp_path, preset, *names):
+    return plan_targets(Store(tmp_path, preset), targets.expand(list(names)))
+
+
+def rows_by_id(tp):
+    return {rp.row.id: rp for rp in tp.row_plans}
+
+
+def test_registry_lists_every_paper_item():
+    assert targets.names() == ["baseline", "table1", "table2", "table3", "table4", "table5", "table6", "fig2",
+                               "fig4a", "fig4b", "all"]
+    assert [m.NAME for m in targets.expand(["all"])] == ["baseline", "table1", "table2", "table3", "table5", "table6",
+                                                         "fig2", "fig4a", "fig4b"]
+    with pytest.raises(targets.UnknownTarget, match="choose from: baseline"):
+        targets.get_target("table9")
+
+
+@pytest.mark.parametrize("preset", ["micro", "tiny", "paper"])
+def test_every_target_plans_on_every_preset(tmp_path, preset):
+    plans = plan(tmp_path, preset, "all", "table4")
+    counts = {tp.name: len(tp.row_plans) for tp in plans}
+    assert counts == {"baseline": 3, "table1": 7, "table2": 8, "table3": 30, "table5": 2, "table6": 2, "fig2": 1,
+                      "fig4a": 10, "fig4b": 4, "table4": 30}
+    for tp in plans:
+        for rp in tp.row_plans:
+            assert len({rp.row.id for rp in tp.row_plans}) == len(tp.row_plans)
+            assert rp.final is not None or rp.blocked
+
+
+def test_table3_is_the_paper_grid_plus_one_control(tmp_path):
+    (tp,) = plan(tmp_path, "paper", "table3")
+    ids = [rp.row.id for rp in tp.row_plans]
+    assert len(ids) == PAPER_TABLE4 + 1 and ids[-1] == "control-teacher-stage2"
+    grafted = [rp for rp in tp.row_plans if rp.row.ratio and rp.row.operator not in ("random_init", "self_graft")]
+    assert len(grafted) == 24
+    by = rows_by_id(tp)
+    assert by["attn-swa-interleaved50"].layers == tuple(range(1, 28, 2))
+    assert by["mlp-mlp_r6-interleaved75"].layers == tuple(i for i in range(28) if i % 4)
+    assert by["attn-mamba2-full"].layers == tuple(range(28))
+    assert by["attn-random_init-full"].row.init == "random" and not by["attn-random_init-full"].row.finetune
+    # random init: teacher + eval only, no training of any kind
+    assert [n.kind for n in by["attn-random_init-full"].nodes] == ["teacher", "eval"]
+    # stage-1 settings per site: L1 for MHA, L2 for MLP (Table 1), paper lr 1e-4
+    s1 = [n for n in by["attn-hyena_x-full"].nodes if n.kind == "stage1"][0].config["stage1"]
+    assert (s1["objective"], s1["lr"], s1["epochs"]) == ("l1", 1e-4, 200)
+    s1 = [n for n in by["mlp-mlp_r3-full"].nodes if n.kind == "stage1"][0].config["stage1"]
+    assert s1["objective"] == "l2"
+
+
+def test_row_ids_match_the_tables_registry(tmp_path):
+    registry = pytest.importorskip("tables.registry")
+    for tp in plan(tmp_path, "tiny", "all"):
+        if tp.name == "baseline":
+            continue
+        ours = {rp.row.id for rp in tp.row_plans}
+        theirs = {r.row for r in registry.registry_rows(tp.name)}
+        if tp.name == "table6":  # the tiny teacher has 8 layers → "parallel-depth4"; matched by operator
+            theirs = {r for r in theirs if not r.startswith("parallel")}
+        assert theirs <= ours, theirs - ours
+
+
+# ------------------------------------------------------------------------------------------------------ run identity
+def test_run_ids_are_stable_and_path_free(tmp_path):
+    a = {n.key for n in all_nodes(plan(tmp_path / "one", "tiny", "all"))}
+    b = {n.key for n in all_nodes(plan(tmp_path / "two" / "elsewhere", "tiny", "all"))}
+    assert a == b  # the results folder is not part of any id
+    for n in all_nodes(plan(tmp_path, "tiny", "all")):
+        text = json.dumps(n.config)
+        assert str(tmp_path) not in text and "/work" not in text and "results" not in text
+        assert n.run_id == make_node(n.kind, {k: v for k, v in n.config.items() if k not in ("kind", "version")}).run_id
+    # the hashing scheme itself is pinned: changing it silently would orphan every stored run
+    assert make_node("eval", {"preset": "x", "model": {"source": "teacher"}}).run_id == "0456f78495d8db0a"
+
+
+def test_run_ids_do_not_depend_on_the_process(tmp_path):
+    code = ("from benchmark.launch import all_nodes, plan_targets; from benchmark.store import Store; "
+            "from benchmark import targets; "
+            "print(sorted(n.key for n in all_nodes(plan_targets(Store('r', 'tiny'), targets.expand(['table3'])))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"}, check=True).stdout
+    assert eval(out) == sorted(n.key for n in all_nodes(plan(tmp_path, "tiny", "table3")))  # noqa: S307
+
+
+def test_objective_spelled_or_defaulted_is_one_run():
+    import dataclasses
+
+    from graft_core.presets import get_preset
+
+    p = get_preset("tiny")
+    explicit = p.replace(stage1=dataclasses.replace(p.stage1, objective="l1", lr=p.stage1.lr_for("attn")))
+    a = Planner().stage1(p, "attn", "mha", {}, 3)
+    b = Planner().stage1(explicit, "attn", "mha", {}, 3)
+    assert a.key == b.key
+    assert Planner().stage1(p, "attn", "mha", {}, 4).key != a.key
+
+
+# ------------------------------------------------------------------------------------------------------ sharing
+def stage1_keys(rp):
+    return {n.key for n in rp.nodes if n.kind == "stage1"}
+
+
+def test_shared_steps_resolve_to_one_run(tmp_path):
+    plans = {tp.name: tp for tp in plan(tmp_path, "tiny", "table1", "table2", "table3", "fig4a", "fig4b")}
+    t3 = rows_by_id(plans["table3"])
+    for op in ("attn-hyena_x", "attn-swa", "mlp-mlp_r3", "mlp-mlp_hyena_x"):
+        full = stage1_keys(t3[f"{op}-full"])
+        assert len(full) == 8
+        assert stage1_keys(t3[f"{op}-interleaved50"]) < full
+        assert stage1_keys(t3[f"{op}-interleaved75"]) < full
+        assert t3[f"{op}-interleaved50"].final.key != t3[f"{op}-full"].final.key
+    # one teacher and one pair of captures for the whole grid
+    nodes = all_nodes([plans["table3"]])
+    assert sum(n.kind == "teacher" for n in nodes) == 1 and sum(n.kind == "capture" for n in nodes) == 2
+    assert sum(n.kind == "stage1" for n in nodes) == 2 * 8 + 5 * 8 + 3 * 8  # self-grafts + 5 MHA + 3 MLP ops
+    # fig4a's 10 % rows and fig4b's interleaved row *are* table3's 50 % rows; 20 % rows reuse their stage 1
+    fa, fb = rows_by_id(plans["fig4a"]), rows_by_id(plans["fig4b"])
+    assert fa["attn-hyena_x-interleaved50-data10"].final.key == t3["attn-hyena_x-interleaved50"].final.key
+    assert fb["attn-hyena_x-interleaved50"].final.key == t3["attn-hyena_x-interleaved50"].final.key
+    d20 = fa["attn-hyena_x-interleaved50-data20"]
+    assert d20.final.key != t3["attn-hyena_x-interleaved50"].final.key
+    assert stage1_keys(d20) == stage1_keys(t3["attn-hyena_x-interleaved50"])
+    # Table 2's 10 % self-grafting rows are Table 3's self-grafting rows (paper §12.6); table1's L1 MHA layers too
+    t2, t1 = rows_by_id(plans["table2"]), rows_by_id(plans["table1"])
+    assert t2["attn-self_graft-full-s1_0.63-s2_10"].final.key == t3["attn-self_graft-full"].final.key
+    assert stage1_keys(t1["attn-l1"]) <= stage1_keys(t3["attn-self_graft-full"])
+    assert not stage1_keys(t1["attn-l2"]) & stage1_keys(t3["attn-self_graft-full"])
+    # the stage-1-only row and the finetuned rows share their stage 1, not their model
+    s1only = t2["attn-self_graft-full-s1_0.63"]
+    assert stage1_keys(s1only) == stage1_keys(t3["attn-self_graft-full"])
+    assert [n.kind for n in s1only.nodes].count("stage2") == 0
+
+
+def test_control_row_shares_only_the_teacher(tmp_path):
+    (tp,) = plan(tmp_path, "tiny", "table3")
+    by = rows_by_id(tp)
+    control = by["control-teacher-stage2"]
+    assert [n.kind for n in control.nodes] == ["teacher", "stage2", "eval"]
+    s2 = next(n for n in control.nodes if n.kind == "stage2")
+    assert s2.config["plan"] is None and s2.config["init"] is None
+    grafted_s2 = next(n for n in by["attn-hyena_x-interleaved50"].nodes if n.kind == "stage2")
+    assert s2.config["stage2"] == grafted_s2.config["stage2"]  # the *same* stage 2 …
+    others = {n.key for rp in tp.row_plans if rp is not control for n in rp.nodes}
+    assert {n.key for n in control.nodes} & others == {control.nodes[0].key}  # … but only the teacher is shared
+
+
+def test_table_extras(tmp_path):
+    plans = {tp.name: rows_by_id(tp) for tp in plan(tmp_path, "tiny", "table1", "table2", "fig4a", "fig4b")}
+    assert plans["table1"]["mlp-huber"].row.extra["objective"] == "huber"
+    assert plans["table1"]["attn-l2"].layers == (0, 2, 4, 6, 7)
+    t2 = plans["table2"]
+    assert [t2[r].row.extra["stage2_data"] for r in ("attn-self_graft-full-s1_0.63",
+                                                     "attn-self_graft-full-s1_0.63-s2_0.63",
+                                                     "attn-self_graft-full-s1_0.63-s2_5",
+                                                     "attn-self_graft-full-s1_0.63-s2_10")] == [None, 0.63, 5.0, 10.0]
+    s2 = next(n for n in t2["attn-self_graft-full-s1_0.63-s2_5"].nodes if n.kind == "stage2").config["stage2"]
+    assert s2["data_fraction"] == 0.05 and s2["steps"] == 180  # 3/5 of the tiny 300 steps (30k vs 50K)
+    assert plans["fig4a"]["attn-swa-interleaved50-data20"].row.extra["stage2_data"] == 20.0
+    assert plans["fig4b"]["attn-hyena_x-deep"].row.extra["strategy"] == "deep"
+    assert plans["fig4b"]["attn-hyena_x-top_local"].blocked  # waits for the locality run
+
+
+# ------------------------------------------------------------------------------------------------------ layers
+@pytest.mark.parametrize("num_layers", [2, 8, 28])
+def test_layer_selection_mirrors_graft_core_plan(num_layers):
+    plan_mod = pytest.importorskip("graft_core.plan")
+    scores = [((i * 7) % 5) / 10 + i / 1000 for i in range(num_layers)]
+    for strategy in ("full", "interleaved50", "interleaved75", "deep", "top_local", "low_local"):
+        assert select_layers(strategy, num_layers, locality=scores) == \
+            plan_mod.select_layers(strategy, num_layers, locality=scores), strategy
+
+
+def test_plan_dicts_round_trip_through_graft_plan(tmp_path):
+    plan_mod = pytest.importorskip("graft_core.plan")
+    for tp in plan(tmp_path, "tiny", "table3"):
+        for rp in tp.row_plans:
+            for n in rp.nodes:
+                d = n.config.get("plan") or n.config.get("model", {}).get("plan")
+                if d:
+                    assert plan_mod.GraftPlan.from_dict(d).to_dict() == d
+
+
+def test_teacher_identity_mirrors_graft_core():
+    teacher = pytest.importorskip("graft_core.teacher")
+    from benchmark.cost import teacher_key
+    from graft_core.presets import get_preset
+
+    for name in ("micro", "tiny", "paper"):
+        p = get_preset(name)
+        assert teacher_key(Planner.teacher(p).config) == teacher.teacher_key(p.teacher, p.data)

@@ -1,0 +1,478 @@
+"""Integration tests against a *real* Slurm cluster (the one-node cluster of ``slurm/local-cluster.sh``).
+
+Run with ``tox -e slurm`` (brings the cluster up and down) or, with the cluster up,
+``pytest -m slurm tests/test_slurm_integration.py``. Skipped with the reason when ``sbatch`` is missing or the
+cluster does not answer; ``GRAFTBENCH_REQUIRE_SLURM=1`` (set by tox -e slurm and .ci/run) turns that skip into a
+failure, so CI cannot go green without having run them.
+
+Two tiers:
+
+* submitit directly (always): a job array, an ``afterok`` dependency (and a never-satisfied one), a 2-task
+  DDP job over gloo, and the stage-2 resume contract (``graft_core.finetune``: a Checkpointable-style job that
+  checkpoints every k steps and resumes from the newest checkpoint in its ``out_dir``) exercised with a small
+  torch stand-in, ``MiniFinetune``: preempted via ``job._interrupt()`` (SIGTERM + USR2, what Slurm sends on
+  preemption) → submitit requeues it → it resumes from its checkpoint; cancelled with ``scancel`` → a re-run
+  resumes from the checkpoint. In both cases the final weights equal an uninterrupted run bit for bit.
+* the benchmark driver (``python -m benchmark.run``), when it exists: a micro target end to end through
+  ``--executor slurm``, a preempted run finishing after requeue, and a second launch that submits zero jobs.
+
+Measured on the 2-core CI machine: see slurm/README.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+submitit = pytest.importorskip("submitit")
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[1]
+SLURM_DIR = REPO / "slurm"
+REQUIRE = os.environ.get("GRAFTBENCH_REQUIRE_SLURM", "0") == "1"
+READY_STATES = {"idle", "mixed", "allocated", "completing"}
+STEPS = 24  # MiniFinetune steps; at 0.5 s a step a job outlives the 5 s KillWait after a signal at step 3
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Cluster detection and helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _run(cmd: list[str], timeout: float = 15) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def cluster_problem() -> str | None:
+    """None when a usable Slurm cluster answers, else why not (used as the skip reason)."""
+    if shutil.which("sbatch") is None:
+        return "sbatch not found: install and start the local cluster with `slurm/local-cluster.sh up` (or `tox -e slurm`)"
+    try:
+        p = _run(["sinfo", "-h", "-N", "-o", "%T"])
+    except subprocess.TimeoutExpired:
+        return "sinfo timed out: the Slurm controller does not answer (`slurm/local-cluster.sh status`)"
+    if p.returncode != 0:
+        return f"Slurm cluster not up (`sinfo` failed: {p.stderr.strip()[:200]}); run `slurm/local-cluster.sh up`"
+    states = {s.strip().rstrip("*~#$@+") for s in p.stdout.split()}
+    if not states & READY_STATES:
+        return f"no Slurm node ready (states: {sorted(states)}); run `slurm/local-cluster.sh up`"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm_cluster():
+    """Skip (or fail under GRAFTBENCH_REQUIRE_SLURM=1) without a cluster; put the sacct stand-in first on PATH."""
+    problem = cluster_problem()
+    if problem:
+        if REQUIRE:
+            pytest.fail(f"GRAFTBENCH_REQUIRE_SLURM=1 but {problem}", pytrace=False)
+        pytest.skip(problem)
+    old_path = os.environ["PATH"]
+    # submitit polls `sacct`; without accounting the real one fails and a cancelled job's result() hangs.
+    # Prepending slurm/ makes the stand-in win even when `local-cluster.sh up` could not install it.
+    os.environ["PATH"] = f"{SLURM_DIR}{os.pathsep}{old_path}"
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = old_path
+
+
+@pytest.fixture(scope="module")
+def node_cpus() -> int:
+    out = _run(["sinfo", "-h", "-N", "-o", "%c"]).stdout.split()
+    return int(out[0]) if out else 1
+
+
+def make_executor(folder: Path, **params):
+    import submitit
+
+    # cluster= explicitly: AutoExecutor picks slurm whenever srun is on PATH, even with the daemons down.
+    # max_num_timeout is a constructor argument (update_parameters rejects it): timeout_min < 50 makes submitit
+    # count every USR2 as a timeout, so each preemption uses one of these requeues.
+    ex = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm", slurm_max_num_timeout=3)
+    ex.update_parameters(
+        **{"timeout_min": 10, "slurm_partition": "debug", "cpus_per_task": 1, "mem_gb": 1, "name": "graftbench-it",
+           **params}
+    )
+    return ex
+
+
+def scontrol_job(job_id: str) -> dict[str, str]:
+    out = _run(["scontrol", "show", "job", "-o", job_id]).stdout
+    line = out.splitlines()[0] if out.strip() else ""
+    return dict(t.split("=", 1) for t in line.split() if "=" in t)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def job_state(job) -> str:
+    return job.get_info(mode="force").get("State", "UNKNOWN")  # job.state is cached
+
+
+def job_ids_used() -> int:
+    """A fresh job id from the controller (a trivial held job, cancelled at once): ids only ever increase."""
+    out = _run(["sbatch", "--parsable", "--hold", "-J", "graftbench-id-probe", "-o", "/dev/null", "--wrap", "true"])
+    assert out.returncode == 0, out.stderr
+    jid = out.stdout.strip().split(";")[0]
+    _run(["scancel", jid])
+    return int(jid)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Job callables (pickled by value: this test module is not importable inside the job)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def square_with_env(x: int) -> dict:
+    return {"x": x, "y": x * x, "task": os.environ.get("SLURM_ARRAY_TASK_ID"),
+            "array": os.environ.get("SLURM_ARRAY_JOB_ID"), "job": os.environ.get("SLURM_JOB_ID")}
+
+
+def write_after(path: str, text: str, seconds: float) -> float:
+    time.sleep(seconds)
+    Path(path).write_text(text)
+    return time.time()
+
+
+def read_file(path: str) -> tuple[str, float]:
+    return Path(path).read_text(), time.time()
+
+
+def fail() -> None:
+    raise RuntimeError("deliberate failure")
+
+
+class MiniFinetune(submitit.helpers.Checkpointable):
+    """Stand-in for the stage-2 contract of ``graft_core.finetune.finetune`` (docs/contracts.md).
+
+    Trains a tiny linear model for ``steps`` SGD+momentum steps; every ``checkpoint_every`` steps rank 0 writes
+    ``out_dir/checkpoints/step_XXXXXX.pt`` atomically (model, optimizer, step); a new call resumes from the newest
+    checkpoint found in ``out_dir`` *at run time* (never from state in the pickle, which a requeue re-reads).
+    Batches are a function of the step, so a resumed run equals an uninterrupted one. DDP (gloo) when
+    ``WORLD_SIZE>1``: each rank takes half of every batch. Every attempt appends one line to ``attempts.jsonl``.
+    """
+
+    def __init__(self, out_dir: str, steps: int = STEPS, checkpoint_every: int = 1, step_seconds: float = 0.0):
+        self.out_dir, self.steps, self.every, self.step_seconds = out_dir, steps, checkpoint_every, step_seconds
+
+    def __call__(self) -> dict:
+        import torch
+
+        if "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+            # what the driver's job wrapper does for a multi-task job: MASTER_ADDR/PORT, RANK, WORLD_SIZE, ...
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+            os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        rank, world = 0, 1
+        if distributed:
+            torch.distributed.init_process_group("gloo")
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        out = Path(self.out_dir)
+        ckpt_dir = out / "checkpoints"
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        start = 0
+        ckpts = sorted(ckpt_dir.glob("step_*.pt"))
+        if ckpts:
+            state = torch.load(ckpts[-1], weights_only=True)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            start = state["step"]
+        if rank == 0:
+            with open(out / "attempts.jsonl", "a") as f:
+                f.write(json.dumps({"start_step": start, "job_id": os.environ.get("SLURM_JOB_ID"),
+                                    "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+                                    "world_size": world}) + "\n")
+        net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+        for step in range(start, self.steps):
+            g = torch.Generator().manual_seed(1000 + step)
+            x = torch.randn(8, 4, generator=g, dtype=torch.float64)
+            y = torch.sin(x.sum(1, keepdim=True))
+            if distributed:
+                x, y = x.chunk(world)[rank], y.chunk(world)[rank]
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(net(x), y).backward()
+            opt.step()
+            if (step + 1) % self.every == 0 and rank == 0:
+                tmp = ckpt_dir / f".step_{step + 1:06d}.pt.tmp"
+                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1}, tmp)
+                os.replace(tmp, ckpt_dir / f"step_{step + 1:06d}.pt")
+            time.sleep(self.step_seconds)
+        if distributed:
+            torch.distributed.destroy_process_group()
+        return {"rank": rank, "world_size": world, "weights": {k: v.tolist() for k, v in model.state_dict().items()}}
+
+    # checkpoint() is Checkpointable's: requeue the same callable with the same arguments, which is right
+    # because the state lives in out_dir, not in the pickle.
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pickle_this_module_by_value():
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def read_attempts(out_dir: Path) -> list[dict]:
+    path = out_dir / "attempts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def latest_step(out_dir: Path) -> int:
+    ckpts = sorted((out_dir / "checkpoints").glob("step_*.pt"))
+    return int(ckpts[-1].stem.split("_")[1]) if ckpts else 0
+
+
+@pytest.fixture(scope="module")
+def reference_weights(tmp_path_factory) -> dict:
+    """The uninterrupted run, in this process."""
+    return MiniFinetune(str(tmp_path_factory.mktemp("reference")))()["weights"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tier 1: submitit against the real cluster
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_array_job(tmp_path):
+    ex = make_executor(tmp_path, slurm_array_parallelism=2)
+    jobs = ex.map_array(square_with_env, [0, 1, 2, 3])
+    array_id = jobs[0].job_id.split("_")[0]
+    assert [j.job_id for j in jobs] == [f"{array_id}_{i}" for i in range(4)]
+    results = [j.result() for j in jobs]
+    assert [r["y"] for r in results] == [0, 1, 4, 9]
+    assert [r["task"] for r in results] == ["0", "1", "2", "3"]
+    assert {r["array"] for r in results} == {array_id}
+    assert all(job_state(j) == "COMPLETED" for j in jobs)
+
+
+def test_afterok_dependency(tmp_path):
+    ex = make_executor(tmp_path)
+    flag = tmp_path / "flag.txt"
+    first = ex.submit(write_after, str(flag), "from the first job", 3.0)
+    ex.update_parameters(slurm_additional_parameters={"dependency": f"afterok:{first.job_id}"})
+    second = ex.submit(read_file, str(flag))
+    ex.update_parameters(slurm_additional_parameters={})
+    # while the first job runs, the second waits on its dependency
+    info = wait_for(lambda: scontrol_job(second.job_id) or None, 10, "the dependent job to be known")
+    assert info["JobState"] == "PENDING" and info["Reason"] == "Dependency", info
+    first_end = first.result()
+    text, second_start = second.result()
+    assert text == "from the first job"
+    assert second_start >= first_end
+
+    # afterok on a failed job: never runs (Slurm keeps it PENDING, Reason=DependencyNeverSatisfied)
+    failing = ex.submit(fail)
+    ex.update_parameters(slurm_additional_parameters={"dependency": f"afterok:{failing.job_id}"})
+    orphan = ex.submit(read_file, str(flag))
+    ex.update_parameters(slurm_additional_parameters={})
+    with pytest.raises(Exception, match="deliberate failure"):
+        failing.result()
+    info = wait_for(lambda: (i := scontrol_job(orphan.job_id)).get("Reason") == "DependencyNeverSatisfied" and i,
+                    15, "the orphaned dependent job to be flagged")
+    assert info["JobState"] == "PENDING"
+    _run(["scancel", orphan.job_id])
+
+
+def test_ddp_two_tasks_matches_single_process(tmp_path, node_cpus, reference_weights):
+    if node_cpus < 2:
+        pytest.skip(f"the node has {node_cpus} CPU(s); a 2-task job needs 2")
+    ex = make_executor(tmp_path, tasks_per_node=2, cpus_per_task=1, mem_gb=2)
+    job = ex.submit(MiniFinetune(str(tmp_path / "run")))
+    results = job.results()
+    assert [r["rank"] for r in results] == [0, 1]
+    assert {r["world_size"] for r in results} == {2}
+    assert results[0]["weights"] == results[1]["weights"], "DDP ranks disagree"
+    # averaged half-batch gradients = the full-batch gradient of the single-process run (up to float rounding)
+    import torch
+
+    for k, ref in reference_weights.items():
+        torch.testing.assert_close(torch.tensor(results[0]["weights"][k]), torch.tensor(ref), rtol=1e-9, atol=1e-12)
+    assert read_attempts(tmp_path / "run") == [{"start_step": 0, "job_id": job.job_id, "restart_count": 0,
+                                                 "world_size": 2}]
+
+
+def test_preempted_job_is_requeued_and_resumes_from_checkpoint(tmp_path, reference_weights):
+    out = tmp_path / "run"
+    ex = make_executor(tmp_path)
+    job = ex.submit(MiniFinetune(str(out), step_seconds=0.5))
+    wait_for(lambda: latest_step(out) >= 3, 90, "the first checkpoints")
+    job._interrupt()  # scancel --signal SIGTERM, then USR2: what Slurm sends on preemption
+    result = job.result()  # submitit ran checkpoint() and `scontrol requeue`; the same job id finishes
+    attempts = read_attempts(out)
+    assert len(attempts) == 2, attempts
+    assert attempts[0]["start_step"] == 0 and 3 <= attempts[1]["start_step"] < STEPS, attempts
+    assert {a["job_id"] for a in attempts} == {job.job_id}
+    assert attempts[1]["restart_count"] == 1
+    assert result["weights"] == reference_weights, "resumed run differs from the uninterrupted one"
+    assert latest_step(out) == STEPS
+
+
+def test_cancelled_job_rerun_resumes_from_checkpoint(tmp_path, reference_weights):
+    out = tmp_path / "run"
+    ex = make_executor(tmp_path)
+    job = ex.submit(MiniFinetune(str(out), step_seconds=0.5))
+    wait_for(lambda: latest_step(out) >= 3, 90, "the first checkpoints")
+    # submitit's job ignores the SIGTERM of scancel: the job trains on for KillWait (5 s here) until SIGKILL
+    _run(["scancel", job.job_id])
+    wait_for(lambda: job_state(job).startswith("CANCELLED"), 30, "the job to be cancelled", interval=0.5)
+    killed_at = latest_step(out)
+    assert 3 <= killed_at < STEPS
+    rerun = ex.submit(MiniFinetune(str(out)))  # what a driver re-launch does: same out_dir
+    result = rerun.result()
+    attempts = read_attempts(out)
+    assert [a["job_id"] for a in attempts] == [job.job_id, rerun.job_id]
+    assert attempts[1]["start_step"] == killed_at > 0
+    assert result["weights"] == reference_weights, "re-run after cancel differs from the uninterrupted one"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tier 2: the benchmark driver on a micro target through the real cluster
+# ----------------------------------------------------------------------------------------------------------------
+# One launch of DRIVER_TARGET (fig4b on micro: teacher → 2 captures → stage-1 array → stage 2 → eval, a locality
+# job whose result a `replan` job turns into more runs, and a collect job; every edge an afterok dependency), with
+# stage 2 as a 2-task DDP job (gloo). The stage-2 job is preempted once it runs (SIGTERM + USR2, as Slurm does and
+# as submitit's job._interrupt() sends); RunUnit is Checkpointable, so submitit requeues it under the same job id
+# and it resumes from what is on disk. Then the same command again must submit nothing.
+
+DRIVER_TARGET = os.environ.get("GRAFTBENCH_SLURM_TARGET", "fig4b")
+DRIVER_TIMEOUT = float(os.environ.get("GRAFTBENCH_SLURM_DRIVER_TIMEOUT", "600"))  # s for the whole DAG
+
+
+def _driver_missing() -> str | None:
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("benchmark.run") is None:
+            return "benchmark.run does not exist yet"
+    except ImportError as err:
+        return f"benchmark.run cannot be imported: {err}"
+    return None
+
+
+def run_driver(results: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "benchmark.run", DRIVER_TARGET, "--preset", "micro", "--executor", "slurm",
+           "--results-dir", str(results), "--slurm", "stage2.tasks_per_node=2", "--quiet", *extra]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+    print(f"$ {' '.join(cmd)}\n{p.stdout}{p.stderr}")
+    return p
+
+
+def our_jobs() -> list[tuple[str, str, str]]:
+    """(job id, name, state) of the driver's jobs (names start with gb-) still in the queue."""
+    out = _run(["squeue", "-h", "-o", "%i|%j|%T"]).stdout
+    return [tuple(line.split("|")) for line in out.splitlines() if "|gb-" in line]
+
+
+def read_json_file(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def driver_launch(tmp_path_factory, node_cpus):
+    """Launch, preempt stage 2 once it runs, wait for every job; returns what the tests below check."""
+    missing = _driver_missing()
+    if missing:
+        pytest.skip(missing)
+    if node_cpus < 2:
+        pytest.skip(f"the node has {node_cpus} CPU(s); the 2-task stage-2 job needs 2")
+    assert not our_jobs(), f"driver jobs from an earlier run are still queued: {our_jobs()}"
+    results = tmp_path_factory.mktemp("driver-results")
+    runs = results / "micro" / "runs"
+    t0 = time.monotonic()
+    first = run_driver(results)
+    assert first.returncode == 0, first.stderr
+    submit_seconds = time.monotonic() - t0
+
+    def running_stage2():
+        for status in (runs / "stage2").glob("*/status.json"):
+            s = read_json_file(status)
+            if s.get("state") == "running":
+                return status.parent, s
+        return None
+
+    stage2_dir, status = wait_for(running_stage2, DRIVER_TIMEOUT, "a stage-2 run to start", interval=0.5)
+    preempted_job = str(status["job_id"])
+    ckpts_at_preemption = sorted(p.name for p in (stage2_dir / "out").rglob("step_*.pt")) \
+        if (stage2_dir / "out").exists() else []
+    # what Slurm sends on preemption and submitit's SlurmJob._interrupt() reproduces
+    assert _run(["scancel", "--signal", "TERM", preempted_job]).returncode == 0
+    assert _run(["scancel", "--signal", "USR2", preempted_job]).returncode == 0
+    wait_for(lambda: not our_jobs(), DRIVER_TIMEOUT, "the driver's jobs to end", interval=1.0)
+    return {"results": results, "runs": runs, "stage2_dir": stage2_dir, "preempted_job": preempted_job,
+            "ckpts_at_preemption": ckpts_at_preemption, "first": first, "submit_seconds": submit_seconds,
+            "seconds": time.monotonic() - t0}
+
+
+def test_driver_runs_the_micro_target_on_slurm(driver_launch):
+    runs = driver_launch["runs"]
+    first = driver_launch["first"].stdout
+    assert "submitted stage1" in first and "submitted stage2" in first and "(after " in first, first
+    summary = read_json_file(driver_launch["results"] / "micro" / DRIVER_TARGET / "summary.json")
+    states = {row["row"]: row["status"] for row in summary["rows"]}
+    failed = {p.parent.name: read_json_file(p).get("error") for p in runs.glob("*/*/status.json")
+              if read_json_file(p).get("state") == "failed"}
+    assert set(states.values()) == {"done"}, f"rows: {states}; failed runs: {failed}"
+    for status in runs.glob("*/*/status.json"):
+        s = read_json_file(status)
+        assert s["cluster"] == "slurm" and s["state"] == "done", (status, s)
+    # stage-1 layers of a row go out as one job array (a single layer as a plain job)
+    import re
+
+    arrays = [int(k) for k in re.findall(r"submitted stage1 ×(\d+)", first)]
+    stage1_env = [read_json_file(p) for p in runs.glob("stage1/*/environment.json")]
+    assert stage1_env
+    if any(k > 1 for k in arrays):
+        assert any("SLURM_ARRAY_TASK_ID" in e["slurm"] for e in stage1_env), stage1_env
+    print(f"{DRIVER_TARGET} on micro through Slurm: {driver_launch['seconds']:.0f} s "
+          f"(submission {driver_launch['submit_seconds']:.1f} s)")
+
+
+def test_driver_stage2_is_ddp_and_survives_preemption(driver_launch):
+    stage2_dir = driver_launch["stage2_dir"]
+    status = read_json_file(stage2_dir / "status.json")
+    env = read_json_file(stage2_dir / "environment.json")
+    metrics = read_json_file(stage2_dir / "metrics.json")
+    assert env["job"]["world_size"] == 2, env["job"]  # two tasks, one DDP process group over gloo
+    # requeued under the same job id (not re-launched), second attempt finished it
+    assert status["state"] == "done" and status["attempts"] == 2, status
+    assert [j["job_id"] for j in status["jobs"]] == [driver_launch["preempted_job"]], status["jobs"]
+    assert env["slurm"].get("SLURM_RESTART_COUNT") == "1", env["slurm"]
+    assert (stage2_dir / "DONE").exists()
+    # stage 2 resumed from the newest checkpoint it had written before the signal (if any)
+    print(f"checkpoints at preemption: {driver_launch['ckpts_at_preemption']}; stage-2 metrics: "
+          f"{ {k: metrics.get(k) for k in ('steps', 'resumed_from')} }")
+    if driver_launch["ckpts_at_preemption"]:
+        assert (metrics.get("resumed_from") or 0) > 0, metrics
+    # nothing upstream ran twice
+    for status_path in driver_launch["runs"].glob("*/*/status.json"):
+        if status_path.parent != stage2_dir:
+            assert read_json_file(status_path)["attempts"] == 1, status_path
+
+
+def test_driver_second_launch_submits_nothing(driver_launch):
+    before = job_ids_used()
+    again = run_driver(driver_launch["results"])
+    after = job_ids_used()
+    assert again.returncode == 0, again.stderr
+    assert after == before + 1, f"job ids {before} → {after}: the second launch submitted {after - before - 1} job(s)"
+    assert "launched 0 runs" in again.stdout, again.stdout
