@@ -92,6 +92,7 @@ class Unit:
     deps: set[int] = field(default_factory=set)  # indices of units launched now that this one waits for
     wait_jobs: set[str] = field(default_factory=set)  # alive Slurm jobs (from earlier launches) it waits for
     index: int = 0
+    job_ids: list[str] = field(default_factory=list)  # set on submission (one per job / array chunk)
 
 
 def to_launch(states: dict[str, NodeState]) -> set[str]:
@@ -330,11 +331,13 @@ class Launcher:
                         result.tasks.append(str(job.job_id))
                     ids.append(str(jobs[0].job_id).split("_")[0])
                 job_ids[u.index] = ids
+                u.job_ids = list(ids)
             else:
                 job = ex.submit(RunUnit(), results_dir, preset, [n.key for n in u.nodes])
                 for n in u.nodes:
                     _record(self.store, n, "slurm", job.job_id)
                 job_ids[u.index] = [str(job.job_id)]
+                u.job_ids = [str(job.job_id)]
                 result.tasks.append(str(job.job_id))
             self.log(f"submitted {u.name}: job {', '.join(job_ids[u.index])}"
                      + (f" (after {', '.join(deps)})" if deps else ""))

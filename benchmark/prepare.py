@@ -17,10 +17,18 @@ import json
 import sys
 from pathlib import Path
 
+from graft_core.adm_eval import BatchFormatError
 from graft_core.imagenet import DataLayoutError, SettingsMismatch, default_out
-from graft_core.teacher import MissingWeightsError
 
-USER_ERRORS = (MissingWeightsError, DataLayoutError, SettingsMismatch)
+
+def is_user_error(err: BaseException) -> bool:
+    """Errors that are the user's to fix (reported in one line, exit code 2) rather than bugs (traceback)."""
+    if isinstance(err, (DataLayoutError, SettingsMismatch, BatchFormatError)):
+        return True
+    # MissingWeightsError lives in graft_core.teacher, which imports diffusers (seconds); it can only have been raised
+    # if that module was imported, so a bad --src fails without paying for the import.
+    teacher = sys.modules.get("graft_core.teacher")
+    return teacher is not None and isinstance(err, teacher.MissingWeightsError)
 
 
 def cmd_imagenet(args) -> dict:
@@ -97,12 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from graft_core.adm_eval import BatchFormatError
-
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
-    except (*USER_ERRORS, BatchFormatError) as err:
+    except Exception as err:
+        if not is_user_error(err):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, sort_keys=True, default=str))

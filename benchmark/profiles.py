@@ -21,11 +21,13 @@ from pathlib import Path
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "slurm" / "profiles"
 GENERIC = ("timeout_min", "nodes", "tasks_per_node", "cpus_per_task", "gpus_per_node", "mem_gb")
-# submitit 1.5.4 SlurmExecutor._valid_parameters() plus its constructor's max_num_timeout (checked in a test).
+# submitit 1.5.4 SlurmExecutor._valid_parameters() (without ``dependency``: the driver sets it) plus its
+# constructor's max_num_timeout (checked in a test). Prefer the generic keys for time / cpus / gpus / nodes.
 SLURM_KEYS = ("account", "additional_parameters", "array_parallelism", "comment", "constraint", "cpus_per_gpu",
-              "exclude", "exclusive", "gres", "job_name", "mail_type", "mail_user", "mem", "mem_per_cpu",
-              "mem_per_gpu", "nodelist", "num_gpus", "partition", "qos", "setup", "signal_delay_s", "srun_args",
-              "stderr_to_stdout", "teardown", "use_srun", "wckey", "max_num_timeout")
+              "cpus_per_task", "exclude", "exclusive", "gpus_per_node", "gpus_per_task", "gres", "job_name",
+              "mail_type", "mail_user", "mem", "mem_per_cpu", "mem_per_gpu", "nodelist", "nodes", "ntasks_per_node",
+              "num_gpus", "partition", "qos", "setup", "signal_delay_s", "srun_args", "stderr_to_stdout",
+              "teardown", "time", "use_srun", "wckey", "max_num_timeout")
 KINDS = ("teacher", "capture", "stage1", "stage2", "eval", "floor", "noise", "locality", "external", "collect")
 DEFAULT_PROFILE = {"paper": "paper"}  # other presets: "cpu"
 

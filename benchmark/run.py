@@ -272,8 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     plans = plan_targets(store, modules)
     summaries = write_summaries(store, plans, log=log)
     launched = result.launched
-    log(f"launched {launched} run{'s' if launched != 1 else ''} in {len(result.units)} job"
-        f"{'s' if len(result.units) != 1 else ''} ({executor}); {time.time() - start:.1f} s")
+    if launched:
+        log(f"launched {launched} run{'s' if launched != 1 else ''} in {len(result.units)} job"
+            f"{'s' if len(result.units) != 1 else ''} ({executor}); {time.time() - start:.1f} s")
+    else:
+        log(f"nothing to launch: every planned run is done or already queued ({time.time() - start:.1f} s)")
     bad = 0
     for name, summary in summaries.items():
         states = [r["status"] for r in summary["rows"]]

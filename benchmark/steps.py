@@ -172,13 +172,6 @@ def run_eval(ctx: StepContext) -> dict:
     model, plan = load_model(ctx, p, c["model"])
     metrics = evaluate_model(model, p)
     record = {"metrics": _plain(metrics), "efficiency": efficiency(p, plan), "model": c["model"]}
-    init = c["model"].get("init") or {}
-    if not init and c["model"]["source"] == "stage2":
-        init = ctx.store.read_config(ctx.dep("stage2", c["model"]["run"])).get("init") or {}
-    if isinstance(init, dict) and init.get("stage1"):
-        vals = [(ctx.dep_metrics("stage1", rid) or {}).get("val_mse") for rid in init["stage1"].values()]
-        vals = [v for v in vals if v is not None]
-        record["stage1_val_mse"] = sum(vals) / len(vals) if vals else None
     return record
 
 

@@ -54,8 +54,9 @@ def row_record(store: Store, rp: RowPlan, states: dict[str, NodeState]) -> dict:
             for k in ("flops_source", "paper_d_flops_op", "paper_d_flops_ft"):
                 if eff.get(k) is not None:
                     extra[k] = eff[k]
-        if "stage1_val_mse" in record:
-            extra["stage1_val_mse"] = record["stage1_val_mse"]
+        val = stage1_val_mse(store, rp)
+        if val is not None:
+            extra["stage1_val_mse"] = val
         if "locality" in record:
             extra["locality"] = record["locality"]
             extra["select_k"] = record.get("select_k")
@@ -68,6 +69,22 @@ def row_record(store: Store, rp: RowPlan, states: dict[str, NodeState]) -> dict:
     return {"row": row.id, "label": row.label, "group": row.group, "site": row.site, "operator": row.operator,
             "ratio": row.ratio, "strategy": row.strategy, "status": state, "metrics": metrics,
             "efficiency": efficiency, "extra": extra}
+
+
+def stage1_val_mse(store: Store, rp: RowPlan) -> float | None:
+    """Mean held-out MSE of the row's stage-1 operators (paper Sec. C.3 compares objectives by it)."""
+    vals = []
+    for n in rp.nodes:
+        if n.kind != "stage1":
+            continue
+        try:
+            record = store.read_metrics(store.run(n.kind, n.run_id)) or {}
+        except CorruptRecord:
+            return None
+        if record.get("val_mse") is None:
+            return None
+        vals.append(float(record["val_mse"]))
+    return sum(vals) / len(vals) if vals else None
 
 
 def build_summary(store: Store, target: str, row_plans: list[RowPlan], states: dict[str, NodeState]) -> dict:

@@ -42,9 +42,9 @@ def fake_execute(ctx) -> dict:
     if kind == "locality":
         ks = list(c["locality"]["ks"])
         layers = c["teacher"]["num_layers"]
-        # layer i's locality grows with k and is larger for odd layers and for deeper layers
-        return {"locality": {"k": ks, "layers": [[min(1.0, k / (k + 4) * (0.5 + 0.4 * (i % 2) + 0.01 * i))
-                                                    for k in ks] for i in range(layers)]},
+        # layer i's locality grows with k; its rank among layers follows (5·i mod 7) (ties: the lower index)
+        return {"locality": {"k": ks, "layers": [[k / (k + 4) * (0.3 + 0.6 * ((5 * i) % 7) / 7) for k in ks]
+                                                 for i in range(layers)]},
                 "select_k": c["locality"]["select_k"]}
     if kind == "capture":
         ctx.run.out.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,8 @@ def record_sites(model: nn.Module, sites: tuple[str, ...] = SITES, layers: tuple
     record: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
     handles = []
     for layer in layers:
+        if getattr(blocks[layer], "_chunk_size", None) is not None:  # ff would run per chunk: one hook call each
+            raise ValueError(f"block {layer} uses feed-forward chunking; call model.disable_forward_chunking() first")
         for site in sites:
             module = getattr(blocks[layer], SITE_MODULES[site])
 
@@ -128,16 +130,20 @@ def is_complete(folder: Path) -> bool:
 
 def capture_activations(teacher: nn.Module, preset: Preset, *, split: str = "stage1", root: Path | None = None,
                         seed: int | None = None, dtype: str = "float16", batch_size: int = 256,
+                        data: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None = None,
                         progress: bool = False) -> Path:
     """Run the frozen teacher once over the split's subset and store every layer's operator inputs and targets.
 
-    ``seed`` defaults to ``preset.stage1.seed`` (noise and timesteps); ``root`` to the cache root. Returns the capture
-    folder; when it already holds ``DONE`` nothing is computed.
+    ``seed`` defaults to ``preset.stage1.seed`` (noise and timesteps); ``root`` to the cache root. ``data`` =
+    ``(x0, labels, indices)`` replaces the built-in subset (digits only so far), e.g. with ImageNet latents; the
+    indices enter the key. Returns the capture folder; when it already holds ``DONE`` nothing is computed.
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown capture dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
     seed = preset.stage1.seed if seed is None else seed
-    images, labels, idx = capture_subset(preset, split)
+    images, labels, idx = capture_subset(preset, split) if data is None else data
     key = capture_key(preset, split, idx, seed, dtype)
     folder = Path(root if root is not None else cache_root()) / "captures" / key
     if is_complete(folder):

@@ -213,11 +213,14 @@ class Finetune(Checkpointable):
         progress: tqdm bar on rank 0.
         device: default ``cuda:LOCAL_RANK`` when CUDA is available, else CPU.
         stop_after: stop (without a final save) once this many steps are done — to test interruption.
+        data: ``(x0, labels, indices)`` replacing the built-in stage-2 subset (digits only so far), e.g. with
+            ImageNet latents.
     """
 
     def __init__(self, model: nn.Module | Callable[[], nn.Module], preset: Preset, *, out_dir: Path,
                  stage2: Stage2Config | None = None, progress: bool = True, device: str | None = None,
-                 stop_after: int | None = None):
+                 stop_after: int | None = None,
+                 data: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None = None):
         self.model = model
         self.preset = preset
         self.out_dir = Path(out_dir)
@@ -225,11 +228,12 @@ class Finetune(Checkpointable):
         self.progress = progress
         self.device = device
         self.stop_after = stop_after
+        self.data = data
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
         """Preemption: requeue a fresh job with the same arguments; it resumes from the newest checkpoint."""
         fresh = Finetune(self.model, self.preset, out_dir=self.out_dir, stage2=self.stage2, progress=self.progress,
-                         device=self.device, stop_after=self.stop_after)
+                         device=self.device, stop_after=self.stop_after, data=self.data)
         return DelayedSubmission(fresh, *args, **kwargs)
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -262,7 +266,7 @@ class Finetune(Checkpointable):
         st, cfg = self.stage2, self.preset.teacher
         device = torch.device(self.device) if self.device is not None else distributed.default_device(info)
         shard = distributed.shard_slice(st.batch_size, info)
-        images, labels, subset_idx = stage2_subset(self.preset, st)
+        images, labels, subset_idx = stage2_subset(self.preset, st) if self.data is None else self.data
         scheduler = make_train_scheduler(cfg)
 
         model = self._fresh_student()

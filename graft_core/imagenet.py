@@ -37,7 +37,6 @@ from PIL import Image
 
 from graft_core.config import stable_hash
 from graft_core.paths import atomic_write_bytes, atomic_write_json, cache_root
-from graft_core.teacher import MissingWeightsError
 
 VAE_ID = "stabilityai/sd-vae-ft-ema"
 LATENT_SCALE = 0.18215  # SD-VAE scaling factor used by DiT and the grafting code
@@ -157,6 +156,8 @@ def load_image(path: Path, relpath: str, size: int, seed: int) -> tuple[np.ndarr
 def load_vae(vae: str | Path | None = None, *, device: str | torch.device = "cpu"):
     """SD-VAE from a local folder (``--vae PATH``) or the Hugging Face cache (``stabilityai/sd-vae-ft-ema``)."""
     from diffusers import AutoencoderKL
+
+    from graft_core.teacher import MissingWeightsError  # imported here: diffusers makes it slow to import
 
     name = str(vae) if vae else VAE_ID
     try:
@@ -392,3 +393,15 @@ def load_subset(out: Path, name: str) -> tuple[np.ndarray, dict]:
         raise ValueError(f"subset {name} was made from another file list (index {entry['index_hash']} != {index.hash})")
     position = {f: i for i, f in enumerate(index.files)}
     return np.asarray(sorted(position[f] for f in files), dtype=np.int64), entry
+
+
+def subset_latents(name: str, root: Path | None = None) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, str]:
+    """(latents, labels, global indices, subset sha256) of a prepared subset — what stage 1/2 train on.
+
+    ``name``: ``stage1``, ``heldout`` or ``subset_name(stage2.data_fraction)``; ``root`` defaults to
+    ``$GRAFTBENCH_CACHE/imagenet`` (where ``python -m benchmark.prepare`` writes by default).
+    """
+    root = Path(root) if root is not None else default_out()
+    indices, entry = load_subset(root, name)
+    latents, labels = load_latents(root / entry["split"], indices)
+    return latents, labels, indices, entry["sha256"]

@@ -184,7 +184,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard-index", type=int, help="this worker (default: RANK or the Slurm array task)")
     p.add_argument("--num-shards", type=int, help="number of workers (default: WORLD_SIZE or the array size)")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
+                   help="TF32 matmuls on Ampere+/Hopper GPUs (default on, as DiT's sample_ddp.py)")
     args = p.parse_args(argv)
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     preset = get_preset(args.preset)
     device = default_device(init_from_env())
     try:

@@ -58,10 +58,18 @@ def _fake_weights(preset, given):
     return Path(given)
 
 
-if FAKE not in EXTRACTORS:
-    register_extractor(ExtractorSpec(name=FAKE, fidelity_name="graftbench-test-fake-inception", cls=FakeInception,
-                                     layers={"pool": "2048", "logits": "logits_unbiased", "spatial": "spatial"},
-                                     weights=_fake_weights, is_classifier=False, clean_resize=None))
+@pytest.fixture(scope="module", autouse=True)
+def fake_extractor():
+    """Registered for this module's tests only, so tests parameterised over the registry never see it."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    spec = register_extractor(ExtractorSpec(
+        name=FAKE, fidelity_name="graftbench-test-fake-inception", cls=FakeInception,
+        layers={"pool": "2048", "logits": "logits_unbiased", "spatial": "spatial"}, weights=_fake_weights,
+        is_classifier=False, clean_resize=None))
+    yield spec
+    EXTRACTORS.pop(FAKE, None)
+    FEATURE_EXTRACTORS_REGISTRY.pop(spec.fidelity_name, None)
 
 
 @pytest.fixture(scope="module")

@@ -190,18 +190,18 @@ def test_slurm_submits_each_row_as_a_dag_with_afterok(tmp_path, slurm):
                          "eval", "stage1", "stage2", "eval"]
         arrays = [u for u in result.units if u.array]
         assert [len(u.nodes) for u in arrays] == [4, 2, 2]  # layers 1,3,5,7; then 2,6 (75 %); then 0,4 (100 %)
-        # the 4-layer array is split in chunks of MaxArraySize (patched to 3)
-        s1_tasks = [t for t in result.tasks if "_" in t]
-        assert len(s1_tasks) == 8 and len({t.split("_")[0] for t in s1_tasks}) == 4
-        text = sbatch_text(store, s1_tasks[0])
+        # the 4-layer array is split in chunks of MaxArraySize (patched to 3): 3 + 1
+        assert [len(u.job_ids) for u in arrays] == [2, 1, 1]
+        text = sbatch_text(store, arrays[0].job_ids[0])
         assert "#SBATCH --array=0-2%2" in text
-        capture_ids = [j for u, j in zip(result.units, result.jobs) if u.kind == "capture"]
+        capture_ids = [u.job_ids[0] for u in result.units if u.kind == "capture"]
         assert f"#SBATCH --dependency=afterok:{':'.join(capture_ids)}" in text
         assert "#SBATCH --kill-on-invalid-dep=yes" in text
-        # the full row's stage 2 waits for the arrays holding all 8 of its layers
-        stage2_full = sbatch_text(store, result.jobs[kinds.index("stage2", 11)])
+        # the full row's stage 2 waits for the teacher and every job holding one of its 8 layers (2 + 1 + 1 chunks)
+        stage2_full = sbatch_text(store, [u for u in result.units if u.kind == "stage2"][-1].job_ids[0])
         dep = next(line for line in stage2_full.splitlines() if "--dependency" in line)
-        assert len(dep.split(":")) - 1 == 4  # the three row arrays' chunks (2 + 1 + 1), each by its array id
+        teacher = result.units[0].job_ids
+        assert sorted(dep.split("=afterok:")[1].split(":")) == sorted(teacher + [j for u in arrays for j in u.job_ids])
         # while queued, a second launch submits nothing (Slurm cannot be asked here: the recorded state stands)
         again = launch(launcher, targets.expand(["table3"]), rows=["baseline", "attn-hyena_x-*"])
         assert again.units == []
@@ -220,12 +220,12 @@ def test_paper_stage2_is_one_multi_gpu_job_and_profiles_apply(tmp_path, slurm):
     launcher = Launcher(store, "slurm", profile=prof, target_names=["table3"], log=lambda *a: None)
     with fake_steps():
         result = launch(launcher, targets.expand(["table3"]), rows=["attn-hyena_x-interleaved50"])
-    stage2 = sbatch_text(store, result.jobs[[u.kind for u in result.units].index("stage2")])
+    stage2 = sbatch_text(store, next(u for u in result.units if u.kind == "stage2").job_ids[0])
     for line in ("#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8", "#SBATCH --partition=h100",
                  "#SBATCH --account=proj", "#SBATCH --time=2880", "#SBATCH --signal=USR2@180"):
         assert line in stage2, line
-    stage1 = sbatch_text(store, result.jobs[[u.kind for u in result.units].index("stage1")])
-    assert "#SBATCH --array=0-2%64" in stage1 and "#SBATCH --gpus-per-node=1" in stage1
+    stage1 = sbatch_text(store, next(u for u in result.units if u.kind == "stage1").job_ids[0])
+    assert "#SBATCH --array=0-2%3" in stage1 and "#SBATCH --gpus-per-node=1" in stage1  # 14 layers, chunks of 3
 
 
 def test_units_locally_group_a_row_after_a_shared_prep_job(tmp_path):

@@ -14,14 +14,22 @@ def _states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_batch_loss_equals_diffusion_loss(micro_teacher, micro_preset):
-    sched = make_train_scheduler(micro_preset.teacher)
+@pytest.mark.parametrize("learned_sigma", [False, True])
+def test_batch_loss_equals_diffusion_loss(micro_teacher, micro_preset, learned_sigma):
+    cfg = micro_preset.teacher
+    model = micro_teacher
+    if learned_sigma:  # DiT-XL/2's case: 2·C output channels, loss = ε-MSE + vb
+        from graft_core.teacher import build_dit
+
+        cfg = dataclasses.replace(cfg, out_channels=2 * cfg.in_channels)
+        model = build_dit(cfg).eval()
+    sched = make_train_scheduler(cfg)
     x0 = torch.randn(4, 1, 8, 8)
     y = torch.tensor([0, 1, 2, 10])
     t = torch.tensor([0, 10, 500, 999])
-    ref = diffusion_loss(micro_teacher, sched, x0, y, t=t, generator=torch.Generator().manual_seed(3))
+    ref = diffusion_loss(model, sched, x0, y, t=t, generator=torch.Generator().manual_seed(3))
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(ft.batch_loss(micro_teacher, sched, x0, y, t, noise), ref)
+    assert torch.equal(ft.batch_loss(model, sched, x0, y, t, noise), ref)
 
 
 def test_batch_indices_are_epoch_permutations():

@@ -192,8 +192,10 @@ def test_real_sd_vae_config_builds():
 
 
 def test_missing_vae_weights_is_a_one_line_error(tmp_path, monkeypatch):
+    from graft_core.teacher import MissingWeightsError
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(inet.MissingWeightsError, match="huggingface-cli download stabilityai/sd-vae-ft-ema") as err:
+    with pytest.raises(MissingWeightsError, match="huggingface-cli download stabilityai/sd-vae-ft-ema") as err:
         inet.load_vae(tmp_path / "no-such-vae")
     assert "\n" not in str(err.value) and "--vae PATH" in str(err.value)
 
@@ -233,6 +235,9 @@ def test_cli_end_to_end_with_a_local_vae(fake_imagenet, tmp_path, vae, capsys):
     assert main(["subsets", "--out", str(out), "--per-class", "stage1=1", "--per-class", "pct10=2"]) == 0
     manifest = json.loads((out / "subsets" / "subsets.json").read_text())
     assert manifest["stage1"]["count"] == 3 and manifest["pct10"]["count"] == 6
+    latents, labels, indices, sha = inet.subset_latents("pct10", out)
+    assert latents.shape == (6, 4, RES // 8, RES // 8) and labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert sha == manifest["pct10"]["sha256"] and len(indices) == 6
 
 
 def test_cli_subprocess_wrong_layout(tmp_path):

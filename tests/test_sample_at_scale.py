@@ -103,3 +103,24 @@ def test_pixel_space_models_need_no_vae(tmp_path):
                              rank=0, world_size=1)
     with np.load(path) as z:
         assert z["arr_0"].shape == (10, 8, 8, 3)  # grayscale repeated to RGB for the Inception-style extractors
+
+
+def test_cli_samples_a_saved_model_and_reports_missing_weights(tmp_path, capsys, monkeypatch):
+    from graft_core.presets import get_preset
+
+    micro = get_preset("micro")
+    build_dit(micro.teacher).save_pretrained(tmp_path / "dit")
+    sas.main(["--out", str(tmp_path / "s"), "--preset", "micro", "--model", str(tmp_path / "dit"),
+              "--num-samples", "6", "--shard-size", "3"])
+    with np.load(tmp_path / "s" / sas.MERGED) as z:
+        assert z["arr_0"].shape == (6, 8, 8, 3)
+    capsys.readouterr()  # drop the progress bars
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    cfg_dir = tmp_path / "paper-dit"
+    build_dit(CFG).save_pretrained(cfg_dir)  # a model is given, the SD-VAE is not in the (empty) HF cache
+    with pytest.raises(SystemExit) as exit_:
+        sas.main(["--out", str(tmp_path / "p"), "--preset", "paper", "--model", str(cfg_dir)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "huggingface-cli download stabilityai/sd-vae-ft-ema" in err

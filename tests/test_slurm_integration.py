@@ -13,8 +13,10 @@ Two tiers:
   torch stand-in, ``MiniFinetune``: preempted via ``job._interrupt()`` (SIGTERM + USR2, what Slurm sends on
   preemption) → submitit requeues it → it resumes from its checkpoint; cancelled with ``scancel`` → a re-run
   resumes from the checkpoint. In both cases the final weights equal an uninterrupted run bit for bit.
-* the benchmark driver (``python -m benchmark.run``), when it exists: a micro target end to end through
-  ``--executor slurm``, a preempted run finishing after requeue, and a second launch that submits zero jobs.
+* the benchmark driver (``python -m benchmark.run``, skipped while it does not exist): a micro target (fig4b, or
+  ``GRAFTBENCH_SLURM_TARGET``) end to end through ``--executor slurm`` with stage 2 as a 2-task DDP job, its stage-2
+  job preempted while it runs and finished by the requeue with nothing upstream re-run, and a second launch that
+  submits zero jobs.
 
 Measured on the 2-core CI machine: see slurm/README.md.
 """
@@ -91,8 +93,6 @@ def node_cpus() -> int:
 
 
 def make_executor(folder: Path, **params):
-    import submitit
-
     # cluster= explicitly: AutoExecutor picks slurm whenever srun is on PATH, even with the daemons down.
     # max_num_timeout is a constructor argument (update_parameters rejects it): timeout_min < 50 makes submitit
     # count every USR2 as a timeout, so each preemption uses one of these requeues.

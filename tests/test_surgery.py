@@ -137,3 +137,10 @@ def test_save_load_round_trip(which, request, tmp_path):
     loaded = load_grafted(tmp_path / "run")
     assert loaded.graft_plans == tuple(plans) and type(loaded) is type(model)
     assert torch.equal(forward(loaded), forward(model))
+
+
+def test_interrupted_save_is_refused(dit, tmp_path):
+    save_grafted(graft(dit, make_plan("attn", "swa", [0], num_layers=4)), tmp_path / "run")
+    (tmp_path / "run" / "graft.json").unlink()  # graft.json is written last
+    with pytest.raises(FileNotFoundError, match="graft.json missing"):
+        load_grafted(tmp_path / "run")

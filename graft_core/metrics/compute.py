@@ -13,9 +13,6 @@ radius is the distance to the 3rd other point); IS from the bias-free logits ove
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -23,7 +20,7 @@ import numpy as np
 import torch
 
 from graft_core.metrics.extractors import ExtractorSpec, get_extractor
-from graft_core.metrics.features import FeatureSet, extract_features, reference_features
+from graft_core.metrics.features import FeatureSet, extract_features, quiet_clean_fid, reference_features
 from graft_core.metrics.frechet import frechet_distance
 from graft_core.presets import Preset
 
@@ -96,14 +93,8 @@ def _fid_clean(fake: FeatureSet, real: FeatureSet, ctx: MetricContext) -> dict:
     from cleanfid.fid import frechet_distance as clean_frechet
 
     a, b = fake.frechet_stats("clean"), real.frechet_stats("clean")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed), warnings.catch_warnings():
-        # scipy's deprecated sqrtm(disp=False) and its singular-matrix LinAlgWarning: clean-fid handles singularity
-        # itself (adds eps·I when the root is non-finite) and prints a notice, re-emitted below as a warning.
-        warnings.simplefilter("ignore")
+    with quiet_clean_fid():
         value = clean_frechet(a["mu"], a["sigma"], b["mu"], b["sigma"])
-    if printed.getvalue().strip():  # clean-fid prints its "singular product; adding eps" notice
-        warnings.warn(f"clean-fid: {printed.getvalue().strip()}", RuntimeWarning, stacklevel=2)
     return {"fid_clean": float(value)}
 
 

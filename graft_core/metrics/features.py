@@ -8,8 +8,10 @@ clean FID), so that evaluating many rows against the same reference extracts its
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,6 +112,18 @@ def clean_features(x: torch.Tensor, spec: ExtractorSpec, fe, *, batch_size: int 
     return np.concatenate(out).astype(np.float32)
 
 
+@contextlib.contextmanager
+def quiet_clean_fid():
+    """Silence clean-fid's scipy warnings (deprecated ``sqrtm(disp=False)``, singular-matrix ``LinAlgWarning``: it
+    handles singularity itself by adding eps·I) and re-emit its printed "singular product" notice as a warning."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+    if printed.getvalue().strip():
+        warnings.warn(f"clean-fid: {printed.getvalue().strip()}", RuntimeWarning, stacklevel=3)
+
+
 def clean_fid_folders(fdir1: str | Path, fdir2: str | Path, spec: ExtractorSpec, weights: Path,
                       batch_size: int = 200) -> float:
     """FID between two image folders through the official ``cleanfid.fid.compute_fid`` with our extractor passed as
@@ -118,9 +132,10 @@ def clean_fid_folders(fdir1: str | Path, fdir2: str | Path, spec: ExtractorSpec,
 
     fe = build_extractor(spec.name, str(weights))
     resize = None if spec.clean_resize else (lambda a: a)
-    return float(cfid.compute_fid(str(fdir1), str(fdir2), mode="clean", custom_feat_extractor=fe.clean_features,
-                                  custom_fn_resize=resize, device=torch.device("cpu"), num_workers=0,
-                                  batch_size=batch_size, use_dataparallel=False, verbose=False))
+    with quiet_clean_fid():
+        return float(cfid.compute_fid(str(fdir1), str(fdir2), mode="clean", custom_feat_extractor=fe.clean_features,
+                                      custom_fn_resize=resize, device=torch.device("cpu"), num_workers=0,
+                                      batch_size=batch_size, use_dataparallel=False, verbose=False))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -46,30 +46,30 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Ten
     if pad:
         x, dt, b, c = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, b, c))
     nc, r = (length + pad) // q, heads // groups
-    # chunks + split heads into (group, head-in-group)
+    # chunks + split heads into (group, head-in-group); decays laid out [b, c, g, r, q] so step 1 needs no big copy
     xs = (x * dt[..., None]).view(bsz, nc, q, groups, r, p)  # discretised input dt·x
-    ad = (a * dt).view(bsz, nc, q, groups, r).permute(0, 3, 4, 1, 2)  # [b, g, r, c, q]
     bs, cs = b.view(bsz, nc, q, groups, -1), c.view(bsz, nc, q, groups, -1)
-    a_cum = torch.cumsum(ad, dim=-1)
+    a_cum = torch.cumsum((a * dt).view(bsz, nc, q, groups, r).permute(0, 1, 3, 4, 2), dim=-1)  # [b, c, g, r, q]
+    a_cum_t = a_cum.permute(0, 1, 4, 2, 3)[..., None]  # [b, c, q, g, r, 1]
 
     # 1. inside each chunk: y_i = Σ_{j<=i} (C_i·B_j) · exp(Σ_{j<k<=i} a_k) · x_j  (attention-like, causal)
     upper = torch.ones(q, q, dtype=torch.bool, device=x.device).triu(1)
-    decay = (a_cum[..., :, None] - a_cum[..., None, :]).masked_fill_(upper, -torch.inf).exp_()  # [b,g,r,c,i,j]
-    weights = decay * torch.einsum("bcign,bcjgn->bgcij", cs, bs)[:, :, None]
-    y_diag = torch.einsum("bgrcij,bcjgrp->bcigrp", weights, xs)
-    # 2. state each chunk contributes at its end
-    decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # [b, g, r, c, q]
-    chunk_states = torch.einsum("bcjgn,bgrcj,bcjgrp->bcgrpn", bs, decay_to_end, xs)
+    decay = (a_cum[..., :, None] - a_cum[..., None, :]).masked_fill_(upper, -torch.inf).exp_()  # [b,c,g,r,i,j]
+    weights = decay * torch.einsum("bcign,bcjgn->bcgij", cs, bs)[:, :, :, None]
+    y_diag = torch.einsum("bcgrij,bcjgrp->bcigrp", weights, xs)
+    # 2. state each chunk contributes at its end: Σ_j exp(cumA_end − cumA_j) · x_j ⊗ B_j
+    decayed = xs * torch.exp(a_cum_t[:, :, -1:] - a_cum_t)
+    chunk_states = torch.einsum("bcjgn,bcjgrp->bcgrpn", bs, decayed)
     # 3. recurrence over chunk boundaries: the state entering chunk z
-    chunk_decay = torch.exp(a_cum[..., -1])  # [b, g, r, c]: decay across a whole chunk
+    chunk_decay = torch.exp(a_cum[..., -1])[..., None, None]  # [b, c, g, r, 1, 1]: decay across a whole chunk
     state = torch.zeros_like(chunk_states[:, 0])
     entering = []
     for z in range(nc):
         entering.append(state)
-        state = chunk_decay[..., z, None, None] * state + chunk_states[:, z]
+        state = chunk_decay[:, z] * state + chunk_states[:, z]
     states = torch.stack(entering, dim=1)  # [b, c, g, r, p, n]
     # 4. contribution of the entering state to every position of the chunk
-    y_off = torch.einsum("bcign,bcgrpn,bgrci->bcigrp", cs, states, torch.exp(a_cum))
+    y_off = torch.einsum("bcign,bcgrpn->bcigrp", cs, states) * torch.exp(a_cum_t)
     y = (y_diag + y_off).reshape(bsz, nc * q, heads, p)[:, :length]
     return y.to(dtype)
 
