@@ -35,7 +35,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from graft_core.config import stable_hash
 from graft_core.paths import atomic_write_bytes, atomic_write_json, cache_root
 
 VAE_ID = "stabilityai/sd-vae-ft-ema"
@@ -240,9 +239,9 @@ def encode_imagenet(src: Path, out: Path, *, vae, vae_name: str = VAE_ID, split:
     index = load_or_build_index(src, split_dir)
     settings = {"index_hash": index.hash, "num_images": len(index.files), "num_classes": len(index.classes),
                 "shard_size": shard_size, "resolution": resolution, "seed": seed, "latent_scale": LATENT_SCALE,
-                "vae": vae_name, "vae_config": stable_hash(dict(vae.config)), "posterior": "sample",
+                "vae_weights": module_digest(vae), "posterior": "sample",
                 "flip": "one random horizontal flip per image", "crop": "adm center_crop_arr"}
-    _check_meta(split_dir / "index" / "meta.json", settings)
+    _check_meta(split_dir / "index" / "meta.json", settings, info={"vae": vae_name})
     total = num_shards_of(len(index.files), shard_size)
     mine = [s for s in range(total) if s % num_shards == shard_index]
     encoded, skipped, start = [], [], time.time()
@@ -274,14 +273,25 @@ def encode_imagenet(src: Path, out: Path, *, vae, vae_name: str = VAE_ID, split:
             "seconds": round(time.time() - start, 2)}
 
 
-def _check_meta(path: Path, settings: dict) -> None:
+def module_digest(module: torch.nn.Module) -> str:
+    """sha256 (16 hex) of a module's state (names, shapes, bytes): the VAE's identity wherever its folder lives."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def _check_meta(path: Path, settings: dict, info: dict) -> None:
+    """First run: write settings + info; later runs: refuse other settings (``info`` is not compared)."""
     if path.exists():
         old = json.loads(path.read_text())
         diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
         if diff:
             raise SettingsMismatch(f"{path.parent.parent} holds latents made with other settings {diff}; use another --out")
     else:
-        atomic_write_json(path, settings)
+        atomic_write_json(path, {**settings, **info})
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
