@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import shutil
@@ -237,53 +238,77 @@ class Launcher:
 
     # ------------------------------------------------------------------------------------------------ local
     def run_local(self, units: list[Unit]) -> LaunchResult:
+        """Run the units in dependency order; ``local`` keeps up to ``jobs`` subprocesses busy."""
         import submitit
 
         result = LaunchResult(self.executor, units)
-        folder = self.store.submitit_dir / "%j"
-        ex = submitit.AutoExecutor(folder=folder, cluster=self.executor)
+        ex = submitit.AutoExecutor(folder=self.store.submitit_dir / "%j", cluster=self.executor)
         if self.executor == "local":
             ex.update_parameters(timeout_min=24 * 60)
-        total = len(units)
-        for i, u in enumerate(units, 1):
-            for n in u.nodes:
-                _record(self.store, n, self.executor, job_id="", pid=os.getpid())
-            keys = [n.key for n in u.nodes]
-            kinds = ", ".join(f"{k}×{c}" if c > 1 else k for k, c in _kind_counts(u.nodes).items())
-            self.log(f"[{i}/{total}] {u.name}: {kinds}")
-            start = time.time()
-            job = ex.submit(RunUnit(), str(self.store.results_dir), self.store.preset, keys,
-                            self.executor != "debug", self.progress)
-            for n in u.nodes:
-                _record(self.store, n, self.executor, job_id=job.job_id,
-                        pid=int(job.job_id) if self.executor == "local" and str(job.job_id).isdigit() else os.getpid())
-            result.jobs.append(str(job.job_id))
-            try:
-                outcome = self._wait_local(job)
-            except KeyboardInterrupt:
-                job.cancel(check=False)
-                raise
-            failed = outcome.get("failed", []) if isinstance(outcome, dict) else keys
-            state = "ok" if not failed else f"{len(failed)} failed"
-            self.log(f"[{i}/{total}] {u.name}: {state} in {time.time() - start:.0f} s")
-            if failed:
-                result.failed_units.append(u.name)
+        parallel = self.jobs if self.executor == "local" else 1
+        pending = list(units)
+        running: dict[int, dict] = {}
+        finished: set[int] = set()
+        counter = 0
+        try:
+            while pending or running:
+                for u in list(pending):
+                    if len(running) >= parallel:
+                        break
+                    if not u.deps <= finished:
+                        continue
+                    pending.remove(u)
+                    counter += 1
+                    running[u.index] = self._start_local(ex, u, counter, len(units), parallel)
+                    if self.executor == "debug":  # runs in this process, right now
+                        self._finish_local(running.pop(u.index), result)
+                        finished.add(u.index)
+                for idx, r in list(running.items()):
+                    r["seen"] = self._forward(r["job"].paths.stdout, r["seen"])
+                    if r["job"].done():
+                        r["seen"] = self._forward(r["job"].paths.stdout, r["seen"])
+                        self._finish_local(running.pop(idx), result)
+                        finished.add(idx)
+                if running:
+                    time.sleep(0.5)
+                elif pending and not any(u.deps <= finished for u in pending):
+                    raise RuntimeError(f"unschedulable units: {[u.name for u in pending]}")  # a bug, not a user error
+        except KeyboardInterrupt:
+            for r in running.values():
+                r["job"].cancel(check=False)
+            raise
         return result
 
-    def _wait_local(self, job):
-        if self.executor == "debug":
-            return job.result()
-        seen = 0
-        while not job.done():
-            seen = self._forward(job.paths.stdout, seen)
-            time.sleep(1.0)
-        self._forward(job.paths.stdout, seen)
+    def _start_local(self, ex, u: Unit, i: int, total: int, parallel: int) -> dict:
+        for n in u.nodes:
+            _record(self.store, n, self.executor, job_id="", pid=os.getpid())
+        kinds = ", ".join(f"{k}×{c}" if c > 1 else k for k, c in _kind_counts(u.nodes).items())
+        self.log(f"[{i}/{total}] {u.name}: {kinds}")
+        env = {}
+        if parallel > 1 and "OMP_NUM_THREADS" not in os.environ:  # share the cores between the jobs
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
+        with _environ(env):
+            job = ex.submit(RunUnit(), str(self.store.results_dir), self.store.preset, [n.key for n in u.nodes],
+                            self.executor != "debug", self.progress)
+        for n in u.nodes:
+            _record(self.store, n, self.executor, job_id=job.job_id,
+                    pid=int(job.job_id) if self.executor == "local" and str(job.job_id).isdigit() else os.getpid())
+        return {"unit": u, "job": job, "start": time.time(), "seen": 0, "label": f"[{i}/{total}] {u.name}"}
+
+    def _finish_local(self, r: dict, result: LaunchResult) -> None:
+        job, u = r["job"], r["unit"]
+        result.jobs.append(str(job.job_id))
+        result.tasks.append(str(job.job_id))
         try:
-            return job.result()
+            outcome = job.result()
         except Exception as err:  # noqa: BLE001 — the job recorded which runs failed; keep going
-            line = str(err).strip().splitlines()
-            self.log(f"  job {job.job_id} failed: {line[-1] if line else type(err).__name__}")
-            return {"failed": ["?"]}
+            lines = str(err).strip().splitlines()
+            self.log(f"  job {job.job_id} failed: {lines[-1] if lines else type(err).__name__}")
+            outcome = {"failed": [n.key for n in u.nodes]}
+        failed = outcome.get("failed", []) if isinstance(outcome, dict) else []
+        self.log(f"{r['label']}: {'ok' if not failed else f'{len(failed)} failed'} in {time.time() - r['start']:.0f} s")
+        if failed:
+            result.failed_units.append(u.name)
 
     def _forward(self, path: Path, seen: int) -> int:
         """Print the job's progress lines ([graftbench] ...) that appeared since ``seen`` bytes."""
@@ -372,6 +397,20 @@ class Launcher:
             extra["kill-on-invalid-dep"] = "yes"
         ex.update_parameters(name=name, slurm_additional_parameters=extra, **params)
         return ex
+
+
+@contextlib.contextmanager
+def _environ(changes: dict):
+    old = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _kind_counts(nodes: list[Node]) -> dict[str, int]:

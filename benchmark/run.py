@@ -49,8 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                    "'baseline,attn-hyena_x-*'); summaries still list every row")
     p.add_argument("--results-dir", default=os.environ.get("GRAFTBENCH_RESULTS", "results"),
                    help="results root (default: ./results or $GRAFTBENCH_RESULTS)")
-    p.add_argument("--jobs", type=int, default=1, help="local executors: jobs at a time (default 1; kept for "
-                                                      "interface compatibility, rows run one after another)")
+    p.add_argument("--jobs", type=int, default=1, help="--executor local: rows run at a time in subprocesses "
+                                                      "(default 1; on 2 cores more rarely pays)")
     p.add_argument("--wait", action="store_true", help="Slurm: block until the submitted jobs end")
     p.add_argument("--dry-run", action="store_true", help="print planned runs, layers, resources and cost; write "
                                                           "nothing")
@@ -186,6 +186,16 @@ def preflight(store: Store, plans, executor: str, explicit: list[str], log=print
     if any(rp.row.preset.data.name == "imagenet" for tp in plans for rp in tp.row_plans
            if rp.row.kind not in ("external",)):
         check_imagenet()
+    if any(rp.row.preset.eval.extractor == "inception" for tp in plans for rp in tp.row_plans
+           if rp.row.kind in ("teacher", "graft", "finetune_teacher", "floor", "noise")):
+        check_inception()
+    from benchmark.cost import teacher_present
+
+    for n in {n.key: n for tp in plans for rp in tp.row_plans for n in rp.nodes if n.kind == "teacher"}.values():
+        if not teacher_present(n.config):
+            t = n.config["teacher"]
+            log(f"note: no trained {n.config['preset']} teacher in graft_core/assets or the cache: it will be "
+                f"trained first ({t['train_steps']} steps, ~{t['train_steps'] * 0.36 / 60:.0f} min on 2 CPU cores)")
     return skip
 
 
@@ -198,6 +208,17 @@ def check_pretrained(repo: str) -> None:
         raise LaunchError(f"the pretrained teacher {repo!r} is not in the Hugging Face cache: on a machine with "
                           f"internet run `huggingface-cli download {repo}` and copy ~/.cache/huggingface here (or "
                           f"set HF_HOME); nothing launched") from None
+
+
+def check_inception() -> None:
+    from graft_core.teacher import MissingWeightsError
+
+    try:
+        from graft_core.metrics.extractors import resolve_inception_weights
+
+        resolve_inception_weights(None)
+    except MissingWeightsError as err:
+        raise LaunchError(f"{str(err).splitlines()[0]}; nothing launched") from None
 
 
 def check_imagenet() -> None:

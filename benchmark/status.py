@@ -154,6 +154,12 @@ def _state(store: Store, node: Node, status: dict | None, slurm: dict[str, str],
                 raise CorruptRecord(f"{run.metrics} is missing")
         except CorruptRecord as err:
             return NodeState("failed", error=f"corrupt record: {err}", corrupt=True)
+        if node.kind == "teacher":
+            from benchmark.cost import teacher_present
+
+            if not teacher_present(node.config):
+                return NodeState("failed", error="the teacher's weights are no longer in the assets or the cache",
+                                 corrupt=True)
         return NodeState("done")
     if not status:
         return NodeState("missing")

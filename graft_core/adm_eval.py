@@ -169,7 +169,7 @@ def cache_path(path: Path, key: str, cache_dir: Path | None) -> Path:
 
 def batch_features(path: Path, spec, weights: Path, *, cache_dir: Path | None = None, device=None,
                    batch_size: int = 64, what: str = "sample batch", progress: bool = False):
-    """A ``FeatureSet`` (``pool``/``logits`` features + ``pool``/``spatial`` statistics) of one batch, cached on disk."""
+    """``FeatureSet`` (``pool``/``logits`` features, ``pool``/``spatial`` statistics) of one batch, cached on disk."""
     from graft_core.metrics.extractors import weights_digest
     from graft_core.metrics.features import FeatureSet
     from graft_core.metrics.frechet import statistics
@@ -247,7 +247,7 @@ def evaluate_npz(sample_npz: Path, reference_npz: Path, *, extractor: str = "inc
     out = {"is": adm_inception_score(fake["logits"].numpy())}
     for name in ("fid", "sfid"):
         out.update(METRICS[name].fn(fake, real, ctx))
-    dev = _device(device)  # the k-NN distances (50k × 10k and 50k × 50k) are the slow part: on the GPU when there is one
+    dev = _device(device)  # the k-NN distances (50k × 10k, 50k × 50k) are the slow part: on the GPU when there is one
     out.update(METRICS["prc"].fn(FeatureSet({"pool": fake["pool"].to(dev)}), FeatureSet({"pool": real["pool"].to(dev)}),
                                  ctx))
     if adm_stats is None:

@@ -98,7 +98,8 @@ def evaluate_model(model, preset: Preset, *, num_samples: int | None = None, see
     labels = make_labels(n, preset.teacher.num_classes, ev.label_mode, seed)
     start = time.time()
     x = sample(model, labels, teacher=preset.teacher, scheduler=ev.scheduler, steps=ev.steps,
-               guidance_scale=ev.guidance_scale, seed=seed, batch_size=ev.batch_size, bf16=ev.bf16, progress=progress)
+               guidance_scale=ev.guidance_scale, seed=seed, batch_size=ev.batch_size, bf16=ev.bf16, progress=progress,
+               guidance_channels=ev.guidance_channels)
     if decode is not None:
         with torch.inference_mode():
             x = torch.cat([decode(chunk).float().cpu() for chunk in x.split(ev.batch_size)])

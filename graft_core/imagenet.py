@@ -125,7 +125,7 @@ def load_or_build_index(src: Path | None, split_dir: Path) -> ImageIndex:
 
 
 def center_crop_arr(image: Image.Image, size: int) -> np.ndarray:
-    """ADM's ``center_crop_arr``: halve with BOX while ≥ 2× too big, BICUBIC-resize the short side to ``size``, crop."""
+    """ADM's ``center_crop_arr``: BOX-halve while ≥ 2× too big, BICUBIC-resize the short side to ``size``, crop."""
     while min(*image.size) >= 2 * size:
         image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
     scale = size / min(*image.size)
@@ -164,7 +164,8 @@ def load_vae(vae: str | Path | None = None, *, device: str | torch.device = "cpu
     except (OSError, ValueError) as err:
         raise MissingWeightsError(
             f"VAE {name!r} not found ({type(err).__name__}); on a connected machine run `huggingface-cli download "
-            f"{VAE_ID}` and copy ~/.cache/huggingface here (or set HF_HOME), or pass --vae PATH to a local copy") from None
+            f"{VAE_ID}` and copy ~/.cache/huggingface here (or set HF_HOME), or pass --vae PATH to a local copy"
+        ) from None
     return model.to(device).eval().requires_grad_(False)
 
 
@@ -279,7 +280,7 @@ def module_digest(module: torch.nn.Module) -> str:
     for name, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -289,7 +290,8 @@ def _check_meta(path: Path, settings: dict, info: dict) -> None:
         old = json.loads(path.read_text())
         diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
         if diff:
-            raise SettingsMismatch(f"{path.parent.parent} holds latents made with other settings {diff}; use another --out")
+            raise SettingsMismatch(f"{path.parent.parent} holds latents made with other settings {diff}; "
+                                   f"use another --out")
     else:
         atomic_write_json(path, {**settings, **info})
 

@@ -139,6 +139,7 @@ class EvalConfig:
     batch_size: int = 64
     extractor: str = "inception"  # "digits" | "inception"
     label_mode: str = "uniform"  # "uniform" (random labels, as ADM/DiT) | "balanced" (equal count per class)
+    guidance_channels: int | None = None  # None: CFG on all ε channels; 3 = DiT's forward_with_cfg (paper protocol)
     bf16: bool = False  # bf16 autocast for the sampler's forward passes (1.4–2.2× faster on CPU)
     seed: int = 0
 
@@ -200,7 +201,7 @@ def _paper() -> Preset:
         classifier=ClassifierConfig(),
         stage1=Stage1Config(),
         stage2=Stage2Config(),
-        eval=EvalConfig(),
+        eval=EvalConfig(guidance_channels=3),
     )
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from graft_core.config import stable_hash
-from graft_core.imagenet import LATENT_SCALE, SettingsMismatch, task_from_env
+from graft_core.imagenet import LATENT_SCALE, SettingsMismatch, module_digest, task_from_env
 from graft_core.paths import atomic_write_bytes, atomic_write_json
 from graft_core.presets import TeacherConfig
 from graft_core.sampler import make_labels, sample, to_uint8
@@ -61,25 +61,33 @@ def decode_latents(vae, latents: torch.Tensor, batch_size: int = 32) -> np.ndarr
 
 
 def sampling_plan(teacher: TeacherConfig, *, num_samples: int, shard_size: int, steps: int, guidance_scale: float,
-                  scheduler: str, global_seed: int, batch_size: int, label_mode: str) -> dict:
+                  scheduler: str, global_seed: int, batch_size: int, label_mode: str, model_key: str = "",
+                  vae_key: str = "", guidance_channels: int | None = None) -> dict:
     """Everything that fixes the merged ``.npz`` (saved as ``plan.json``; a rerun with another plan is refused)."""
     if -(-shard_size // batch_size) >= 1000:
         raise ValueError(f"shard_size {shard_size} / batch_size {batch_size} gives ≥ 1000 batches per shard")
     return {"num_samples": num_samples, "shard_size": shard_size, "steps": steps, "guidance_scale": guidance_scale,
             "scheduler": scheduler, "global_seed": global_seed, "batch_size": batch_size, "label_mode": label_mode,
-            "num_classes": teacher.num_classes, "seeding": "labels from global_seed; noise shard_seed(global_seed, s)"}
+            "num_classes": teacher.num_classes, "seeding": "labels from global_seed; noise shard_seed(global_seed, s)",
+            "model": model_key, "vae": vae_key, "guidance_channels": guidance_channels}
 
 
 def sample_shards(model, teacher: TeacherConfig, out_dir: Path, *, vae=None, num_samples: int = 50_000,
                   shard_size: int = 1_000, steps: int = 250, guidance_scale: float = 1.5, scheduler: str = "ddpm",
                   global_seed: int = 0, batch_size: int = 64, label_mode: str = "uniform", rank: int | None = None,
-                  world_size: int | None = None, bf16: bool = False, progress: bool = True) -> dict:
-    """Sample and decode this worker's shards that have no DONE marker; returns ``{"sampled", "skipped", ...}``."""
+                  world_size: int | None = None, bf16: bool = False, progress: bool = True,
+                  model_key: str | None = None, guidance_channels: int | None = None) -> dict:
+    """Sample and decode this worker's shards that have no DONE marker; returns ``{"sampled", "skipped", ...}``.
+
+    ``model_key`` names the model in ``plan.json`` (default: a digest of its weights), so that another model is
+    never resumed into the same folder.
+    """
     rank, world_size = task_from_env(rank, world_size)
     out_dir = Path(out_dir)
     plan = sampling_plan(teacher, num_samples=num_samples, shard_size=shard_size, steps=steps,
                          guidance_scale=guidance_scale, scheduler=scheduler, global_seed=global_seed,
-                         batch_size=batch_size, label_mode=label_mode)
+                         batch_size=batch_size, label_mode=label_mode, guidance_channels=guidance_channels,
+                         model_key=model_key or module_digest(model), vae_key=module_digest(vae) if vae else "")
     _check_plan(out_dir / "plan.json", plan)
     labels = make_labels(num_samples, teacher.num_classes, label_mode, seed=global_seed)
     total = -(-num_samples // shard_size)
@@ -92,7 +100,8 @@ def sample_shards(model, teacher: TeacherConfig, out_dir: Path, *, vae=None, num
         t0 = time.time()
         y = labels[s * shard_size: (s + 1) * shard_size]
         latents = sample(model, y, teacher=teacher, scheduler=scheduler, steps=steps, guidance_scale=guidance_scale,
-                         seed=shard_seed(global_seed, s), batch_size=batch_size, bf16=bf16, progress=progress)
+                         seed=shard_seed(global_seed, s), batch_size=batch_size, bf16=bf16, progress=progress,
+                         guidance_channels=guidance_channels)
         images = decode_latents(vae, latents)
         atomic_write_bytes(npz, _npz_bytes(arr_0=images, arr_1=y.numpy()))
         atomic_write_json(done, {"shard": s, "count": len(y), "seed": shard_seed(global_seed, s),
@@ -115,19 +124,32 @@ def merge_shards(out_dir: Path) -> Path:
     if missing:
         raise FileNotFoundError(f"{out_dir}: shards {missing[:8]} are not done; rerun the sampling (it resumes)")
     plan = json.loads((out_dir / "plan.json").read_text())
-    shards = [np.load(shard_paths(out_dir, s)[0]) for s in range(-(-plan["num_samples"] // plan["shard_size"]))]
-    first = shards[0]["arr_0"]
+    n = plan["num_samples"]
+    paths = [shard_paths(out_dir, s)[0] for s in range(-(-n // plan["shard_size"]))]
+    with np.load(paths[0]) as z:
+        image_shape = z["arr_0"].shape[1:]
     dest = out_dir / MERGED
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for key, shape, dtype in (("arr_0", (plan["num_samples"], *first.shape[1:]), first.dtype),
-                                  ("arr_1", (plan["num_samples"],), np.dtype(np.int64))):
-            with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array_header_2_0(
-                    f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
-                for shard in shards:
-                    f.write(np.ascontiguousarray(shard[key], dtype=dtype).tobytes())
-    os.replace(tmp, dest)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, shape, dtype in (("arr_0", (n, *image_shape), np.dtype(np.uint8)),
+                                      ("arr_1", (n,), np.dtype(np.int64))):
+                written = 0
+                with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array_header_2_0(
+                        f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+                    for path in paths:
+                        with np.load(path) as z:
+                            part = np.ascontiguousarray(z[key], dtype=dtype)
+                        if part.shape[1:] != shape[1:]:
+                            raise ValueError(f"{path}: {key} has shape {part.shape}, expected [*, {shape[1:]}]")
+                        f.write(part.tobytes())
+                        written += len(part)
+                if written != n:
+                    raise ValueError(f"{out_dir}: the shards hold {written} samples, the plan {n}")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -205,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
                          num_samples=args.num_samples or ev.num_samples, shard_size=args.shard_size,
                          steps=ev.steps, guidance_scale=ev.guidance_scale, scheduler=ev.scheduler,
                          global_seed=args.seed, batch_size=args.batch_size or ev.batch_size, label_mode=ev.label_mode,
-                         rank=args.shard_index, world_size=args.num_shards, bf16=ev.bf16)
+                         rank=args.shard_index, world_size=args.num_shards, bf16=ev.bf16,
+                         guidance_channels=ev.guidance_channels)
     print(path or f"shards written; missing: {missing_shards(args.out)}")
 
 

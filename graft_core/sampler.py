@@ -32,6 +32,17 @@ def make_sampling_scheduler(name: str, cfg: TeacherConfig):
     return SCHEDULERS[name](**kwargs)
 
 
+def adm_timesteps(steps: int, num_train_timesteps: int) -> list[int]:
+    """ADM/DiT respacing (``space_timesteps(T, str(steps))``): round(i·(T−1)/(steps−1)), descending.
+
+    diffusers' own DDPM spacing gives 996, 992, …, 0 for 250 of 1000; the paper's protocol uses 999, 995, …, 0.
+    """
+    if steps == 1:
+        return [num_train_timesteps - 1]
+    stride = (num_train_timesteps - 1) / (steps - 1)
+    return sorted({round(i * stride) for i in range(steps)}, reverse=True)
+
+
 def make_labels(num_samples: int, num_classes: int, mode: str, seed: int) -> torch.Tensor:
     """``balanced``: equal count per class (cycled); ``uniform``: i.i.d. uniform labels as the ADM/DiT protocol."""
     if mode == "balanced":
@@ -43,7 +54,11 @@ def make_labels(num_samples: int, num_classes: int, mode: str, seed: int) -> tor
 
 def guided_output(model, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, null_id: int,
                   guidance_scale: float, channels: int) -> torch.Tensor:
-    """One CFG forward: cond and uncond in one batch; guidance on the first ``channels`` (ε), the rest from cond."""
+    """One CFG forward: cond and uncond in one batch; guidance on the first ``channels``, the rest from cond.
+
+    DiT's ``forward_with_cfg`` (used for every published DiT/grafting FID) guides only the first 3 of the 4 latent ε
+    channels "for exact reproducibility reasons"; pass ``channels=3`` to match it, ``in_channels`` for standard CFG.
+    """
     if guidance_scale == 1.0:
         return model(x, timestep=t, class_labels=labels, return_dict=False)[0]
     xx = torch.cat([x, x])
@@ -58,14 +73,18 @@ def guided_output(model, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
 @torch.inference_mode()
 def sample(model, labels: torch.Tensor, *, teacher: TeacherConfig, scheduler: str = "ddim", steps: int = 10,
            guidance_scale: float = 1.5, seed: int = 0, batch_size: int = 256, bf16: bool = False,
-           progress: bool = False, device: torch.device | str | None = None) -> torch.Tensor:
+           progress: bool = False, device: torch.device | str | None = None,
+           guidance_channels: int | None = None) -> torch.Tensor:
     """Draw one sample per label; returns float32 ``[N, C, H, W]`` in model space ([-1, 1] pixels or latents).
 
     Deterministic given ``seed`` and ``batch_size``: batch ``i`` draws its noise from ``seed + i``.
+    DDPM uses ADM's timestep respacing (``adm_timesteps``); ``guidance_channels`` (default: all ε channels) picks how
+    many channels CFG applies to (3 reproduces DiT's ``forward_with_cfg``).
     """
     model = model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     channels = teacher.in_channels
+    cfg_channels = guidance_channels or channels
     size = teacher.sample_size
     null_id = null_class_id(model)
     sched = make_sampling_scheduler(scheduler, teacher)
@@ -76,11 +95,14 @@ def sample(model, labels: torch.Tensor, *, teacher: TeacherConfig, scheduler: st
         gen = torch.Generator(device="cpu").manual_seed(seed + i)
         y = y.to(device)
         x = torch.randn((len(y), channels, size, size), generator=gen).to(device)
-        sched.set_timesteps(steps)
+        if scheduler == "ddpm":
+            sched.set_timesteps(timesteps=adm_timesteps(steps, teacher.num_train_timesteps))
+        else:
+            sched.set_timesteps(steps)
         for t in sched.timesteps:
             tt = torch.full((len(y),), int(t), device=device, dtype=torch.long)
             with autocast:
-                out = guided_output(model, x, tt, y, null_id, guidance_scale, channels).float()
+                out = guided_output(model, x, tt, y, null_id, guidance_scale, cfg_channels).float()
             if scheduler == "ddim":
                 out = out[:, :channels]
             x = sched.step(out, t, x, generator=gen).prev_sample

@@ -68,7 +68,7 @@ def test_resume_recomputes_only_the_killed_shard(models, tmp_path, monkeypatch):
     npz1.write_bytes(npz1.read_bytes()[:100])
     calls = []
     real = sas.sample
-    monkeypatch.setattr(sas, "sample", lambda model, labels, **kw: calls.append(len(labels)) or real(model, labels, **kw))
+    monkeypatch.setattr(sas, "sample", lambda model, y, **kw: calls.append(len(y)) or real(model, y, **kw))
     report = sas.sample_shards(models[0], CFG, out, vae=models[1], rank=0, world_size=1, **PLAN)
     assert report["sampled"] == [1] and report["skipped"] == [0, 2] and calls == [4]
     assert {s: sas.shard_paths(out, s)[0].stat().st_mtime_ns for s in (0, 2)} == mtimes

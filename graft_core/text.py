@@ -1,0 +1,145 @@
+"""Text conditioning for the text-to-image experiment (paper Table 5): prompts, a fixed offline text encoder, and a
+wrapper that lets a diffusers ``PixArtTransformer2DModel`` be driven by prompt ids like a class-conditional DiT.
+
+**Tiny text encoder** (``HashTextEncoder``): a frozen, deterministic stand-in for PixArt's T5 — nothing is trained or
+downloaded. A caption is lower-cased and split into words and single digits (``re.findall(r"[a-z]+|[0-9]")``), an
+``<eos>`` token is appended (the empty caption = just ``<eos>``, as T5 encodes ""), and it is cut to ``max_tokens``
+(keeping ``<eos>``). Token ``w`` at position ``i`` is embedded as ``e(w) + p(i)``: ``e(w) ~ N(0, I_C)`` drawn from a
+generator seeded by ``sha256(f"{seed}:{w}")`` (so any word has a fixed vector, no vocabulary file) and ``p(i)`` the
+sinusoidal position code. Padding positions are zero and masked out. PixArt's trainable ``caption_projection`` maps
+the ``C`` channels to the model width, like it maps T5's 4096.
+
+**Prompts** (``digit_prompts``): ``len(TEMPLATES)`` captions per digit, e.g. "a handwritten seven", "the number 7".
+Prompt id ``p`` is template ``p // 10`` for digit ``p % 10``, so ids ``0..9`` are template 0 and ``prompt_digit(p) =
+p % 10`` is the digit a prompt asks for. The id ``len(prompts)`` is the empty caption (classifier-free guidance).
+
+**``TextConditioned``** wraps a PixArt transformer and a ``PromptTable`` (encoded prompts as buffers): its
+``forward(x, timestep=, class_labels=prompt_ids)`` looks the captions up and calls PixArt with
+``encoder_hidden_states`` / ``encoder_attention_mask``. Its ``config.num_embeds_ada_norm`` is the empty-caption id,
+so ``graft_core.sampler``, ``graft_core.finetune`` and ``graft_core.capture.record_sites`` work on it unchanged.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from types import SimpleNamespace
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+TEMPLATES = (
+    "a handwritten {word}",
+    "the digit {word}",
+    "a picture of the number {word}",
+    "{numeral}",
+    "the number {numeral}",
+    "an image of a handwritten {numeral}",
+)
+EOS = "<eos>"
+_TOKEN = re.compile(r"[a-z]+|[0-9]")
+
+
+def digit_prompts(templates: Sequence[str] = TEMPLATES) -> list[str]:
+    """All captions: index ``p`` = template ``p // 10`` filled with digit ``p % 10``."""
+    return [t.format(word=DIGIT_WORDS[d], numeral=d) for t in templates for d in range(10)]
+
+
+def prompt_digit(prompt_ids: torch.Tensor | int):
+    """The digit a prompt id of ``digit_prompts`` asks for."""
+    return prompt_ids % 10
+
+
+def tokenize(text: str, max_tokens: int) -> list[str]:
+    """Words and single digits of ``text`` (lower-cased) + ``<eos>``, at most ``max_tokens`` (``<eos>`` kept)."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    words = _TOKEN.findall(text.lower())[: max_tokens - 1]
+    return words + [EOS]
+
+
+class HashTextEncoder:
+    """Frozen text encoder: hashed Gaussian word vectors + sinusoidal positions (see module docstring)."""
+
+    def __init__(self, dim: int = 64, max_tokens: int = 8, seed: int = 0):
+        if dim < 2 or dim % 2:
+            raise ValueError(f"dim must be a positive even number, got {dim}")
+        self.dim, self.max_tokens, self.seed = dim, max_tokens, seed
+
+    def word_vector(self, word: str) -> torch.Tensor:
+        digest = hashlib.sha256(f"{self.seed}:{word}".encode()).digest()
+        gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+        return torch.randn(self.dim, generator=gen)
+
+    def positions(self) -> torch.Tensor:
+        pos = torch.arange(self.max_tokens, dtype=torch.float64)[:, None]
+        freq = torch.exp(-math.log(10000.0) * torch.arange(0, self.dim, 2, dtype=torch.float64) / self.dim)
+        table = torch.zeros(self.max_tokens, self.dim, dtype=torch.float64)
+        table[:, 0::2], table[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)
+        return table.float()
+
+    def encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(states [B, max_tokens, dim] float32, mask [B, max_tokens] int64)``; padding is zero and masked."""
+        states = torch.zeros(len(texts), self.max_tokens, self.dim)
+        mask = torch.zeros(len(texts), self.max_tokens, dtype=torch.long)
+        pos = self.positions()
+        for b, text in enumerate(texts):
+            for i, word in enumerate(tokenize(text, self.max_tokens)):
+                states[b, i] = self.word_vector(word) + pos[i]
+                mask[b, i] = 1
+        return states, mask
+
+
+class PromptTable(nn.Module):
+    """Encoded captions of a fixed prompt list plus the empty caption (id ``len(prompts)``), held as buffers."""
+
+    def __init__(self, prompts: Sequence[str], encode: Callable[[Sequence[str]], tuple[torch.Tensor, torch.Tensor]]):
+        super().__init__()
+        self.prompts = list(prompts)
+        states, mask = encode(self.prompts + [""])
+        self.register_buffer("states", states)
+        self.register_buffer("mask", mask)
+
+    @property
+    def null_id(self) -> int:
+        return len(self.prompts)
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = ids.to(self.states.device).long()
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) > self.null_id):
+            raise ValueError(f"prompt ids must lie in 0..{self.null_id} (the last is the empty caption)")
+        return self.states[ids], self.mask[ids]
+
+
+class TextConditioned(nn.Module):
+    """A PixArt transformer driven by prompt ids, with the class-conditional DiT call signature.
+
+    ``model(x, timestep=t, class_labels=prompt_ids, return_dict=False)[0]`` — prompt id ``null_id`` is the empty
+    caption. ``transformer_blocks`` and the sizes in ``config`` are the PixArt model's (surgery, capture, timing).
+    """
+
+    def __init__(self, transformer: nn.Module, prompts: PromptTable):
+        super().__init__()
+        self.transformer = transformer
+        self.prompts = prompts
+        cfg = transformer.config
+        self.config = SimpleNamespace(
+            num_embeds_ada_norm=prompts.null_id, sample_size=cfg.sample_size, patch_size=cfg.patch_size,
+            num_attention_heads=cfg.num_attention_heads, attention_head_dim=cfg.attention_head_dim,
+            in_channels=cfg.in_channels, out_channels=cfg.out_channels, model_type="pixart_text_conditioned")
+
+    @property
+    def transformer_blocks(self) -> nn.ModuleList:
+        return self.transformer.transformer_blocks
+
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor | None = None,
+                class_labels: torch.Tensor | None = None, return_dict: bool = True, **kwargs):
+        if class_labels is None:
+            class_labels = torch.full((hidden_states.shape[0],), self.prompts.null_id, dtype=torch.long)
+        states, mask = self.prompts(class_labels)
+        return self.transformer(hidden_states, encoder_hidden_states=states.to(hidden_states.dtype),
+                                timestep=timestep, encoder_attention_mask=mask,
+                                added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+                                return_dict=return_dict, **kwargs)
