@@ -12,6 +12,7 @@ Multi-task jobs (paper-preset stage 2: one task per GPU) export ``MASTER_ADDR``/
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -82,7 +83,8 @@ PACKAGES = ("torch", "diffusers", "numpy", "scipy", "submitit", "torch-fidelity"
             "mlxtend", "einops", "peft", "graftbench")
 
 
-def environment_record(env: dict) -> dict:
+@functools.lru_cache(maxsize=1)
+def package_versions() -> dict:
     from importlib import metadata
 
     versions = {}
@@ -91,7 +93,11 @@ def environment_record(env: dict) -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    record = {"git_rev": git_rev(), "packages": versions, "python": platform.python_version(),
+    return versions
+
+
+def environment_record(env: dict) -> dict:
+    record = {"git_rev": git_rev(), "packages": dict(package_versions()), "python": platform.python_version(),
               "host": socket.gethostname(), "platform": platform.platform(), "job": env, "time": now(),
               "slurm": {k: v for k, v in os.environ.items() if k.startswith("SLURM_") and k in SLURM_VARS}}
     if "torch" in sys.modules:  # only describe the device once a step has loaded torch
@@ -272,7 +278,7 @@ class RunUnit(submitit.helpers.Checkpointable):
                                             world_size=env["world_size"], progress=progress)
                     metrics = steps.execute(ctx)
                     if main:
-                        from graft_core.paths import atomic_write_json
+                        from benchmark.store import atomic_write_json
 
                         atomic_write_json(run.environment, environment_record(env))
                         metrics = dict(metrics or {})

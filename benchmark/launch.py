@@ -451,6 +451,9 @@ def write_summaries(store: Store, plans: list[TargetPlan], *, states: dict[str, 
     out = {}
     for tp in plans:
         summary, _ = write_summary(store, tp.name, tp.row_plans, states, log=log)
+        alias_of = getattr(tp.module, "ALIAS_OF", None)
+        if alias_of:  # e.g. table4: the tables read the canonical target's summary (same rows, same runs)
+            write_summary(store, alias_of, tp.row_plans, states, log=log)
         out[tp.name] = summary
         if tables and all(r["status"] == "done" for r in summary["rows"]) \
                 and not tables_up_to_date(store, tp.name, summary):

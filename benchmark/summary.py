@@ -24,7 +24,7 @@ from benchmark.jobs import git_rev
 from benchmark.status import NodeState, row_state
 from benchmark.store import CorruptRecord, Store, read_json
 from graft_core.config import stable_hash
-from graft_core.paths import atomic_write_bytes, atomic_write_json
+from benchmark.store import atomic_write_bytes, atomic_write_json
 
 SUMMARY_METRICS = ("is", "fid", "sfid", "precision", "recall", "kid", "class_acc")
 EFFICIENCY_KEYS = ("d_flops_op", "d_flops_ft", "d_param")

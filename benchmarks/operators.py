@@ -103,10 +103,12 @@ def flops(name: str, dim: int, heads: int, n: int) -> tuple[int, str]:
 
 
 def run(args) -> int:
-    ctx = common.setup(args)
     if args.quick:
         args.dim, args.heads, args.n = 256, 4, args.n or [128, 512]
         args.budget = min(args.budget, 0.5)
+        if args.threads is None:
+            args.threads = 1  # smoke test: do not fight other processes for the cores
+    ctx = common.setup(args)
     ns = args.n or [256, 1024, 4096, 16384]
     names = ["mha"] + [o for o in (args.ops or OPERATORS) if o != "mha"]
     common.header(ctx, f"operator forward latency vs MHA (D={args.dim}, {args.heads} heads, batch {args.batch}, "

@@ -116,3 +116,24 @@ def test_paper_teacher_missing_weights_is_a_clear_error():
 
     with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
         load_teacher(get_preset("paper"))
+
+
+def test_ddpm_uses_adm_respacing():
+    from graft_core.sampler import adm_timesteps
+
+    ts = adm_timesteps(250, 1000)
+    assert len(ts) == 250 and ts[:3] == [999, 995, 991] and ts[-1] == 0
+    assert adm_timesteps(1000, 1000) == list(range(999, -1, -1))
+
+
+def test_guidance_channels_limits_cfg_to_the_first_channels():
+    from graft_core.sampler import guided_output
+
+    class Fake(torch.nn.Module):
+        def forward(self, x, timestep=None, class_labels=None, return_dict=False):
+            # cond rows (label 0) output 1, uncond rows (null 10) output 0
+            return ((class_labels != 10).float().view(-1, 1, 1, 1).expand_as(x).clone(),)
+
+    x = torch.zeros(2, 4, 2, 2)
+    out = guided_output(Fake(), x, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long), 10, 1.5, 3)
+    assert torch.allclose(out[:, :3], torch.full_like(out[:, :3], 1.5)) and torch.allclose(out[:, 3], torch.ones(2, 2, 2))

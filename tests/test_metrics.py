@@ -124,14 +124,16 @@ def test_metrics_separate_noise_from_data(metrics_preset, clf_dir, digits):
 
 def test_torch_fidelity_calculate_metrics_gives_the_same_numbers(metrics_preset, clf_dir, digits):
     import torch_fidelity
+    from threadpoolctl import threadpool_limits
 
     fake, real = digits["held"], digits["train"][:600]
     ours = _metrics(fake, real, metrics_preset, clf_dir, metrics=["is", "fid", "kid", "prc"])
-    theirs = torch_fidelity.calculate_metrics(
-        input1=UInt8Images(as_nchw_uint8(fake)), input2=UInt8Images(as_nchw_uint8(real)),
-        feature_extractor="graftbench-digits", feature_extractor_weights_path=str(clf_dir), isc=True, fid=True,
-        kid=True, prc=True, kid_subset_size=len(fake), prc_neighborhood=3, batch_size=200, cuda=False, cache=False,
-        save_cpu_ram=True, verbose=False)
+    with threadpool_limits(limits=1, user_api="blas"):  # as compute_metrics does (BLAS_THREADS)
+        theirs = torch_fidelity.calculate_metrics(
+            input1=UInt8Images(as_nchw_uint8(fake)), input2=UInt8Images(as_nchw_uint8(real)),
+            feature_extractor="graftbench-digits", feature_extractor_weights_path=str(clf_dir), isc=True, fid=True,
+            kid=True, prc=True, kid_subset_size=len(fake), prc_neighborhood=3, batch_size=200, cuda=False, cache=False,
+            save_cpu_ram=True, verbose=False)
     assert ours["is"] == pytest.approx(theirs["inception_score_mean"], rel=1e-6)
     assert ours["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-6)
     assert ours["kid"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-5, abs=1e-9)

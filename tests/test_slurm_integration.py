@@ -262,7 +262,8 @@ def test_array_job(tmp_path):
     assert [r["y"] for r in results] == [0, 1, 4, 9]
     assert [r["task"] for r in results] == ["0", "1", "2", "3"]
     assert {r["array"] for r in results} == {array_id}
-    assert all(job_state(j) == "COMPLETED" for j in jobs)
+    # the result pickle is written before the task exits: give the scheduler a moment to mark it COMPLETED
+    wait_for(lambda: all(job_state(j) == "COMPLETED" for j in jobs), 30, "the array tasks to be COMPLETED", 0.5)
 
 
 def test_afterok_dependency(tmp_path):

@@ -221,12 +221,12 @@ register_extractor(ExtractorSpec(
 
 
 @lru_cache(maxsize=4)
-def build_extractor(name: str, weights_path: str) -> torch_fidelity.FeatureExtractorBase:
-    """An extractor instance with all of its roles' features, through torch-fidelity's own factory (CPU)."""
+def build_extractor(name: str, weights_path: str, device: str = "cpu") -> torch_fidelity.FeatureExtractorBase:
+    """An extractor instance with all of its roles' features, through torch-fidelity's own factory."""
     from torch_fidelity.utils import create_feature_extractor
 
     spec = get_extractor(name)
-    return create_feature_extractor(spec.fidelity_name, list(spec.layers.values()), cuda=False,
+    return create_feature_extractor(spec.fidelity_name, list(spec.layers.values()), cuda=device == "cuda",
                                     feature_extractor_weights_path=weights_path, verbose=False)
 
 

@@ -73,24 +73,32 @@ class FeatureSet:
         return self.features[role]
 
 
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def extract_features(images: np.ndarray, spec: ExtractorSpec, weights: Path, *, roles=("pool", "logits", "spatial"),
-                     clean: bool = True, batch_size: int = 200) -> FeatureSet:
-    """One pass of torch-fidelity's extraction loop over ``images`` (+ clean-fid's pipeline when ``clean``)."""
+                     clean: bool = True, batch_size: int = 200, device: str | None = None) -> FeatureSet:
+    """One pass of torch-fidelity's extraction loop over ``images`` (+ clean-fid's pipeline when ``clean``).
+
+    Features come back on the CPU whatever ``device`` (default: CUDA when available) ran the extractor."""
     from torch_fidelity.utils import get_featuresdict_from_dataset
 
+    device = device or default_device()
     x = as_nchw_uint8(images)
-    fe = build_extractor(spec.name, str(weights))
+    fe = build_extractor(spec.name, str(weights), device)
     feats: dict[str, torch.Tensor] = {}
     if roles:
-        out = get_featuresdict_from_dataset(UInt8Images(x), fe, batch_size, cuda=False, save_cpu_ram=True,
-                                            verbose=False)
+        out = get_featuresdict_from_dataset(UInt8Images(x), fe, batch_size, cuda=device == "cuda",
+                                            save_cpu_ram=True, verbose=False)
         feats = {role: out[spec.layers[role]].float() for role in roles}
     if clean:
-        feats["clean"] = torch.from_numpy(clean_features(x, spec, fe, batch_size=batch_size))
+        feats["clean"] = torch.from_numpy(clean_features(x, spec, fe, batch_size=batch_size, device=device))
     return FeatureSet(feats, num_images=len(x))
 
 
-def clean_features(x: torch.Tensor, spec: ExtractorSpec, fe, *, batch_size: int = 200) -> np.ndarray:
+def clean_features(x: torch.Tensor, spec: ExtractorSpec, fe, *, batch_size: int = 200,
+                   device: str = "cpu") -> np.ndarray:
     """clean-fid's feature pipeline on in-memory images: per-image resize (``cleanfid.resize.build_resizer``, or none
     at native resolution), ``ToTensor`` scaling exactly as ``cleanfid.utils.ResizeDataset.__getitem__``, then
     ``cleanfid.fid.get_batch_features`` with the extractor's ``clean_features`` as the custom feature extractor.
@@ -108,7 +116,7 @@ def clean_features(x: torch.Tensor, spec: ExtractorSpec, fe, *, batch_size: int 
             for img in nhwc[start:start + batch_size]:
                 r = fn_resize(img)
                 batch.append(to_tensor(np.array(r)) * 255 if r.dtype == np.uint8 else to_tensor(r))
-            out.append(get_batch_features(torch.stack(batch), fe.clean_features, torch.device("cpu")))
+            out.append(get_batch_features(torch.stack(batch), fe.clean_features, torch.device(device)))
     return np.concatenate(out).astype(np.float32)
 
 
@@ -125,16 +133,18 @@ def quiet_clean_fid():
 
 
 def clean_fid_folders(fdir1: str | Path, fdir2: str | Path, spec: ExtractorSpec, weights: Path,
-                      batch_size: int = 200) -> float:
+                      batch_size: int = 200, device: str | None = None) -> float:
     """FID between two image folders through the official ``cleanfid.fid.compute_fid`` with our extractor passed as
-    ``custom_feat_extractor`` (CPU, no workers; native-resolution extractors get an identity ``custom_fn_resize``)."""
+    ``custom_feat_extractor`` (no workers, no DataParallel; native-resolution extractors get an identity
+    ``custom_fn_resize``)."""
     from cleanfid import fid as cfid
 
-    fe = build_extractor(spec.name, str(weights))
+    device = device or default_device()
+    fe = build_extractor(spec.name, str(weights), device)
     resize = None if spec.clean_resize else (lambda a: a)
     with quiet_clean_fid():
         return float(cfid.compute_fid(str(fdir1), str(fdir2), mode="clean", custom_feat_extractor=fe.clean_features,
-                                      custom_fn_resize=resize, device=torch.device("cpu"), num_workers=0,
+                                      custom_fn_resize=resize, device=torch.device(device), num_workers=0,
                                       batch_size=batch_size, use_dataparallel=False, verbose=False))
 
 
@@ -142,7 +152,8 @@ def clean_fid_folders(fdir1: str | Path, fdir2: str | Path, spec: ExtractorSpec,
 # Reference cache
 # ----------------------------------------------------------------------------------------------------------------
 
-_MEMORY: dict[str, FeatureSet] = {}
+_MEMORY: dict[str, FeatureSet] = {}  # insertion-ordered; the oldest entry goes when more than MEMORY_ENTRIES
+MEMORY_ENTRIES = 4
 
 
 def images_digest(images: np.ndarray) -> str:
@@ -162,7 +173,7 @@ def reference_path(key: str) -> Path:
 
 
 def reference_features(images: np.ndarray, spec: ExtractorSpec, weights: Path, *, disk: bool = True,
-                       batch_size: int = 200) -> FeatureSet:
+                       batch_size: int = 200, device: str | None = None) -> FeatureSet:
     """The real set's ``pool`` features + Fréchet statistics, from memory, disk, or computed (then stored)."""
     key = reference_key(images, spec, weights)
     if key in _MEMORY:
@@ -174,7 +185,8 @@ def reference_features(images: np.ndarray, spec: ExtractorSpec, weights: Path, *
                             {r: {"mu": z[f"{r}_mu"], "sigma": z[f"{r}_sigma"]} for r in FRECHET_ROLES},
                             int(z["num_images"]))
     else:
-        full = extract_features(images, spec, weights, roles=("pool", "spatial"), clean=True, batch_size=batch_size)
+        full = extract_features(images, spec, weights, roles=("pool", "spatial"), clean=True, batch_size=batch_size,
+                                device=device)
         fs = FeatureSet({"pool": full["pool"]}, {r: full.frechet_stats(r) for r in FRECHET_ROLES}, full.num_images)
         if disk:
             arrays = {"pool": fs["pool"].numpy(), "num_images": np.array(fs.num_images)}
@@ -184,6 +196,8 @@ def reference_features(images: np.ndarray, spec: ExtractorSpec, weights: Path, *
             np.savez(buf, **arrays)
             atomic_write_bytes(path, buf.getvalue())
     _MEMORY[key] = fs
+    while len(_MEMORY) > MEMORY_ENTRIES:
+        del _MEMORY[next(iter(_MEMORY))]
     return fs
 
 
