@@ -12,7 +12,7 @@ stage2      teacher, data, plan (or none: the control), init (stage-1 run ids pe
                                                                                      → ``finetune.finetune``
 eval        teacher, data, classifier, EvalConfig, the model (teacher | stage-2 run | plan + stage-1 runs | random)
                                                                                      → ``evaluate.evaluate_model``
-floor/noise data, classifier, EvalConfig                                             → ``metric_floor`` / ``noise_control``
+floor/noise data, classifier, EvalConfig                                      → ``metric_floor`` / ``noise_control``
 locality    teacher, LocalityConfig                                                  → ``graft_core.locality``
 external    the whole row config and the graft_core function                        → e.g. ``graft_core.pixart``
 ==========  =====================================================================================================
@@ -142,7 +142,7 @@ class Planner:
             return new[-1]
 
         if row.kind == "teacher":
-            t = add(self.teacher(p))
+            add(self.teacher(p))
             final = add(self.evaluate(p, {"source": "teacher"}, [], "teacher"))
             return RowPlan(target, row, nodes, final)
         if row.kind in ("floor", "noise"):
@@ -162,7 +162,7 @@ class Planner:
 
         # kind == "graft"
         graft = row.graft
-        t = add(self.teacher(p))
+        add(self.teacher(p))
         if graft.layers is None:
             if graft.strategy not in NEEDS_LOCALITY or row.locality is None:
                 raise ValueError(f"row {row.id!r}: layers unresolved and no locality config to resolve them")
@@ -188,7 +188,6 @@ class Planner:
         else:
             final = add(self.evaluate(p, {"source": "assembled", "plan": plan, "init": init}, deps,
                                       what + (" (random init)" if init == "random" else " (stage 1 only)")))
-        del t
         return RowPlan(target, row, nodes, final, layers=graft.layers)
 
 

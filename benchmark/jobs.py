@@ -269,7 +269,7 @@ class RunUnit(submitit.helpers.Checkpointable):
                 store.update_status(run, state="running", attempts=int(status.get("attempts", 0)) + 1,
                                     started=now(), host=socket.gethostname(), pid=os.getpid(),
                                     job_id=env["job_id"], cluster=status.get("cluster", env["cluster"]), error=None)
-            start = time.time()
+            start, cpu_start = time.time(), time.process_time()
             with tee_output(run.log) if main else contextlib.nullcontext():
                 say(f"start {desc} ({run.kind}/{run.run_id}, job {env['job_id']}, attempt "
                     f"{store.read_status(run).get('attempts', 1)})")
@@ -283,6 +283,7 @@ class RunUnit(submitit.helpers.Checkpointable):
                         atomic_write_json(run.environment, environment_record(env))
                         metrics = dict(metrics or {})
                         metrics.setdefault("seconds_step", round(time.time() - start, 2))
+                        metrics.setdefault("cpu_seconds_step", round(time.process_time() - cpu_start, 2))
                         store.finish(run, metrics)
                     say(f"done  {desc} in {time.time() - start:.1f} s")
                     return True

@@ -20,6 +20,7 @@ import contextlib
 import fnmatch
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -275,7 +276,7 @@ class Launcher:
                     raise RuntimeError(f"unschedulable units: {[u.name for u in pending]}")  # a bug, not a user error
         except KeyboardInterrupt:
             for r in running.values():
-                r["job"].cancel(check=False)
+                _cancel_local(r["job"])
             raise
         return result
 
@@ -397,6 +398,25 @@ class Launcher:
             extra["kill-on-invalid-dep"] = "yes"
         ex.update_parameters(name=name, slurm_additional_parameters=extra, **params)
         return ex
+
+
+def _cancel_local(job, grace: float = 3.0) -> None:
+    """Stop a local job and its task processes (SIGINT first; SIGKILL what ignores it, e.g. when SIGINT was
+    inherited as ignored from a background shell)."""
+    proc = getattr(job, "_process", None)
+    if proc is None:
+        job.cancel(check=False)
+        return
+    children = []
+    with contextlib.suppress(OSError):
+        children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    job.cancel(check=False)
+    deadline = time.time() + grace
+    while proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    for pid in children + ([proc.pid] if proc.poll() is None else []):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

@@ -91,7 +91,8 @@ class Profile:
     def override(self, item: str) -> None:
         """Apply one ``[kind.]key=value`` override."""
         if "=" not in item:
-            raise ProfileError(f"--slurm expects key=value (e.g. partition=gpu or stage2.timeout_min=600), got {item!r}")
+            raise ProfileError(f"--slurm expects key=value (e.g. partition=gpu or stage2.timeout_min=600), "
+                               f"got {item!r}")
         key, raw = item.split("=", 1)
         kind = None
         if "." in key:

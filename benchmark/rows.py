@@ -11,7 +11,7 @@ Row kinds:
 * ``finetune_teacher``  the "teacher + the same stage 2" control (tiny-testbed.md lesson 1): no graft, stage 2, eval;
 * ``floor`` / ``noise`` the metric floor (real vs held-out real) and the noise control of the evaluator;
 * ``locality``          band-k attention locality of the teacher (Fig. 2);
-* ``external``          a step implemented by a graft_core module outside the two-stage pipeline (PixArt, depth→width).
+* ``external``          a graft_core function outside the two-stage pipeline (PixArt, depth→width).
 """
 from __future__ import annotations
 

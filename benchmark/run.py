@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
+import signal
 import sys
 import time
-from pathlib import Path
 
 from benchmark import targets as registry
 from benchmark.launch import (EXECUTORS, LaunchError, Launcher, all_nodes, launch, plan_targets, resolve_executor,
@@ -273,9 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_dry_run(store, select_rows(plans, row_patterns), profile, args.executor, log)
 
     start = time.time()
+    signal.signal(signal.SIGTERM, _interrupt)  # a killed launcher cancels its local jobs like Ctrl-C does
     try:
         executor = resolve_executor(args.executor, log)
-        skip = preflight(store, select_rows(plans, row_patterns), executor, [m.NAME for m in modules if m.NAME in requested], log)
+        explicit = [m.NAME for m in modules if m.NAME in requested]
+        skip = preflight(store, select_rows(plans, row_patterns), executor, explicit, log)
         launcher = Launcher(store, executor, profile=profile, jobs=args.jobs, progress=not args.quiet, log=log,
                             target_names=[m.NAME for m in modules], profile_overrides=args.slurm)
         result = launch(launcher, modules, skip=skip, rows=row_patterns)
@@ -304,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         bad += states.count("failed")
         log(f"{name}: {counts_line(states)} → {store.summary_path(name)}")
     return 1 if bad else 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _is_setup_error(err: Exception) -> bool:

@@ -57,10 +57,12 @@ class StepContext:
 
 
 def preset_from_config(config: dict) -> Preset:
-    """``get_preset(name)`` with every preset part the config carries put back (``dataclasses.replace``)."""
+    """``get_preset(name)`` with every preset part the config carries put back (``dataclasses.replace``); an
+    external step carries the row's whole preset under ``row``."""
     base = get_preset(config["preset"])
-    parts = {name: from_dict(cls, config[name]) for name, cls in _PRESET_PARTS.items()
-             if isinstance(config.get(name), dict)}
+    source = config["row"] if isinstance(config.get("row"), dict) else config
+    parts = {name: from_dict(cls, source[name]) for name, cls in _PRESET_PARTS.items()
+             if isinstance(source.get(name), dict)}
     return base.replace(**parts)
 
 
@@ -229,10 +231,14 @@ def resolve_external(spec: str) -> Callable:
 
 
 def external_available(spec: str) -> str | None:
-    """None when ``spec`` can run, else the reason (checked without importing torch when the module is absent)."""
+    """None when ``spec`` can run, else why not (the module is imported only when it exists)."""
     module_name, _, fn_name = spec.partition(":")
     if importlib.util.find_spec(module_name) is None:
         return f"{module_name} is not implemented yet in this build (needs {spec})"
+    try:
+        resolve_external(spec)
+    except NotImplementedStep as err:
+        return str(err)
     return None
 
 

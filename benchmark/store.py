@@ -122,7 +122,8 @@ class Store:
         return self.root / "submitit"
 
     # ---------------------------------------------------------------------------------------------------- config
-    def ensure_config(self, kind: str, run_id: str, config: dict, deps: tuple[str, ...] = (), desc: str = "") -> RunPaths:
+    def ensure_config(self, kind: str, run_id: str, config: dict, deps: tuple[str, ...] = (),
+                      desc: str = "") -> RunPaths:
         """Create the run folder and write config.json once (never rewritten: the id is the hash of ``config``).
 
         ``deps`` (input run keys) and ``desc`` are recorded beside the hashed config, not in it.

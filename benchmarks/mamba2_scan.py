@@ -19,6 +19,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import contextlib
+
 import torch
 
 from benchmarks import common
@@ -27,7 +29,7 @@ from graft_core.operators.ssd import ssd_chunked, ssd_recurrent
 
 NAME = "mamba2_scan"
 DEFAULT_SETTINGS = ("1x256x144", "8x256x144", "1x1024x144", "1x4096x144", "1x4096x16")
-QUICK_SETTINGS = ("1x64x8", "2x128x16")
+QUICK_SETTINGS = ("1x64x8", "1x128x16")
 PAPER_SETTING = "1x256x144"
 TARGET_SPEEDUP, TARGET_ERR = 10.0, 1e-4
 
@@ -58,9 +60,56 @@ def scan_inputs(batch: int, n: int, heads: int, *, headdim: int, d_state: int, c
     return tuple(captured[k].float().contiguous() for k in ("x", "dt", "a", "b", "c"))
 
 
+@contextlib.contextmanager
+def clamped_exp(lowest: float = -80.0):
+    """Diagnostic only: make ``torch.exp`` / ``Tensor.exp_`` clamp their argument at ``lowest`` (e^-80 ≈ 1.8e-35).
+
+    torch's CPU ``exp`` is two orders of magnitude slower per element when the result underflows (argument below
+    ≈ −87.3, including −inf) than otherwise; ``ssd_chunked`` exponentiates large negative decay sums and a −inf-masked
+    triangle. Patching the two functions for the duration of a call shows what a clamp inside ``ssd_chunked`` would
+    buy without copying its code. Not thread-safe; restored on exit.
+    """
+    exp, exp_ = torch.exp, torch.Tensor.exp_
+    torch.exp = lambda t, *a, **k: exp(t.clamp(min=lowest), *a, **k)
+    torch.Tensor.exp_ = lambda self: exp_(self.clamp_(min=lowest))
+    try:
+        yield
+    finally:
+        torch.exp, torch.Tensor.exp_ = exp, exp_
+
+
+def diagnostics(text: str, args) -> dict:
+    """Where the chunked scan's time goes at one setting: chunk-size sweep, and the exp-underflow slow path."""
+    b, n, h = parse_setting(text)
+    inputs = scan_inputs(b, n, h, headdim=args.headdim, d_state=args.d_state, chunk=args.chunk)
+    size = 2_000_000 if not args.quick else 200_000
+    arrays = {f"exp({v:g})": torch.full((size,), v) for v in (-10.0, -100.0, float("-inf"))}
+    cases = {name: (lambda x=x: torch.exp(x)) for name, x in arrays.items()}
+    for q in args.sweep:
+        cases[f"chunk {q}"] = (lambda q=q: ssd_chunked(*inputs, chunk_size=q))
+
+    def clamped():
+        with clamped_exp():
+            ssd_chunked(*inputs, chunk_size=args.chunk)
+
+    cases[f"chunk {args.chunk}, exp clamped at -80"] = clamped
+    with torch.inference_mode():
+        ref = ssd_recurrent(*inputs)
+        with clamped_exp():
+            err = (ssd_chunked(*inputs, chunk_size=args.chunk) - ref).abs().max().item()
+        t = common.measure(cases, None, warmup=1, min_repeats=3, max_repeats=15, budget_s=args.budget / 2)
+    return {"setting": text, "elements_per_exp_call": size, "timings": t,
+            "exp_ns_per_element": {k: t[k].median / size * 1e9 for k in arrays},
+            "clamped_max_abs_err": err,
+            "clamped_speedup_over_chunked": t[f"chunk {args.chunk}"].median
+            / t[f"chunk {args.chunk}, exp clamped at -80"].median if args.chunk in args.sweep else None}
+
+
 def run(args) -> int:
-    if args.quick and args.threads is None:
-        args.threads = 1  # smoke test: do not fight other processes for the cores
+    if args.quick:
+        args.budget = min(args.budget, 0.3)
+        if args.threads is None:
+            args.threads = 1  # smoke test: do not fight other processes for the cores
     ctx = common.setup(args)
     settings = args.settings or (QUICK_SETTINGS if args.quick else DEFAULT_SETTINGS)
     common.header(ctx, f"Mamba-2 chunked SSD (chunk {args.chunk}) vs sequential recurrence "
@@ -111,11 +160,21 @@ def run(args) -> int:
         summary["paper_setting"] = {"speedup": paper["speedup"], "max_abs_err": paper["max_abs_err"]}
     print(f"min speed-up {summary['min_speedup']:.1f}× (goal ≥ {TARGET_SPEEDUP:g}×), max |Δ| "
           f"{summary['max_abs_err']:.1e} (goal ≤ {TARGET_ERR:g}) → {'met' if summary['all_targets_met'] else 'MISSED'}")
+    diag = None
+    if not args.no_diagnostics:
+        where = PAPER_SETTING if PAPER_SETTING in settings else settings[0]
+        common.log(f"\ndiagnostics at {where}: chunk sizes, torch.exp underflow")
+        diag = diagnostics(where, args)
+        dt = common.format_table(["case", "median"], [[k, common.fmt_time(v.median)] for k, v in diag["timings"].items()])
+        print(dt)
+        print("torch.exp per element: " + ", ".join(f"{k} {v:.2f} ns" for k, v in diag["exp_ns_per_element"].items())
+              + f"; clamped scan max |Δ| vs recurrence {diag['clamped_max_abs_err']:.1e}")
+        table += "\n\n" + dt
     path = common.write_result(
         ctx, NAME, settings={"settings": list(settings), "headdim": args.headdim, "d_state": args.d_state,
                              "chunk": args.chunk, "ngroups": 1, "dtype": "fp32", "device": "cpu",
                              "budget_s_per_case": args.budget},
-        results=rows, summary=summary, table=table,
+        results={"rows": rows, "diagnostics": diag}, summary=summary, table=table,
         notes=["inputs: a fresh graft_core Mamba2 operator's scan arguments for a N(0,1) input",
                "the chunked scan is graft_core.operators.ssd.ssd_chunked (the one Mamba2 uses on CPU); the "
                "reference is ssd_recurrent (token-by-token loop)"])
@@ -130,6 +189,8 @@ def main(argv=None) -> int:
     p.add_argument("--d-state", type=int, default=64)
     p.add_argument("--chunk", type=int, default=64, help="SSD chunk length (Mamba2's default 64)")
     p.add_argument("--budget", type=float, default=3.0, help="seconds of timed calls per case")
+    p.add_argument("--sweep", type=int, nargs="+", default=[16, 32, 64, 128], help="chunk sizes for the diagnostics")
+    p.add_argument("--no-diagnostics", action="store_true", help="skip the chunk-size sweep and exp-underflow timing")
     p.add_argument("--min-repeats", type=int, default=3)
     p.add_argument("--max-repeats", type=int, default=20)
     args = p.parse_args(argv)

@@ -2,7 +2,7 @@
 
     python -m benchmarks.operators                 # D=1152, 16 heads, N ∈ {256, 1024, 4096, 16384}, batch 1
     python -m benchmarks.operators --n 256 1024    # a subset of sequence lengths
-    python -m benchmarks.operators --quick         # seconds: D=256, 4 heads, N ∈ {128, 512}
+    python -m benchmarks.operators --quick         # seconds: D=128, 4 heads, N ∈ {64, 256}
 
 For each N every operator is built with ``graft_core.operators.build`` (paper §4 configs: Hyena-X/Y/SE K=4, SWA w=4,
 Mamba-2 d_state 64, E=2, headdim 16) and timed round-robin with MHA (``benchmarks.common.measure``). Reported per
@@ -104,7 +104,7 @@ def flops(name: str, dim: int, heads: int, n: int) -> tuple[int, str]:
 
 def run(args) -> int:
     if args.quick:
-        args.dim, args.heads, args.n = 256, 4, args.n or [128, 512]
+        args.dim, args.heads, args.n = 128, 4, args.n or [64, 256]
         args.budget = min(args.budget, 0.5)
         if args.threads is None:
             args.threads = 1  # smoke test: do not fight other processes for the cores

@@ -31,6 +31,7 @@ layers — (2, 4, 6, 7) for the 8-layer tiny teacher.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import shutil
@@ -38,6 +39,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -243,6 +245,361 @@ def train_pixart(preset: Preset, out_dir: Path, *, progress: bool = True) -> dic
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return meta
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Paper teacher: PixArt-Σ from the local Hugging Face cache, captions through T5
+# --------------------------------------------------------------------------------------------------------------------
+
+PROMPTS_ENV = "GRAFTBENCH_PIXART_PROMPTS"  # text file, one prompt per line (the paper's 30k prompt set is unnamed)
+
+
+class _Shared:
+    """Holds a large frozen module outside the module tree: copies share it (``finetune``/EMA deep-copy models)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class T5Prompts(nn.Module):
+    """A prompt list encoded on the fly by PixArt-Σ's T5 (300 tokens); id ``len(prompts)`` is the empty caption."""
+
+    def __init__(self, prompts: list[str], tokenizer, encoder: nn.Module, max_tokens: int = 300):
+        super().__init__()
+        self.prompts, self.max_tokens = list(prompts), max_tokens
+        self._tokenizer, self._encoder = tokenizer, _Shared(encoder.eval().requires_grad_(False))
+
+    @property
+    def null_id(self) -> int:
+        return len(self.prompts)
+
+    @torch.no_grad()
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        texts = [self.prompts[i] if i < len(self.prompts) else "" for i in ids.tolist()]
+        tok = self._tokenizer(texts, padding="max_length", max_length=self.max_tokens, truncation=True,
+                              add_special_tokens=True, return_tensors="pt")
+        encoder = self._encoder.module
+        device = next(encoder.parameters()).device
+        mask = tok.attention_mask.to(device)
+        return encoder(tok.input_ids.to(device), attention_mask=mask)[0], mask
+
+
+def read_prompts(path: str | Path | None = None) -> list[str]:
+    """The prompts the paper teacher generates its synthetic pairs from (``$GRAFTBENCH_PIXART_PROMPTS``)."""
+    import os
+
+    path = Path(path or os.environ.get(PROMPTS_ENV, "") or "/nonexistent-prompts")
+    if not path.exists():
+        raise MissingWeightsError(f"no prompt file for the PixArt-Σ synthetic pairs: set {PROMPTS_ENV} to a text file "
+                                  f"with one prompt per line (the paper drew them from an unnamed public 30k-prompt "
+                                  f"set, paper.md §8)")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_paper_teacher(cfg: PixArtConfig, prompts: list[str] | None = None) -> TextConditioned:
+    """PixArt-Σ 2K (transformer) + T5 from the local HF cache, driven by ids of ``prompts`` (default: the file)."""
+    from diffusers import PixArtTransformer2DModel
+
+    def hub(what, fn):
+        try:
+            return fn()
+        except (OSError, ValueError) as err:
+            raise MissingWeightsError(
+                f"{what} is not in the Hugging Face cache; on a machine with internet run `huggingface-cli download "
+                f"{PAPER_TRANSFORMER}` and `huggingface-cli download {PAPER_PIPELINE}`, copy ~/.cache/huggingface here "
+                f"(or set HF_HOME), see REPRODUCE.md ({type(err).__name__})") from None
+
+    transformer = hub(f"PixArt-Σ ({cfg.pretrained})",
+                      lambda: PixArtTransformer2DModel.from_pretrained(cfg.pretrained, subfolder="transformer"))
+    from transformers import T5EncoderModel, T5Tokenizer
+
+    tokenizer = hub(f"the T5 tokenizer ({PAPER_PIPELINE})",
+                    lambda: T5Tokenizer.from_pretrained(PAPER_PIPELINE, subfolder="tokenizer"))
+    encoder = hub(f"the T5 encoder ({PAPER_PIPELINE})",
+                  lambda: T5EncoderModel.from_pretrained(PAPER_PIPELINE, subfolder="text_encoder"))
+    prompts = read_prompts() if prompts is None else prompts
+    return TextConditioned(transformer, T5Prompts(prompts, tokenizer, encoder, cfg.max_tokens)).eval()
+
+
+def paper_decoder():
+    """SD-XL VAE of PixArt-Σ: latents → [-1, 1] RGB images."""
+    from diffusers import AutoencoderKL
+
+    try:
+        vae = AutoencoderKL.from_pretrained(PAPER_PIPELINE, subfolder="vae").eval()
+    except (OSError, ValueError) as err:
+        raise MissingWeightsError(f"the PixArt-Σ VAE ({PAPER_PIPELINE}) is not in the Hugging Face cache "
+                                  f"({type(err).__name__})") from None
+    return lambda z: vae.decode(z.to(vae.dtype) / vae.config.scaling_factor).sample.float().clamp(-1, 1)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The Table-5 row
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class T2IConfig:
+    """The text-to-image grafting experiment around the preset (paper §8; UNKNOWN values are ours, marked)."""
+
+    operator: str = "hyena_x"
+    synthetic_pairs: int = 600  # paper: 12k synthetic pairs for stage 2 [W]
+    stage1_pairs: int = 400  # paper: 8k for stage 1 [W] — here the first ones of the same set
+    lora_rank: int = 8  # paper: 64 at width 1152; ours ≈ 64·128/1152 rounded up to a power of 2
+    stage2_lr: float | None = 1e-3  # UNKNOWN in the paper; LoRA adapters get 2× the tiny full-finetune lr
+    speed_batch: int = 2
+    long_tokens: int | None = 4096  # also time the same models at this many tokens (None: skip)
+    speed_repeats: int = 20
+    eval_stage1: bool = True  # also score the grafted model before stage 2
+
+
+T2I_PRESETS = {
+    "paper": T2IConfig(synthetic_pairs=12_000, stage1_pairs=8_000, lora_rank=64, stage2_lr=None, long_tokens=None,
+                       speed_repeats=10, eval_stage1=False),
+    "tiny": T2IConfig(),
+    "micro": T2IConfig(synthetic_pairs=40, stage1_pairs=24, lora_rank=2, long_tokens=256, speed_repeats=2),
+}
+
+
+def t2i_config(preset: Preset) -> T2IConfig:
+    try:
+        return T2I_PRESETS[preset.name]
+    except KeyError:
+        raise ValueError(f"no text-to-image config for preset {preset.name!r}; known: {', '.join(T2I_PRESETS)}"
+                         ) from None
+
+
+def sampling(model: nn.Module, prompt_ids: torch.Tensor, preset: Preset, pix: PixArtConfig, *, seed: int,
+             progress: bool = False) -> torch.Tensor:
+    """Samples of ``model`` for ``prompt_ids`` with the preset's evaluation sampler (scheduler, steps, CFG)."""
+    from graft_core.sampler import sample
+
+    ev = preset.eval
+    return sample(model, prompt_ids, teacher=pix.diffusion(), scheduler=ev.scheduler, steps=ev.steps,
+                  guidance_scale=ev.guidance_scale, seed=seed, batch_size=ev.batch_size, bf16=ev.bf16,
+                  progress=progress)
+
+
+def synthetic_pairs(teacher: TextConditioned, preset: Preset, pix: PixArtConfig, cfg: T2IConfig, path: Path,
+                    progress: bool = False) -> dict[str, torch.Tensor]:
+    """``cfg.synthetic_pairs`` teacher samples for prompt ids cycled over the prompt list (cached in ``path``)."""
+    from graft_core.paths import atomic_torch_save
+
+    if path.exists():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    ids = torch.arange(cfg.synthetic_pairs) % teacher.prompts.null_id
+    x0 = sampling(teacher, ids, preset, pix, seed=preset.stage1.seed + 1_000_003, progress=progress)
+    pairs = {"x0": x0.clamp(-1, 1) if pix.pretrained is None else x0, "prompts": ids}
+    atomic_torch_save(pairs, path)
+    return pairs
+
+
+@torch.inference_mode()
+def capture_attn(teacher: TextConditioned, x0: torch.Tensor, prompts: torch.Tensor, layers: tuple[int, ...],
+                 pix: PixArtConfig, seed: int, batch_size: int = 200) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Operator inputs and ungated outputs of ``attn1`` in ``layers`` for noised ``x0`` (one uniform timestep each,
+    the true prompt) — the stage-1 data, as ``capture.capture_activations`` records it for DiT."""
+    from graft_core.capture import record_sites
+    from graft_core.diffusion import make_train_scheduler
+
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.randint(0, pix.num_train_timesteps, (len(x0),), generator=gen)
+    x_t = make_train_scheduler(pix.diffusion()).add_noise(x0, torch.randn(x0.shape, generator=gen), t)
+    parts: dict[int, list] = {layer: [] for layer in layers}
+    with record_sites(teacher, sites=("attn",), layers=layers) as record:
+        for lo in range(0, len(x0), batch_size):
+            teacher(x_t[lo:lo + batch_size], timestep=t[lo:lo + batch_size],
+                    class_labels=prompts[lo:lo + batch_size], return_dict=False)
+            for layer in layers:
+                parts[layer].append(tuple(v.float() for v in record[(layer, "attn")]))
+    return {layer: (torch.cat([p[0] for p in v]), torch.cat([p[1] for p in v])) for layer, v in parts.items()}
+
+
+def stage1(teacher: TextConditioned, pairs: dict, plan, preset: Preset, pix: PixArtConfig, cfg: T2IConfig,
+           out_root: Path, progress: bool = False) -> tuple[dict[int, Path], list[dict]]:
+    """Distil one operator per grafted layer on the first ``stage1_pairs`` pairs (the rest: validation)."""
+    from graft_core import operators
+    from graft_core.distill import METRICS_FILE, WEIGHTS_FILE as OP_FILE, read_metrics, train_operator
+    from graft_core.paths import atomic_torch_save
+
+    dims = {"dim": pix.hidden_size, "num_heads": pix.num_attention_heads,
+            "seq_len": (pix.sample_size // pix.patch_size) ** 2}
+    dirs, results, captures = {}, [], None
+    for layer in plan.layers:
+        folder = dirs[layer] = Path(out_root) / f"layer_{layer:03d}"
+        spec_hash = stable_hash({"pixart": pix, "cfg": cfg, "stage1": preset.stage1, "layer": layer,
+                                 "operator": plan.operator, "options": plan.option_dict, "bf16": preset.stage2.bf16})
+        done = read_metrics(folder)
+        if done is not None and done.get("spec_hash") == spec_hash and (folder / OP_FILE).exists():
+            results.append(done)
+            continue
+        if captures is None:
+            n1 = cfg.stage1_pairs
+            captures = [capture_attn(teacher, pairs["x0"][sl], pairs["prompts"][sl], plan.layers, pix,
+                                     seed=preset.stage1.seed + k)
+                        for k, sl in enumerate((slice(0, n1), slice(n1, None)))]
+        seed = preset.stage1.seed + layer
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            op = operators.build(plan.operator, dims["dim"], num_heads=dims["num_heads"], seq_len=dims["seq_len"],
+                                 **plan.option_dict)
+        (x, y), (vx, vy) = captures[0][layer], captures[1][layer]
+        state, metrics = train_operator(op, x, y, val_inputs=vx if len(vx) else None,
+                                        val_targets=vy if len(vy) else None, stage1=preset.stage1, site="attn",
+                                        seed=seed, bf16=preset.stage2.bf16, progress=progress)
+        metrics.update(layer=layer, operator=plan.operator, spec_hash=spec_hash)
+        atomic_torch_save(state, folder / OP_FILE)
+        atomic_write_json(folder / METRICS_FILE, _plain(metrics))
+        results.append(metrics)
+    return dirs, results
+
+
+def _plain(obj):
+    from graft_core.depth_width import plain
+
+    return plain(obj)
+
+
+def evaluate_t2i(model: TextConditioned, preset: Preset, pix: PixArtConfig, *, out_dir: Path, progress: bool = False
+                 ) -> dict:
+    """Prompt following and sample quality. Tiny/micro: ``preset.eval.num_samples`` samples for prompts cycled over
+    the list, the full metric set against the real digits (``class_acc`` = prompt accuracy). Paper: GenEval."""
+    if pix.pretrained:
+        from graft_core.text import geneval_score
+
+        decode = paper_decoder()
+
+        def generate(texts: list[str], seed: int):
+            from graft_core.sampler import to_uint8
+
+            prompts = T5Prompts(texts, model.prompts._tokenizer, model.prompts._encoder.module, pix.max_tokens)
+            wrapper = TextConditioned(model.transformer, prompts)
+            z = sampling(wrapper, torch.arange(len(texts)), preset, pix, seed=seed)
+            with torch.inference_mode():
+                return to_uint8(decode(z))
+
+        score = geneval_score(generate, out_dir=out_dir / "geneval", seed=preset.eval.seed)
+        return {"metrics": {}, "geneval_or_acc": score["geneval_overall"], **score}
+    from graft_core.evaluate import real_images
+    from graft_core.metrics import compute_metrics, load_classifier
+    from graft_core.sampler import to_uint8
+    from graft_core.text import prompt_accuracy, prompt_digit
+
+    ids = torch.arange(preset.eval.num_samples) % model.prompts.null_id
+    start = time.time()
+    images = to_uint8(sampling(model, ids, preset, pix, seed=preset.eval.seed, progress=progress))
+    seconds = time.time() - start
+    metrics = compute_metrics(images, real_images(preset, "train")[0], extractor=preset.eval.extractor, preset=preset,
+                              labels=prompt_digit(ids))
+    acc = prompt_accuracy(images, ids, load_classifier(preset), len(pix.templates))
+    return {"metrics": {**metrics, "num_samples": len(ids), "sample_seconds": round(seconds, 2)},
+            "geneval_or_acc": acc["prompt_acc"], **acc}
+
+
+def forward_call(model: nn.Module, pix: PixArtConfig, batch: int, side: int | None = None):
+    """A zero-argument forward pass of ``model`` at ``side``×``side`` inputs (default: the training size)."""
+    gen = torch.Generator().manual_seed(0)
+    side = side or pix.sample_size
+    x = torch.randn(batch, pix.in_channels, side, side, generator=gen)
+    t = torch.randint(0, pix.num_train_timesteps, (batch,), generator=gen)
+    ids = torch.randint(0, model.prompts.null_id, (batch,), generator=gen)
+    return lambda: model(x, timestep=t, class_labels=ids, return_dict=False)[0]
+
+
+def measure_speedup(teacher: nn.Module, student: nn.Module, pix: PixArtConfig, cfg: T2IConfig) -> dict:
+    """One forward pass (batch ``cfg.speed_batch``) of teacher and student, interleaved; min over repeats."""
+    from graft_core.depth_width import interleaved_latency
+
+    tokens = (pix.sample_size // pix.patch_size) ** 2
+    sizes = {tokens: pix.sample_size}
+    if cfg.long_tokens and cfg.long_tokens != tokens:
+        sizes[cfg.long_tokens] = int(round(cfg.long_tokens ** 0.5)) * pix.patch_size
+    out = {"batch": cfg.speed_batch, "threads": torch.get_num_threads()}
+    for n, side in sizes.items():
+        calls = {name: forward_call(m.eval(), pix, cfg.speed_batch, side) for name, m in
+                 (("teacher", teacher), ("grafted", student))}
+        lat = interleaved_latency(calls, repeats=cfg.speed_repeats if n == tokens else max(2, cfg.speed_repeats // 4))
+        out[str(n)] = {"tokens": n, "side": side, "forward_seconds": lat,
+                       "speedup": lat["teacher"]["min"] / lat["grafted"]["min"],
+                       "speedup_median": lat["teacher"]["median"] / lat["grafted"]["median"]}
+    return out
+
+
+def run_row(row_config: dict, *, preset: Preset, out_dir: Path, progress: bool = True) -> dict:
+    """The ``table5`` row: baseline (no ``graft`` in the row config) or teacher → graft → stage 1 → LoRA stage 2."""
+    from graft_core.accounting import count_params
+    from graft_core.depth_width import cached_json
+    from graft_core.distill import assemble
+    from graft_core.finetune import finetune
+    from graft_core.plan import GraftPlan
+
+    pix, cfg = pixart_config(preset), t2i_config(preset)
+    out_dir = Path(out_dir)
+    teacher = load_pixart_teacher(preset, progress=progress)
+    eval_spec = {"pixart": pix, "data": preset.data, "eval": preset.eval, "classifier": preset.classifier}
+    teacher_folder = out_dir if pix.pretrained else cache_root() / "pixart" / pixart_key(pix, preset.data)
+    teacher_eval = cached_json(teacher_folder / f"eval-{stable_hash(eval_spec)}.json", stable_hash(eval_spec),
+                               lambda: evaluate_t2i(teacher, preset, pix, out_dir=out_dir / "teacher",
+                                                    progress=progress))
+    base = {"model": "pixart_sigma" if pix.pretrained else "pixart_tiny", "pixart_key": pixart_key(pix, preset.data),
+            "params_m": count_params(teacher) / 1e6, "teacher_geneval_or_acc": teacher_eval["geneval_or_acc"]}
+    graft_spec = row_config.get("graft")
+    if not graft_spec:  # the baseline row
+        return {**{k: v for k, v in teacher_eval.items() if k != "spec_hash"}, **base, "speedup": 1.0}
+    times = {}
+    layers = tuple(graft_spec.get("layers") or ())
+    if not layers or max(layers) >= pix.num_layers:
+        layers = pixart_layers(pix.num_layers)
+    plan = GraftPlan(site="attn", operator=graft_spec.get("operator", cfg.operator), layers=layers,
+                     options=graft_spec.get("options") or ())
+    start = time.time()
+    pairs = synthetic_pairs(teacher, preset, pix, cfg, out_dir / "synthetic_pairs.pt", progress=progress)
+    times["synthetic_seconds"] = round(time.time() - start, 1)
+    start = time.time()
+    dirs, s1_metrics = stage1(teacher, pairs, plan, preset, pix, cfg, out_dir / "stage1", progress=progress)
+    times["stage1_seconds"] = round(time.time() - start, 1)
+    student = TextConditioned(assemble(teacher.transformer, plan, dirs, seed=preset.stage1.seed),
+                              copy.deepcopy(teacher.prompts)).eval()
+    spec = {**eval_spec, "cfg": cfg, "plan": plan.to_dict(), "stage1": preset.stage1}
+    stage1_eval = None
+    if cfg.eval_stage1:
+        stage1_eval = cached_json(out_dir / "eval_stage1.json", stable_hash(spec),
+                                  lambda: evaluate_t2i(student, preset, pix, out_dir=out_dir / "stage1_eval"))
+    s2 = dataclasses.replace(preset.stage2, lora_rank=cfg.lora_rank, lr=cfg.stage2_lr or preset.stage2.lr,
+                             data_fraction=1.0)
+    start = time.time()
+    model, s2_metrics = finetune(student, preset.replace(teacher=pix.diffusion()), out_dir=out_dir / "stage2",
+                                 stage2=s2, progress=progress,
+                                 data=(pairs["x0"], pairs["prompts"], np.arange(len(pairs["prompts"]))))
+    times["stage2_seconds"] = round(time.time() - start, 1)
+    start = time.time()
+    final = cached_json(out_dir / "eval_final.json", stable_hash({**spec, "stage2": s2}),
+                        lambda: evaluate_t2i(model, preset, pix, out_dir=out_dir / "final_eval", progress=progress))
+    times["eval_seconds"] = round(time.time() - start, 1)
+    speed = measure_speedup(teacher, model, pix, cfg)
+    tokens = str((pix.sample_size // pix.patch_size) ** 2)
+    result = {k: v for k, v in final.items() if k != "spec_hash"}
+    return {
+        **result, **base, "layers": list(plan.layers), "layer_index_base": 0, "operator_name": plan.operator,
+        "lora_rank": cfg.lora_rank, "synthetic_pairs": cfg.synthetic_pairs, "stage1_pairs": cfg.stage1_pairs,
+        "params_m": count_params(model) / 1e6, "teacher_params_m": base["params_m"],
+        "speedup": speed[tokens]["speedup"], "latency": speed,
+        "speedup_long": speed[str(cfg.long_tokens)]["speedup"] if str(cfg.long_tokens) in speed else None,
+        "long_tokens": cfg.long_tokens if str(cfg.long_tokens) in speed else None,
+        "teacher_metrics": teacher_eval["metrics"],
+        "teacher_prompt_acc_by_template": teacher_eval.get("prompt_acc_by_template"),
+        "stage1_only": None if stage1_eval is None else {
+            "geneval_or_acc": stage1_eval["geneval_or_acc"], "metrics": stage1_eval["metrics"],
+            "prompt_acc_by_template": stage1_eval.get("prompt_acc_by_template")},
+        "stage1_layers": [{k: m.get(k) for k in ("layer", "train_mse", "val_mse", "train_rel_mse", "initial_train_mse")}
+                          for m in s1_metrics],
+        "stage2": {k: s2_metrics.get(k) for k in ("steps", "final_loss", "trainable_params", "total_params",
+                                                   "lora_rank", "seconds")},
+        "times": times,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

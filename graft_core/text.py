@@ -21,9 +21,11 @@ so ``graft_core.sampler``, ``graft_core.finetune`` and ``graft_core.capture.reco
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
 import re
-from types import SimpleNamespace
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -113,6 +115,16 @@ class PromptTable(nn.Module):
         return self.states[ids], self.mask[ids]
 
 
+class ModelConfig(dict):
+    """A plain dict with attribute access (diffusers reads ``config.x``, peft calls ``config.get``)."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 class TextConditioned(nn.Module):
     """A PixArt transformer driven by prompt ids, with the class-conditional DiT call signature.
 
@@ -125,7 +137,7 @@ class TextConditioned(nn.Module):
         self.transformer = transformer
         self.prompts = prompts
         cfg = transformer.config
-        self.config = SimpleNamespace(
+        self.config = ModelConfig(
             num_embeds_ada_norm=prompts.null_id, sample_size=cfg.sample_size, patch_size=cfg.patch_size,
             num_attention_heads=cfg.num_attention_heads, attention_head_dim=cfg.attention_head_dim,
             in_channels=cfg.in_channels, out_channels=cfg.out_channels, model_type="pixart_text_conditioned")
@@ -143,3 +155,99 @@ class TextConditioned(nn.Module):
                                 timestep=timestep, encoder_attention_mask=mask,
                                 added_cond_kwargs={"resolution": None, "aspect_ratio": None},
                                 return_dict=return_dict, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Prompt following: the tiny analogue (digit classifier) and the GenEval adapter (paper)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def prompt_accuracy(images_uint8, prompt_ids: torch.Tensor, classifier: nn.Module, num_templates: int) -> dict:
+    """Fraction of samples the digit classifier assigns to the prompted digit (our GenEval analogue), overall and per
+    caption template (the analogue of GenEval's per-task scores)."""
+    x = torch.as_tensor(images_uint8).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        pred = torch.cat([classifier(chunk).argmax(1) for chunk in x.split(1000)])
+    hit = (pred == prompt_digit(prompt_ids)).float()
+    template = prompt_ids // 10
+    by_template = {str(k): hit[template == k].mean().item() for k in range(num_templates) if (template == k).any()}
+    return {"prompt_acc": hit.mean().item(), "prompt_acc_by_template": by_template}
+
+
+GENEVAL_ENV = "GRAFTBENCH_GENEVAL"  # a checkout of github.com/djghosh13/geneval
+GENEVAL_DETECTOR_ENV = "GRAFTBENCH_GENEVAL_DETECTOR"  # folder with the Mask2Former weights of download_models.sh
+GENEVAL_PYTHON_ENV = "GRAFTBENCH_GENEVAL_PYTHON"  # an interpreter with GenEval's deps (mmdet 2.27, open_clip, ...)
+GENEVAL_DETECTOR_FILE = "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth"
+
+
+def geneval_paths(root: str | Path | None = None, detector: str | Path | None = None) -> tuple[Path, Path]:
+    """``(geneval checkout, detector folder)`` from the arguments or ``$GRAFTBENCH_GENEVAL`` /
+    ``$GRAFTBENCH_GENEVAL_DETECTOR``; ``MissingWeightsError`` with set-up instructions when anything is absent."""
+    from graft_core.teacher import MissingWeightsError
+
+    root = Path(root or os.environ.get(GENEVAL_ENV, "") or "/nonexistent-geneval")
+    detector = Path(detector or os.environ.get(GENEVAL_DETECTOR_ENV, "") or root / "models")
+    needed = [root / "evaluation" / "evaluate_images.py", root / "prompts" / "evaluation_metadata.jsonl",
+              detector / GENEVAL_DETECTOR_FILE]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise MissingWeightsError(
+            f"GenEval is not available (missing: {', '.join(missing)}). The detector weights cannot be downloaded "
+            f"here: on a machine with internet `git clone https://github.com/djghosh13/geneval`, run "
+            f"`evaluation/download_models.sh <folder>` there, install its environment (mmdet 2.27, open_clip with the "
+            f"ViT-L-14 'openai' weights in its cache; GenEval's evaluator needs a CUDA GPU), copy all of it here "
+            f"and set {GENEVAL_ENV}=<checkout>, {GENEVAL_DETECTOR_ENV}=<folder> (and {GENEVAL_PYTHON_ENV}=<python of "
+            f"that environment> if it is not this one)")
+    return root, detector
+
+
+def geneval_metadata(root: Path) -> list[dict]:
+    """GenEval's 553 prompts with their task tags (``prompts/evaluation_metadata.jsonl``)."""
+    lines = (Path(root) / "prompts" / "evaluation_metadata.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def geneval_score(generate: Callable[[list[str], int], "np.ndarray"], *, out_dir: Path, images_per_prompt: int = 4,
+                  root: str | Path | None = None, detector: str | Path | None = None, seed: int = 0) -> dict:
+    """GenEval overall score (percent, the paper's Table-5 number) and per-task scores of a text-to-image model.
+
+    ``generate(prompts, seed)`` returns uint8 ``[len(prompts), H, W, 3]`` images. Writes GenEval's folder layout
+    (``<out_dir>/images/<index:05d>/{metadata.jsonl, samples/<k:04d>.png}``), runs GenEval's
+    ``evaluation/evaluate_images.py`` with the user's detector in a subprocess and averages, as its
+    ``summary_scores.py`` does, the per-image correctness per task tag, then over tasks.
+    """
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    root, detector = geneval_paths(root, detector)  # fail before generating anything
+    out_dir = Path(out_dir)
+    images_dir = out_dir / "images"
+    metadata = geneval_metadata(root)
+    for index, meta in enumerate(metadata):
+        folder = images_dir / f"{index:05d}"
+        if (folder / "metadata.jsonl").exists():
+            continue  # resumable: prompts already written
+        images = generate([meta["prompt"]] * images_per_prompt, seed + index)
+        (folder / "samples").mkdir(parents=True, exist_ok=True)
+        for k, image in enumerate(images):
+            Image.fromarray(image).save(folder / "samples" / f"{k:04d}.png")
+        (folder / "metadata.jsonl").write_text(json.dumps(meta) + "\n")
+    results = out_dir / "results.jsonl"
+    if not results.exists():
+        python = os.environ.get(GENEVAL_PYTHON_ENV, sys.executable)
+        subprocess.run([python, str(root / "evaluation" / "evaluate_images.py"), str(images_dir), "--outfile",
+                        str(results), "--model-path", str(detector)], check=True, cwd=root)
+    return summarize_geneval(results)
+
+
+def summarize_geneval(results: Path) -> dict:
+    """Per-task accuracy and their mean (GenEval's "overall score"), in percent."""
+    rows = [json.loads(line) for line in Path(results).read_text().splitlines() if line.strip()]
+    tasks: dict[str, list[bool]] = {}
+    for row in rows:
+        tasks.setdefault(row["tag"], []).append(bool(row["correct"]))
+    scores = {tag: 100.0 * sum(v) / len(v) for tag, v in tasks.items()}
+    return {"geneval_overall": sum(scores.values()) / len(scores) if scores else None, "geneval_tasks": scores,
+            "geneval_images": len(rows)}

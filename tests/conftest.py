@@ -3,6 +3,11 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Session-scoped fixtures run before function-scoped monkeypatching: point the cache at a temp folder at import time
+# so nothing (not even a session fixture) writes into the user's ~/.cache/graftbench.
+import tempfile  # noqa: E402
+
+os.environ["GRAFTBENCH_CACHE"] = tempfile.mkdtemp(prefix="graftbench-test-cache-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

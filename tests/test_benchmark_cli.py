@@ -1,6 +1,5 @@
 """The command line: errors are one line + exit 2 with nothing written, --dry-run writes nothing, --status reads
 states from run folders and Slurm."""
-import json
 import os
 import subprocess
 import sys
@@ -70,10 +69,11 @@ def test_missing_paper_weights_stop_the_launch(tmp_path):
 
 
 def test_unimplemented_external_target_launches_nothing(tmp_path):
-    import importlib.util
+    from benchmark.steps import external_available
+    from benchmark.targets import table5
 
-    if importlib.util.find_spec("graft_core.pixart") is not None:
-        pytest.skip("graft_core.pixart exists in this build")
+    if external_available(table5.EXTERNAL) is None:
+        pytest.skip(f"{table5.EXTERNAL} exists in this build")
     proc = run_cli("table5", "--executor", "debug", "--results-dir", str(tmp_path / "r"))
     assert proc.returncode == 2 and "not implemented yet in this build" in proc.stderr
     assert not (tmp_path / "r" / "tiny" / "runs").exists()

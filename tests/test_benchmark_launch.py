@@ -5,7 +5,6 @@ tests exercise the driver — plan, submitit, jobs, records, summaries — in se
 """
 import json
 import os
-from pathlib import Path
 
 import pytest
 

@@ -58,7 +58,7 @@ def test_classifier_cache_reloads_bit_identically_and_training_is_deterministic(
     stamp = (folder / WEIGHTS_FILE).stat().st_mtime_ns
     assert classifier_dir(preset) == folder and (folder / WEIGHTS_FILE).stat().st_mtime_ns == stamp  # no retrain
     a, b = load_classifier_dir(folder), load_classifier_dir(folder)
-    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb and torch.equal(va, vb)
     x = torch.rand(4, 1, 8, 8) * 2 - 1
     assert torch.equal(a(x), b(x))

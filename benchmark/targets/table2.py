@@ -30,6 +30,7 @@ def rows(preset_name: str) -> list[Row]:
         out.append(rand)
         for data in stage2_options:
             rid = f"{site}-self_graft-full-s1_0.63" + (f"-s2_{data:g}" if data is not None else "")
-            label = f"{SITE_NAME[site]}, self-grafting, " + ("stage 1 only" if data is None else f"stage 2 on {data:g} %")
+            how = "stage 1 only" if data is None else f"stage 2 on {data:g} %"
+            label = f"{SITE_NAME[site]}, self-grafting, {how}"
             out.append(self_graft_row(p, site, stage2_data=data, row_id=rid, label=label, group=GROUP[site]))
     return out

@@ -1,9 +1,9 @@
 """``table5`` — PixArt-Σ text-to-image grafting (paper Table 5, §8).
 
-Rows: the PixArt-Σ baseline and Hyena-X in 14 of 28 MHA layers (8, 10, 12, 14, 16, 18, 20–27 as printed; index base
-not stated), stage 2 with LoRA rank 64; metrics GenEval and speed-up. The row steps are implemented by
-``graft_core.pixart.run_row`` (another issue); until it exists this target stops with "not implemented yet in this
-build" and launches nothing.
+Rows: the PixArt-Σ baseline and Hyena-X in 14 of 28 MHA layers (8, 10, 12, 14, 16, 18, 20–27 as printed, read as
+0-based indices; the paper does not state the base), stage 2 with LoRA rank 64; metrics GenEval and speed-up. Both
+rows run ``graft_core.pixart.run_row``; the tiny preset grafts a text-conditioned tiny PixArt with the same layer
+rule scaled to its depth (``pixart_layers``: (2, 4, 6, 7) of 8).
 """
 from __future__ import annotations
 
@@ -17,9 +17,17 @@ EXTERNAL = "graft_core.pixart:run_row"
 PIXART_LAYERS = (8, 10, 12, 14, 16, 18, 20, 21, 22, 23, 24, 25, 26, 27)
 
 
+def pixart_layers(num_layers: int) -> tuple[int, ...]:
+    """The paper's rule at any depth, without torch (mirror of ``graft_core.pixart.pixart_layers``): half of the
+    layers, even indices from ``round(8/28·L)`` plus the last ``round(8/28·L)`` — ``PIXART_LAYERS`` at 28."""
+    half, tail = num_layers // 2, min(round(8 / 28 * num_layers), num_layers // 2)
+    start = min(round(8 / 28 * num_layers), num_layers - tail)
+    return tuple(range(start, num_layers - tail, 2))[: half - tail] + tuple(range(num_layers - tail, num_layers))
+
+
 def rows(preset_name: str) -> list[Row]:
     p = preset(preset_name)
-    grafted = GraftSpec(site="attn", operator="hyena_x", strategy="pixart", layers=PIXART_LAYERS)
+    grafted = GraftSpec(site="attn", operator="hyena_x", strategy="pixart", layers=pixart_layers(p.teacher.num_layers))
     return [
         Row(id="baseline", label="PixArt-Σ (baseline)", group="Baseline", kind="external", preset=p,
             external=EXTERNAL, extra={"model": "pixart_sigma"}),

@@ -16,8 +16,8 @@ Both registered names also work through the plain torch-fidelity API::
     torch_fidelity.calculate_metrics(input1=ds, input2=ds_ref, feature_extractor="graftbench-digits",
                                      feature_extractor_weights_path=str(classifier_dir(preset)), fid=True, ...)
 
-Each ``ExtractorSpec`` also carries a ``clean_fn`` for clean-fid (float images in 0..255, ``[N, 3, H, W]`` → pooled
-features) and the clean-fid resize it goes with.
+Each extractor class also has ``clean_features`` (float images in 0..255, ``[N, 3, H, W]`` → pooled features), the
+callable handed to clean-fid as ``custom_feat_extractor``; ``ExtractorSpec.clean_resize`` is the resize it goes with.
 """
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ class InceptionFeatureExtractor(FeatureExtractorInceptionV3):
                 if want_spatial else None)
         requested, self.features_list = self.features_list, self._parent_features
         try:
-            out = dict(zip(self._parent_features, super().forward(x)))
+            out = dict(zip(self._parent_features, super().forward(x), strict=True))
         finally:
             self.features_list = requested
             if hook is not None:

@@ -1,0 +1,151 @@
+"""Smoke tests of the performance benchmarks (``benchmarks/``): every script's ``--quick`` mode runs and writes a
+valid JSON record (machine, settings, results, summary) into a temporary folder, never into benchmarks/results/."""
+import json
+import math
+
+import pytest
+
+COMMON_KEYS = {"benchmark", "timestamp", "quick", "machine", "contention", "settings", "summary", "results", "table"}
+
+
+def _record(tmp_path, name):
+    path = tmp_path / f"{name}-quick.json"
+    assert path.exists(), sorted(p.name for p in tmp_path.iterdir())
+    record = json.loads(path.read_text())  # allow_nan=False on write: strict JSON
+    assert COMMON_KEYS <= set(record)
+    assert record["benchmark"] == name and record["quick"] is True
+    machine = record["machine"]
+    for key in ("cpu_model", "usable_cpus", "torch_threads", "torch", "device"):
+        assert machine[key] not in (None, ""), key
+    assert record["contention"]["wall_s"] >= 0
+    return record
+
+
+def _finite_positive(x):
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_common_helpers():
+    from benchmarks import common
+
+    calls = {"a": 0, "b": 0}
+
+    def a():
+        calls["a"] += 1
+
+    def b():
+        calls["b"] += 1
+
+    t = common.measure({"a": a, "b": b}, None, warmup=1, min_repeats=2, max_repeats=3, budget_s=0.0)
+    assert len(t["a"].times) == 2 and calls["a"] == 3 and calls["b"] == 3
+    assert common.target(0.9, 0.8)["met"] and not common.target(2e-4, 1e-4, "<=")["met"]
+    table = common.format_table(["x", "y"], [[1, "abc"], [22, "d"]])
+    assert table.splitlines()[0].startswith("| x ") and len(table.splitlines()) == 4
+    assert common.fmt_time(0.0123) == "12.3 ms" and common.fmt_time(2.5) == "2.50 s"
+
+
+def test_operators_quick(tmp_path):
+    from benchmarks import operators
+
+    assert operators.main(["--quick", "--out", str(tmp_path)]) == 0
+    record = _record(tmp_path, "operators")
+    rows = record["results"]["rows"]
+    assert {r["operator"] for r in rows} == set(operators.OPERATORS)
+    assert {r["n"] for r in rows} == {64, 256}
+    for r in rows:
+        assert _finite_positive(r["median_s"]) and _finite_positive(r["flop_ratio"])
+        assert r["fraction_of_flop_ratio"] == pytest.approx(r["speedup_vs_mha"] / r["flop_ratio"])
+    assert all(r["speedup_vs_mha"] == 1.0 for r in rows if r["operator"] == "mha")
+    assert record["summary"]["swa_blocked_max_abs_err"] < 1e-4  # the benchmark-only SWA kernel computes SWA
+    assert set(record["summary"]["targets"]) == {"hyena_x_fraction_at_N256", "hyena_y_fraction_at_N256"}
+
+
+def test_blocked_swa_matches_swa_on_odd_lengths():
+    import torch
+
+    from benchmarks.operators import BlockedSWA
+    from graft_core import operators
+
+    torch.manual_seed(0)
+    swa = operators.build("swa", 32, num_heads=4, seq_len=100, window=4).eval()
+    for n in (1, 5, 64, 100, 131):
+        x = torch.randn(2, n, 32)
+        with torch.inference_mode():
+            assert torch.allclose(BlockedSWA(swa, block=16)(x), swa(x), atol=1e-5), n
+
+
+def test_mamba2_scan_quick(tmp_path):
+    from benchmarks import mamba2_scan
+
+    assert mamba2_scan.main(["--quick", "--out", str(tmp_path)]) == 0
+    record = _record(tmp_path, "mamba2_scan")
+    rows = record["results"]["rows"]
+    assert [r["setting"] for r in rows] == list(mamba2_scan.QUICK_SETTINGS)
+    for r in rows:
+        assert _finite_positive(r["speedup"]) and r["max_abs_err"] < 1e-4
+    diag = record["results"]["diagnostics"]
+    assert diag["clamped_max_abs_err"] < 1e-4 and set(diag["exp_ns_per_element"]) == {"exp(-10)", "exp(-100)",
+                                                                                     "exp(-inf)"}
+
+
+def test_pixart_speedup_quick(tmp_path):
+    from benchmarks import pixart_speedup
+
+    assert pixart_speedup.main(["--quick", "--out", str(tmp_path)]) == 0
+    record = _record(tmp_path, "pixart_speedup")
+    res = record["results"]
+    assert _finite_positive(res["compose"]["speedup"]) and _finite_positive(res["full"]["speedup"])
+    flops = res["analytic_flops"]
+    assert flops["grafted"] < flops["ungrafted"] and flops["speedup"] > 1
+    assert record["settings"]["graft_layers"] == list(pixart_speedup.PAPER_LAYERS)
+
+
+def test_pixart_analytic_flops_at_paper_size():
+    from benchmarks.pixart_speedup import PAPER_LAYERS, SIGMA_2K, TEXT_TOKENS, analytic_flops
+
+    f = analytic_flops(SIGMA_2K, TEXT_TOKENS, PAPER_LAYERS)
+    assert f["tokens"] == 16384
+    assert f["attn1_mha"] == 4 * 16384**2 * 1152 + 8 * 16384 * 1152**2  # paper §4.8 at N=16384
+    assert 1.3 < f["speedup"] < 1.7 and f["mha_share_of_flops"] > 0.6
+
+
+def test_sampling_quick(tmp_path):
+    from benchmarks import sampling
+
+    assert sampling.main(["--quick", "--out", str(tmp_path)]) == 0
+    record = _record(tmp_path, "sampling")
+    rows = {r["precision"]: r for r in record["results"]}
+    assert set(rows) == {"fp32", "bf16"}
+    assert rows["fp32"]["max_abs_output_diff"] < 1e-5  # same noise, same model, same scheduler: same samples
+    for r in rows.values():
+        assert _finite_positive(r["suite_samples_per_s"]) and _finite_positive(r["pipeline_samples_per_s"])
+
+
+def test_grid_quick_with_fake_steps(tmp_path, monkeypatch):
+    """The grid script end to end against the driver's fake step executors (no torch work, seconds)."""
+    from benchmarks import grid
+
+    monkeypatch.setenv("GRAFTBENCH_FAKE_STEPS", "1")
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert grid.main(["--quick", "--out", str(out), "--workdir", str(work)]) == 0
+    record = _record(out, "grid")
+    s = record["summary"]
+    assert s["capture_runs"] == 2 and s["capture_executions"] == 2  # stage-1 train + held-out, once each
+    assert s["warm_launched_nothing"] and s["target_one_capture"]["met"]
+    assert s["cold_wall_s"] > 0 and s["warm_wall_s"] > 0 and s["stage1_runs"] >= 1
+    # --results on the existing store: warm re-run only
+    assert grid.main(["--quick", "--out", str(out), "--results", str(work / "results")]) == 0
+    again = json.loads((out / "grid-quick.json").read_text())
+    assert again["summary"]["cold_wall_s"] is None and again["summary"]["capture_executions"] == 2
+    assert again["results"]["capture_executions_during_warm"] == 0
+
+
+@pytest.mark.slow
+def test_grid_quick_real_steps(tmp_path):
+    from benchmarks import grid
+
+    out = tmp_path / "out"
+    assert grid.main(["--quick", "--out", str(out), "--workdir", str(tmp_path / "work")]) == 0
+    s = _record(out, "grid")["summary"]
+    assert s["capture_runs"] == 2 and s["target_one_capture"]["met"]
+    assert s["teacher_forward_passes_in_capture"] >= 2
