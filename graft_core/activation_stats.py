@@ -64,7 +64,8 @@ def activation_statistics(capture_folder: Path, num_layers: int | None = None, *
     holds ``layer`` plus the statistics above. ``num_layers`` defaults to the capture's."""
     meta = capture_meta(capture_folder)
     num_layers = meta["num_layers"] if num_layers is None else num_layers
-    out: dict = {"outlier_sigma": outlier_sigma, "num_samples": meta["num_samples"], "capture": Path(capture_folder).name}
+    out: dict = {"outlier_sigma": outlier_sigma, "num_samples": meta["num_samples"],
+                 "capture": Path(capture_folder).name}
     for site in sites:
         rows = []
         for layer in range(num_layers):

@@ -51,7 +51,8 @@ def blocks_of(model: nn.Module) -> nn.ModuleList:
     """The transformer blocks of a diffusers DiT / PixArt model (``model.transformer_blocks``)."""
     blocks = getattr(model, "transformer_blocks", None)
     if blocks is None:
-        raise ValueError(f"{type(model).__name__} has no `transformer_blocks`; expected a diffusers DiT or PixArt model")
+        raise ValueError(f"{type(model).__name__} has no `transformer_blocks`; expected a diffusers DiT or PixArt "
+                         f"model")
     return blocks
 
 

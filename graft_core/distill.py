@@ -132,7 +132,8 @@ def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *
     metrics = {
         "train_mse": best_mse, "val_mse": best_val, "best_epoch": best_epoch,
         "initial_train_mse": initial_train, "initial_val_mse": initial_val,
-        "train_rel_mse": best_mse / target_var if target_var > 0 else None,  # MSE / Var(target): 1 = predicting the mean
+        # MSE / Var(target): 1 = as good as predicting the mean
+        "train_rel_mse": best_mse / target_var if target_var > 0 else None,
         "target_var": target_var,
         "objective": objective, "huber_delta": stage1.huber_delta if objective == "huber" else None,
         "lr": lr, "lr_source": lr_source(stage1), "epochs": stage1.epochs, "batch_size": stage1.batch_size,

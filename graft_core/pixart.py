@@ -194,14 +194,22 @@ def load_pixart_dir(folder: Path) -> TextConditioned:
     return wrap(PixArtTransformer2DModel.from_pretrained(folder), cfg).eval()
 
 
+CHECKPOINT_EVERY = 200  # teacher training steps between resumable checkpoints
+
+
 def train_pixart(preset: Preset, out_dir: Path, *, progress: bool = True) -> dict:
     """Train the text-to-image teacher on the digits with captions: each image gets a random template of its digit,
-    the caption is dropped (→ empty caption) with ``train_caption_dropout``; ε-loss, AdamW, warm-up, EMA (saved)."""
+    the caption is dropped (→ empty caption) with ``train_caption_dropout``; ε-loss, AdamW, warm-up, EMA (saved).
+
+    Resumable: every ``CHECKPOINT_EVERY`` steps the model, EMA, optimizer, data generator and losses go to
+    ``<out_dir>.partial/checkpoint.pt``; a new call continues from there (all randomness comes from one generator).
+    """
     from tqdm.auto import tqdm
 
     from graft_core.data import load_digits
     from graft_core.diffusion import diffusion_loss, drop_labels, make_train_scheduler
     from graft_core.ema import EMA
+    from graft_core.paths import atomic_torch_save
 
     cfg = pixart_config(preset)
     torch.manual_seed(cfg.seed)
@@ -213,9 +221,21 @@ def train_pixart(preset: Preset, out_dir: Path, *, progress: bool = True) -> dic
     scheduler = make_train_scheduler(cfg.diffusion())
     ema = EMA(model, cfg.train_ema_decay)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train_lr, weight_decay=0.0)
-    start, losses = time.time(), []
-    bar = tqdm(range(cfg.train_steps), desc="pixart teacher", disable=not progress, mininterval=10)
-    for step in bar:
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    ckpt_path = tmp / "checkpoint.pt"
+    step, losses, seconds_before = 0, [], 0.0
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt["pixart_config"] == to_jsonable(cfg):
+            model.load_state_dict(ckpt["model"])
+            ema.load_state_dict(ckpt["ema"])
+            opt.load_state_dict(ckpt["optimizer"])
+            gen.set_state(ckpt["generator"])
+            step, losses, seconds_before = ckpt["step"], ckpt["losses"], ckpt["seconds"]
+    start = time.time()
+    bar = tqdm(total=cfg.train_steps, initial=step, desc="pixart teacher", disable=not progress, mininterval=10)
+    while step < cfg.train_steps:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.train_lr, cfg.train_warmup)
         idx = torch.randint(0, len(x_all), (cfg.train_batch_size,), generator=gen)
@@ -229,18 +249,26 @@ def train_pixart(preset: Preset, out_dir: Path, *, progress: bool = True) -> dic
         opt.step()
         ema.update(model)
         losses.append(loss.item())
+        step += 1
+        bar.update(1)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{sum(losses[-100:]) / len(losses[-100:]):.4f}")
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
+        if step % CHECKPOINT_EVERY == 0 and step < cfg.train_steps:
+            atomic_torch_save({"pixart_config": to_jsonable(cfg), "model": model.state_dict(), "ema": ema.state_dict(),
+                               "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step,
+                               "losses": losses, "seconds": seconds_before + time.time() - start}, ckpt_path)
+    bar.close()
     ema.model.transformer.save_pretrained(tmp)
-    meta = {"key": pixart_key(cfg, preset.data), "pixart_config": to_jsonable(cfg), "data_config": to_jsonable(preset.data),
-            "train_seconds": round(time.time() - start, 1), "final_loss_100": sum(losses[-100:]) / len(losses[-100:]),
+    meta = {"key": pixart_key(cfg, preset.data), "pixart_config": to_jsonable(cfg),
+            "data_config": to_jsonable(preset.data), "train_seconds": round(seconds_before + time.time() - start, 1),
+            "final_loss_100": sum(losses[-100:]) / len(losses[-100:]),
             "loss_curve": [round(sum(losses[i:i + 100]) / len(losses[i:i + 100]), 5)
                            for i in range(0, len(losses), 100)],
             "torch": torch.__version__, "threads": torch.get_num_threads(), "sha256": sha256_file(tmp / WEIGHTS_FILE),
             "made_by": f"python -m graft_core.pixart --preset {preset.name}"}
     atomic_write_json(tmp / META_FILE, meta)
+    if ckpt_path.exists():
+        ckpt_path.unlink()
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
