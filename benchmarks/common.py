@@ -39,6 +39,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="seconds-scale settings (smoke test); writes <name>-quick.json")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"folder for the JSON record (default {RESULTS_DIR})")
+    p.add_argument("--tag", default="", help="suffix of the JSON file name (<name>-<tag>.json), e.g. to keep a "
+                                             "partial run beside the full one")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's default, "
                                                              "normally the number of cores)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available")
@@ -334,7 +336,8 @@ def write_result(ctx: Context, name: str, *, settings: dict, results: Any, summa
     }
     out = Path(ctx.args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}{'-quick' if ctx.args.quick else ''}.json"
+    tag = getattr(ctx.args, "tag", "")
+    path = out / f"{name}{'-' + tag if tag else ''}{'-quick' if ctx.args.quick else ''}.json"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)

@@ -183,7 +183,9 @@ def run(args) -> int:
         if args.threads is None:
             args.threads = 1
     ctx = common.setup(args)
-    config = QUICK if args.quick else SIGMA_2K
+    config = dict(QUICK if args.quick else SIGMA_2K)
+    if args.sample_size:
+        config["sample_size"] = args.sample_size
     text_tokens = args.text_tokens or (QUICK_TEXT_TOKENS if args.quick else TEXT_TOKENS)
     modes = {"auto": ["both"] if args.quick else (["full"] if ctx.is_cuda else ["compose"]),
              "both": ["compose", "full"]}.get(args.mode, [args.mode])
@@ -252,6 +254,8 @@ def main(argv=None) -> int:
     p.add_argument("--mode", default="auto", choices=("auto", "compose", "full", "both"),
                    help="auto: full on a GPU, compose on CPU (both under --quick)")
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--sample-size", type=int, default=None,
+                   help="latent size (default 256 = 2048² image = 16,384 tokens; e.g. 128 → 4,096 tokens)")
     p.add_argument("--text-tokens", type=int, default=None, help=f"caption tokens (default {TEXT_TOKENS})")
     p.add_argument("--budget", type=float, default=10.0, help="seconds of timed calls per case")
     p.add_argument("--min-repeats", type=int, default=2)

@@ -396,15 +396,17 @@ def run_row(row_config: dict, *, preset: Preset, out_dir: Path, progress: bool =
 
     # Stage 2 -----------------------------------------------------------------------------------------------------
     start = time.time()
-    with lr_halvings(cfg.lr_halvings):
-        model, s2_metrics = finetune(student, preset, out_dir=out_dir / "stage2", stage2=s2, progress=progress)
+    s2_key = stable_hash({**spec, "stage2": s2})
+    with lr_halvings(cfg.lr_halvings):  # a changed spec gets a fresh folder (finetune resumes whatever it finds)
+        model, s2_metrics = finetune(student, preset, out_dir=out_dir / f"stage2-{s2_key}", stage2=s2,
+                                     progress=progress)
     check_schedule(s2_metrics["history"], s2, cfg.lr_halvings)
     times["stage2_seconds"] = round(time.time() - start, 1)
 
     # Evaluation --------------------------------------------------------------------------------------------------
     start = time.time()
-    final_hash = stable_hash({**spec, "stage2": s2, "eval": preset.eval})
-    final = cached_json(out_dir / "eval_final.json", final_hash, lambda: {"metrics": evaluate_model(model, preset)})
+    final = cached_json(out_dir / "eval_final.json", stable_hash({"stage2": s2_key, "eval": preset.eval}),
+                        lambda: {"metrics": evaluate_model(model, preset)})
     times["eval_seconds"] = round(time.time() - start, 1)
     speed = measure_speedup(teacher, model, preset, cfg)
     params, teacher_params = count_params(model), count_params(teacher)

@@ -382,11 +382,17 @@ class T2IConfig:
     long_tokens: int | None = 4096  # also time the same models at this many tokens (None: skip)
     speed_repeats: int = 20
     eval_stage1: bool = True  # also score the grafted model before stage 2
+    # sampler for the synthetic pairs and the evaluation; None → the preset's (``preset.eval``)
+    scheduler: str | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
 
 
 T2I_PRESETS = {
+    # Sampler, steps and CFG of the paper's generation and GenEval runs are UNKNOWN (§8); PixArt-Σ's defaults are a
+    # 20-step DPM-Solver at CFG 4.5 — we use 20 DDIM steps at CFG 4.5.
     "paper": T2IConfig(synthetic_pairs=12_000, stage1_pairs=8_000, lora_rank=64, stage2_lr=None, long_tokens=None,
-                       speed_repeats=10, eval_stage1=False),
+                       speed_repeats=10, eval_stage1=False, scheduler="ddim", steps=20, guidance_scale=4.5),
     "tiny": T2IConfig(),
     "micro": T2IConfig(synthetic_pairs=40, stage1_pairs=24, lora_rank=2, long_tokens=256, speed_repeats=2),
 }
@@ -400,15 +406,20 @@ def t2i_config(preset: Preset) -> T2IConfig:
                          ) from None
 
 
-def sampling(model: nn.Module, prompt_ids: torch.Tensor, preset: Preset, pix: PixArtConfig, *, seed: int,
-             progress: bool = False) -> torch.Tensor:
-    """Samples of ``model`` for ``prompt_ids`` with the preset's evaluation sampler (scheduler, steps, CFG)."""
+def sampler_settings(preset: Preset, cfg: T2IConfig) -> dict:
+    """Scheduler, steps and CFG scale of the experiment (``cfg`` overrides of ``preset.eval``)."""
+    ev = preset.eval
+    return {"scheduler": cfg.scheduler or ev.scheduler, "steps": cfg.steps or ev.steps,
+            "guidance_scale": cfg.guidance_scale if cfg.guidance_scale is not None else ev.guidance_scale}
+
+
+def sampling(model: nn.Module, prompt_ids: torch.Tensor, preset: Preset, pix: PixArtConfig, cfg: T2IConfig, *,
+             seed: int, progress: bool = False) -> torch.Tensor:
+    """Samples of ``model`` for ``prompt_ids`` (``sampler_settings``; batch size and bf16 from ``preset.eval``)."""
     from graft_core.sampler import sample
 
-    ev = preset.eval
-    return sample(model, prompt_ids, teacher=pix.diffusion(), scheduler=ev.scheduler, steps=ev.steps,
-                  guidance_scale=ev.guidance_scale, seed=seed, batch_size=ev.batch_size, bf16=ev.bf16,
-                  progress=progress)
+    return sample(model, prompt_ids, teacher=pix.diffusion(), seed=seed, batch_size=preset.eval.batch_size,
+                  bf16=preset.eval.bf16, progress=progress, **sampler_settings(preset, cfg))
 
 
 def synthetic_pairs(teacher: TextConditioned, preset: Preset, pix: PixArtConfig, cfg: T2IConfig, path: Path,
@@ -419,7 +430,7 @@ def synthetic_pairs(teacher: TextConditioned, preset: Preset, pix: PixArtConfig,
     if path.exists():
         return torch.load(path, map_location="cpu", weights_only=True)
     ids = torch.arange(cfg.synthetic_pairs) % teacher.prompts.null_id
-    x0 = sampling(teacher, ids, preset, pix, seed=preset.stage1.seed + 1_000_003, progress=progress)
+    x0 = sampling(teacher, ids, preset, pix, cfg, seed=preset.stage1.seed + 1_000_003, progress=progress)
     pairs = {"x0": x0.clamp(-1, 1) if pix.pretrained is None else x0, "prompts": ids}
     atomic_torch_save(pairs, path)
     return pairs
@@ -447,8 +458,9 @@ def capture_attn(teacher: TextConditioned, x0: torch.Tensor, prompts: torch.Tens
 
 
 def stage1(teacher: TextConditioned, pairs: dict, plan, preset: Preset, pix: PixArtConfig, cfg: T2IConfig,
-           out_root: Path, progress: bool = False) -> tuple[dict[int, Path], list[dict]]:
-    """Distil one operator per grafted layer on the first ``stage1_pairs`` pairs (the rest: validation)."""
+           out_root: Path, *, pairs_key: str = "", progress: bool = False) -> tuple[dict[int, Path], list[dict]]:
+    """Distil one operator per grafted layer on the first ``stage1_pairs`` pairs (the rest: validation); a layer
+    whose folder holds a finished operator for the same spec (``pairs_key`` names the synthetic set) is reused."""
     from graft_core import operators
     from graft_core.distill import METRICS_FILE, WEIGHTS_FILE as OP_FILE, read_metrics, train_operator
     from graft_core.paths import atomic_torch_save
@@ -458,7 +470,7 @@ def stage1(teacher: TextConditioned, pairs: dict, plan, preset: Preset, pix: Pix
     dirs, results, captures = {}, [], None
     for layer in plan.layers:
         folder = dirs[layer] = Path(out_root) / f"layer_{layer:03d}"
-        spec_hash = stable_hash({"pixart": pix, "cfg": cfg, "stage1": preset.stage1, "layer": layer,
+        spec_hash = stable_hash({"pixart": pix, "cfg": cfg, "stage1": preset.stage1, "layer": layer, "pairs": pairs_key,
                                  "operator": plan.operator, "options": plan.option_dict, "bf16": preset.stage2.bf16})
         done = read_metrics(folder)
         if done is not None and done.get("spec_hash") == spec_hash and (folder / OP_FILE).exists():
@@ -491,8 +503,8 @@ def _plain(obj):
     return plain(obj)
 
 
-def evaluate_t2i(model: TextConditioned, preset: Preset, pix: PixArtConfig, *, out_dir: Path, progress: bool = False
-                 ) -> dict:
+def evaluate_t2i(model: TextConditioned, preset: Preset, pix: PixArtConfig, cfg: T2IConfig, *, out_dir: Path,
+                 progress: bool = False) -> dict:
     """Prompt following and sample quality. Tiny/micro: ``preset.eval.num_samples`` samples for prompts cycled over
     the list, the full metric set against the real digits (``class_acc`` = prompt accuracy). Paper: GenEval."""
     if pix.pretrained:
@@ -505,7 +517,7 @@ def evaluate_t2i(model: TextConditioned, preset: Preset, pix: PixArtConfig, *, o
 
             prompts = T5Prompts(texts, model.prompts._tokenizer, model.prompts._encoder.module, pix.max_tokens)
             wrapper = TextConditioned(model.transformer, prompts)
-            z = sampling(wrapper, torch.arange(len(texts)), preset, pix, seed=seed)
+            z = sampling(wrapper, torch.arange(len(texts)), preset, pix, cfg, seed=seed)
             with torch.inference_mode():
                 return to_uint8(decode(z))
 
@@ -518,7 +530,7 @@ def evaluate_t2i(model: TextConditioned, preset: Preset, pix: PixArtConfig, *, o
 
     ids = torch.arange(preset.eval.num_samples) % model.prompts.null_id
     start = time.time()
-    images = to_uint8(sampling(model, ids, preset, pix, seed=preset.eval.seed, progress=progress))
+    images = to_uint8(sampling(model, ids, preset, pix, cfg, seed=preset.eval.seed, progress=progress))
     seconds = time.time() - start
     metrics = compute_metrics(images, real_images(preset, "train")[0], extractor=preset.eval.extractor, preset=preset,
                               labels=prompt_digit(ids))
@@ -567,10 +579,12 @@ def run_row(row_config: dict, *, preset: Preset, out_dir: Path, progress: bool =
     pix, cfg = pixart_config(preset), t2i_config(preset)
     out_dir = Path(out_dir)
     teacher = load_pixart_teacher(preset, progress=progress)
-    eval_spec = {"pixart": pix, "data": preset.data, "eval": preset.eval, "classifier": preset.classifier}
-    teacher_folder = out_dir if pix.pretrained else cache_root() / "pixart" / pixart_key(pix, preset.data)
-    teacher_eval = cached_json(teacher_folder / f"eval-{stable_hash(eval_spec)}.json", stable_hash(eval_spec),
-                               lambda: evaluate_t2i(teacher, preset, pix, out_dir=out_dir / "teacher",
+    eval_spec = {"pixart": pix, "data": preset.data, "eval": preset.eval, "classifier": preset.classifier,
+                 "sampler": sampler_settings(preset, cfg)}
+    eval_key = stable_hash(eval_spec)  # the teacher is scored once per evaluation protocol, shared by both rows
+    teacher_folder = cache_root() / "pixart" / pixart_key(pix, preset.data) / f"eval-{eval_key}"
+    teacher_eval = cached_json(teacher_folder / "eval.json", eval_key,
+                               lambda: evaluate_t2i(teacher, preset, pix, cfg, out_dir=teacher_folder,
                                                     progress=progress))
     base = {"model": "pixart_sigma" if pix.pretrained else "pixart_tiny", "pixart_key": pixart_key(pix, preset.data),
             "params_m": count_params(teacher) / 1e6, "teacher_geneval_or_acc": teacher_eval["geneval_or_acc"]}
@@ -584,28 +598,34 @@ def run_row(row_config: dict, *, preset: Preset, out_dir: Path, progress: bool =
     plan = GraftPlan(site="attn", operator=graft_spec.get("operator", cfg.operator), layers=layers,
                      options=graft_spec.get("options") or ())
     start = time.time()
-    pairs = synthetic_pairs(teacher, preset, pix, cfg, out_dir / "synthetic_pairs.pt", progress=progress)
+    pairs_key = stable_hash({"pixart": pix, "data": preset.data, "n": cfg.synthetic_pairs, "seed": preset.stage1.seed,
+                             "sampler": sampler_settings(preset, cfg), "batch": preset.eval.batch_size,
+                             "bf16": preset.eval.bf16})
+    pairs = synthetic_pairs(teacher, preset, pix, cfg, out_dir / f"synthetic_pairs-{pairs_key}.pt",
+                            progress=progress)
     times["synthetic_seconds"] = round(time.time() - start, 1)
     start = time.time()
-    dirs, s1_metrics = stage1(teacher, pairs, plan, preset, pix, cfg, out_dir / "stage1", progress=progress)
+    dirs, s1_metrics = stage1(teacher, pairs, plan, preset, pix, cfg, out_dir / "stage1", pairs_key=pairs_key,
+                              progress=progress)
     times["stage1_seconds"] = round(time.time() - start, 1)
     student = TextConditioned(assemble(teacher.transformer, plan, dirs, seed=preset.stage1.seed),
                               copy.deepcopy(teacher.prompts)).eval()
-    spec = {**eval_spec, "cfg": cfg, "plan": plan.to_dict(), "stage1": preset.stage1}
+    spec = {**eval_spec, "cfg": cfg, "plan": plan.to_dict(), "stage1": preset.stage1, "pairs": pairs_key}
     stage1_eval = None
     if cfg.eval_stage1:
         stage1_eval = cached_json(out_dir / "eval_stage1.json", stable_hash(spec),
-                                  lambda: evaluate_t2i(student, preset, pix, out_dir=out_dir / "stage1_eval"))
+                                  lambda: evaluate_t2i(student, preset, pix, cfg, out_dir=out_dir / "stage1_eval"))
     s2 = dataclasses.replace(preset.stage2, lora_rank=cfg.lora_rank, lr=cfg.stage2_lr or preset.stage2.lr,
                              data_fraction=1.0)
     start = time.time()
-    model, s2_metrics = finetune(student, preset.replace(teacher=pix.diffusion()), out_dir=out_dir / "stage2",
-                                 stage2=s2, progress=progress,
+    s2_key = stable_hash({**spec, "stage2": s2, "pairs": pairs_key})
+    model, s2_metrics = finetune(student, preset.replace(teacher=pix.diffusion()),
+                                 out_dir=out_dir / f"stage2-{s2_key}", stage2=s2, progress=progress,
                                  data=(pairs["x0"], pairs["prompts"], np.arange(len(pairs["prompts"]))))
     times["stage2_seconds"] = round(time.time() - start, 1)
     start = time.time()
-    final = cached_json(out_dir / "eval_final.json", stable_hash({**spec, "stage2": s2}),
-                        lambda: evaluate_t2i(model, preset, pix, out_dir=out_dir / "final_eval", progress=progress))
+    final = cached_json(out_dir / "eval_final.json", s2_key,
+                        lambda: evaluate_t2i(model, preset, pix, cfg, out_dir=out_dir / "final_eval", progress=progress))
     times["eval_seconds"] = round(time.time() - start, 1)
     speed = measure_speedup(teacher, model, pix, cfg)
     tokens = str((pix.sample_size // pix.patch_size) ** 2)
