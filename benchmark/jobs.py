@@ -51,8 +51,11 @@ def job_environment() -> dict:
 
 
 def setup_distributed(env: dict) -> None:
-    """torch.distributed variables for a multi-task job (graft_core.distributed reads them)."""
+    """torch.distributed variables for a multi-task job (graft_core.distributed reads them); a one-task job
+    overrides stale ones it inherited (e.g. a launcher run under torchrun), which would make it wait for peers."""
     if env["world_size"] <= 1:
+        if "WORLD_SIZE" in os.environ:
+            os.environ.update(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0")
         return
     digits = "".join(ch for ch in env["job_id"].split("_")[0] if ch.isdigit()) or "0"
     os.environ.update(MASTER_ADDR=env["hostnames"][0], MASTER_PORT=str(20000 + int(digits) % 20000),

@@ -460,7 +460,7 @@ def replan_job(results_dir: str, preset: str, target_names: list[str], profile: 
     prof = Profile.load(profile, overrides) if profile else None
     launcher = Launcher(store, "slurm", profile=prof, target_names=target_names, profile_overrides=overrides)
     result = launch(launcher, expand(target_names))
-    return {"jobs": result.jobs}
+    return {"jobs": result.jobs, "tasks": result.tasks}
 
 
 # --------------------------------------------------------------------------------------------------------- top level

@@ -186,7 +186,7 @@ def distill_pair(pair: ParallelPair, train: dict, val: dict | None, index: int, 
 
 
 class WarmupHalvings:
-    """LambdaLR factor: linear warm-up over ``steps``, then ×0.5 at each milestone (picklable; state in ``__dict__``)."""
+    """LambdaLR factor: linear warm-up over ``steps``, then ×0.5 at each milestone (picklable, state in __dict__)."""
 
     def __init__(self, steps: int, milestones: tuple[int, ...] = ()):
         self.steps, self.milestones = steps, tuple(milestones)

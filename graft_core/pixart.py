@@ -2,13 +2,14 @@
 
 One row of ``python -m benchmark.run table5`` is ``run_row`` (the ``table5`` target's external step):
 
-1. **Teacher.** ``paper``: PixArt-Σ 2K (``PixArtTransformer2DModel.from_pretrained("PixArt-alpha/PixArt-Sigma-XL-2-2K-MS",
-   subfolder="transformer")``, T5 + VAE from ``PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers``; weights from the
-   local HF cache, else ``MissingWeightsError``). ``tiny``: a text-conditioned ``PixArtTransformer2DModel`` with the
-   tiny DiT teacher's sizes (16×16 digits, patch 2 → 64 tokens, 8 layers, width 128, ``ada_norm_single``, cross-
-   attention on captions from ``graft_core.text.HashTextEncoder``), trained here on the digits with captions such as
-   "a handwritten seven" and cached by config hash like ``graft_core.teacher`` (shipped under
-   ``graft_core/assets/pixart/<key>/`` when present).
+1. **Teacher.** ``paper``: PixArt-Σ 2K (``PixArtTransformer2DModel.from_pretrained(
+   "PixArt-alpha/PixArt-Sigma-XL-2-2K-MS", subfolder="transformer")``, T5 + VAE from
+   ``PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers``; weights from the local HF cache, else ``MissingWeightsError``;
+   the prompts of the synthetic pairs from ``$GRAFTBENCH_PIXART_PROMPTS``). ``tiny``: a text-conditioned
+   ``PixArtTransformer2DModel`` with the tiny DiT teacher's sizes (16×16 digits, patch 2 → 64 tokens, 8 layers, width
+   128, ``ada_norm_single``, cross-attention on captions from ``graft_core.text.HashTextEncoder``), trained here on
+   the digits with captions such as "a handwritten seven" and cached by config hash like ``graft_core.teacher``
+   (shipped under ``graft_core/assets/pixart/<key>/`` when present).
 2. **Synthetic pairs.** The teacher generates ``synthetic_pairs`` images for prompts cycled over the prompt list
    (paper: 12k pairs, the first 8k for stage 1 [W]; tiny: 600 / 400).
 3. **Stage 1.** The frozen teacher runs once over the stage-1 pairs (one uniform timestep each); for every grafted
@@ -47,7 +48,8 @@ from graft_core.config import stable_hash, to_jsonable
 from graft_core.paths import ASSETS_DIR, atomic_write_json, cache_root
 from graft_core.presets import DataConfig, Preset, TeacherConfig, get_preset
 from graft_core.teacher import MissingWeightsError, lr_at, sha256_file
-from graft_core.text import TEMPLATES, HashTextEncoder, PromptTable, TextConditioned, digit_prompts
+from graft_core.text import (TEMPLATES, HashTextEncoder, PromptTable, T5Prompts, TextConditioned,
+                             digit_prompts, read_prompts)
 
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 META_FILE = "pixart.json"
@@ -116,7 +118,7 @@ def pixart_config(preset: Preset) -> PixArtConfig:
 
 
 def pixart_layers(num_layers: int) -> tuple[int, ...]:
-    """Half of the layers: even indices from ``round(8/28·L)`` plus the last ``round(8/28·L)`` (paper: 8,…,18, 20–27).
+    """Half the layers: even indices from ``round(8/28·L)`` + the last ``round(8/28·L)`` (paper: 8,…,18, 20–27).
 
     Mirrored without torch in ``benchmark/targets/table5.py``; ``tests/test_pixart.py`` checks they agree.
     """
@@ -278,54 +280,6 @@ def train_pixart(preset: Preset, out_dir: Path, *, progress: bool = True) -> dic
 # --------------------------------------------------------------------------------------------------------------------
 # Paper teacher: PixArt-Σ from the local Hugging Face cache, captions through T5
 # --------------------------------------------------------------------------------------------------------------------
-
-PROMPTS_ENV = "GRAFTBENCH_PIXART_PROMPTS"  # text file, one prompt per line (the paper's 30k prompt set is unnamed)
-
-
-class _Shared:
-    """Holds a large frozen module outside the module tree: copies share it (``finetune``/EMA deep-copy models)."""
-
-    def __init__(self, module: nn.Module):
-        self.module = module
-
-    def __deepcopy__(self, memo):
-        return self
-
-
-class T5Prompts(nn.Module):
-    """A prompt list encoded on the fly by PixArt-Σ's T5 (300 tokens); id ``len(prompts)`` is the empty caption."""
-
-    def __init__(self, prompts: list[str], tokenizer, encoder: nn.Module, max_tokens: int = 300):
-        super().__init__()
-        self.prompts, self.max_tokens = list(prompts), max_tokens
-        self._tokenizer, self._encoder = tokenizer, _Shared(encoder.eval().requires_grad_(False))
-
-    @property
-    def null_id(self) -> int:
-        return len(self.prompts)
-
-    @torch.no_grad()
-    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        texts = [self.prompts[i] if i < len(self.prompts) else "" for i in ids.tolist()]
-        tok = self._tokenizer(texts, padding="max_length", max_length=self.max_tokens, truncation=True,
-                              add_special_tokens=True, return_tensors="pt")
-        encoder = self._encoder.module
-        device = next(encoder.parameters()).device
-        mask = tok.attention_mask.to(device)
-        return encoder(tok.input_ids.to(device), attention_mask=mask)[0], mask
-
-
-def read_prompts(path: str | Path | None = None) -> list[str]:
-    """The prompts the paper teacher generates its synthetic pairs from (``$GRAFTBENCH_PIXART_PROMPTS``)."""
-    import os
-
-    path = Path(path or os.environ.get(PROMPTS_ENV, "") or "/nonexistent-prompts")
-    if not path.exists():
-        raise MissingWeightsError(f"no prompt file for the PixArt-Σ synthetic pairs: set {PROMPTS_ENV} to a text file "
-                                  f"with one prompt per line (the paper drew them from an unnamed public 30k-prompt "
-                                  f"set, paper.md §8)")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
 
 def load_paper_teacher(cfg: PixArtConfig, prompts: list[str] | None = None) -> TextConditioned:
     """PixArt-Σ 2K (transformer) + T5 from the local HF cache, driven by ids of ``prompts`` (default: the file)."""
@@ -569,7 +523,7 @@ def measure_speedup(teacher: nn.Module, student: nn.Module, pix: PixArtConfig, c
 
 
 def run_row(row_config: dict, *, preset: Preset, out_dir: Path, progress: bool = True) -> dict:
-    """The ``table5`` row: baseline (no ``graft`` in the row config) or teacher → graft → stage 1 → LoRA stage 2."""
+    """The ``table5`` row: the baseline (no ``graft`` in the row config) or graft → stage 1 → LoRA stage 2."""
     from graft_core.accounting import count_params
     from graft_core.depth_width import cached_json
     from graft_core.distill import assemble
@@ -625,7 +579,8 @@ def run_row(row_config: dict, *, preset: Preset, out_dir: Path, progress: bool =
     times["stage2_seconds"] = round(time.time() - start, 1)
     start = time.time()
     final = cached_json(out_dir / "eval_final.json", s2_key,
-                        lambda: evaluate_t2i(model, preset, pix, cfg, out_dir=out_dir / "final_eval", progress=progress))
+                        lambda: evaluate_t2i(model, preset, pix, cfg, out_dir=out_dir / "final_eval",
+                                             progress=progress))
     times["eval_seconds"] = round(time.time() - start, 1)
     speed = measure_speedup(teacher, model, pix, cfg)
     tokens = str((pix.sample_size // pix.patch_size) ** 2)

@@ -158,6 +158,58 @@ class TextConditioned(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Paper: captions through PixArt-Σ's T5
+# --------------------------------------------------------------------------------------------------------------------
+
+PROMPTS_ENV = "GRAFTBENCH_PIXART_PROMPTS"  # text file, one prompt per line (the paper's 30k prompt set is unnamed)
+
+
+class _Shared:
+    """Holds a large frozen module outside the module tree: copies share it (``finetune``/EMA deep-copy models)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class T5Prompts(nn.Module):
+    """A prompt list encoded on the fly by PixArt-Σ's T5 (300 tokens); id ``len(prompts)`` is the empty caption."""
+
+    def __init__(self, prompts: list[str], tokenizer, encoder: nn.Module, max_tokens: int = 300):
+        super().__init__()
+        self.prompts, self.max_tokens = list(prompts), max_tokens
+        self._tokenizer, self._encoder = tokenizer, _Shared(encoder.eval().requires_grad_(False))
+
+    @property
+    def null_id(self) -> int:
+        return len(self.prompts)
+
+    @torch.no_grad()
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        texts = [self.prompts[i] if i < len(self.prompts) else "" for i in ids.tolist()]
+        tok = self._tokenizer(texts, padding="max_length", max_length=self.max_tokens, truncation=True,
+                              add_special_tokens=True, return_tensors="pt")
+        encoder = self._encoder.module
+        device = next(encoder.parameters()).device
+        mask = tok.attention_mask.to(device)
+        return encoder(tok.input_ids.to(device), attention_mask=mask)[0], mask
+
+
+def read_prompts(path: str | Path | None = None) -> list[str]:
+    """The prompts the paper teacher generates its synthetic pairs from (``$GRAFTBENCH_PIXART_PROMPTS``)."""
+    from graft_core.teacher import MissingWeightsError
+
+    path = Path(path or os.environ.get(PROMPTS_ENV, "") or "/nonexistent-prompts")
+    if not path.exists():
+        raise MissingWeightsError(f"no prompt file for the PixArt-Σ synthetic pairs: set {PROMPTS_ENV} to a text file "
+                                  f"with one prompt per line (the paper drew them from an unnamed public 30k-prompt "
+                                  f"set, paper.md §8)")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Prompt following: the tiny analogue (digit classifier) and the GenEval adapter (paper)
 # --------------------------------------------------------------------------------------------------------------------
 

@@ -256,9 +256,13 @@ def test_run_unit_is_checkpointable_with_the_same_arguments():
 
 def test_distributed_environment_from_the_job(monkeypatch):
     for var in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "stale")  # recorded by monkeypatch, so that teardown removes what the test sets
+        monkeypatch.delenv(var)
     setup_distributed({"world_size": 1, "rank": 0, "local_rank": 0, "job_id": "5", "hostnames": ["a"]})
     assert "WORLD_SIZE" not in os.environ
+    monkeypatch.setenv("WORLD_SIZE", "4")  # e.g. a launcher started under torchrun: a 1-task job must not wait for 4
+    setup_distributed({"world_size": 1, "rank": 0, "local_rank": 0, "job_id": "5", "hostnames": ["a"]})
+    assert (os.environ["WORLD_SIZE"], os.environ["RANK"]) == ("1", "0")
     setup_distributed({"world_size": 8, "rank": 3, "local_rank": 3, "job_id": "1234_5", "hostnames": ["n1", "n2"]})
     assert (os.environ["MASTER_ADDR"], os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == \
         ("n1", "3", "8", "3")
@@ -285,3 +289,26 @@ def test_stale_lock_is_broken_and_a_live_one_waited_for(tmp_path):
         order.append("first released")
     t.join(5)
     assert order == ["first released", "second"]
+
+
+def test_slurm_rows_waiting_for_locality_are_submitted_by_a_replan_job(tmp_path, slurm):
+    import pickle
+
+    from submitit.slurm.slurm import SlurmJob
+
+    store = Store(tmp_path, "tiny")
+    launcher = Launcher(store, "slurm", profile=Profile.load("cpu"), target_names=["fig4b"], log=lambda *a: None)
+    with fake_steps():
+        result = launch(launcher, targets.expand(["fig4b"]))
+        replan = [t for t in result.tasks if "gb-replan" in sbatch_text(store, t)]
+        assert len(replan) == 1
+        locality = next(u for u in result.units if u.kind == "locality").job_ids[0]
+        assert f"--dependency=afterok:{locality}" in sbatch_text(store, replan[0])
+        process(store, slurm, result.tasks)  # … the replan job submits the top/low-local rows
+        job = SlurmJob(folder=store.submitit_dir / "%j", job_id=replan[0])
+        outcome, value = pickle.loads(job.paths.result_pickle.read_bytes())
+        assert outcome == "success" and value["tasks"]
+        process(store, slurm, value["tasks"])
+    rows = {r["row"]: r for r in summary(tmp_path, "tiny", "fig4b")["rows"]}
+    assert rows["attn-hyena_x-top_local"]["status"] == "done"
+    assert rows["attn-hyena_x-top_local"]["extra"]["layers"] == [1, 2, 4, 5]

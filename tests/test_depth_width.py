@@ -16,7 +16,7 @@ def captures(micro_teacher, micro_preset):
 
 
 def rel_error_of_delta(pair, capture, index=0):
-    """‖pair(h) − h_seq‖ / ‖h_seq − h‖ on the captured pair boundary (the deltas, not the whole hidden state)."""
+    """‖pair(h) − h_seq‖ / ‖h_seq − h‖ on a captured pair boundary (relative to the delta, not to h)."""
     h_in, h_out, t, y = capture["h"][index], capture["h"][index + 1], capture["t"], capture["y"]
     with torch.no_grad():
         pred = pair(h_in, timestep=t, class_labels=y)

@@ -11,8 +11,8 @@ import torch
 from graft_core import pixart
 from graft_core.plan import GraftPlan
 from graft_core.teacher import MissingWeightsError
-from graft_core.text import (DIGIT_WORDS, EOS, HashTextEncoder, PromptTable, digit_prompts, geneval_paths, geneval_score,
-                             prompt_digit, summarize_geneval, tokenize)
+from graft_core.text import (DIGIT_WORDS, EOS, PROMPTS_ENV, HashTextEncoder, PromptTable, digit_prompts,
+                             geneval_paths, geneval_score, prompt_digit, read_prompts, summarize_geneval, tokenize)
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,30 @@ def test_teacher_is_cached_and_deterministic(micro_preset, micro_pixart, micro_p
                                    train_if_missing=False)
     out = forward(micro_pixart)
     assert out.shape == (3, 1, 8, 8) and torch.isfinite(out).all()
+
+
+def test_teacher_training_resumes_bit_for_bit(micro_preset, micro_pixart_dir, tmp_path, monkeypatch):
+    """Interrupted after 12 of 20 steps (checkpoints every 5), a second call finishes with the same weights."""
+    from graft_core.ema import EMA
+
+    monkeypatch.setattr(pixart, "CHECKPOINT_EVERY", 5)
+    original, calls = EMA.update, []
+
+    def interrupted(self, model):
+        calls.append(1)
+        if len(calls) == 12:
+            raise KeyboardInterrupt
+        return original(self, model)
+
+    monkeypatch.setattr(EMA, "update", interrupted)
+    out = tmp_path / micro_pixart_dir.name
+    with pytest.raises(KeyboardInterrupt):
+        pixart.train_pixart(micro_preset, out, progress=False)
+    assert (tmp_path / f"{out.name}.partial" / "checkpoint.pt").exists() and not out.exists()
+    monkeypatch.setattr(EMA, "update", original)
+    meta = pixart.train_pixart(micro_preset, out, progress=False)
+    assert meta["sha256"] == json.loads((micro_pixart_dir / pixart.META_FILE).read_text())["sha256"]
+    assert not (out / "checkpoint.pt").exists()
 
 
 def test_graft_replaces_only_self_attention(micro_pixart):
@@ -144,9 +168,9 @@ def test_missing_pixart_sigma_weights_raise_clearly(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(MissingWeightsError, match="huggingface-cli download PixArt-alpha/PixArt-Sigma-XL-2-2K-MS"):
         pixart.load_paper_teacher(pixart.PAPER_PIXART, prompts=["a cat"])
-    monkeypatch.delenv(pixart.PROMPTS_ENV, raising=False)
-    with pytest.raises(MissingWeightsError, match=pixart.PROMPTS_ENV):
-        pixart.read_prompts()
+    monkeypatch.delenv(PROMPTS_ENV, raising=False)
+    with pytest.raises(MissingWeightsError, match=PROMPTS_ENV):
+        read_prompts()
 
 
 def test_missing_geneval_raises_before_any_work(monkeypatch, tmp_path):
