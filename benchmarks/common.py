@@ -46,6 +46,11 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="auto: fp32 on CPU, bf16 on a GPU")
+    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                   help="what the tables and ratios use: wall-clock (default; what a user waits for) or the "
+                        "process CPU time of each call (CPU only, implies --threads 1 unless given: on a machine "
+                        "shared with other jobs it measures the work done rather than the time spent waiting for "
+                        "a core). Both are recorded in the JSON either way")
     return p
 
 
@@ -61,6 +66,7 @@ class Context:
     dtype: Any
     dtype_name: str
     threads: int
+    clock: str
     start_wall: float
     start_cpu: float
     load_before: tuple[float, float, float] | None
@@ -79,6 +85,9 @@ class Context:
 def setup(args: argparse.Namespace) -> Context:
     import torch
 
+    clock = getattr(args, "clock", "wall")
+    if clock == "cpu" and not args.threads:
+        args.threads = 1  # CPU time of one thread = its work; several threads would add OpenMP spin-waiting
     if args.threads:
         torch.set_num_threads(args.threads)
     want = args.device
@@ -87,10 +96,12 @@ def setup(args: argparse.Namespace) -> Context:
     if want == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but torch.cuda.is_available() is False")
     device = torch.device(want)
+    if clock == "cpu" and device.type != "cpu":
+        raise SystemExit("error: --clock cpu measures CPU work; use --clock wall on a GPU")
     name = args.dtype if args.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     return Context(args=args, device=device, dtype=getattr(torch, DTYPES[name]), dtype_name=name,
-                   threads=torch.get_num_threads(), start_wall=time.perf_counter(), start_cpu=time.process_time(),
-                   load_before=_loadavg())
+                   threads=torch.get_num_threads(), clock=clock, start_wall=time.perf_counter(),
+                   start_cpu=time.process_time(), load_before=_loadavg())
 
 
 # ------------------------------------------------------------------------------------------------------ machine
@@ -206,10 +217,13 @@ def contention(ctx: Context) -> dict:
 # ------------------------------------------------------------------------------------------------------ timing
 @dataclasses.dataclass
 class Timing:
-    """Timed calls of one case (seconds)."""
+    """Timed calls of one case (seconds). ``times`` are on the run's clock (``clock``); both clocks are kept."""
 
     times: list[float]
     warmup_times: list[float]
+    wall_times: list[float] = dataclasses.field(default_factory=list)
+    cpu_times: list[float] = dataclasses.field(default_factory=list)
+    clock: str = "wall"
 
     @property
     def median(self) -> float:
@@ -221,19 +235,27 @@ class Timing:
 
     def to_dict(self) -> dict:
         t = self.times
-        return {"median_s": self.median, "min_s": min(t), "max_s": max(t), "mean_s": statistics.fmean(t),
-                "repeats": len(t), "times_s": [round(x, 6) for x in t],
-                "warmup_s": [round(x, 6) for x in self.warmup_times]}
+        out = {"clock": self.clock, "median_s": self.median, "min_s": min(t), "max_s": max(t),
+               "mean_s": statistics.fmean(t), "repeats": len(t), "times_s": [round(x, 6) for x in t],
+               "warmup_s": [round(x, 6) for x in self.warmup_times]}
+        if self.wall_times:
+            out["wall_median_s"] = statistics.median(self.wall_times)
+            out["wall_times_s"] = [round(x, 6) for x in self.wall_times]
+        if self.cpu_times:
+            out["cpu_median_s"] = statistics.median(self.cpu_times)
+            out["cpu_times_s"] = [round(x, 6) for x in self.cpu_times]
+        return out
 
 
-def time_once(fn: Callable[[], Any], ctx: Context | None = None) -> float:
+def time_once(fn: Callable[[], Any], ctx: Context | None = None) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call."""
     if ctx is not None:
         ctx.sync()
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     fn()
     if ctx is not None:
         ctx.sync()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def measure(cases: dict[str, Callable[[], Any]], ctx: Context | None = None, *, warmup: int = 1,
@@ -241,24 +263,28 @@ def measure(cases: dict[str, Callable[[], Any]], ctx: Context | None = None, *, 
             log: Callable[[str], None] | None = None) -> dict[str, Timing]:
     """Round-robin timing of ``cases`` (name → zero-argument callable); see the module docstring.
 
-    ``repeats`` per case = clamp(ceil(budget_s / last warm-up time), min_repeats, max_repeats). Cases with fewer
-    repeats drop out of the rotation first.
+    ``repeats`` per case = clamp(ceil(budget_s / last warm-up wall time), min_repeats, max_repeats) (the budget is
+    wall-clock whatever ``ctx.clock``). Cases with fewer repeats drop out of the rotation first.
     """
-    warm: dict[str, list[float]] = {name: [] for name in cases}
+    clock = ctx.clock if ctx is not None else "wall"
+    warm: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     for i in range(max(1, warmup)):
         for name, fn in cases.items():
-            dt = time_once(fn, ctx)
-            warm[name].append(dt)
+            wall, cpu = time_once(fn, ctx)
+            warm[name].append((wall, cpu))
             if log and i == 0:
-                log(f"  warm-up {name}: {fmt_time(dt)}")
-    reps = {name: int(min(max_repeats, max(min_repeats, math.ceil(budget_s / max(w[-1], 1e-9)))))
+                log(f"  warm-up {name}: {fmt_time(wall)} wall, {fmt_time(cpu)} cpu")
+    reps = {name: int(min(max_repeats, max(min_repeats, math.ceil(budget_s / max(w[-1][0], 1e-9)))))
             for name, w in warm.items()}
-    times: dict[str, list[float]] = {name: [] for name in cases}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     for r in range(max(reps.values())):
         for name, fn in cases.items():
             if r < reps[name]:
                 times[name].append(time_once(fn, ctx))
-    return {name: Timing(times[name], warm[name]) for name in cases}
+    pick = 1 if clock == "cpu" else 0
+    return {name: Timing(times=[t[pick] for t in times[name]], warmup_times=[t[pick] for t in warm[name]],
+                         wall_times=[t[0] for t in times[name]], cpu_times=[t[1] for t in times[name]], clock=clock)
+            for name in cases}
 
 
 # ------------------------------------------------------------------------------------------------------ output
@@ -328,6 +354,7 @@ def write_result(ctx: Context, name: str, *, settings: dict, results: Any, summa
         "quick": bool(ctx.args.quick),
         "machine": machine_info(ctx),
         "contention": contention(ctx),
+        "clock": ctx.clock,
         "settings": settings,
         "summary": summary or {},
         "results": results,
@@ -347,7 +374,8 @@ def write_result(ctx: Context, name: str, *, settings: dict, results: Any, summa
 def header(ctx: Context, title: str) -> None:
     info = machine_info(ctx)
     print(f"# {title}")
-    print(f"machine: {describe_machine(info)}; load average {ctx.load_before}", flush=True)
+    print(f"machine: {describe_machine(info)}; load average {ctx.load_before}; clock: {ctx.clock}"
+          + (" (process CPU time per call)" if ctx.clock == "cpu" else ""), flush=True)
 
 
 def footer(ctx: Context, path: Path) -> None:

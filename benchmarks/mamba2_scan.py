@@ -78,7 +78,7 @@ def clamped_exp(lowest: float = -80.0):
         torch.exp, torch.Tensor.exp_ = exp, exp_
 
 
-def diagnostics(text: str, args) -> dict:
+def diagnostics(text: str, args, ctx: common.Context) -> dict:
     """Where the chunked scan's time goes at one setting: chunk-size sweep, and the exp-underflow slow path."""
     b, n, h = parse_setting(text)
     inputs = scan_inputs(b, n, h, headdim=args.headdim, d_state=args.d_state, chunk=args.chunk)
@@ -97,7 +97,7 @@ def diagnostics(text: str, args) -> dict:
         ref = ssd_recurrent(*inputs)
         with clamped_exp():
             err = (ssd_chunked(*inputs, chunk_size=args.chunk) - ref).abs().max().item()
-        t = common.measure(cases, None, warmup=1, min_repeats=3, max_repeats=15, budget_s=args.budget / 2)
+        t = common.measure(cases, ctx, warmup=1, min_repeats=3, max_repeats=15, budget_s=args.budget / 2)
     return {"setting": text, "elements_per_exp_call": size, "timings": t,
             "exp_ns_per_element": {k: t[k].median / size * 1e9 for k in arrays},
             "clamped_max_abs_err": err,
@@ -133,7 +133,7 @@ def run(args) -> int:
             with torch.inference_mode():
                 ssd_recurrent(*inputs)
 
-        t = common.measure({"chunked": chunked, "recurrent": recurrent}, None, warmup=1,
+        t = common.measure({"chunked": chunked, "recurrent": recurrent}, ctx, warmup=1,
                            min_repeats=args.min_repeats, max_repeats=args.max_repeats, budget_s=args.budget,
                            log=common.log)
         speedup = t["recurrent"].median / t["chunked"].median
@@ -164,7 +164,7 @@ def run(args) -> int:
     if not args.no_diagnostics:
         where = PAPER_SETTING if PAPER_SETTING in settings else settings[0]
         common.log(f"\ndiagnostics at {where}: chunk sizes, torch.exp underflow")
-        diag = diagnostics(where, args)
+        diag = diagnostics(where, args, ctx)
         dt = common.format_table(["case", "median"], [[k, common.fmt_time(v.median)] for k, v in diag["timings"].items()])
         print(dt)
         print("torch.exp per element: " + ", ".join(f"{k} {v:.2f} ns" for k, v in diag["exp_ns_per_element"].items())

@@ -146,7 +146,7 @@ def run(args) -> int:
                             "flops": f * args.batch, "gflops_per_s": f * args.batch / t / 1e9,
                             "flops_source": source, "timing": timings[name]})
         del ops, x
-    headers = ["N", "operator", "median", "speed-up vs MHA", "FLOP ratio", "fraction reached", "GFLOP/s"]
+    headers = ["N", "operator", f"median ({ctx.clock})", "speed-up vs MHA", "FLOP ratio", "fraction reached", "GFLOP/s"]
     rows = [[r["n"], r["label"], common.fmt_time(r["median_s"]), common.fmt_num(r["speedup_vs_mha"], 2, "×"),
              common.fmt_num(r["flop_ratio"], 2, "×"), common.fmt_num(r["fraction_of_flop_ratio"], 2),
              common.fmt_num(r["gflops_per_s"], 1)] for r in results]

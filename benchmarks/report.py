@@ -48,7 +48,8 @@ def machine_line(records: list[dict]) -> str:
         load = c.get("loadavg_before")
         parts.append(f"`{r['_file']}`: {r['timestamp'][:16]}, {m['cpu_model']}, {m['usable_cpus']} cores, "
                      f"{m['torch_threads']} torch thread{'s' if m['torch_threads'] != 1 else ''}, torch {m['torch']}, "
-                     f"{dev} {m.get('dtype', '')}; load average {load[0] if load else '?'}"
+                     f"{dev} {m.get('dtype', '')}, {r.get('clock', 'wall')} clock; load average "
+                     f"{load[0] if load else '?'}"
                      + (" (**loaded**: other jobs were running)" if c.get("machine_loaded") else " (idle)"))
     return "Measured: " + "; ".join(parts) + "."
 
