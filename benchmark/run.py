@@ -18,6 +18,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 
 from benchmark import targets as registry
@@ -272,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_dry_run(store, select_rows(plans, row_patterns), profile, args.executor, log)
 
     start = time.time()
-    signal.signal(signal.SIGTERM, _interrupt)  # a killed launcher cancels its local jobs like Ctrl-C does
+    main_thread = threading.current_thread() is threading.main_thread()
+    # a killed launcher cancels its local jobs as Ctrl-C does
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         executor = resolve_executor(args.executor, log)
         explicit = [m.NAME for m in modules if m.NAME in requested]
@@ -289,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         if _is_setup_error(err):
             return fail(str(err).splitlines()[0])
         raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if executor == "slurm" and args.wait and result.jobs:
         wait_for_slurm(store, plans, log)
     plans = plan_targets(store, modules)
@@ -298,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"launched {launched} run{'s' if launched != 1 else ''} in {len(result.units)} job"
             f"{'s' if len(result.units) != 1 else ''} ({executor}); {time.time() - start:.1f} s")
     else:
-        log(f"nothing to launch: every planned run is done or already queued ({time.time() - start:.1f} s)")
+        log(f"launched 0 runs: nothing to launch, every planned run is done or already queued "
+            f"({time.time() - start:.1f} s)")
     bad = 0
     for name, summary in summaries.items():
         states = [r["status"] for r in summary["rows"]]
