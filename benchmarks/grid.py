@@ -62,16 +62,20 @@ def run_driver(args, results_dir: Path, log_path: Path, env: dict) -> dict:
             "nothing_to_launch": "nothing to launch" in text, "output_tail": tail}
 
 
-def pending_runs(results_dir: Path, preset: str) -> int | None:
-    """Runs the driver would launch now (missing or failed), via the driver's own planner; None if unavailable."""
+def pending_runs(results_dir: Path, preset: str, rows: str | None) -> int | None:
+    """Runs the driver would launch now (missing or failed) for the selected rows, via the driver's own planner;
+    None if unavailable."""
     try:
         from benchmark import targets
-        from benchmark.launch import all_nodes, plan_targets, to_launch
+        from benchmark.launch import all_nodes, plan_targets, select_rows, to_launch
         from benchmark.status import node_states
         from benchmark.store import Store
 
         store = Store(results_dir, preset)
         plans = plan_targets(store, targets.expand([TARGET]))
+        patterns = [r.strip() for r in (rows or "").split(",") if r.strip()]
+        if patterns:
+            plans = select_rows(plans, patterns)
         return len(to_launch(node_states(store, all_nodes(plans), ask_slurm=False)))
     except Exception as err:  # noqa: BLE001 — the driver's internals may change; the counts below do not need it
         common.log(f"  (could not ask the driver's planner: {type(err).__name__}: {err})")
@@ -181,7 +185,7 @@ def run(args) -> int:
     root = results_dir / args.preset
     result["results_dir"] = str(results_dir)
     before = store_report(root)
-    result["pending_before_warm"] = pending_runs(results_dir, args.preset)
+    result["pending_before_warm"] = pending_runs(results_dir, args.preset, args.rows)
     if result["pending_before_warm"]:
         common.log(f"  note: {result['pending_before_warm']} runs are missing or failed: the 'warm' re-run will "
                    f"launch them, so it is not a pure warm run")
