@@ -13,6 +13,11 @@ SWA: ``graft_core``'s ``swa`` is MHA with a band mask, i.e. full attention (its 
 as implemented. Beside it, ``swa_blocked`` is a **benchmark-only** exact re-computation of the same function (checked
 against ``swa`` below) that attends per block of 64 queries to the 64+2w keys around them — what a real local-attention
 kernel (flash-attn ``window_size``) would buy. It is not part of graft_core.
+
+Hyena: ``hyena_x_tm`` (and, through ``--ops``, ``hyena_y_tm`` / ``hyena_se_tm``) is a **benchmark-only** exact
+re-computation of graft_core's operator with the same weights whose K=4 causal convolution runs in the token-major
+layout of the projections (K shifted multiply-adds along N) instead of ``HyenaSE.mix``'s transpose → padded copy →
+``F.conv1d`` → transpose back; it shows what a layout fix in graft_core would buy on CPU.
 Target (issue 9): at N=16384 Hyena-X and Hyena-Y reach ≥ 0.8× of their FLOP-ratio speed-up.
 """
 from __future__ import annotations
@@ -32,10 +37,15 @@ from graft_core import operators
 from graft_core.accounting import operator_cost
 
 NAME = "operators"
-OPERATORS = ("mha", "hyena_x", "hyena_y", "hyena_se", "swa", "swa_blocked", "mamba2")
+OPERATORS = ("mha", "hyena_x", "hyena_x_tm", "hyena_y", "hyena_se", "swa", "swa_blocked", "mamba2")
+EXTRA_OPERATORS = ("hyena_y_tm", "hyena_se_tm")  # benchmark-only variants available through --ops
 TARGET_OPS = ("hyena_x", "hyena_y")
+VARIANT_OF = {"swa_blocked": "swa", "hyena_x_tm": "hyena_x", "hyena_y_tm": "hyena_y", "hyena_se_tm": "hyena_se"}
 TARGET_FRACTION = 0.8
 LABELS = {"mha": "MHA (SDPA)", "hyena_x": "Hyena-X", "hyena_y": "Hyena-Y", "hyena_se": "Hyena-SE",
+          "hyena_x_tm": "Hyena-X, token-major conv [benchmark-only]",
+          "hyena_y_tm": "Hyena-Y, token-major conv [benchmark-only]",
+          "hyena_se_tm": "Hyena-SE, token-major conv [benchmark-only]",
           "swa": "SWA (masked SDPA, as implemented)", "swa_blocked": "SWA blocked [benchmark-only kernel]",
           "mamba2": "Mamba-2 (chunked SSD, PyTorch)"}
 
@@ -51,6 +61,7 @@ class BlockedSWA(nn.Module):
     def __init__(self, swa: nn.Module, block: int = 64):
         super().__init__()
         self.swa, self.block = swa, block
+        self.base = swa  # the graft_core operator whose function this computes
         self._masks: dict[tuple[int, str], torch.Tensor] = {}
 
     def _mask(self, n: int, blk: int, nb: int, heads: int, device) -> torch.Tensor:
@@ -84,6 +95,42 @@ class BlockedSWA(nn.Module):
         return swa.to_out[0](y)
 
 
+def causal_conv_tokens(z: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """``CausalDepthwiseConv1d`` applied to token-major ``[B, N, C]`` without transposing: K shifted multiply-adds
+    along N on contiguous rows (output ``n`` = bias + Σ_k w_k ⊙ z[n − (K−1) + k])."""
+    k_taps = conv.kernel_size[0]
+    w = conv.weight[:, 0, :].t()  # [K, C]
+    n = z.shape[1]
+    y = torch.addcmul(conv.bias, z, w[-1]) if conv.bias is not None else z * w[-1]
+    for k in range(k_taps - 1):
+        shift = k_taps - 1 - k
+        if shift < n:
+            y[:, shift:].addcmul_(z[:, : n - shift], w[k])
+    return y
+
+
+class TokenMajorHyena(nn.Module):
+    """Benchmark-only: the function of a ``graft_core`` Hyena-X/Y/SE operator with its short convolutions computed
+    in the token-major layout of the projections (``causal_conv_tokens``), i.e. without the two transposes and the
+    padded copy of ``[B, 3D, N]`` that ``HyenaSE.mix`` + ``CausalDepthwiseConv1d`` make on CPU. Same weights."""
+
+    def __init__(self, op: nn.Module):
+        super().__init__()
+        self.op = op
+        self.base = op  # the graft_core operator whose function this computes
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        op = self.op
+        z = op.in_proj(u)
+        if op.featurizer:
+            z = causal_conv_tokens(z, op.short_filter)
+        q, k, v = z.split(op.dim, dim=-1)
+        v = k * v
+        if op.inner:
+            v = causal_conv_tokens(v, op.inner_filter)
+        return op.out_proj(q * v)
+
+
 def build_ops(names, dim: int, heads: int, n: int, ctx: common.Context) -> dict[str, nn.Module]:
     ops: dict[str, nn.Module] = {}
     for name in names:
@@ -91,6 +138,10 @@ def build_ops(names, dim: int, heads: int, n: int, ctx: common.Context) -> dict[
         if name == "swa_blocked":
             base = ops.get("swa") or operators.build("swa", dim, num_heads=heads, seq_len=n)
             op = BlockedSWA(base)
+        elif name.endswith("_tm"):
+            base_name = name[:-3]
+            base = ops.get(base_name) or operators.build(base_name, dim, num_heads=heads, seq_len=n)
+            op = TokenMajorHyena(base)
         else:
             op = operators.build(name, dim, num_heads=heads, seq_len=n)
         ops[name] = op.to(ctx.device, ctx.dtype).eval()
@@ -98,7 +149,8 @@ def build_ops(names, dim: int, heads: int, n: int, ctx: common.Context) -> dict[
 
 
 def flops(name: str, dim: int, heads: int, n: int) -> tuple[int, str]:
-    cost = operator_cost("swa" if name == "swa_blocked" else name, dim, num_heads=heads, seq_len=n)
+    base = {"swa_blocked": "swa"}.get(name, name[:-3] if name.endswith("_tm") else name)
+    cost = operator_cost(base, dim, num_heads=heads, seq_len=n)
     return cost.flops_op + cost.flops_ft, cost.source
 
 
@@ -118,12 +170,15 @@ def run(args) -> int:
         common.log(f"\nN={n}")
         ops = build_ops(names, args.dim, args.heads, n, ctx)
         x = torch.randn(args.batch, n, args.dim, generator=torch.Generator().manual_seed(n)).to(ctx.device, ctx.dtype)
-        if "swa_blocked" in ops and n <= args.check_max_n:
-            with torch.inference_mode():
-                ref, got = ops["swa"](x).float(), ops["swa_blocked"](x).float()
-            check[n] = {"max_abs_err": (ref - got).abs().max().item(), "max_abs_ref": ref.abs().max().item()}
-            common.log(f"  swa_blocked vs swa: max |Δ| {check[n]['max_abs_err']:.2e} (max |y| "
-                       f"{check[n]['max_abs_ref']:.2f})")
+        for variant, base in VARIANT_OF.items():
+            if variant in ops and n <= args.check_max_n:
+                with torch.inference_mode():
+                    ref = ops[variant].base(x).float()  # the wrapped graft_core operator itself
+                    got = ops[variant](x).float()
+                check.setdefault(variant, {})[n] = {"max_abs_err": (ref - got).abs().max().item(),
+                                                    "max_abs_ref": ref.abs().max().item()}
+                c = check[variant][n]
+                common.log(f"  {variant} vs {base}: max |Δ| {c['max_abs_err']:.2e} (max |y| {c['max_abs_ref']:.2f})")
 
         def call(op):
             def fn():
@@ -159,8 +214,8 @@ def run(args) -> int:
         if hit:
             summary["targets"][f"{name}_fraction_at_N{n_max}"] = common.target(hit["fraction_of_flop_ratio"],
                                                                               TARGET_FRACTION)
-    if check:
-        summary["swa_blocked_max_abs_err"] = max(c["max_abs_err"] for c in check.values())
+    for variant, by_n in check.items():
+        summary[f"{variant}_max_abs_err"] = max(c["max_abs_err"] for c in by_n.values())
     for key, t in summary["targets"].items():
         print(f"target {key}: {t['value']:.2f} (goal {t['target']}) → {'met' if t['met'] else 'MISSED'}")
     notes = [
@@ -176,7 +231,7 @@ def run(args) -> int:
     settings = {"dim": args.dim, "heads": args.heads, "batch": args.batch, "n": ns, "operators": names,
                 "dtype": ctx.dtype_name, "budget_s_per_case": args.budget, "min_repeats": args.min_repeats,
                 "max_repeats": args.max_repeats, "warmup": 1, "swa_blocked_block": 64}
-    path = common.write_result(ctx, NAME, settings=settings, results={"rows": results, "swa_blocked_check": check},
+    path = common.write_result(ctx, NAME, settings=settings, results={"rows": results, "variant_checks": check},
                                summary=summary, table=table, notes=notes)
     common.footer(ctx, path)
     return 0
@@ -185,7 +240,8 @@ def run(args) -> int:
 def main(argv=None) -> int:
     p = common.base_parser(__doc__)
     p.add_argument("--n", type=int, nargs="+", help="sequence lengths (default 256 1024 4096 16384)")
-    p.add_argument("--ops", nargs="+", choices=OPERATORS, help="operators to time (MHA always included)")
+    p.add_argument("--ops", nargs="+", choices=OPERATORS + EXTRA_OPERATORS,
+                   help="operators to time (MHA always included)")
     p.add_argument("--dim", type=int, default=1152)
     p.add_argument("--heads", type=int, default=16)
     p.add_argument("--batch", type=int, default=1)
@@ -193,7 +249,8 @@ def main(argv=None) -> int:
                                                              "(repeats = budget / warm-up time, clamped)")
     p.add_argument("--min-repeats", type=int, default=2)
     p.add_argument("--max-repeats", type=int, default=15)
-    p.add_argument("--check-max-n", type=int, default=4096, help="check swa_blocked against swa up to this N")
+    p.add_argument("--check-max-n", type=int, default=4096,
+                   help="check the benchmark-only variants against graft_core's operator up to this N")
     return run(p.parse_args(argv))
 
 
