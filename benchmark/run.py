@@ -192,7 +192,7 @@ def preflight(store: Store, plans, executor: str, explicit: list[str], log=print
     from benchmark.cost import teacher_present
 
     for n in {n.key: n for tp in plans for rp in tp.row_plans for n in rp.nodes if n.kind == "teacher"}.values():
-        if not teacher_present(n.config):
+        if not store.run(n.kind, n.run_id).done.exists() and not teacher_present(n.config):
             t = n.config["teacher"]
             log(f"note: no trained {n.config['preset']} teacher in graft_core/assets or the cache: it will be "
                 f"trained first ({t['train_steps']} steps, ~{t['train_steps'] * 0.36 / 60:.0f} min on 2 CPU cores)")

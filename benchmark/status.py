@@ -15,6 +15,7 @@ Slurm is asked once per report for every recorded job id (``squeue``, then ``sac
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -154,12 +155,9 @@ def _state(store: Store, node: Node, status: dict | None, slurm: dict[str, str],
                 raise CorruptRecord(f"{run.metrics} is missing")
         except CorruptRecord as err:
             return NodeState("failed", error=f"corrupt record: {err}", corrupt=True)
-        if node.kind == "teacher":
-            from benchmark.cost import teacher_present
-
-            if not teacher_present(node.config):
-                return NodeState("failed", error="the teacher's weights are no longer in the assets or the cache",
-                                 corrupt=True)
+        weights = record.get("weights_dir") if node.kind == "teacher" else None
+        if weights and not os.path.exists(weights):  # the trained teacher was deleted since: train it again
+            return NodeState("failed", error=f"the teacher's weights are gone ({weights})", corrupt=True)
         return NodeState("done")
     if not status:
         return NodeState("missing")

@@ -102,11 +102,14 @@ def stage1_dirs(ctx: StepContext, init) -> dict[int, Path] | None:
 
 # ------------------------------------------------------------------------------------------------------- executors
 def run_teacher(ctx: StepContext) -> dict:
-    from graft_core.teacher import teacher_key
+    from graft_core.teacher import WEIGHTS_FILE, teacher_dirs, teacher_key
 
     p = ctx.preset()
     model = get_teacher(p, train_if_missing=True, progress=ctx.progress)
-    return {"teacher_key": teacher_key(p.teacher, p.data), "pretrained": p.teacher.pretrained,
+    key = teacher_key(p.teacher, p.data)
+    found = None if p.teacher.pretrained else next(
+        (str(d) for d in teacher_dirs(key) if (d / WEIGHTS_FILE).exists()), None)
+    return {"teacher_key": key, "pretrained": p.teacher.pretrained, "weights_dir": found,
             "num_params": sum(t.numel() for t in model.parameters())}
 
 

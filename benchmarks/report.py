@@ -23,18 +23,18 @@ BENCHMARKS = ("operators", "mamba2_scan", "pixart_speedup", "sampling", "grid")
 OP_ORDER = ("hyena_x", "hyena_y", "hyena_se", "swa", "swa_blocked", "mamba2")
 
 
-def load(results: Path, name: str) -> list[dict]:
-    """Non-quick records of ``name``, oldest first."""
+def load(results: Path, name: str, quick: bool = False) -> list[dict]:
+    """Records of ``name`` (non-quick, or only the ``--quick`` ones), oldest first."""
     out = []
     for path in sorted(results.glob(f"{name}*.json")):
         stem = path.stem
-        if stem.endswith("-quick") or not (stem == name or stem.startswith(name + "-")):
+        if stem.endswith("-quick") != quick or not (stem == name or stem.startswith(name + "-")):
             continue
         try:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if record.get("benchmark") == name and not record.get("quick"):
+        if record.get("benchmark") == name and bool(record.get("quick")) == quick:
             record["_file"] = path.name
             out.append(record)
     return sorted(out, key=lambda r: r.get("timestamp", ""))
@@ -159,8 +159,14 @@ def render(results: Path) -> str:
                 "grid": lambda rs: section_grid(rs[-1])}
     for name in BENCHMARKS:
         records = load(results, name)
+        quick = not records
+        if quick:
+            records = load(results, name, quick=True)
         if records:
-            lines += sections[name](records)
+            section = sections[name](records)
+            if quick:
+                section[0] += " — `--quick` record only"
+            lines += section
         else:
             lines += [f"### {name}", "", f"(no record yet: run `python -m benchmarks.{name}`)", ""]
     return "\n".join(lines)

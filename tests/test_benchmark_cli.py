@@ -117,7 +117,6 @@ def write_status(store, node, **status):
 
 
 def test_status_reads_states_from_run_folders_and_slurm(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("benchmark.cost.teacher_present", lambda config: True)
     store = Store(tmp_path, "tiny")
     (tp,) = plan_targets(store, targets.expand(["table1"]))
     rows = {rp.row.id: rp for rp in tp.row_plans}
@@ -198,3 +197,20 @@ def test_profiles_validate_and_override():
     for bad in ("stage9.mem_gb=1", "foo=1", "timeout_min=1:30", "nokey"):
         with pytest.raises(ProfileError):
             Profile.load("cpu", [bad])
+
+
+def test_a_teacher_whose_weights_were_deleted_is_trained_again(tmp_path):
+    from benchmark.dag import Planner
+    from benchmark.status import node_states
+    from graft_core.presets import get_preset
+
+    store = Store(tmp_path, "tiny")
+    node = Planner.teacher(get_preset("tiny"))
+    weights = tmp_path / "cache" / "teachers" / "k"
+    weights.mkdir(parents=True)
+    run = write_status(store, node, state="running")
+    store.finish(run, {"teacher_key": "k", "weights_dir": str(weights)})
+    assert node_states(store, [node])[node.key].state == "done"
+    weights.rmdir()
+    state = node_states(store, [node])[node.key]
+    assert state.state == "failed" and state.corrupt and "weights are gone" in state.error

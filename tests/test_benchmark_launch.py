@@ -25,10 +25,8 @@ METRIC_KEYS = {"is", "fid", "sfid", "precision", "recall", "kid", "class_acc"}
 
 @pytest.fixture(autouse=True)
 def _no_tables(monkeypatch):
-    """Table rendering is the tables package's business (and its own tests); keep these runs lean. Fake teachers
-    leave no weights on disk: count them as present also outside ``fake_steps`` (e.g. for ``--status``)."""
+    """Table rendering is the tables package's business (and its own tests); keep these runs lean."""
     monkeypatch.setattr("benchmark.launch.build_tables", lambda *a, **k: None)
-    monkeypatch.setattr("benchmark.cost.teacher_present", lambda config: True)
 
 
 def cli(tmp_path, *args):

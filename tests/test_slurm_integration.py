@@ -376,7 +376,10 @@ def _driver_missing() -> str | None:
 def run_driver(results: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "benchmark.run", DRIVER_TARGET, "--preset", "micro", "--executor", "slurm",
            "--results-dir", str(results), "--slurm", "stage2.tasks_per_node=2", "--quiet", *extra]
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+    # one cache for every launch and its jobs (Slurm passes the environment on): the conftest's per-test cache is
+    # not set yet when the module fixture launches, and a teacher missing from the cache is re-run
+    env = {**os.environ, "GRAFTBENCH_CACHE": str(results / "cache")}
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
     print(f"$ {' '.join(cmd)}\n{p.stdout}{p.stderr}")
     return p
 
