@@ -22,8 +22,8 @@ import threading
 import time
 
 from benchmark import targets as registry
-from benchmark.launch import (EXECUTORS, LaunchError, Launcher, all_nodes, launch, plan_targets, resolve_executor,
-                              select_rows, write_summaries)
+from benchmark.executors import EXECUTORS, LaunchError, Launcher, resolve_executor
+from benchmark.launch import all_nodes, launch, plan_targets, select_rows, write_summaries
 from benchmark.profiles import Profile, ProfileError, available as available_profiles, default_profile
 from benchmark.status import counts_line, node_states, row_state
 from benchmark.store import Store

@@ -14,6 +14,8 @@ input, ``x + W·[d_a; d_b] + b`` with ``W = [I, I]``, both blocks keep their pre
 3. **evaluation** with the full metric set (``evaluate.evaluate_model``), the parameter count
    (``accounting.count_params``: diffusers' per-block timestep/label embedder counted once, as the DiT paper counts)
    and the forward **speed-up** over the sequential teacher: one forward pass, batch 2 (paper: H100), on this machine.
+   With ``control`` (tiny), the sequential teacher also goes through the identical stage 2 and is scored, to separate
+   what the rewiring costs from what the extra training gives (tiny-testbed.md lesson 1).
 
 Speed-up: ``ParallelPair`` runs its two blocks one after the other, so in eager mode the parallel model does the same
 sequential work as the teacher plus the merges (``speedup_eager`` ≈ 1 or below). The rewiring pays off only when the
@@ -60,13 +62,14 @@ class DepthWidthConfig:
     speed_batch: int = 2  # paper: one forward pass, batch 2
     speed_repeats: int = 30
     eval_stage1: bool = False  # also score the stage-1-only model (before stage 2)
+    control: bool = False  # also the teacher + the identical stage 2 (tiny-testbed.md lesson 1)
 
 
 DEPTH_WIDTH_PRESETS = {
     "paper": DepthWidthConfig(),
     # 2× the tiny Table-4 stage-2 budget (300 steps), halvings at 1/2 and 3/4 of it.
-    "tiny": DepthWidthConfig(stage2_steps=600, lr_halvings=(300, 450), eval_stage1=True),
-    "micro": DepthWidthConfig(stage2_steps=6, lr_halvings=(3, 5), speed_repeats=3, eval_stage1=True),
+    "tiny": DepthWidthConfig(stage2_steps=600, lr_halvings=(300, 450), eval_stage1=True, control=True),
+    "micro": DepthWidthConfig(stage2_steps=6, lr_halvings=(3, 5), speed_repeats=3, eval_stage1=True, control=True),
 }
 
 
@@ -408,6 +411,17 @@ def run_row(row_config: dict, *, preset: Preset, out_dir: Path, progress: bool =
     final = cached_json(out_dir / "eval_final.json", stable_hash({"stage2": s2_key, "eval": preset.eval}),
                         lambda: {"metrics": evaluate_model(model, preset)})
     times["eval_seconds"] = round(time.time() - start, 1)
+    control = None
+    if cfg.control:  # the sequential teacher through the very same stage 2: what stage 2 alone does
+        start = time.time()
+        ctrl_key = stable_hash({"control": spec["teacher"], "data": preset.data, "stage2": s2, "cfg": cfg})
+        with lr_halvings(cfg.lr_halvings):
+            ctrl_model, ctrl_metrics = finetune(teacher, preset, out_dir=out_dir / f"control-stage2-{ctrl_key}",
+                                                stage2=s2, progress=progress)
+        check_schedule(ctrl_metrics["history"], s2, cfg.lr_halvings)
+        control = cached_json(out_dir / "eval_control.json", stable_hash({"control": ctrl_key, "eval": preset.eval}),
+                              lambda: {"metrics": evaluate_model(ctrl_model, preset)})["metrics"]
+        times["control_seconds"] = round(time.time() - start, 1)
     speed = measure_speedup(teacher, model, preset, cfg)
     params, teacher_params = count_params(model), count_params(teacher)
     return {
@@ -419,5 +433,6 @@ def run_row(row_config: dict, *, preset: Preset, out_dir: Path, progress: bool =
         "stage2_final_loss": s2_metrics.get("final_loss"),
         "stage1_pairs": [{k: m[k] for k in ("pair", "initial_train_mse", "train_mse", "val_mse", "train_rel_mse",
                                             "initial_val_mse")} for m in pair_metrics],
-        "stage1_only_metrics": stage1_eval, "config": to_jsonable(cfg), "times": times,
+        "stage1_only_metrics": stage1_eval, "control_teacher_stage2_metrics": control, "config": to_jsonable(cfg),
+        "times": times,
     }

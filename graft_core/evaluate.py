@@ -105,7 +105,7 @@ def evaluate_model(model, preset: Preset, *, num_samples: int | None = None, see
             x = torch.cat([decode(chunk).float().cpu() for chunk in x.split(ev.batch_size)])
     sample_seconds = time.time() - start
     return _row(to_uint8(x), labels, preset, reference=reference, extractor=extractor, weights=weights,
-                extra={"seed": seed, "sample_seconds": round(sample_seconds, 2)})
+                extra={"seed": seed, "sample_seconds": round(sample_seconds, 4)})
 
 
 def metric_floor(preset: Preset, *, reference=None, extractor: str | None = None, weights: str | None = None) -> dict:

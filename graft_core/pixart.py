@@ -23,6 +23,7 @@ One row of ``python -m benchmark.run table5`` is ``run_row`` (the ``table5`` tar
    full metric set against the real digits (FID on the classifier's features). Speed-up: wall-clock of one forward
    pass (batch 2, as Table 6) of teacher vs student on this machine, at the model's token count and — because at
    64 tokens attention is cheap and the speed-up is ~1 — of the same blocks at ``long_tokens`` (4096) tokens.
+   With ``control`` (tiny), the teacher also goes through the identical LoRA stage 2 on the same pairs and is scored.
 
 Layer indices are **0-based** (``transformer_blocks[i]``): the paper's 8, 10, 12, 14, 16, 18, 20–27 are read as
 code indices (index 27 only exists 0-based, §12.8). Other depths use the same rule (``pixart_layers``): half of the
@@ -336,6 +337,7 @@ class T2IConfig:
     long_tokens: int | None = 4096  # also time the same models at this many tokens (None: skip)
     speed_repeats: int = 20
     eval_stage1: bool = True  # also score the grafted model before stage 2
+    control: bool = True  # also the teacher + the identical LoRA stage 2 on the same pairs (tiny-testbed.md lesson 1)
     # sampler for the synthetic pairs and the evaluation; None → the preset's (``preset.eval``)
     scheduler: str | None = None
     steps: int | None = None
@@ -346,7 +348,8 @@ T2I_PRESETS = {
     # Sampler, steps and CFG of the paper's generation and GenEval runs are UNKNOWN (§8); PixArt-Σ's defaults are a
     # 20-step DPM-Solver at CFG 4.5 — we use 20 DDIM steps at CFG 4.5.
     "paper": T2IConfig(synthetic_pairs=12_000, stage1_pairs=8_000, lora_rank=64, stage2_lr=None, long_tokens=None,
-                       speed_repeats=10, eval_stage1=False, scheduler="ddim", steps=20, guidance_scale=4.5),
+                       speed_repeats=10, eval_stage1=False, control=False, scheduler="ddim", steps=20,
+                       guidance_scale=4.5),
     "tiny": T2IConfig(),
     "micro": T2IConfig(synthetic_pairs=40, stage1_pairs=24, lora_rank=2, long_tokens=256, speed_repeats=2),
 }
@@ -522,6 +525,11 @@ def measure_speedup(teacher: nn.Module, student: nn.Module, pix: PixArtConfig, c
     return out
 
 
+def _summary(evaluation: dict | None) -> dict | None:
+    keys = ("geneval_or_acc", "metrics", "prompt_acc_by_template", "geneval_tasks")
+    return None if evaluation is None else {k: evaluation[k] for k in keys if k in evaluation}
+
+
 def run_row(row_config: dict, *, preset: Preset, out_dir: Path, progress: bool = True) -> dict:
     """The ``table5`` row: the baseline (no ``graft`` in the row config) or graft → stage 1 → LoRA stage 2."""
     from graft_core.accounting import count_params
@@ -582,6 +590,17 @@ def run_row(row_config: dict, *, preset: Preset, out_dir: Path, progress: bool =
                         lambda: evaluate_t2i(model, preset, pix, cfg, out_dir=out_dir / "final_eval",
                                              progress=progress))
     times["eval_seconds"] = round(time.time() - start, 1)
+    control = None
+    if cfg.control:  # the teacher through the very same LoRA stage 2: what the synthetic data and LoRA alone do
+        start = time.time()
+        ctrl_key = stable_hash({"control": eval_spec, "cfg": cfg, "stage2": s2, "pairs": pairs_key})
+        ctrl_model, _ = finetune(teacher, preset.replace(teacher=pix.diffusion()),
+                                 out_dir=out_dir / f"control-stage2-{ctrl_key}", stage2=s2, progress=progress,
+                                 data=(pairs["x0"], pairs["prompts"], np.arange(len(pairs["prompts"]))))
+        control = cached_json(out_dir / "eval_control.json", ctrl_key,
+                              lambda: evaluate_t2i(ctrl_model, preset, pix, cfg, out_dir=out_dir / "control_eval",
+                                                   progress=progress))
+        times["control_seconds"] = round(time.time() - start, 1)
     speed = measure_speedup(teacher, model, pix, cfg)
     tokens = str((pix.sample_size // pix.patch_size) ** 2)
     result = {k: v for k, v in final.items() if k != "spec_hash"}
@@ -594,9 +613,7 @@ def run_row(row_config: dict, *, preset: Preset, out_dir: Path, progress: bool =
         "long_tokens": cfg.long_tokens if str(cfg.long_tokens) in speed else None,
         "teacher_metrics": teacher_eval["metrics"],
         "teacher_prompt_acc_by_template": teacher_eval.get("prompt_acc_by_template"),
-        "stage1_only": None if stage1_eval is None else {
-            "geneval_or_acc": stage1_eval["geneval_or_acc"], "metrics": stage1_eval["metrics"],
-            "prompt_acc_by_template": stage1_eval.get("prompt_acc_by_template")},
+        "stage1_only": _summary(stage1_eval), "control_teacher_lora": _summary(control),
         "stage1_layers": [{k: m.get(k) for k in ("layer", "train_mse", "val_mse", "train_rel_mse", "initial_train_mse")}
                           for m in s1_metrics],
         "stage2": {k: s2_metrics.get(k) for k in ("steps", "final_loss", "trainable_params", "total_params",

@@ -48,7 +48,7 @@ def test_slurm_executor_without_sbatch_is_a_clear_error(tmp_path):
 
 
 def test_auto_executor_without_sbatch_runs_locally(monkeypatch):
-    from benchmark.launch import resolve_executor
+    from benchmark.executors import resolve_executor
 
     monkeypatch.setattr("shutil.which", lambda name: None)
     assert resolve_executor("auto") == "local"

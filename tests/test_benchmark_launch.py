@@ -10,7 +10,8 @@ import pytest
 
 from benchmark import targets
 from benchmark.jobs import RunUnit, run_lock, setup_distributed
-from benchmark.launch import Launcher, all_nodes, launch, make_units, plan_targets
+from benchmark.executors import Launcher
+from benchmark.launch import all_nodes, launch, make_units, plan_targets
 from benchmark.profiles import Profile
 from benchmark.run import main
 from benchmark.status import node_states
@@ -156,7 +157,7 @@ def test_local_executor_runs_rows_in_subprocesses(tmp_path, capsys):
 @pytest.fixture
 def slurm(monkeypatch):
     test_slurm = pytest.importorskip("submitit.slurm.test_slurm")
-    monkeypatch.setattr("benchmark.launch.max_array_size", lambda: 3)
+    monkeypatch.setattr("benchmark.executors.max_array_size", lambda: 3)
     with test_slurm.mocked_slurm() as mock:
         yield mock
 

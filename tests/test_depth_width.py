@@ -100,6 +100,7 @@ def test_run_row_micro_end_to_end_and_resume(micro_preset, tmp_path):
     assert round((out["params_m"] - out["teacher_params_m"]) * 1e6) == 2 * d * d + d  # one merge per pair
     assert out["speedup"] > 0 and out["speedup_eager"] > 0 and out["latency"]["fused_max_abs_diff"] < 1e-4
     assert out["stage1_only_metrics"] is not None and len(out["stage1_pairs"]) == 1
+    assert "fid" in out["control_teacher_stage2_metrics"]  # the teacher through the identical stage 2
     assert (tmp_path / "stage1" / "pair_00" / "pair.pt").exists() and (tmp_path / "eval_final.json").exists()
     again = dw.run_row({}, preset=micro_preset, out_dir=tmp_path, progress=False)
     assert again["metrics"] == out["metrics"] and again["stage1_pairs"] == out["stage1_pairs"]

@@ -154,9 +154,11 @@ def test_run_row_micro_end_to_end(micro_preset, tmp_path):
     row = {"graft": {"site": "attn", "operator": "hyena_x", "layers": list(pixart.PAPER_LAYERS)}}
     graft = pixart.run_row(row, preset=micro_preset, out_dir=tmp_path / "graft", progress=False)
     for key in ("metrics", "geneval_or_acc", "speedup", "speedup_long", "long_tokens", "params_m", "layers",
-                "lora_rank", "teacher_geneval_or_acc", "stage1_only", "stage1_layers", "stage2", "latency"):
+                "lora_rank", "teacher_geneval_or_acc", "stage1_only", "control_teacher_lora", "stage1_layers", "stage2",
+                "latency"):
         assert key in graft, key
     assert graft["layers"] == [1] and graft["layer_index_base"] == 0 and graft["long_tokens"] == 256
+    assert {"geneval_or_acc", "metrics"} <= set(graft["control_teacher_lora"])
     assert graft["teacher_geneval_or_acc"] == base["geneval_or_acc"]  # the teacher is evaluated once, shared
     assert graft["params_m"] > graft["teacher_params_m"]  # Hyena-X adds its featurizer conv
     again = pixart.run_row(row, preset=micro_preset, out_dir=tmp_path / "graft", progress=False)

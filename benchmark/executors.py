@@ -1,0 +1,326 @@
+"""Executors: run the units of a launch through submitit — ``debug`` (this process), ``local`` (subprocesses, up to
+``--jobs`` at a time, progress lines streamed) or ``slurm`` (every unit submitted at once with ``afterok``
+dependencies, stage-1 layers as job arrays chunked under ``MaxArraySize``, a ``replan`` job for rows waiting on a
+locality result and a final ``collect`` job). Job ids are recorded in each run's status.json right away.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmark import status as status_mod
+from benchmark.dag import Node
+from benchmark.jobs import PREFIX, RunUnit
+from benchmark.launch import TargetPlan, Unit, make_units
+from benchmark.profiles import Profile
+from benchmark.status import NodeState
+from benchmark.store import Store
+
+EXECUTORS = ("auto", "debug", "local", "slurm")
+DEFAULT_MAX_ARRAY = 1001
+
+
+class LaunchError(Exception):
+    """A user-facing problem: one line, exit code 2, nothing launched."""
+
+
+def resolve_executor(name: str, log=print) -> str:
+    if name not in EXECUTORS:
+        raise LaunchError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")
+    if name == "auto":
+        if shutil.which("sbatch") is None:
+            return "local"
+        if status_mod.slurm_responds():
+            return "slurm"
+        log("note: sbatch is on PATH but the Slurm controller does not answer; running locally "
+            "(start it with `slurm/local-cluster.sh up`, or pass --executor local to silence this)")
+        return "local"
+    if name == "slurm" and shutil.which("sbatch") is None:
+        raise LaunchError("--executor slurm needs Slurm's `sbatch` on PATH (none found); run on a Slurm login node, "
+                          "start the local cluster with `slurm/local-cluster.sh up`, or use --executor local")
+    if name == "slurm" and not status_mod.slurm_responds():
+        raise LaunchError("--executor slurm: sbatch is installed but the Slurm controller does not answer "
+                          "(`squeue` fails); start it (`slurm/local-cluster.sh up`) or use --executor local")
+    return name
+
+
+def max_array_size() -> int:
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return DEFAULT_MAX_ARRAY
+    for line in out.splitlines():
+        if line.strip().startswith("MaxArraySize"):
+            try:
+                return int(line.split("=", 1)[1].strip())
+            except ValueError:
+                break
+    return DEFAULT_MAX_ARRAY
+
+
+def chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), max(1, size))]
+
+
+def _record(store: Store, node: Node, cluster: str, job_id, pid=None) -> None:
+    run = store.run(node.kind, node.run_id)
+    if not job_id:  # before the submission: mark the run pending for this (live) launcher process
+        store.update_status(run, state="pending", cluster=cluster, job_id=None, pid=pid,
+                            submit_host=socket.gethostname(), error=None)
+        return
+    current = store.read_status(run)
+    if current.get("job_id") == str(job_id) and current.get("state") in ("running", "failed", "done"):
+        return  # the job already started (fast scheduler): do not overwrite its own record
+    store.record_submission(run, cluster=cluster, job_id=str(job_id), submitit_folder=str(store.submitit_dir),
+                            pid=pid)
+
+
+@dataclass
+class LaunchResult:
+    executor: str
+    units: list[Unit]
+    jobs: list[str] = field(default_factory=list)  # one id per job or array
+    tasks: list[str] = field(default_factory=list)  # every job / array-task id, in submission order
+    failed_units: list[str] = field(default_factory=list)
+
+    @property
+    def launched(self) -> int:
+        return sum(len(u.nodes) for u in self.units)
+
+
+class Launcher:
+    def __init__(self, store: Store, executor: str, *, profile: Profile | None = None, jobs: int = 1,
+                 progress: bool = True, log=print, target_names: list[str] | None = None,
+                 profile_overrides: list[str] | None = None):
+        self.store = store
+        self.executor = executor
+        self.profile = profile
+        self.jobs = max(1, jobs)
+        self.progress = progress
+        self.log = log
+        self.target_names = target_names or []
+        self.profile_overrides = profile_overrides or []
+
+    # ------------------------------------------------------------------------------------------------ prepare
+    def prepare(self, plans: list[TargetPlan], states: dict[str, NodeState], skip: set[str]) -> list[Unit]:
+        """Write config.json of every run to launch and take corrupt records out of service."""
+        units = make_units(plans, states, self.executor, skip)
+        for u in units:
+            for n in u.nodes:
+                run = self.store.run(n.kind, n.run_id)
+                if states[n.key].corrupt and run.done.exists():
+                    self.log(f"re-running {n.key}: {states[n.key].error}")
+                    self.store.invalidate(run, states[n.key].error or "corrupt record")
+                self.store.ensure_config(n.kind, n.run_id, n.config, n.deps, n.desc)
+        return units
+
+    # ------------------------------------------------------------------------------------------------ local
+    def run_local(self, units: list[Unit]) -> LaunchResult:
+        """Run the units in dependency order; ``local`` keeps up to ``jobs`` subprocesses busy."""
+        import submitit
+
+        result = LaunchResult(self.executor, units)
+        ex = submitit.AutoExecutor(folder=self.store.submitit_dir / "%j", cluster=self.executor)
+        if self.executor == "local":
+            ex.update_parameters(timeout_min=24 * 60)
+        parallel = self.jobs if self.executor == "local" else 1
+        pending = list(units)
+        running: dict[int, dict] = {}
+        finished: set[int] = set()
+        counter = 0
+        try:
+            while pending or running:
+                for u in list(pending):
+                    if len(running) >= parallel:
+                        break
+                    if not u.deps <= finished:
+                        continue
+                    pending.remove(u)
+                    counter += 1
+                    running[u.index] = self._start_local(ex, u, counter, len(units), parallel)
+                    if self.executor == "debug":  # runs in this process, right now
+                        self._finish_local(running.pop(u.index), result)
+                        finished.add(u.index)
+                for idx, r in list(running.items()):
+                    r["seen"] = self._forward(r["job"].paths.stdout, r["seen"])
+                    if r["job"].done():
+                        r["seen"] = self._forward(r["job"].paths.stdout, r["seen"])
+                        self._finish_local(running.pop(idx), result)
+                        finished.add(idx)
+                if running:
+                    time.sleep(0.5)
+                elif pending and not any(u.deps <= finished for u in pending):
+                    raise RuntimeError(f"unschedulable units: {[u.name for u in pending]}")  # a bug, not a user error
+        except KeyboardInterrupt:
+            for r in running.values():
+                _cancel_local(r["job"])
+            raise
+        return result
+
+    def _start_local(self, ex, u: Unit, i: int, total: int, parallel: int) -> dict:
+        for n in u.nodes:
+            _record(self.store, n, self.executor, job_id="", pid=os.getpid())
+        kinds = ", ".join(f"{k}×{c}" if c > 1 else k for k, c in _kind_counts(u.nodes).items())
+        self.log(f"[{i}/{total}] {u.name}: {kinds}")
+        env = {}
+        if parallel > 1 and "OMP_NUM_THREADS" not in os.environ:  # share the cores between the jobs
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
+        with _environ(env):
+            job = ex.submit(RunUnit(), str(self.store.results_dir), self.store.preset, [n.key for n in u.nodes],
+                            self.executor != "debug", self.progress)
+        for n in u.nodes:
+            _record(self.store, n, self.executor, job_id=job.job_id,
+                    pid=int(job.job_id) if self.executor == "local" and str(job.job_id).isdigit() else os.getpid())
+        return {"unit": u, "job": job, "start": time.time(), "seen": 0, "label": f"[{i}/{total}] {u.name}"}
+
+    def _finish_local(self, r: dict, result: LaunchResult) -> None:
+        job, u = r["job"], r["unit"]
+        result.jobs.append(str(job.job_id))
+        result.tasks.append(str(job.job_id))
+        try:
+            outcome = job.result()
+        except Exception as err:  # noqa: BLE001 — the job recorded which runs failed; keep going
+            lines = str(err).strip().splitlines()
+            self.log(f"  job {job.job_id} failed: {lines[-1] if lines else type(err).__name__}")
+            outcome = {"failed": [n.key for n in u.nodes]}
+        failed = outcome.get("failed", []) if isinstance(outcome, dict) else []
+        self.log(f"{r['label']}: {'ok' if not failed else f'{len(failed)} failed'} in {time.time() - r['start']:.0f} s")
+        if failed:
+            result.failed_units.append(u.name)
+
+    def _forward(self, path: Path, seen: int) -> int:
+        """Print the job's progress lines ([graftbench] ...) that appeared since ``seen`` bytes."""
+        try:
+            with open(path, "rb") as f:
+                f.seek(seen)
+                data = f.read()
+        except FileNotFoundError:
+            return seen
+        end = data.rfind(b"\n") + 1
+        for line in data[:end].decode(errors="replace").splitlines():
+            if line.startswith(PREFIX) and self.progress:
+                self.log("  " + line[len(PREFIX) + 1:])
+        return seen + end
+
+    # ------------------------------------------------------------------------------------------------ slurm
+    def run_slurm(self, units: list[Unit], *, replan_after: list[str] | None = None) -> LaunchResult:
+        from submitit.core.utils import FailedJobError
+
+        result = LaunchResult("slurm", units)
+        try:
+            return self._submit_all(units, result, replan_after)
+        except FailedJobError as err:
+            msg = " ".join(str(err).split())[:300]
+            done = f"; {len(result.jobs)} job(s) were submitted before it and keep running ({', '.join(result.jobs)})" \
+                if result.jobs else ""
+            raise LaunchError(f"sbatch refused a job: {msg}{done}; fix the cause and re-run to submit the rest") \
+                from None
+
+    def _submit_all(self, units: list[Unit], result: LaunchResult, replan_after) -> LaunchResult:
+        from benchmark import launch as launch_mod
+
+        max_array = max_array_size()
+        job_ids: dict[int, list[str]] = {}
+        folder = self.store.submitit_dir / "%j"
+        for u in units:
+            deps = sorted({j for d in u.deps for j in job_ids.get(d, [])} | {j.split("_")[0] for j in u.wait_jobs})
+            ex = self._slurm_executor(u.kind, folder, f"gb-{u.kind}", deps, "afterok")
+            results_dir, preset = str(self.store.results_dir), self.store.preset
+            if u.array:
+                ids = []
+                for part in chunks(u.nodes, max_array):
+                    jobs = ex.map_array(RunUnit(), [results_dir] * len(part), [preset] * len(part),
+                                        [[n.key] for n in part])
+                    for n, job in zip(part, jobs):
+                        _record(self.store, n, "slurm", job.job_id)
+                        result.tasks.append(str(job.job_id))
+                    ids.append(str(jobs[0].job_id).split("_")[0])
+                job_ids[u.index] = ids
+                u.job_ids = list(ids)
+            else:
+                job = ex.submit(RunUnit(), results_dir, preset, [n.key for n in u.nodes])
+                for n in u.nodes:
+                    _record(self.store, n, "slurm", job.job_id)
+                job_ids[u.index] = [str(job.job_id)]
+                u.job_ids = [str(job.job_id)]
+                result.tasks.append(str(job.job_id))
+            self.log(f"submitted {u.name}: job {', '.join(job_ids[u.index])}"
+                     + (f" (after {', '.join(deps)})" if deps else ""))
+            result.jobs += job_ids[u.index]
+        if replan_after:  # rows waiting for locality runs: plan again once those jobs succeeded
+            ids = sorted({str(self.store.read_status(self.store.run(*k.split("/"))).get("job_id") or "").split("_")[0]
+                          for k in replan_after} - {""})
+            if ids:
+                ex = self._slurm_executor("collect", folder, "gb-replan", ids, "afterok")
+                job = ex.submit(launch_mod.replan_job, str(self.store.results_dir), self.store.preset, self.target_names,
+                                self.profile.name if self.profile else None, self.profile_overrides)
+                self.log(f"submitted replan for the rows waiting on a locality result: job {job.job_id} "
+                         f"(after {', '.join(ids)})")
+                result.jobs.append(str(job.job_id))
+                result.tasks.append(str(job.job_id))
+        if result.jobs:
+            ex = self._slurm_executor("collect", folder, "gb-collect", sorted({j.split("_")[0] for j in result.jobs}),
+                                      "afterany")
+            job = ex.submit(launch_mod.collect_job, str(self.store.results_dir), self.store.preset, self.target_names)
+            self.log(f"submitted collect (summaries + tables when the jobs end): job {job.job_id}")
+            result.tasks.append(str(job.job_id))
+        return result
+
+    def _slurm_executor(self, kind: str, folder: Path, name: str, deps: list[str], dep_type: str):
+        import submitit
+
+        init, params = self.profile.executor_parameters(kind)
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", **init)
+        extra = dict(params.pop("slurm_additional_parameters", None) or {})
+        if deps:
+            extra["dependency"] = f"{dep_type}:" + ":".join(deps)
+            extra["kill-on-invalid-dep"] = "yes"
+        ex.update_parameters(name=name, slurm_additional_parameters=extra, **params)
+        return ex
+
+
+def _cancel_local(job, grace: float = 3.0) -> None:
+    """Stop a local job and its task processes (SIGINT first; SIGKILL what ignores it, e.g. when SIGINT was
+    inherited as ignored from a background shell)."""
+    proc = getattr(job, "_process", None)
+    if proc is None:
+        job.cancel(check=False)
+        return
+    children = []
+    with contextlib.suppress(OSError):
+        children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    job.cancel(check=False)
+    deadline = time.time() + grace
+    while proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    for pid in children + ([proc.pid] if proc.poll() is None else []):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _environ(changes: dict):
+    old = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _kind_counts(nodes: list[Node]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in nodes:
+        out[n.kind] = out.get(n.kind, 0) + 1
+    return out
