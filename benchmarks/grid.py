@@ -45,6 +45,8 @@ def driver_cmd(args, results_dir: Path) -> list[str]:
         cmd += ["--executor", args.executor]
     if args.rows:
         cmd += ["--rows", args.rows]
+    if args.jobs:
+        cmd += ["--jobs", str(args.jobs)]
     return cmd
 
 
@@ -223,7 +225,7 @@ def run(args) -> int:
                                 [[k, v["runs"], v["done"], v["attempts"], common.fmt_time(v["step_seconds"])]
                                  for k, v in after["kinds"].items()])
     print("\n" + table + "\n\n" + kinds)
-    settings = {"preset": args.preset, "target": TARGET, "rows": args.rows or "all", "executor": args.executor or "auto",
+    settings = {"preset": args.preset, "target": TARGET, "rows": args.rows or "all", "executor": args.executor or "auto", "jobs": args.jobs or 1,
                 "results": str(args.results) if args.results else None, "shared_cache": bool(args.shared_cache),
                 "workdir": str(work)}
     path = common.write_result(ctx, NAME, settings=settings, results=result, summary=summary,
@@ -242,6 +244,7 @@ def main(argv=None) -> int:
     p.add_argument("--results", type=Path, help="existing driver results (root or <root>/<preset>): skip the cold "
                                                  "run, time a warm re-run and read the counts")
     p.add_argument("--rows", help="pass --rows to the driver (default: every row; --quick: two grafted rows)")
+    p.add_argument("--jobs", type=int, help="pass --jobs to the driver (rows at a time with the local executor)")
     p.add_argument("--executor", help="pass --executor to the driver (default: the driver's auto; --quick: debug)")
     p.add_argument("--workdir", type=Path, help="where the cold run's results, cache and logs go (default: a new "
                                                 "temporary folder, kept)")

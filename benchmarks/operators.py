@@ -14,10 +14,10 @@ as implemented. Beside it, ``swa_blocked`` is a **benchmark-only** exact re-comp
 against ``swa`` below) that attends per block of 64 queries to the 64+2w keys around them — what a real local-attention
 kernel (flash-attn ``window_size``) would buy. It is not part of graft_core.
 
-Hyena: ``hyena_x_tm`` / ``hyena_y_tm`` (and, through ``--ops``, ``hyena_se_tm``) are a **benchmark-only** exact
-re-computations of graft_core's operators with the same weights whose K=4 causal convolution runs in the token-major
-layout of the projections (K shifted multiply-adds along N) instead of ``HyenaSE.mix``'s transpose → padded copy →
-``F.conv1d`` → transpose back; it shows what a layout fix in graft_core would buy on CPU.
+Hyena: graft_core's Hyena operators run their K=4 causal convolutions token-major
+(``CausalDepthwiseConv1d.forward_tokens``: K shifted multiply-adds along N). ``hyena_x_cm`` (and, through ``--ops``,
+``hyena_y_cm`` / ``hyena_se_cm``) are **benchmark-only** exact re-computations with the same weights in the former
+channel-major layout (transpose → padded copy → ``F.conv1d`` → transpose back) — what the layout costs on CPU.
 Target (issue 9): at N=16384 Hyena-X and Hyena-Y reach ≥ 0.8× of their FLOP-ratio speed-up.
 """
 from __future__ import annotations
@@ -37,15 +37,15 @@ from graft_core import operators
 from graft_core.accounting import operator_cost
 
 NAME = "operators"
-OPERATORS = ("mha", "hyena_x", "hyena_x_tm", "hyena_y", "hyena_y_tm", "hyena_se", "swa", "swa_blocked", "mamba2")
-EXTRA_OPERATORS = ("hyena_se_tm",)  # benchmark-only variant available through --ops
+OPERATORS = ("mha", "hyena_x", "hyena_x_cm", "hyena_y", "hyena_se", "swa", "swa_blocked", "mamba2")
+EXTRA_OPERATORS = ("hyena_y_cm", "hyena_se_cm")  # benchmark-only variants available through --ops
 TARGET_OPS = ("hyena_x", "hyena_y")
-VARIANT_OF = {"swa_blocked": "swa", "hyena_x_tm": "hyena_x", "hyena_y_tm": "hyena_y", "hyena_se_tm": "hyena_se"}
+VARIANT_OF = {"swa_blocked": "swa", "hyena_x_cm": "hyena_x", "hyena_y_cm": "hyena_y", "hyena_se_cm": "hyena_se"}
 TARGET_FRACTION = 0.8
 LABELS = {"mha": "MHA (SDPA)", "hyena_x": "Hyena-X", "hyena_y": "Hyena-Y", "hyena_se": "Hyena-SE",
-          "hyena_x_tm": "Hyena-X, token-major conv [benchmark-only]",
-          "hyena_y_tm": "Hyena-Y, token-major conv [benchmark-only]",
-          "hyena_se_tm": "Hyena-SE, token-major conv [benchmark-only]",
+          "hyena_x_cm": "Hyena-X, channel-major conv [benchmark-only]",
+          "hyena_y_cm": "Hyena-Y, channel-major conv [benchmark-only]",
+          "hyena_se_cm": "Hyena-SE, channel-major conv [benchmark-only]",
           "swa": "SWA (masked SDPA, as implemented)", "swa_blocked": "SWA blocked [benchmark-only kernel]",
           "mamba2": "Mamba-2 (chunked SSD, PyTorch)"}
 
@@ -95,24 +95,10 @@ class BlockedSWA(nn.Module):
         return swa.to_out[0](y)
 
 
-def causal_conv_tokens(z: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
-    """``CausalDepthwiseConv1d`` applied to token-major ``[B, N, C]`` without transposing: K shifted multiply-adds
-    along N on contiguous rows (output ``n`` = bias + Σ_k w_k ⊙ z[n − (K−1) + k])."""
-    k_taps = conv.kernel_size[0]
-    w = conv.weight[:, 0, :].t()  # [K, C]
-    n = z.shape[1]
-    y = torch.addcmul(conv.bias, z, w[-1]) if conv.bias is not None else z * w[-1]
-    for k in range(k_taps - 1):
-        shift = k_taps - 1 - k
-        if shift < n:
-            y[:, shift:].addcmul_(z[:, : n - shift], w[k])
-    return y
-
-
-class TokenMajorHyena(nn.Module):
-    """Benchmark-only: the function of a ``graft_core`` Hyena-X/Y/SE operator with its short convolutions computed
-    in the token-major layout of the projections (``causal_conv_tokens``), i.e. without the two transposes and the
-    padded copy of ``[B, 3D, N]`` that ``HyenaSE.mix`` + ``CausalDepthwiseConv1d`` make on CPU. Same weights."""
+class ChannelMajorHyena(nn.Module):
+    """Benchmark-only: the function of a ``graft_core`` Hyena-X/Y/SE operator computed in the layout graft_core used
+    before ``forward_tokens``: ``[B, 3D, N]`` by a transpose, the convolutions as padded ``F.conv1d``, transposed
+    back. Same weights; shows what that layout costs on CPU."""
 
     def __init__(self, op: nn.Module):
         super().__init__()
@@ -121,14 +107,14 @@ class TokenMajorHyena(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         op = self.op
-        z = op.in_proj(u)
+        z = op.in_proj(u).transpose(1, 2)
         if op.featurizer:
-            z = causal_conv_tokens(z, op.short_filter)
-        q, k, v = z.split(op.dim, dim=-1)
+            z = op.short_filter(z)
+        q, k, v = z.split(op.dim, dim=1)
         v = k * v
         if op.inner:
-            v = causal_conv_tokens(v, op.inner_filter)
-        return op.out_proj(q * v)
+            v = op.inner_filter(v)
+        return op.out_proj((q * v).transpose(1, 2))
 
 
 def build_ops(names, dim: int, heads: int, n: int, ctx: common.Context) -> dict[str, nn.Module]:
@@ -138,10 +124,10 @@ def build_ops(names, dim: int, heads: int, n: int, ctx: common.Context) -> dict[
         if name == "swa_blocked":
             base = ops.get("swa") or operators.build("swa", dim, num_heads=heads, seq_len=n)
             op = BlockedSWA(base)
-        elif name.endswith("_tm"):
+        elif name.endswith("_cm"):
             base_name = name[:-3]
             base = ops.get(base_name) or operators.build(base_name, dim, num_heads=heads, seq_len=n)
-            op = TokenMajorHyena(base)
+            op = ChannelMajorHyena(base)
         else:
             op = operators.build(name, dim, num_heads=heads, seq_len=n)
         ops[name] = op.to(ctx.device, ctx.dtype).eval()
@@ -149,7 +135,7 @@ def build_ops(names, dim: int, heads: int, n: int, ctx: common.Context) -> dict[
 
 
 def flops(name: str, dim: int, heads: int, n: int) -> tuple[int, str]:
-    base = {"swa_blocked": "swa"}.get(name, name[:-3] if name.endswith("_tm") else name)
+    base = {"swa_blocked": "swa"}.get(name, name[:-3] if name.endswith("_cm") else name)
     cost = operator_cost(base, dim, num_heads=heads, seq_len=n)
     return cost.flops_op + cost.flops_ft, cost.source
 
@@ -227,9 +213,9 @@ def run(args) -> int:
         "kernel would save, which this implementation does not.",
         "swa_blocked is a benchmark-only exact local-attention path (blocks of 64 queries × 64+2w keys); its FLOP "
         "ratio is SWA's analytic one (the blocked path itself does (64+8)/9 = 8× the band's attention MACs).",
-        "hyena_*_tm are benchmark-only exact re-computations of graft_core's Hyena operators (same weights) with the "
-        "short causal conv done in token-major layout (K shifted multiply-adds) instead of transpose + padded copy + "
-        "F.conv1d + transpose; FLOP ratio as the operator's.",
+        "graft_core's Hyena operators do their short causal convs token-major (K shifted multiply-adds); hyena_*_cm "
+        "are benchmark-only exact re-computations (same weights) in the former channel-major layout (transpose + "
+        "padded copy + F.conv1d + transpose); FLOP ratio as the operator's.",
         "mamba2 FLOPs use graft_core's own formula (the paper's Sec. H.1 formula is unknown) and count the recurrent "
         "form; the chunked scan does more (quadratic inside each 64-token chunk).",
     ]

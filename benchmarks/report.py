@@ -20,7 +20,7 @@ if __package__ in (None, ""):
 from benchmarks.common import RESULTS_DIR, fmt_flops, fmt_num, fmt_time, format_table
 
 BENCHMARKS = ("operators", "mamba2_scan", "pixart_speedup", "sampling", "grid")
-OP_ORDER = ("hyena_x", "hyena_x_tm", "hyena_y", "hyena_y_tm", "hyena_se", "hyena_se_tm", "swa", "swa_blocked",
+OP_ORDER = ("hyena_x", "hyena_x_cm", "hyena_y", "hyena_y_cm", "hyena_se", "hyena_se_cm", "swa", "swa_blocked",
             "mamba2")
 
 

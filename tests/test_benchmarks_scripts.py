@@ -56,7 +56,7 @@ def test_operators_quick(tmp_path):
         assert _finite_positive(r["median_s"]) and _finite_positive(r["flop_ratio"])
         assert r["fraction_of_flop_ratio"] == pytest.approx(r["speedup_vs_mha"] / r["flop_ratio"])
     assert all(r["speedup_vs_mha"] == 1.0 for r in rows if r["operator"] == "mha")
-    for variant in ("swa_blocked", "hyena_x_tm"):  # the benchmark-only variants compute graft_core's function
+    for variant in ("swa_blocked", "hyena_x_cm"):  # the benchmark-only variants compute graft_core's function
         assert record["summary"][f"{variant}_max_abs_err"] < 1e-4
     assert set(record["summary"]["targets"]) == {"hyena_x_fraction_at_N256", "hyena_y_fraction_at_N256"}
 
@@ -75,10 +75,10 @@ def test_blocked_swa_matches_swa_on_odd_lengths():
             assert torch.allclose(BlockedSWA(swa, block=16)(x), swa(x), atol=1e-5), n
 
 
-def test_token_major_hyena_matches_graft_core():
+def test_channel_major_hyena_matches_graft_core():
     import torch
 
-    from benchmarks.operators import TokenMajorHyena
+    from benchmarks.operators import ChannelMajorHyena
     from graft_core import operators
 
     torch.manual_seed(0)
@@ -90,7 +90,7 @@ def test_token_major_hyena_matches_graft_core():
         for n in (1, 3, 4, 17):
             x = torch.randn(2, n, 24)
             with torch.inference_mode():
-                got, ref = TokenMajorHyena(op)(x), op(x)
+                got, ref = ChannelMajorHyena(op)(x), op(x)
             assert ((got - ref).abs().max() / ref.abs().max()).item() < 1e-5, (name, n)
 
 

@@ -170,3 +170,59 @@ def test_init_from_teacher_refuses_new_architectures():
     op = operators.build("hyena_x", 16, num_heads=2, seq_len=16)
     with pytest.raises(ValueError, match="no mapping"):
         operators.init_from_teacher(op, operators.build("mha", 16, num_heads=2, seq_len=16))
+
+
+@pytest.mark.parametrize("taps,length", [(4, 16), (4, 2), (1, 5), (7, 7)])
+def test_token_major_conv_equals_the_channel_major_conv_with_its_gradients(taps, length):
+    """``forward_tokens`` (the CPU fast path of Hyena/Mamba-2) is the same map, values and gradients, as
+    ``F.conv1d`` on the transposed input — also when the sequence is shorter than the filter."""
+    torch.manual_seed(0)
+    conv = operators.CausalDepthwiseConv1d(6, taps)
+    with torch.no_grad():
+        conv.weight.normal_()
+        conv.bias.normal_()
+    z = torch.randn(3, length, 6, requires_grad=True)
+    ref = conv(z.transpose(1, 2)).transpose(1, 2)
+    got = conv.forward_tokens(z)
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+    g = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, (z, conv.weight, conv.bias), g)
+    got_grads = torch.autograd.grad(got, (z, conv.weight, conv.bias), g)
+    for a, b in zip(got_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_hyena_se_mix_is_the_channel_major_reference():
+    """The token-major Hyena mix computes exactly the paper's operator written with transposes and F.conv1d."""
+    torch.manual_seed(0)
+    op = operators.build("hyena_se", 16, num_heads=2, seq_len=12)
+    with torch.no_grad():
+        op.inner_filter.weight.normal_()
+    x = torch.randn(2, 12, 16)
+    z = op.short_filter(op.in_proj(x).transpose(1, 2))
+    q, k, v = z.split(16, dim=1)
+    ref = op.out_proj((q * op.inner_filter(k * v)).transpose(1, 2))
+    torch.testing.assert_close(op(x), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dt_scale,expect_separable", [(0.05, True), (40.0, False)])
+def test_chunked_ssd_both_intra_chunk_forms_equal_the_recurrence(dt_scale, expect_separable):
+    """Short decay spans take the factored (separable) intra-chunk form, long ones the per-head masked form; both
+    reproduce the token-by-token recurrence, values and gradients."""
+    from graft_core.operators.ssd import _pick_chunk
+
+    g = torch.Generator().manual_seed(3)
+    heads, p, n, length = 4, 3, 5, 70
+    x = torch.randn(2, length, heads, p, generator=g)
+    dt = F.softplus(torch.randn(2, length, heads, generator=g)) * dt_scale
+    a = -(torch.rand(heads, generator=g) * 3 + 0.5)
+    b, c = (torch.randn(2, length, 1, n, generator=g) for _ in range(2))
+    q, separable = _pick_chunk((a * dt), 64)
+    assert separable is expect_separable and (q == 64 or separable)
+    leaves = [t.requires_grad_() for t in (x, dt, a, b, c)]
+    chunked, naive = ssd_chunked(x, dt, a, b, c, 64), ssd_recurrent(x, dt, a, b, c)
+    scale = naive.abs().max().item()  # large dt → outputs in the hundreds: compare at float32 resolution of the scale
+    torch.testing.assert_close(chunked, naive, rtol=0, atol=2e-6 * scale)
+    weight = torch.randn(naive.shape, generator=g)
+    for got, want in zip(*[torch.autograd.grad((out * weight).sum(), leaves) for out in (chunked, naive)]):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-4 * want.abs().max().item())

@@ -39,14 +39,14 @@ class HyenaSE(GraftOperator):
         self.out_proj = nn.Linear(dim, dim)
 
     def mix(self, u: torch.Tensor) -> torch.Tensor:
-        z = self.in_proj(u).transpose(1, 2)  # [B, 3D, N]: the convolutions run over the token axis
+        z = self.in_proj(u)  # [B, N, 3D]; the convolutions run over the token axis, token-major (forward_tokens)
         if self.featurizer:
-            z = self.short_filter(z)
-        q, k, v = z.split(self.dim, dim=1)
+            z = self.short_filter.forward_tokens(z)
+        q, k, v = z.split(self.dim, dim=-1)
         v = k * v
         if self.inner:
-            v = self.inner_filter(v)
-        return self.out_proj((q * v).transpose(1, 2))
+            v = self.inner_filter.forward_tokens(v)
+        return self.out_proj(q * v)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}"

@@ -95,7 +95,7 @@ class Mamba2(GraftOperator):
         bsz, n, _ = u.shape
         gn = self.ngroups * self.d_state
         z, xbc, dt = self.in_proj(u).split([self.d_inner, self.d_inner + 2 * gn, self.nheads], dim=-1)
-        xbc = F.silu(self.conv1d(xbc.transpose(1, 2)).transpose(1, 2))
+        xbc = F.silu(self.conv1d.forward_tokens(xbc))
         x, b, c = xbc.split([self.d_inner, gn, gn], dim=-1)
         x = x.reshape(bsz, n, self.nheads, self.headdim)
         dt = F.softplus(dt.float() + self.dt_bias.float())
