@@ -32,8 +32,8 @@ def _check(x, dt, a, b, c):
     return groups
 
 
-SEPARABLE_SPAN = 60.0  # largest chunk-local decay span |Σ a·dt| of the separable form: e^60 ≈ 1e26 keeps e⁻¹·x and
-#                       its products with C·Bᵀ far inside float32's range (3.4e38)
+SEPARABLE_SPAN = 120.0  # largest chunk-local decay span |Σ a·dt| of the separable form: factors centred on the span
+#                        stay ≤ e^60 ≈ 1e26, keeping e⁻¹·x and its products with C·Bᵀ far inside float32's range
 MIN_SEPARABLE_CHUNK = 16  # below this the chunk loop's overhead outweighs the saving
 EXP_FLOOR = -80.0  # exp() below this underflows to subnormals, which cost ~45× a normal exp on CPU (the benchmark's
 #                    diagnostics); exp(-80) = 1.8e-35 stands in for them, far below float32 resolution of the outputs
@@ -61,12 +61,13 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Ten
     ``b, c [B, L, G, N]`` → ``y [B, L, H, P]`` (without the D skip term). The chunk is at most ``chunk_size``.
 
     Inside a chunk the decay ``exp(cumA_i − cumA_j)`` (chunk-local cumulative sums, ≤ 0) factors as
-    ``e_i · e_j⁻¹`` with ``e = exp(cumA)``: the per-head ``[Q, Q]`` decay matrix is then never formed, and the
+    ``e_i · e_j⁻¹`` with ``e = exp(cumA − m)``, ``m`` the centre of the chunk's span: the per-head ``[Q, Q]`` decay matrix is then never formed, and the
     intra-chunk term is one matmul of the group's masked ``C·Bᵀ`` with ``e⁻¹·x``, shared by the group's heads — the
     step that made the quadratic form slow on CPU. It is used at the largest chunk (``chunk_size``, halved down to
     16) whose decay spans are all ≤ ``SEPARABLE_SPAN``; otherwise the per-head masked ``[Q, Q]`` form is used. Both
-    are the same map (tests check them against ``ssd_recurrent``); which one runs is decided for the whole batch, so
-    a sample's output can differ at float-rounding level with the other samples or later tokens, never more.
+    are the same map (tests check them against ``ssd_recurrent``). ``m`` and the choice of form depend on the whole
+    chunk and batch, so an output can move at float-rounding level (~1e-7 relative) with later tokens of its chunk
+    or with other samples — never more: the map itself is causal.
     """
     groups = _check(x, dt, a, b, c)
     if chunk_size < 1:
@@ -80,7 +81,8 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Ten
     if pad:
         x, dt, adt, b, c = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, adt, b, c))
     nc, r = (length + pad) // q, heads // groups
-    xs = (x * dt[..., None]).view(bsz, nc, q, groups, r, p)  # discretised input dt·x
+    x = x.view(bsz, nc, q, groups, r, p)
+    dt = dt.view(bsz, nc, q, groups, r)
     bs, cs = b.view(bsz, nc, q, groups, -1), c.view(bsz, nc, q, groups, -1)
     a_cum = torch.cumsum(adt.view(bsz, nc, q, groups, r), dim=2)  # [b, c, q, g, r], chunk-local, ≤ 0
     last = a_cum[:, :, -1:]  # [b, c, 1, g, r]: the decay across each whole chunk
@@ -89,10 +91,12 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Ten
 
     # 1. inside each chunk: y_i = Σ_{j<=i} (C_i·B_j) · exp(cumA_i − cumA_j) · x_j  (attention-like, causal)
     if separable:
-        x_inv = xs * torch.exp(-a_cum)[..., None]  # e_j⁻¹ · x_j, e_j⁻¹ ∈ [1, e^SEPARABLE_SPAN]
-        y_diag = torch.einsum("bcgij,bcjgrp->bcigrp", cb * causal, x_inv) * torch.exp(a_cum)[..., None]
-        decayed = x_inv * torch.exp(last)[..., None]  # exp(cumA_end − cumA_j) · x_j, reusing e_j⁻¹
+        mid = 0.5 * last  # centre of each chunk's span: e^{±(cumA − mid)} ≤ e^{SEPARABLE_SPAN / 2}
+        x_inv = x * (dt * torch.exp(mid - a_cum))[..., None]  # e_j⁻¹ · dt_j·x_j (the discretised input), one pass
+        y_diag = torch.einsum("bcgij,bcjgrp->bcigrp", cb * causal, x_inv) * torch.exp(a_cum - mid)[..., None]
+        decayed = x_inv * torch.exp(last - mid)[..., None]  # exp(cumA_end − cumA_j) · x_j, reusing e_j⁻¹
     else:  # spans too long to factor: the per-head [Q, Q] decay matrix, laid out [b, c, g, r, i, j]
+        xs = x * dt[..., None]  # discretised input dt·x
         a_g = a_cum.permute(0, 1, 3, 4, 2)  # [b, c, g, r, q]
         decay = (a_g[..., :, None] - a_g[..., None, :]).clamp(EXP_FLOOR, 0.0).exp() * causal
         weights = decay * cb[:, :, :, None]
