@@ -135,6 +135,9 @@ class Launcher:
         running: dict[int, dict] = {}
         finished: set[int] = set()
         counter = 0
+        for u in units:  # queued by this launcher: --status shows them pending, a second launcher leaves them alone
+            for n in u.nodes:
+                _record(self.store, n, self.executor, job_id="", pid=os.getpid())
         try:
             while pending or running:
                 for u in list(pending):
@@ -161,12 +164,13 @@ class Launcher:
         except KeyboardInterrupt:
             for r in running.values():
                 _cancel_local(r["job"])
+            for u in pending:  # never started: back to missing, not "gone without DONE"
+                for n in u.nodes:
+                    self.store.update_status(self.store.run(n.kind, n.run_id), state="cancelled", pid=None)
             raise
         return result
 
     def _start_local(self, ex, u: Unit, i: int, total: int, parallel: int) -> dict:
-        for n in u.nodes:
-            _record(self.store, n, self.executor, job_id="", pid=os.getpid())
         kinds = ", ".join(f"{k}×{c}" if c > 1 else k for k, c in _kind_counts(u.nodes).items())
         self.log(f"[{i}/{total}] {u.name}: {kinds}")
         env = {}

@@ -68,14 +68,15 @@ def test_missing_paper_weights_stop_the_launch(tmp_path):
     assert not (tmp_path / "r" / "paper" / "runs").exists()
 
 
-def test_unimplemented_external_target_launches_nothing(tmp_path):
-    from benchmark.steps import external_available
+def test_missing_external_step_module_launches_nothing(tmp_path, monkeypatch, capsys):
+    """A target whose external step (``module:function``) cannot be imported stops before anything is written."""
+    from benchmark.run import main
     from benchmark.targets import table5
 
-    if external_available(table5.EXTERNAL) is None:
-        pytest.skip(f"{table5.EXTERNAL} exists in this build")
-    proc = run_cli("table5", "--executor", "debug", "--results-dir", str(tmp_path / "r"))
-    assert proc.returncode == 2 and "not implemented yet in this build" in proc.stderr
+    monkeypatch.setattr(table5, "EXTERNAL", "graft_core.no_such_module:run_row")
+    assert main(["table5", "--executor", "debug", "--results-dir", str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "graft_core.no_such_module is not implemented yet in this build" in err and err.count("\n") == 1
     assert not (tmp_path / "r" / "tiny" / "runs").exists()
 
 

@@ -311,3 +311,27 @@ def test_slurm_rows_waiting_for_locality_are_submitted_by_a_replan_job(tmp_path,
     rows = {r["row"]: r for r in summary(tmp_path, "tiny", "fig4b")["rows"]}
     assert rows["attn-hyena_x-top_local"]["status"] == "done"
     assert rows["attn-hyena_x-top_local"]["extra"]["layers"] == [1, 2, 4, 5]
+
+
+def test_queued_local_runs_show_pending_and_return_to_missing_on_interrupt(tmp_path, monkeypatch):
+    """A local launcher marks every run it will execute as pending (its own pid), so --status and a second launcher
+    see them as taken; Ctrl-C puts the never-started ones back to missing, not "gone without DONE"."""
+    store = Store(tmp_path, "tiny")
+    plans = plan_targets(store, targets.expand(["table1"]))
+    last = plans[0].row_plans[-1].final
+    seen = {}
+    original = Launcher._start_local
+
+    def start(self, ex, u, i, total, parallel):
+        if i == 2:
+            seen["queued"] = node_states(store, all_nodes(plans), ask_slurm=False)[last.key].state
+            raise KeyboardInterrupt
+        return original(self, ex, u, i, total, parallel)
+
+    monkeypatch.setattr(Launcher, "_start_local", start)
+    with fake_steps(), pytest.raises(KeyboardInterrupt):
+        launch(Launcher(store, "debug", progress=False, log=lambda *a: None), targets.expand(["table1"]))
+    assert seen["queued"] == "pending"
+    states = node_states(store, all_nodes(plans), ask_slurm=False)
+    assert states[last.key].state == "missing"
+    assert sum(s.state == "done" for s in states.values()) >= 1  # the first unit finished before the interrupt
