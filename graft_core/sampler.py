@@ -66,7 +66,9 @@ def guided_output(model, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
     yy = torch.cat([labels, torch.full_like(labels, null_id)])
     out = model(xx, timestep=tt, class_labels=yy, return_dict=False)[0]
     cond, uncond = out.chunk(2)
-    eps = uncond[:, :channels] + guidance_scale * (cond[:, :channels] - uncond[:, :channels])
+    if channels >= out.shape[1]:  # standard CFG on every channel: no slicing and re-concatenation
+        return torch.lerp(uncond, cond, guidance_scale)
+    eps = torch.lerp(uncond[:, :channels], cond[:, :channels], guidance_scale)
     return torch.cat([eps, cond[:, channels:]], dim=1)
 
 
