@@ -10,6 +10,9 @@ from .common import (DASH, METRICS, OURS, PAPER, PAPER_METRICS, Body, arrow, as_
 from .paper import table6_baselines
 
 
+CONTROL_LABEL = "Teacher + same stage 2 (control)"
+
+
 def _iters(value) -> str:
     x = as_number(value)
     if x is None:
@@ -53,6 +56,7 @@ def render_table6(rows: Sequence[dict], *, preset: str = "tiny", git_rev: str = 
     for b in table6_baselines():
         body.add((latex_escape(b["label"]), PAPER), _cells(b["metrics"], b["extra"]))
     group = None
+    control = None
     for r in rows:
         if r["group"] != group:
             group = r["group"]
@@ -66,11 +70,23 @@ def render_table6(rows: Sequence[dict], *, preset: str = "tiny", git_rev: str = 
                 if not done:  # keep the planned depth, blank everything measured
                     cells = cells[:1] + [DASH] * (len(cells) - 1)
             body.add((r["label"], src_label(r, src)), cells)
+            extra = r.get("extra", {}) if src == OURS and r["status"] == "done" else {}
+            if extra.get("stage1_only_metrics"):
+                body.add((r["label"], "ours, stage 1 only"),
+                         _cells(extra["stage1_only_metrics"], {"depth": extra.get("depth")}))
+            if extra.get("control_teacher_stage2_metrics"):
+                control = (extra["control_teacher_stage2_metrics"],
+                           {"depth": extra.get("teacher_depth"), "params_m": extra.get("teacher_params_m"),
+                            "iters": extra.get("iters"), "speedup": 1.0})
         body.statuses.append(r["status"])
+    if control:
+        body.add((CONTROL_LABEL, OURS), _cells(*control))
     notes = [
         "Speed-up: one forward pass relative to DiT-XL/2 (paper: H100, batch 2). The paper's comparison rows are "
         "copied from TinyFusion Table 1 (TinyDiT-D14 appears at 100K and 500K iterations; which one the paper used "
         "is UNKNOWN). \\emph{ours} = reproduced, \\emph{paper} = published. --: not published (UNKNOWN).",
+        ("\\emph{stage 1 only}: the parallel-pair model before stage 2. The control row is the sequential teacher "
+         "put through the identical stage 2." if control else ""),
         status_notes(body.statuses),
         preset_note(preset),
     ]
