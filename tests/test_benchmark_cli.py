@@ -68,6 +68,18 @@ def test_missing_paper_weights_stop_the_launch(tmp_path):
     assert not (tmp_path / "r" / "paper" / "runs").exists()
 
 
+def test_missing_imagenet_latents_stop_the_launch_with_the_prepare_command(tmp_path, monkeypatch, capsys):
+    """Weights present (check stubbed), ImageNet latents not prepared: one line naming `benchmark.prepare`."""
+    from benchmark.run import main
+
+    monkeypatch.setenv("GRAFTBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("benchmark.run.check_pretrained", lambda repo: None)
+    assert main(["table3", "--preset", "paper", "--executor", "debug", "--results-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "python -m benchmark.prepare imagenet --src" in err and "nothing launched" in err
+    assert not (tmp_path / "r" / "paper" / "runs").exists()
+
+
 def test_missing_external_step_module_launches_nothing(tmp_path, monkeypatch, capsys):
     """A target whose external step (``module:function``) cannot be imported stops before anything is written."""
     from benchmark.run import main
