@@ -14,16 +14,18 @@ eval        teacher, data, classifier, EvalConfig, the model (teacher | stage-2 
                                                                                      → ``evaluate.evaluate_model``
 floor/noise data, classifier, EvalConfig                                      → ``metric_floor`` / ``noise_control``
 locality    teacher, LocalityConfig                                                  → ``graft_core.locality``
-external    the whole row config and the graft_core function                        → e.g. ``graft_core.pixart``
+external    the whole row config, the graft_core function and that module's own settings for the preset
+            (``row_settings(preset)``, e.g. PixArt's T2IConfig)                       → e.g. ``graft_core.pixart``
 ==========  =====================================================================================================
 
 Two rows that need the same step get the same node (same key ``kind/run_id``), so it runs once: the 50 % and 75 %
 rows of an operator reuse the stage-1 layers of its 100 % row, fig4a's 10 % rows are table3's 50 % rows, etc.
-Nothing here imports torch.
+Nothing here imports torch, except an external step's own module when its settings are read.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -51,6 +53,18 @@ class Node:
     @property
     def key(self) -> str:
         return f"{self.kind}/{self.run_id}"
+
+
+def external_settings(spec: str, preset_name: str) -> dict | None:
+    """What an external step's module configures for itself on this preset (``module.row_settings(name)``, e.g.
+    ``graft_core.pixart``'s T2IConfig), so that changing it changes the run id; None when the module has no such
+    function or cannot be imported (the launch then stops with "not implemented yet")."""
+    try:
+        module = importlib.import_module(spec.partition(":")[0])
+    except ImportError:
+        return None
+    fn = getattr(module, "row_settings", None)
+    return None if fn is None else to_jsonable(fn(preset_name))
 
 
 def make_node(kind: str, body: dict, deps: Iterable[Node] = (), desc: str = "") -> Node:
@@ -128,6 +142,9 @@ class Planner:
     def external(row: Row) -> Node:
         body = {"preset": row.preset.name, "external": row.external, "row_id": row.id, "row": row.preset,
                 "graft": row.graft, "extra": row.extra}
+        settings = external_settings(row.external, row.preset.name)
+        if settings is not None:
+            body["settings"] = settings
         return make_node("external", body, desc=f"external {row.external} ({row.id})")
 
     # ------------------------------------------------------------------------------------------------------ rows

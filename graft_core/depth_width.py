@@ -73,6 +73,11 @@ DEPTH_WIDTH_PRESETS = {
 }
 
 
+def row_settings(preset_name: str) -> dict:
+    """This module's own settings for a preset: part of the ``table6`` runs' identity (``benchmark.dag``)."""
+    return {"depth_width": DEPTH_WIDTH_PRESETS.get(preset_name)}
+
+
 def depth_width_config(preset: Preset) -> DepthWidthConfig:
     try:
         return DEPTH_WIDTH_PRESETS[preset.name]

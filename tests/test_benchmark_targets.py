@@ -205,3 +205,24 @@ def test_teacher_identity_mirrors_graft_core():
     for name in ("micro", "tiny", "paper"):
         p = get_preset(name)
         assert teacher_key(Planner.teacher(p).config) == teacher.teacher_key(p.teacher, p.data)
+
+
+def test_external_module_settings_are_part_of_the_run_identity(monkeypatch):
+    """table5/table6 rows run graft_core code configured by its own presets (T2IConfig, DepthWidthConfig): changing
+    them must change the run id, or a re-run would reuse results computed under other settings."""
+    import dataclasses
+
+    from benchmark.dag import Planner
+    from graft_core import depth_width, pixart
+
+    def ids(target):
+        (tp,) = [t for t in targets.expand([target])]
+        return [Planner.external(r).run_id for r in tp.rows("tiny") if r.kind == "external"]
+
+    before5, before6 = ids("table5"), ids("table6")
+    monkeypatch.setitem(pixart.T2I_PRESETS, "tiny", dataclasses.replace(pixart.T2I_PRESETS["tiny"], steps=11))
+    monkeypatch.setitem(depth_width.DEPTH_WIDTH_PRESETS, "tiny",
+                        dataclasses.replace(depth_width.DEPTH_WIDTH_PRESETS["tiny"], stage2_steps=601))
+    after5, after6 = ids("table5"), ids("table6")
+    assert len(before5) == 2 and not set(before5) & set(after5)
+    assert len(before6) == 1 and not set(before6) & set(after6)
