@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -97,8 +98,11 @@ def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *
         return mse_over(op, val_inputs, val_targets, device=device, bf16=bf16) if has_val else None
 
     initial_train, initial_val = mse_over(op, inputs, targets, device=device, bf16=bf16), val_mse()
-    history = []
-    best_mse, best_epoch, best_state = float("inf"), 0, None
+    history = [{"epoch": 0, "train_loss": None, "train_mse": initial_train, "val_mse": initial_val}]
+    # the untrained operator is the fallback: a run that never improves (or diverges) keeps it, never a NaN state
+    best_mse, best_epoch = initial_train, 0
+    best_state = {k: v.detach().clone() for k, v in op.state_dict().items()}
+    diverged_at = None
     start = time.time()
     for epoch in tqdm(range(1, stage1.epochs + 1), desc=f"stage1 {site}", disable=not progress, mininterval=5):
         perm = torch.randperm(n, generator=gen).to(device)
@@ -108,6 +112,9 @@ def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *
             with _autocast(device, bf16):
                 pred = op(inputs[idx].float())
             loss = regression_loss(objective, pred.float(), targets[idx].float(), stage1.huber_delta)
+            if not torch.isfinite(loss):  # diverged (seen with Mamba-2 at lr 5e-4): stop, keep the best state
+                diverged_at = epoch
+                break
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if stage1.grad_clip:
@@ -115,18 +122,16 @@ def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *
             opt.step()
             loss_sum += loss.item()
             batches += 1
+        if diverged_at is not None:
+            break
         if epoch % stage1.eval_every == 0 or epoch == stage1.epochs:
             train_mse = mse_over(op, inputs, targets, device=device, bf16=bf16)
             history.append({"epoch": epoch, "train_loss": loss_sum / batches, "train_mse": train_mse,
                             "val_mse": val_mse()})
-            if train_mse < best_mse:
+            if math.isfinite(train_mse) and train_mse < best_mse:
                 best_mse, best_epoch = train_mse, epoch
                 best_state = {k: v.detach().clone() for k, v in op.state_dict().items()}
     seconds = time.time() - start
-    if best_state is None:  # epochs == 0: the untrained operator
-        history.append({"epoch": 0, "train_loss": None, "train_mse": initial_train, "val_mse": initial_val})
-        best_mse, best_epoch = initial_train, 0
-        best_state = {k: v.detach().clone() for k, v in op.state_dict().items()}
     op.load_state_dict(best_state)
     best_val = next(h["val_mse"] for h in history if h["epoch"] == best_epoch)
     metrics = {
@@ -139,6 +144,7 @@ def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *
         "lr": lr, "lr_source": lr_source(stage1), "epochs": stage1.epochs, "batch_size": stage1.batch_size,
         "num_samples": n, "seed": seed, "bf16": bf16, "seconds": round(seconds, 3),
         "seconds_per_epoch": round(seconds / max(1, stage1.epochs), 4), "history": history,
+        "diverged_at_epoch": diverged_at,  # None, or the epoch whose loss went non-finite (training stopped there)
     }
     return best_state, metrics
 

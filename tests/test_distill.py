@@ -42,7 +42,7 @@ def test_distill_layer_lowers_the_loss(captures, micro_preset, tmp_path, site, o
     assert m["objective"] == {"attn": "l1", "mlp": "l2"}[site]
     assert m["lr_source"] == "code" and m["lr"] == {"attn": 5e-4, "mlp": 1e-3}[site]
     assert m["seed"] == stage1.seed + 1
-    assert [h["epoch"] for h in m["history"]] == [2, 4, 6]
+    assert [h["epoch"] for h in m["history"]] == [0, 2, 4, 6]  # 0: the untrained operator, the fallback
     assert m["train_mse"] == min(h["train_mse"] for h in m["history"])  # best-train checkpoint kept
     assert m["best_epoch"] in (2, 4, 6)
     assert json.loads((tmp_path / "metrics.json").read_text())["train_mse"] == m["train_mse"]
@@ -99,3 +99,25 @@ def test_assemble_loads_stage1_operators(micro_teacher, micro_preset, captures, 
     assert type(micro_teacher.transformer_blocks[1].attn1).__name__ == "Attention"  # teacher untouched
     with pytest.raises(ValueError, match="lacks layers"):
         distill.assemble(micro_teacher, plan, {})
+
+
+def test_a_diverging_stage1_keeps_the_best_finite_state_never_nan():
+    """Seen with Mamba-2 at 400 epochs: the loss went NaN before the first check and the NaN operator was saved with
+    the initial MSE as its metrics. Now training stops at a non-finite loss and the best finite state is kept."""
+    import dataclasses
+
+    import torch
+    from torch import nn
+
+    from graft_core.distill import train_operator
+    from graft_core.presets import get_preset
+
+    torch.manual_seed(0)
+    op = nn.Linear(4, 4)
+    x = torch.randn(16, 3, 4)
+    y = torch.full((16, 3, 4), float("nan"))  # any step's loss is NaN
+    stage1 = dataclasses.replace(get_preset("micro").stage1, epochs=5, eval_every=1)
+    before = {k: v.clone() for k, v in op.state_dict().items()}
+    state, metrics = train_operator(op, x, y, stage1=stage1, site="attn", seed=0)
+    assert metrics["diverged_at_epoch"] == 1 and metrics["best_epoch"] == 0
+    assert all(torch.equal(state[k], before[k]) for k in before)
