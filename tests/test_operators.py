@@ -113,11 +113,7 @@ def test_causal_operators_do_not_look_ahead(name):
     x2 = x.clone()
     x2[:, 13] += 3.0
     y, y2 = op(x), op(x2)
-    if name == "mamba2":  # the SSD scan factors each chunk around its span's centre: earlier outputs may move at
-        # float-rounding level with later tokens of their chunk (ssd_chunked's docstring), never more
-        assert (y[:, :13] - y2[:, :13]).abs().max() <= 1e-6 * y.abs().max()
-    else:
-        assert torch.equal(y[:, :13], y2[:, :13])
+    assert torch.equal(y[:, :13], y2[:, :13])
     assert not torch.allclose(y[:, 13:], y2[:, 13:])
 
 
@@ -207,26 +203,3 @@ def test_hyena_se_mix_is_the_channel_major_reference():
     q, k, v = z.split(16, dim=1)
     ref = op.out_proj((q * op.inner_filter(k * v)).transpose(1, 2))
     torch.testing.assert_close(op(x), ref, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("dt_scale,expect_separable", [(0.05, True), (40.0, False)])
-def test_chunked_ssd_both_intra_chunk_forms_equal_the_recurrence(dt_scale, expect_separable):
-    """Short decay spans take the factored (separable) intra-chunk form, long ones the per-head masked form; both
-    reproduce the token-by-token recurrence, values and gradients."""
-    from graft_core.operators.ssd import _pick_chunk
-
-    g = torch.Generator().manual_seed(3)
-    heads, p, n, length = 4, 3, 5, 70
-    x = torch.randn(2, length, heads, p, generator=g)
-    dt = F.softplus(torch.randn(2, length, heads, generator=g)) * dt_scale
-    a = -(torch.rand(heads, generator=g) * 3 + 0.5)
-    b, c = (torch.randn(2, length, 1, n, generator=g) for _ in range(2))
-    q, separable = _pick_chunk((a * dt), 64)
-    assert separable is expect_separable and (q == 64 or separable)
-    leaves = [t.requires_grad_() for t in (x, dt, a, b, c)]
-    chunked, naive = ssd_chunked(x, dt, a, b, c, 64), ssd_recurrent(x, dt, a, b, c)
-    scale = naive.abs().max().item()  # large dt → outputs in the hundreds: compare at float32 resolution of the scale
-    torch.testing.assert_close(chunked, naive, rtol=0, atol=2e-6 * scale)
-    weight = torch.randn(naive.shape, generator=g)
-    for got, want in zip(*[torch.autograd.grad((out * weight).sum(), leaves) for out in (chunked, naive)]):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-4 * want.abs().max().item())
