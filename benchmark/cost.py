@@ -46,7 +46,7 @@ CPU_S = {
 # ``cpu_seconds_step`` in the run's metrics.json); other presets fall back to the job overhead
 CPU_S_EXTERNAL_TINY = {
     # stage 1 for 4 block pairs, stage 2 600 steps, the same stage 2 on the teacher (control), 3 evaluations
-    ("graft_core.depth_width:run_row", True): 1140.0,
+    ("graft_core.depth_width:run_row", False): 1140.0,
     # PixArt: the shipped teacher's evaluation (training it anew, if its asset is gone, adds ~32 CPU-min)
     ("graft_core.pixart:run_row", False): 130.0,
     # synthetic pairs, stage 1 for 4 layers, LoRA stage 2, the control, 3 evaluations
@@ -138,8 +138,7 @@ def node_cost(node: Node, gpu: bool) -> tuple[float, int]:
     elif kind in ("floor", "noise"):
         s += CPU_S["reference"]
     elif kind == "external" and c.get("preset") == "tiny":
-        grafted = bool(c.get("graft")) or "depth_width" in c["external"]
-        s += CPU_S_EXTERNAL_TINY.get((c["external"], grafted), 0.0)
+        s += CPU_S_EXTERNAL_TINY.get((c["external"], bool(c.get("graft"))), 0.0)
     elif kind == "locality":
         loc = c["locality"]
         s += loc["num_samples"] * loc["steps"] * CPU_S["sample_per_image_step"] * 1.5 * scale

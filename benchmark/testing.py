@@ -59,14 +59,8 @@ def fake_execute(ctx) -> dict:
 @contextlib.contextmanager
 def fake_steps(fail: str = "", sleep: float = 0.0):
     """Route every step of this process (and of its local/Slurm jobs, via the environment) to ``fake_execute``."""
-    old = {k: os.environ.get(k) for k in ("GRAFTBENCH_FAKE_STEPS", "GRAFTBENCH_FAKE_FAIL", "GRAFTBENCH_FAKE_SLEEP")}
-    os.environ.update(GRAFTBENCH_FAKE_STEPS="1", GRAFTBENCH_FAKE_FAIL=fail, GRAFTBENCH_FAKE_SLEEP=str(sleep))
-    CALLS.clear()
-    try:
+    from benchmark.executors import _environ
+
+    with _environ({"GRAFTBENCH_FAKE_STEPS": "1", "GRAFTBENCH_FAKE_FAIL": fail, "GRAFTBENCH_FAKE_SLEEP": str(sleep)}):
+        CALLS.clear()
         yield CALLS
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

@@ -114,6 +114,20 @@ def fmt(value: Any, decimals: int = 2, signed: bool = False) -> str:
     return text
 
 
+def fmt_speedup(value: Any) -> str:
+    """``1.43$\\times$``; None → ``DASH``."""
+    x = as_number(value)
+    return DASH if x is None else fmt(x, 2) + r"$\times$"
+
+
+def fmt_params(value: Any) -> str:
+    """Millions of parameters: whole numbers as the paper prints them, two decimals below 100M (tiny models)."""
+    x = as_number(value)
+    if x is None:
+        return DASH
+    return f"{x:.0f}" if x >= 100 else f"{x:.2f}"
+
+
 def fmt_metric(key: str, value: Any) -> str:
     if key == "class_acc":
         x = as_number(value)

@@ -6,25 +6,17 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .common import (DASH, OURS, PAPER, Body, arrow, as_number, fmt, fmt_metric, has_paper, header_comment,
-                     latex_escape, preset_note, render, sanitize_label, src_label, status_notes)
+from .common import (OURS, PAPER, Body, arrow, fmt, fmt_metric, fmt_params, fmt_speedup, has_paper,
+                     header_comment, latex_escape, preset_note, render, sanitize_label, src_label, status_notes)
 
 CONTROL_LABEL = "Teacher + same LoRA stage 2 (control)"
 
 
-def _speedup(value) -> str:
-    x = as_number(value)
-    return DASH if x is None else fmt(x, 2) + r"$\times$"
-
-
-def _params(value) -> str:
-    x = as_number(value)
-    return DASH if x is None else (f"{x:.0f}" if x >= 100 else f"{x:.2f}")
 
 
 def _cells(score, metrics: dict, params=None, speedup=None, speedup_long=None, long_col: bool = False) -> list[str]:
-    cells = [fmt(score, 2), fmt_metric("fid", (metrics or {}).get("fid")), _params(params), _speedup(speedup)]
-    return cells + [_speedup(speedup_long)] if long_col else cells
+    cells = [fmt(score, 2), fmt_metric("fid", (metrics or {}).get("fid")), fmt_params(params), fmt_speedup(speedup)]
+    return cells + [fmt_speedup(speedup_long)] if long_col else cells
 
 
 def render_table5(rows: Sequence[dict], *, preset: str = "tiny", git_rev: str = "unknown",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .common import (DASH, METRICS, OURS, PAPER, PAPER_METRICS, Body, arrow, as_number, fmt, fmt_metric, has_paper,
-                     header_comment, latex_escape, preset_note, render, sanitize_label, src_label, status_notes,
-                     values_of)
+from .common import (DASH, METRICS, OURS, PAPER, PAPER_METRICS, Body, arrow, as_number, fmt_metric, fmt_params,
+                     fmt_speedup, has_paper, header_comment, latex_escape, preset_note, render, sanitize_label,
+                     src_label, status_notes, values_of)
 from .paper import table6_baselines
 
 
@@ -27,23 +27,12 @@ def _int(value) -> str:
     return DASH if x is None else f"{x:.0f}"
 
 
-def _params(value) -> str:
-    """Millions of parameters: whole numbers as the paper prints them, two decimals below 100M (tiny models)."""
-    x = as_number(value)
-    if x is None:
-        return DASH
-    return f"{x:.0f}" if x >= 100 else f"{x:.2f}"
-
-
-def _speedup(value) -> str:
-    x = as_number(value)
-    return DASH if x is None else fmt(x, 2) + r"$\times$"
 
 
 def _cells(metrics: dict, extra: dict, show_extra: bool = True) -> list[str]:
     extra = extra if show_extra else {}
-    return ([_int(extra.get("depth")), _params(extra.get("params_m")), _iters(extra.get("iters"))]
-            + [fmt_metric(k, metrics.get(k)) for k in PAPER_METRICS] + [_speedup(extra.get("speedup"))])
+    return ([_int(extra.get("depth")), fmt_params(extra.get("params_m")), _iters(extra.get("iters"))]
+            + [fmt_metric(k, metrics.get(k)) for k in PAPER_METRICS] + [fmt_speedup(extra.get("speedup"))])
 
 
 def render_table6(rows: Sequence[dict], *, preset: str = "tiny", git_rev: str = "unknown",
