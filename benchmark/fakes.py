@@ -1,0 +1,183 @@
+"""Fake paper-preset prerequisites of the paper's *structure*, made by the project's own code.
+
+Why: these machines have no internet and no GPU, so the paper path can only be rehearsed on stand-ins. Each stand-in has
+exactly the structure the paper code depends on (and checks) — a Hugging Face cache whose DiT has 28 blocks, 32×32×4
+latents, patch 2 (256 tokens), learned σ (8 output channels) and 1000 classes, at a reduced width; an AutoencoderKL
+with the SD-VAE's block structure (8× downsampling, 4 latent channels, scale 0.18215 applied by the caller) at a
+reduced width; a small ImageFolder of real JPEG files of mixed sizes and modes; Inception-v3 weights in
+torch-fidelity's format (random values); an ADM-format reference batch (``arr_0`` + ``mu, sigma, mu_s, sigma_s``).
+The values are random, so metrics computed on them are meaningless; the point is that every code path runs.
+
+Only tests and ``benchmarks/`` import this module; production code never does (``tests/test_import_graph.py``).
+
+CLI: ``python -m benchmark.fakes DIR`` writes everything under ``DIR`` and prints the environment to export.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DIT_REPO = "facebook/DiT-XL-2-256"
+VAE_REPO = "stabilityai/sd-vae-ft-ema"
+FAKE_REVISION = "0" * 40  # snapshot folder name; any 40-hex string works for an offline cache
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+POOL_DIM, SPATIAL_DIM = 2048, 2023  # ADM's pool_3 and mixed_6/conv[..., :7] feature sizes
+
+
+@dataclass(frozen=True)
+class FakePaths:
+    """Where each fake prerequisite lies, and the environment that points the suite at them."""
+
+    hf_home: Path
+    imagenet: Path
+    inception: Path
+    reference: Path
+
+    def environ(self) -> dict[str, str]:
+        return {"HF_HOME": str(self.hf_home), "HF_HUB_OFFLINE": "1",
+                "GRAFTBENCH_INCEPTION_WEIGHTS": str(self.inception)}
+
+
+def _snapshot(hf_home: Path, repo: str) -> Path:
+    """The snapshot folder of ``repo`` in a Hugging Face hub cache, with ``refs/main`` pointing at it."""
+    base = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+    (base / "refs").mkdir(parents=True, exist_ok=True)
+    (base / "refs" / "main").write_text(FAKE_REVISION)
+    snap = base / "snapshots" / FAKE_REVISION
+    snap.mkdir(parents=True, exist_ok=True)
+    return snap
+
+
+def make_dit(hf_home: Path, *, num_attention_heads: int = 2, attention_head_dim: int = 16, num_layers: int = 28,
+             seed: int = 0, repo: str = DIT_REPO) -> Path:
+    """DiT-XL/2's structure (depth, tokens, learned σ, classes) at width ``heads × head_dim``, saved as the Hub repo
+    lays it out (``transformer/`` subfolder, as ``facebook/DiT-XL-2-256``)."""
+    import torch
+    from diffusers import DiTTransformer2DModel
+
+    torch.manual_seed(seed)
+    model = DiTTransformer2DModel(num_attention_heads=num_attention_heads, attention_head_dim=attention_head_dim,
+                                  in_channels=4, out_channels=8, num_layers=num_layers, sample_size=32, patch_size=2,
+                                  num_embeds_ada_norm=1000, norm_type="ada_norm_zero")
+    with torch.no_grad():  # adaLN-Zero starts at zero: give the blocks a non-trivial output so captures are not all 0
+        for name, p in model.named_parameters():
+            if name.endswith("norm1.linear.weight") or name.startswith("proj_out"):
+                p.normal_(0, 0.02)
+    out = _snapshot(hf_home, repo) / "transformer"
+    model.save_pretrained(out)
+    (out.parent / "model_index.json").write_text(json.dumps({"_class_name": "DiTPipeline", "transformer": [
+        "diffusers", "DiTTransformer2DModel"], "vae": ["diffusers", "AutoencoderKL"]}))
+    return out
+
+
+def make_vae(hf_home: Path, *, width: int = 16, seed: int = 0, repo: str = VAE_REPO, save_to: Path | None = None) -> Path:
+    """The SD-VAE's structure (4 down/up blocks → 8× downsampling, 2 resnets per block, 4 latent channels) at
+    ``width`` channels per block; saved at the repo root as ``stabilityai/sd-vae-ft-ema`` is."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(width,) * 4, layers_per_block=2,
+                        latent_channels=4, norm_num_groups=min(8, width), sample_size=256)
+    out = save_to if save_to is not None else _snapshot(hf_home, repo)
+    vae.save_pretrained(out)
+    return out
+
+
+def make_imagefolder(root: Path, *, classes: int = 4, per_class: int = 6, seed: int = 0) -> Path:
+    """Real JPEG files of mixed sizes and modes (RGB, greyscale, CMYK; smaller and larger than 256 px, as ImageNet
+    has) in ImageNet's ``train/<wnid>/<wnid>_<i>.JPEG`` layout; smooth random images, so JPEG keeps some structure."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    sizes = [(500, 375), (333, 500), (256, 256), (640, 480), (180, 240), (800, 600)]
+    for c in range(classes):
+        wnid = f"n{c + 1:08d}"
+        folder = root / wnid
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            w, h = sizes[(c + i) % len(sizes)]
+            low = rng.integers(0, 256, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
+            img = Image.fromarray(low).resize((w, h), Image.BICUBIC)
+            mode = ("RGB", "L", "CMYK")[i % 3] if i % 2 else "RGB"
+            img.convert(mode).save(folder / f"{wnid}_{i}.JPEG", quality=90)
+    return root
+
+
+def make_inception_weights(path: Path, *, seed: int = 0) -> Path:
+    """A state dict of torch-fidelity's ``FeatureExtractorInceptionV3`` with random values (the real file is
+    ``weights-inception-2015-12-05-6726825d.pth``): same keys and shapes, so the loader path is the real one."""
+    import torch
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class _Unloaded(FeatureExtractorInceptionV3):
+        def load_state_dict(self, *args, **kwargs):  # build the architecture without real weights
+            return None
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    empty = path.with_suffix(".empty.pth")
+    torch.save({}, empty)
+    torch.manual_seed(seed)
+    model = _Unloaded("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
+    empty.unlink()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for k, v in state.items():
+        if k.endswith("running_var"):
+            v.fill_(1.0)  # positive, or batch norm divides by sqrt of a negative
+    torch.save(state, path)
+    return path
+
+
+def make_adm_reference(path: Path, *, num_images: int = 16, resolution: int = 256, seed: int = 0) -> Path:
+    """An ADM reference batch: ``arr_0`` uint8 ``[N, H, W, 3]`` and whole-dataset statistics ``mu, sigma`` (2048)
+    and ``mu_s, sigma_s`` (2023) as in ``VIRTUAL_imagenet256_labeled.npz``; covariances positive definite."""
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (num_images, resolution, resolution, 3), dtype=np.uint8)
+
+    def stats(dim: int) -> tuple[np.ndarray, np.ndarray]:
+        a = rng.standard_normal((dim, 64)) / 8
+        return rng.standard_normal(dim), a @ a.T + np.eye(dim) * 1e-2
+
+    mu, sigma = stats(POOL_DIM)
+    mu_s, sigma_s = stats(SPATIAL_DIM)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, arr_0=arr, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
+    return path
+
+
+def make_all(root: Path, *, classes: int = 4, per_class: int = 6, reference_images: int = 16) -> FakePaths:
+    """Every fake prerequisite of the DiT targets under ``root``; returns their paths and environment."""
+    root = Path(root)
+    hf_home = root / "hf"
+    make_dit(hf_home)
+    make_vae(hf_home)
+    paths = FakePaths(hf_home=hf_home, imagenet=root / "imagenet" / "train",
+                      inception=root / "inception" / INCEPTION_FILE,
+                      reference=root / "adm" / "VIRTUAL_imagenet256_labeled.npz")
+    make_imagefolder(paths.imagenet, classes=classes, per_class=per_class)
+    make_inception_weights(paths.inception)
+    make_adm_reference(paths.reference, num_images=reference_images)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.fakes", description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", type=Path, help="folder to write the fakes into")
+    parser.add_argument("--classes", type=int, default=4)
+    parser.add_argument("--per-class", type=int, default=6)
+    args = parser.parse_args(argv)
+    paths = make_all(args.root, classes=args.classes, per_class=args.per_class)
+    for k, v in paths.environ().items():
+        print(f"export {k}={v}")
+    print(f"# ImageFolder: {paths.imagenet}\n# ADM reference batch: {paths.reference}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
