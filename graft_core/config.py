@@ -11,10 +11,22 @@ import json
 from typing import Any
 
 
+OMIT_DEFAULT = {"omit_default": True}  # ``field(default=..., metadata=OMIT_DEFAULT)``: see ``to_jsonable``
+
+
+def added_field(default: Any) -> Any:
+    """A config field added after run ids were published: left out of the canonical form while it equals its
+    default, so adding it does not change the id of any existing run (design-lessons.md §2)."""
+    return dataclasses.field(default=default, metadata=OMIT_DEFAULT)
+
+
 def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, tuples and dicts → plain JSON types (sorted keys), so that hashing is stable."""
+    """Dataclasses, tuples and dicts → plain JSON types (sorted keys), so that hashing is stable.
+
+    Dataclass fields declared with :func:`added_field` are omitted while they hold their default value."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("omit_default") and getattr(obj, f.name) == f.default)}
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
     if isinstance(obj, (list, tuple)):

@@ -205,6 +205,36 @@ def _paper() -> Preset:
     )
 
 
+# The fields a rehearsal preset may change: how long and how much, never what (tests/test_presets.py holds every
+# other field of ``paper-smoke`` equal to ``paper``'s, so the smoke run exercises the paper's code and settings).
+SCALE_FIELDS = {
+    "stage1": ("epochs", "batch_size", "eval_every"),
+    "stage2": ("steps", "batch_size", "warmup_steps", "checkpoint_every"),
+    "eval": ("num_samples", "steps", "batch_size"),
+}
+
+
+def scaled(preset: Preset, name: str, **sections: dict) -> Preset:
+    """``preset`` with only :data:`SCALE_FIELDS` changed (anything else is a ``ValueError``)."""
+    changes = {"name": name}
+    for section, values in sections.items():
+        bad = sorted(set(values) - set(SCALE_FIELDS.get(section, ())))
+        if bad:
+            raise ValueError(f"{section}.{bad[0]} is not a scale field; scale fields: {SCALE_FIELDS}")
+        changes[section] = dataclasses.replace(getattr(preset, section), **values)
+    return preset.replace(**changes)
+
+
+@register_preset("paper-smoke")
+def _paper_smoke() -> Preset:
+    """The paper preset at rehearsal scale: minutes on one GPU (or on CPU with fake prerequisites, as CI runs it).
+    Run it on a cluster before the real run: ``python -m benchmark.run table3 --preset paper-smoke``."""
+    return scaled(_paper(), "paper-smoke",
+                  stage1={"epochs": 2, "batch_size": 16, "eval_every": 1},
+                  stage2={"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2},
+                  eval={"num_samples": 8, "steps": 4, "batch_size": 4})
+
+
 @register_preset("tiny")
 def _tiny() -> Preset:
     # Sized from shared/reference/tiny-testbed.md: 64 tokens (16×16, patch 2) so local operators stay local; a teacher

@@ -1,0 +1,41 @@
+"""Presets: paper-smoke is the paper preset with only scale fields reduced; added config fields keep old run ids."""
+import dataclasses
+
+import pytest
+
+from graft_core.config import added_field, stable_hash
+from graft_core.presets import SCALE_FIELDS, get_preset, scaled
+
+
+def test_paper_smoke_differs_from_paper_only_in_scale_fields():
+    paper, smoke = get_preset("paper"), get_preset("paper-smoke")
+    differing = set()
+    for section in dataclasses.fields(paper):
+        a, b = getattr(paper, section.name), getattr(smoke, section.name)
+        if not dataclasses.is_dataclass(a):
+            continue
+        for f in dataclasses.fields(a):
+            if getattr(a, f.name) != getattr(b, f.name):
+                differing.add((section.name, f.name))
+    allowed = {(s, f) for s, fields in SCALE_FIELDS.items() for f in fields}
+    assert differing and differing <= allowed, differing - allowed
+    assert smoke.name == "paper-smoke" and smoke.eval.num_samples < paper.eval.num_samples
+    assert smoke.stage2.steps < paper.stage2.steps and smoke.stage1.epochs < paper.stage1.epochs
+
+
+def test_scaled_refuses_a_non_scale_field():
+    with pytest.raises(ValueError, match="not a scale field"):
+        scaled(get_preset("paper"), "x", stage2={"lr": 1.0})
+
+
+def test_an_added_field_at_its_default_keeps_the_hash():
+    @dataclasses.dataclass(frozen=True)
+    class Old:
+        a: int = 1
+
+    @dataclasses.dataclass(frozen=True)
+    class New:
+        a: int = 1
+        b: str = added_field("x")
+
+    assert stable_hash(Old()) == stable_hash(New()) != stable_hash(New(b="y"))
