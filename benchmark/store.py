@@ -13,45 +13,24 @@ Layout (``root`` = ``results/<preset>``)::
     <target>/summary.json  one row per paper row (see ``benchmark.summary``)
     submitit/              submitit's pickles and Slurm logs
 
-Every whole-file write goes through a temp file + ``os.replace`` (``graft_core.paths``); readers treat a run as a
+Every whole-file write goes through the one atomic writer, ``graft_core.paths.atomic_write_bytes`` (temp file, fsync,
+``os.replace``, mode 0644 under the usual umask), re-exported here; readers treat a run as a
 result only when DONE exists *and* its metrics.json parses. Nothing here imports torch.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from graft_core.paths import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported for the driver)
+
 STATES = ("done", "running", "pending", "failed", "missing")
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file in the same folder + ``os.replace``: readers see the old or the new file, never a part.
-
-    Unlike ``graft_core.paths.atomic_write_bytes`` there is no fsync: these are small records rewritten often
-    (status churn), and a power cut is answered by re-running the step (DONE would be missing or unreadable).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 class CorruptRecord(ValueError):
     """A JSON record in a run folder that does not parse (reported, the run is re-run)."""

@@ -365,9 +365,9 @@ def write_result(ctx: Context, name: str, *, settings: dict, results: Any, summa
     out.mkdir(parents=True, exist_ok=True)
     tag = getattr(ctx.args, "tag", "")
     path = out / f"{name}{'-' + tag if tag else ''}{'-quick' if ctx.args.quick else ''}.json"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    from graft_core.paths import atomic_write_bytes  # the project's one atomic writer (fsync, 0644)
+
+    atomic_write_bytes(path, (json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n").encode())
     return path
 
 

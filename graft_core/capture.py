@@ -14,15 +14,16 @@ Layout of ``root/captures/<key>/`` (key = hash of teacher key, split, subset has
   through ``numpy`` memory maps batch by batch, so the paper scale (8k × 256 × 1152 per array) never needs to fit in
   RAM, and read back with ``load_capture`` (optionally memory-mapped).
 * ``conditioning.pt`` — subset indices, labels and timesteps; ``meta.json`` — key, shapes, seconds, versions.
-* ``DONE`` — written last. The folder is built under a temporary name and renamed into place, so a reader either
-  sees a complete capture or none; a second call with the same key only checks ``DONE`` (no teacher forward).
+* ``DONE`` — written before the manifest. The folder is an artefact-cache entry (``graft_core.cache``): built in a
+  private temporary folder under the key's lock, sha256 of every file in ``MANIFEST.json``, renamed into place, so a
+  reader either sees a complete capture or none; a second call with the same key only checks ``DONE`` (no teacher
+  forward), a concurrent one waits for the first. Readers check the sha256 of the files they load.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from graft_core import cache
 from graft_core.config import stable_hash
 from graft_core.diffusion import make_train_scheduler
 from graft_core.paths import atomic_torch_save, atomic_write_bytes, atomic_write_json, cache_root
@@ -147,29 +149,18 @@ def capture_activations(teacher: nn.Module, preset: Preset, *, split: str = "sta
     images, labels, idx = capture_subset(preset, split) if data is None else data
     key = capture_key(preset, split, idx, seed, dtype)
     folder = Path(root if root is not None else cache_root()) / "captures" / key
-    if is_complete(folder):
-        return folder
-    if folder.exists():  # a crashed writer cannot leave this (it renames a finished folder); be safe anyway
-        shutil.rmtree(folder)
-    tmp = folder.with_name(f".{key}.partial-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        meta = _run_capture(teacher, preset, images, labels, idx, seed, DTYPES[dtype], batch_size, tmp, progress)
-        meta.update(key=key, split=split, seed=seed, dtype=dtype, version=CAPTURE_VERSION)
-        atomic_write_json(tmp / "meta.json", meta)
-        atomic_write_bytes(tmp / "DONE", b"ok\n")
-        try:
-            os.rename(tmp, folder)
-        except OSError:  # another process finished the same capture first: keep theirs
-            if not is_complete(folder):
-                raise
-            shutil.rmtree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    build = functools.partial(_write_capture, teacher, preset, images, labels, idx, seed=seed, dtype=dtype, key=key,
+                              split=split, batch_size=batch_size, progress=progress)
+    return cache.get_or_build(folder, build, marker="DONE")
+
+
+def _write_capture(teacher, preset, images, labels, idx, tmp: Path, *, seed: int, dtype: str, key: str, split: str,
+                   batch_size: int, progress: bool) -> None:
+    """Fill the writer's private folder ``tmp`` with the arrays, conditioning, ``meta.json`` and ``DONE``."""
+    meta = _run_capture(teacher, preset, images, labels, idx, seed, DTYPES[dtype], batch_size, tmp, progress)
+    meta.update(key=key, split=split, seed=seed, dtype=dtype, version=CAPTURE_VERSION)
+    atomic_write_json(tmp / "meta.json", meta)
+    atomic_write_bytes(tmp / "DONE", b"ok\n")
 
 
 def _run_capture(teacher, preset, images, labels, idx, seed, np_dtype, batch_size, out: Path, progress) -> dict:
@@ -225,6 +216,7 @@ def capture_meta(folder: Path) -> dict:
     folder = Path(folder)
     if not is_complete(folder):
         raise FileNotFoundError(f"{folder} is not a complete capture (no DONE marker)")
+    cache.verify(folder, ["meta.json"])
     return json.loads((folder / "meta.json").read_text())
 
 
@@ -233,7 +225,8 @@ def load_capture(folder: Path, layer: int, site: str, *, dtype: torch.dtype = to
     """``(inputs [S, N, D], targets [S, N, D])`` of one layer and site.
 
     Default: loaded into memory and converted to ``dtype`` (float32). ``mmap=True`` returns copy-on-write tensors
-    backed by the file, in the stored dtype (for captures larger than RAM).
+    backed by the file, in the stored dtype (for captures larger than RAM). Both files are checked against the
+    capture's manifest first (streamed, once per process).
     """
     if site not in SITES:
         raise ValueError(f"unknown site {site!r}; choose one of {SITES}")
@@ -245,6 +238,7 @@ def load_capture(folder: Path, layer: int, site: str, *, dtype: torch.dtype = to
         path = array_path(folder, layer, site, kind)
         if not path.exists():
             raise FileNotFoundError(f"capture {folder.name} has no layer {layer} / {site} ({path.name})")
+        cache.verify(folder, [path.name])
         if mmap:
             out.append(torch.from_numpy(np.load(path, mmap_mode="c")))  # copy-on-write: writable, file untouched
         else:
@@ -254,4 +248,5 @@ def load_capture(folder: Path, layer: int, site: str, *, dtype: torch.dtype = to
 
 def load_conditioning(folder: Path) -> dict:
     """Subset indices, labels and timesteps of a capture."""
+    cache.verify(folder, ["conditioning.pt"])
     return torch.load(Path(folder) / "conditioning.pt", weights_only=True)

@@ -1,9 +1,9 @@
-"""Where cached artefacts live and how they are written (atomically)."""
+"""Where cached artefacts live and the one atomic file writer every record and artefact goes through."""
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +17,30 @@ def cache_root() -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder then rename, so a reader never sees a half-written file."""
+    """Write ``data`` to a temp file in the same folder, fsync it, then ``os.replace`` it onto ``path``.
+
+    A reader sees the old file or the new one, never a part, and after a crash the new file is either complete or
+    absent (fsync before the rename). The temp file is created with mode ``0o666`` so the kernel applies the umask
+    (0644 under the usual 022), as ``open()`` would: ``mkstemp``'s 0600 left records unreadable to the group that
+    shares a results folder.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+            break
+        except FileExistsError:  # 48 random bits: only a pathological collision gets here
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and shipped assets must be readable by others
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 

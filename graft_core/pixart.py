@@ -35,8 +35,8 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from graft_core import cache
 from graft_core.config import stable_hash, to_jsonable
 from graft_core.paths import ASSETS_DIR, atomic_write_json, cache_root
 from graft_core.presets import DataConfig, Preset, TeacherConfig, get_preset
@@ -171,14 +172,14 @@ def load_pixart_teacher(preset: Preset, *, train_if_missing: bool = True, progre
     if cfg.pretrained:
         return load_paper_teacher(cfg)
     key = pixart_key(cfg, preset.data)
-    for folder in pixart_dirs(key):
-        if (folder / WEIGHTS_FILE).exists():
-            return load_pixart_dir(folder)
+    folder = cache.find(pixart_dirs(key), WEIGHTS_FILE)
+    if folder is not None:
+        return load_pixart_dir(folder)
     if not train_if_missing:
         raise MissingWeightsError(f"no trained PixArt teacher {key}; run `python -m graft_core.pixart --preset "
                                   f"{preset.name}`")
-    folder = pixart_dirs(key)[1]
-    train_pixart(preset, folder, progress=progress)
+    folder = cache.get_or_build(pixart_dirs(key)[1], functools.partial(_write_pixart, preset, progress=progress),
+                                marker=WEIGHTS_FILE, resume=True)
     return load_pixart_dir(folder)
 
 
@@ -188,6 +189,7 @@ def load_pixart_dir(folder: Path) -> TextConditioned:
     from graft_core.config import from_dict
 
     folder = Path(folder)
+    cache.verify(folder)
     meta = json.loads((folder / META_FILE).read_text())
     digest = sha256_file(folder / WEIGHTS_FILE)
     if digest != meta["sha256"]:
@@ -203,10 +205,19 @@ CHECKPOINT_EVERY = 200  # teacher training steps between resumable checkpoints
 def train_pixart(preset: Preset, out_dir: Path, *, progress: bool = True) -> dict:
     """Train the text-to-image teacher on the digits with captions: each image gets a random template of its digit,
     the caption is dropped (→ empty caption) with ``train_caption_dropout``; ε-loss, AdamW, warm-up, EMA (saved).
+    The result is published as ``out_dir`` (replacing one already there, under the key's lock); returns the meta.
 
     Resumable: every ``CHECKPOINT_EVERY`` steps the model, EMA, optimizer, data generator and losses go to
-    ``<out_dir>.partial/checkpoint.pt``; a new call continues from there (all randomness comes from one generator).
+    ``<out_dir>.resume/checkpoint.pt``, a folder only the holder of the key's lock touches; a new call continues from
+    there (all randomness comes from one generator) and removes it once the teacher is published.
     """
+    out_dir = cache.get_or_build(out_dir, functools.partial(_write_pixart, preset, progress=progress), rebuild=True,
+                                 resume=True)
+    return json.loads((out_dir / META_FILE).read_text())
+
+
+def _write_pixart(preset: Preset, tmp: Path, resume: Path, *, progress: bool = True) -> None:
+    """Train (continuing from ``resume/checkpoint.pt`` when it matches) and write the teacher into ``tmp``."""
     from tqdm.auto import tqdm
 
     from graft_core.data import load_digits
@@ -224,9 +235,8 @@ def train_pixart(preset: Preset, out_dir: Path, *, progress: bool = True) -> dic
     scheduler = make_train_scheduler(cfg.diffusion())
     ema = EMA(model, cfg.train_ema_decay)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train_lr, weight_decay=0.0)
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    ckpt_path = tmp / "checkpoint.pt"
+    tmp = Path(tmp)
+    ckpt_path = Path(resume) / "checkpoint.pt"
     step, losses, seconds_before = 0, [], 0.0
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -270,12 +280,6 @@ def train_pixart(preset: Preset, out_dir: Path, *, progress: bool = True) -> dic
             "torch": torch.__version__, "threads": torch.get_num_threads(), "sha256": sha256_file(tmp / WEIGHTS_FILE),
             "made_by": f"python -m graft_core.pixart --preset {preset.name}"}
     atomic_write_json(tmp / META_FILE, meta)
-    if ckpt_path.exists():
-        ckpt_path.unlink()
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    return meta
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -537,6 +541,25 @@ def _summary(evaluation: dict | None) -> dict | None:
     return None if evaluation is None else {k: evaluation[k] for k in keys if k in evaluation}
 
 
+def teacher_evaluation(teacher: TextConditioned, preset: Preset, pix: PixArtConfig, cfg: T2IConfig, folder: Path,
+                       eval_key: str, *, progress: bool = False) -> dict:
+    """The teacher's ``evaluate_t2i`` record, computed once per evaluation protocol and shared by every row.
+
+    Both rows of a table can run as concurrent jobs, so the folder is an artefact-cache entry: one job evaluates
+    (in the key's resume folder, so an interrupted GenEval run keeps its images), the other waits and reads it.
+    """
+    def build(tmp: Path, resume: Path) -> None:
+        record = {**_plain(evaluate_t2i(teacher, preset, pix, cfg, out_dir=resume, progress=progress)),
+                  "spec_hash": eval_key}
+        for item in sorted(resume.iterdir()):  # GenEval's images and results live beside the record, as before
+            item.rename(tmp / item.name)
+        atomic_write_json(tmp / "eval.json", record)
+
+    folder = cache.get_or_build(folder, build, marker="eval.json", resume=True)
+    cache.verify(folder, ["eval.json"])
+    return json.loads((folder / "eval.json").read_text())
+
+
 def run_row(row_config: dict, *, preset: Preset, out_dir: Path, progress: bool = True) -> dict:
     """The ``table5`` row: the baseline (no ``graft`` in the row config) or graft → stage 1 → LoRA stage 2."""
     from graft_core.accounting import count_params
@@ -552,9 +575,7 @@ def run_row(row_config: dict, *, preset: Preset, out_dir: Path, progress: bool =
                  "sampler": sampler_settings(preset, cfg)}
     eval_key = stable_hash(eval_spec)  # the teacher is scored once per evaluation protocol, shared by both rows
     teacher_folder = cache_root() / "pixart" / pixart_key(pix, preset.data) / f"eval-{eval_key}"
-    teacher_eval = cached_json(teacher_folder / "eval.json", eval_key,
-                               lambda: evaluate_t2i(teacher, preset, pix, cfg, out_dir=teacher_folder,
-                                                    progress=progress))
+    teacher_eval = teacher_evaluation(teacher, preset, pix, cfg, teacher_folder, eval_key, progress=progress)
     base = {"model": "pixart_sigma" if pix.pretrained else "pixart_tiny", "pixart_key": pixart_key(pix, preset.data),
             "params_m": count_params(teacher) / 1e6, "teacher_geneval_or_acc": teacher_eval["geneval_or_acc"]}
     graft_spec = row_config.get("graft")

@@ -1,13 +1,15 @@
 """The teacher: a diffusers ``DiTTransformer2DModel`` — DiT-XL/2 from the Hub (paper) or trained here (tiny/micro).
 
 A trained teacher is cached on disk under the hash of its ``TeacherConfig`` (+ the data config it saw): a second call
-loads it bit for bit. The project ships the tiny teacher's weights in ``graft_core/assets/teachers/<hash>/`` (made by
+loads it bit for bit. Training goes through the artefact cache (``graft_core.cache``): two jobs that need the same
+teacher train it once, the second waits on the key's lock and loads it. The project ships the tiny teacher's weights
+in ``graft_core/assets/teachers/<hash>/`` (made by
 ``python -m graft_core.teacher --preset tiny``, with the config and a sha256 checksum) so a first run skips training.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
+import functools
 import json
 import math
 import time
@@ -17,6 +19,8 @@ import torch
 from diffusers import DiTTransformer2DModel
 from tqdm.auto import tqdm
 
+from graft_core import cache
+from graft_core.cache import sha256_file  # also imported from here by the metrics and PixArt
 from graft_core.config import stable_hash, to_jsonable
 from graft_core.diffusion import (diffusion_loss, disable_builtin_label_dropout, drop_labels, make_train_scheduler)
 from graft_core.ema import EMA
@@ -76,17 +80,20 @@ def load_teacher(preset: Preset, *, train_if_missing: bool = True, progress: boo
     if cfg.pretrained:
         return load_pretrained(cfg)
     key = teacher_key(cfg, preset.data)
-    for folder in teacher_dirs(key):
-        if (folder / WEIGHTS_FILE).exists():
-            return load_teacher_dir(folder)
+    folder = cache.find(teacher_dirs(key), WEIGHTS_FILE)
+    if folder is not None:
+        return load_teacher_dir(folder)
     if not train_if_missing:
         raise MissingWeightsError(f"no trained teacher {key}; run `python -m graft_core.teacher --preset {preset.name}`")
-    folder = teacher_dirs(key)[1]
-    train_teacher(preset, folder, progress=progress)
+    folder = cache.get_or_build(teacher_dirs(key)[1], functools.partial(_write_teacher, preset, progress=progress),
+                                marker=WEIGHTS_FILE)
     return load_teacher_dir(folder)
 
 
 def load_teacher_dir(folder: Path) -> DiTTransformer2DModel:
+    """Load a teacher folder in eval mode after checking its manifest (cache entries) and its recorded sha256."""
+    folder = Path(folder)
+    cache.verify(folder)
     meta = json.loads((folder / "teacher.json").read_text())
     digest = sha256_file(folder / WEIGHTS_FILE)
     if digest != meta["sha256"]:
@@ -97,24 +104,23 @@ def load_teacher_dir(folder: Path) -> DiTTransformer2DModel:
     return model.eval()
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def lr_at(step: int, base_lr: float, warmup: int) -> float:
     """Linear warm-up then constant (the DiT/grafting schedule)."""
     return base_lr * min(1.0, (step + 1) / max(1, warmup))
 
 
 def train_teacher(preset: Preset, out_dir: Path, *, progress: bool = True) -> dict:
-    """Train the teacher from scratch with the ε-prediction loss, label dropout (CFG) and EMA; save the EMA weights.
+    """Train the teacher from scratch with the ε-prediction loss, label dropout (CFG) and EMA; publish the EMA
+    weights as ``out_dir`` (replacing a teacher already there, under the key's lock) and return ``teacher.json``.
 
     Deterministic given ``cfg.seed`` on a fixed machine and thread count.
     """
+    out_dir = cache.get_or_build(out_dir, functools.partial(_write_teacher, preset, progress=progress), rebuild=True)
+    return json.loads((out_dir / "teacher.json").read_text())
+
+
+def _write_teacher(preset: Preset, tmp: Path, *, progress: bool = True) -> None:
+    """Train and write the EMA weights + ``teacher.json`` into the writer's private folder ``tmp``."""
     from graft_core.data import load_digits
 
     cfg = preset.teacher
@@ -146,8 +152,7 @@ def train_teacher(preset: Preset, out_dir: Path, *, progress: bool = True) -> di
         if step % 100 == 0:
             bar.set_postfix(loss=f"{sum(losses[-100:]) / len(losses[-100:]):.4f}")
     seconds = time.time() - start
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
+    tmp = Path(tmp)
     ema.model.save_pretrained(tmp)
     meta = {
         "key": teacher_key(cfg, preset.data),
@@ -161,12 +166,6 @@ def train_teacher(preset: Preset, out_dir: Path, *, progress: bool = True) -> di
         "made_by": f"python -m graft_core.teacher --preset {preset.name}",
     }
     atomic_write_json(tmp / "teacher.json", meta)
-    if out_dir.exists():
-        import shutil
-
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    return meta
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,7 +38,7 @@ def test_capture_is_computed_once_and_reused(micro_teacher, micro_preset, captur
     cfg = micro_preset.teacher
     assert meta["num_samples"] == 10 * micro_preset.data.stage1_per_class
     assert meta["num_layers"] == cfg.num_layers and meta["dtype"] == "float16"
-    assert not list(folder.parent.glob(".*partial*"))  # no temp folder left behind
+    assert not list(folder.parent.glob(".*partial*")) and not list(folder.parent.glob(".*.tmp-*"))  # no temp left
 
 
 def test_capture_shapes_and_conditioning(micro_teacher, micro_preset, capture_root):

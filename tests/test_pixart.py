@@ -95,11 +95,13 @@ def test_teacher_training_resumes_bit_for_bit(micro_preset, micro_pixart_dir, tm
     out = tmp_path / micro_pixart_dir.name
     with pytest.raises(KeyboardInterrupt):
         pixart.train_pixart(micro_preset, out, progress=False)
-    assert (tmp_path / f"{out.name}.partial" / "checkpoint.pt").exists() and not out.exists()
+    resume = tmp_path / f"{out.name}.resume"  # private to the lock holder, kept when the writer dies
+    assert (resume / "checkpoint.pt").exists() and not out.exists()
+    assert not list(tmp_path.glob(f".{out.name}.tmp-*"))  # the interrupted writer's temp folder is gone
     monkeypatch.setattr(EMA, "update", original)
     meta = pixart.train_pixart(micro_preset, out, progress=False)
     assert meta["sha256"] == json.loads((micro_pixart_dir / pixart.META_FILE).read_text())["sha256"]
-    assert not (out / "checkpoint.pt").exists()
+    assert not (out / "checkpoint.pt").exists() and not resume.exists()
 
 
 def test_graft_replaces_only_self_attention(micro_pixart):

@@ -6,15 +6,16 @@ its logits feed IS and class accuracy, and an intermediate conv map feeds sFID (
 Like the teacher (``graft_core/teacher.py``) a trained classifier is keyed by the hash of (``ClassifierConfig``,
 ``DataConfig``) and looked up in ``graft_core/assets/classifiers/<key>/`` (shipped) then in
 ``cache_root()/classifiers/<key>/``; the folder holds ``classifier.safetensors`` and ``classifier.json`` (configs,
-sha256 of the weights, held-out accuracy). Train and ship the tiny one with::
+sha256 of the weights, held-out accuracy). Training goes through the artefact cache (``graft_core.cache``): concurrent
+jobs train a key once, the others wait and load it. Train and ship the tiny one with::
 
     python -m graft_core.metrics.classifier --preset tiny --out graft_core/assets/classifiers
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from graft_core import cache
 from graft_core.config import stable_hash, to_jsonable
 from graft_core.paths import ASSETS_DIR, atomic_write_json, cache_root
 from graft_core.presets import ClassifierConfig, DataConfig, Preset, get_preset
@@ -100,7 +102,7 @@ def classifier_dirs(key: str) -> list[Path]:
 
 def find_classifier(preset: Preset) -> Path | None:
     key = classifier_key(preset.classifier, preset.data)
-    return next((d for d in classifier_dirs(key) if (d / WEIGHTS_FILE).exists()), None)
+    return cache.find(classifier_dirs(key), WEIGHTS_FILE)
 
 
 def classifier_dir(preset: Preset, *, train_if_missing: bool = True, progress: bool = False) -> Path:
@@ -112,9 +114,8 @@ def classifier_dir(preset: Preset, *, train_if_missing: bool = True, progress: b
     if not train_if_missing:
         raise MissingWeightsError(f"no trained digit classifier {key}; run "
                                   f"`python -m graft_core.metrics.classifier --preset {preset.name}`")
-    folder = classifier_dirs(key)[1]
-    train_classifier(preset, folder, progress=progress)
-    return folder
+    return cache.get_or_build(classifier_dirs(key)[1], functools.partial(_write_classifier, preset, progress=progress),
+                              marker=WEIGHTS_FILE)
 
 
 def load_classifier_dir(folder: Path) -> DigitClassifier:
@@ -122,6 +123,7 @@ def load_classifier_dir(folder: Path) -> DigitClassifier:
     from safetensors.torch import load_file
 
     folder = Path(folder)
+    cache.verify(folder)
     meta = read_meta(folder)
     digest = sha256_file(folder / WEIGHTS_FILE)
     if digest != meta["sha256"]:
@@ -162,10 +164,18 @@ def accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor,
 
 
 def train_classifier(preset: Preset, out_dir: Path, *, progress: bool = False) -> dict:
-    """Train on the digits train split (Adam, cosine decay), test on held-out; save weights + meta.
+    """Train on the digits train split (Adam, cosine decay), test on held-out; publish weights + meta as ``out_dir``
+    (replacing a classifier already there, under the key's lock) and return the meta.
 
     Deterministic given ``cfg.seed`` on a fixed machine and thread count (the global RNG is left untouched).
     """
+    out_dir = cache.get_or_build(out_dir, functools.partial(_write_classifier, preset, progress=progress),
+                                 rebuild=True)
+    return read_meta(out_dir)
+
+
+def _write_classifier(preset: Preset, out: Path, *, progress: bool = False) -> None:
+    """Train and write ``classifier.safetensors`` + ``classifier.json`` into the writer's private folder ``out``."""
     from safetensors.torch import save_file
 
     from graft_core.data import load_digits
@@ -214,18 +224,10 @@ def train_classifier(preset: Preset, out_dir: Path, *, progress: bool = False) -
         "threads": torch.get_num_threads(),
         "made_by": f"python -m graft_core.metrics.classifier --preset {preset.name}",
     }
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / WEIGHTS_FILE)
-    meta["sha256"] = sha256_file(tmp / WEIGHTS_FILE)
-    atomic_write_json(tmp / META_FILE, meta)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    return meta
+    out = Path(out)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / WEIGHTS_FILE)
+    meta["sha256"] = sha256_file(out / WEIGHTS_FILE)
+    atomic_write_json(out / META_FILE, meta)
 
 
 def main(argv: list[str] | None = None) -> None:

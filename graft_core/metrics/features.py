@@ -2,9 +2,10 @@
 
 ``FeatureSet`` holds the per-role features (``pool``, ``logits``, ``spatial``, ``clean``) and their Fréchet
 statistics, computed once. ``reference_features`` memoises the real set in memory and on disk
-(``cache_root()/metrics/reference/<key>.npz``, key = extractor + weights sha256 + image content hash), keeping only
-what the two-set metrics need (``pool`` features for KID / precision-recall, the statistics for FID / sFID /
-clean FID), so that evaluating many rows against the same reference extracts its features once.
+(``cache_root()/metrics/reference/<key>/reference.npz``, key = extractor + weights sha256 + image content hash, an
+artefact-cache entry: concurrent jobs extract it once), keeping only what the two-set metrics need (``pool`` features
+for KID / precision-recall, the statistics for FID / sFID / clean FID), so that evaluating many rows against the same
+reference extracts its features once.
 """
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ import torch
 import torchvision
 from torch.utils.data import Dataset
 
+from graft_core import cache
 from graft_core.config import stable_hash
 from graft_core.metrics.extractors import ExtractorSpec, build_extractor, weights_digest
 from graft_core.metrics.frechet import statistics
 from graft_core.paths import atomic_write_bytes, cache_root
+
+REFERENCE_FILE = "reference.npz"
 
 CACHE_VERSION = 1
 FRECHET_ROLES = ("pool", "spatial", "clean")  # roles whose Fréchet statistics a reference keeps
@@ -169,7 +173,8 @@ def reference_key(images: np.ndarray, spec: ExtractorSpec, weights: Path) -> str
 
 
 def reference_path(key: str) -> Path:
-    return cache_root() / "metrics" / "reference" / f"{key}.npz"
+    """The ``.npz`` of a reference entry (inside its cache folder ``<key>/``)."""
+    return cache_root() / "metrics" / "reference" / key / REFERENCE_FILE
 
 
 def reference_features(images: np.ndarray, spec: ExtractorSpec, weights: Path, *, disk: bool = True,
@@ -178,23 +183,35 @@ def reference_features(images: np.ndarray, spec: ExtractorSpec, weights: Path, *
     key = reference_key(images, spec, weights)
     if key in _MEMORY:
         return _MEMORY[key]
-    path = reference_path(key)
-    if disk and path.exists():
-        with np.load(path) as z:
-            fs = FeatureSet({"pool": torch.from_numpy(z["pool"])},
-                            {r: {"mu": z[f"{r}_mu"], "sigma": z[f"{r}_sigma"]} for r in FRECHET_ROLES},
-                            int(z["num_images"]))
-    else:
+    def compute() -> FeatureSet:
         full = extract_features(images, spec, weights, roles=("pool", "spatial"), clean=True, batch_size=batch_size,
                                 device=device)
-        fs = FeatureSet({"pool": full["pool"]}, {r: full.frechet_stats(r) for r in FRECHET_ROLES}, full.num_images)
-        if disk:
-            arrays = {"pool": fs["pool"].numpy(), "num_images": np.array(fs.num_images)}
-            for r in FRECHET_ROLES:
-                arrays[f"{r}_mu"], arrays[f"{r}_sigma"] = fs.stats[r]["mu"], fs.stats[r]["sigma"]
-            buf = io.BytesIO()
-            np.savez(buf, **arrays)
-            atomic_write_bytes(path, buf.getvalue())
+        return FeatureSet({"pool": full["pool"]}, {r: full.frechet_stats(r) for r in FRECHET_ROLES}, full.num_images)
+
+    built: list[FeatureSet] = []
+
+    def build(tmp: Path) -> None:
+        fs = compute()
+        arrays = {"pool": fs["pool"].numpy(), "num_images": np.array(fs.num_images)}
+        for r in FRECHET_ROLES:
+            arrays[f"{r}_mu"], arrays[f"{r}_sigma"] = fs.stats[r]["mu"], fs.stats[r]["sigma"]
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(tmp / REFERENCE_FILE, buf.getvalue())
+        built.append(fs)
+
+    if not disk:
+        fs = compute()
+    else:
+        folder = cache.get_or_build(reference_path(key).parent, build, marker=REFERENCE_FILE)
+        if built:
+            fs = built[0]
+        else:  # stored earlier or by a concurrent job
+            cache.verify(folder, [REFERENCE_FILE])
+            with np.load(folder / REFERENCE_FILE) as z:
+                fs = FeatureSet({"pool": torch.from_numpy(z["pool"])},
+                                {r: {"mu": z[f"{r}_mu"], "sigma": z[f"{r}_sigma"]} for r in FRECHET_ROLES},
+                                int(z["num_images"]))
     _MEMORY[key] = fs
     while len(_MEMORY) > MEMORY_ENTRIES:
         del _MEMORY[next(iter(_MEMORY))]
