@@ -12,7 +12,6 @@ are rough: operators differ by up to ~3× in speed.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from benchmark.dag import Node
@@ -89,7 +88,7 @@ def teacher_key(config: dict) -> str:
 
 def teacher_present(config: dict) -> bool:
     """A trained teacher is shipped (graft_core/assets) or cached; a pretrained one is assumed downloaded."""
-    if config["teacher"].get("pretrained") or os.environ.get("GRAFTBENCH_FAKE_STEPS") == "1":  # fakes: no weights
+    if config["teacher"].get("pretrained"):
         return True
     key = teacher_key(config)
     return any((d / "teachers" / key / TEACHER_WEIGHTS).exists() for d in (ASSETS_DIR, cache_root()))

@@ -20,7 +20,8 @@ external    the whole row config, the graft_core function and that module's own 
 
 Two rows that need the same step get the same node (same key ``kind/run_id``), so it runs once: the 50 % and 75 %
 rows of an operator reuse the stage-1 layers of its 100 % row, fig4a's 10 % rows are table3's 50 % rows, etc.
-Nothing here imports torch, except an external step's own module when its settings are read.
+Planning imports no torch itself, but reading an external step's settings imports that step's graft_core module
+(``graft_core.pixart`` / ``graft_core.depth_width``, which import torch): planning table5 or table6 loads torch.
 """
 from __future__ import annotations
 

@@ -1,7 +1,12 @@
-"""Executors: run the units of a launch through submitit — ``debug`` (this process), ``local`` (subprocesses, up to
-``--jobs`` at a time, progress lines streamed) or ``slurm`` (every unit submitted at once with ``afterok``
-dependencies, stage-1 layers as job arrays chunked under ``MaxArraySize``, a ``replan`` job for rows waiting on a
-locality result and a final ``collect`` job). Job ids are recorded in each run's status.json right away.
+"""Executors: a registry of launcher backends (``BACKENDS``) that run the units of a launch through submitit —
+``debug`` (this process), ``local`` (subprocesses, up to ``--jobs`` at a time, progress lines streamed) and ``slurm``
+(every unit submitted at once with ``afterok`` dependencies, stage-1 layers as job arrays chunked under
+``MaxArraySize``, a ``replan`` job for rows waiting on a locality result and a final ``collect`` job). Job ids are
+recorded in each run's status.json right away. ``launch`` is the loop every command goes through.
+
+A launcher runs its jobs with a step runner: the real steps unless the caller passes ``execute`` (the tests pass
+``benchmark.testing.FakeSteps``); it travels with each job (``RunUnit(execute)``), so subprocesses and Slurm jobs
+run the same one.
 """
 from __future__ import annotations
 
@@ -14,16 +19,20 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from benchmark import status as status_mod
+import submitit
+from submitit.core.utils import FailedJobError
+
+from benchmark import liveness, targets
 from benchmark.dag import Node
 from benchmark.jobs import PREFIX, RunUnit
-from benchmark.launch import TargetPlan, Unit, make_units
+from benchmark.launch import (TargetPlan, Unit, all_nodes, collect_job, make_units, plan_targets,
+                              refresh_blocked)
 from benchmark.profiles import Profile
-from benchmark.status import NodeState
+from benchmark.status import NodeState, node_states
 from benchmark.store import Store
 
-EXECUTORS = ("auto", "debug", "local", "slurm")
 DEFAULT_MAX_ARRAY = 1001
 
 
@@ -37,7 +46,7 @@ def resolve_executor(name: str, log=print) -> str:
     if name == "auto":
         if shutil.which("sbatch") is None:
             return "local"
-        if status_mod.slurm_responds():
+        if liveness.slurm_responds():
             return "slurm"
         log("note: sbatch is on PATH but the Slurm controller does not answer; running locally "
             "(start it with `slurm/local-cluster.sh up`, or pass --executor local to silence this)")
@@ -45,7 +54,7 @@ def resolve_executor(name: str, log=print) -> str:
     if name == "slurm" and shutil.which("sbatch") is None:
         raise LaunchError("--executor slurm needs Slurm's `sbatch` on PATH (none found); run on a Slurm login node, "
                           "start the local cluster with `slurm/local-cluster.sh up`, or use --executor local")
-    if name == "slurm" and not status_mod.slurm_responds():
+    if name == "slurm" and not liveness.slurm_responds():
         raise LaunchError("--executor slurm: sbatch is installed but the Slurm controller does not answer "
                           "(`squeue` fails); start it (`slurm/local-cluster.sh up`) or use --executor local")
     return name
@@ -89,6 +98,7 @@ class LaunchResult:
     jobs: list[str] = field(default_factory=list)  # one id per job or array
     tasks: list[str] = field(default_factory=list)  # every job / array-task id, in submission order
     failed_units: list[str] = field(default_factory=list)
+    plans: list[TargetPlan] = field(default_factory=list)  # set by ``launch``: the plans as the launch left them
 
     @property
     def launched(self) -> int:
@@ -96,22 +106,31 @@ class LaunchResult:
 
 
 class Launcher:
-    def __init__(self, store: Store, executor: str, *, profile: Profile | None = None, jobs: int = 1,
-                 progress: bool = True, log=print, target_names: list[str] | None = None,
-                 profile_overrides: list[str] | None = None):
+    """A backend: turns the units of a launch into jobs. ``prepare`` is shared; ``run`` is the backend's."""
+
+    name = ""
+    ask_slurm = False  # the states of recorded jobs need Slurm's answer
+    passes = True  # repeat the launch while rows wait for a locality result (Slurm instead submits a replan job)
+
+    def __init__(self, store: Store, *, profile: Profile | None = None, jobs: int = 1, progress: bool = True,
+                 log=print, target_names: list[str] | None = None, profile_overrides: list[str] | None = None,
+                 execute: Callable | None = None):
         self.store = store
-        self.executor = executor
         self.profile = profile
         self.jobs = max(1, jobs)
         self.progress = progress
         self.log = log
         self.target_names = target_names or []
         self.profile_overrides = profile_overrides or []
+        self.execute = execute  # the jobs' step runner; None = the real steps
 
-    # ------------------------------------------------------------------------------------------------ prepare
+    @property
+    def executor(self) -> str:
+        return self.name
+
     def prepare(self, plans: list[TargetPlan], states: dict[str, NodeState], skip: set[str]) -> list[Unit]:
         """Write config.json of every run to launch and take corrupt records out of service."""
-        units = make_units(plans, states, self.executor, skip)
+        units = make_units(plans, states, self.name, skip)
         for u in units:
             for n in u.nodes:
                 run = self.store.run(n.kind, n.run_id)
@@ -121,23 +140,36 @@ class Launcher:
                 self.store.ensure_config(n.kind, n.run_id, n.config, n.deps, n.desc)
         return units
 
-    # ------------------------------------------------------------------------------------------------ local
-    def run_local(self, units: list[Unit]) -> LaunchResult:
-        """Run the units in dependency order; ``local`` keeps up to ``jobs`` subprocesses busy."""
-        import submitit
+    def run(self, units: list[Unit], plans: list[TargetPlan]) -> LaunchResult:
+        raise NotImplementedError
 
-        result = LaunchResult(self.executor, units)
-        ex = submitit.AutoExecutor(folder=self.store.submitit_dir / "%j", cluster=self.executor)
-        if self.executor == "local":
-            ex.update_parameters(timeout_min=24 * 60)
-        parallel = self.jobs if self.executor == "local" else 1
+
+# ------------------------------------------------------------------------------------------------ this machine
+class ProcessLauncher(Launcher):
+    """Units in dependency order on this machine through a submitit executor of the backend's ``name``."""
+
+    inline = False  # the job runs in this process, at submission
+
+    def parallel(self) -> int:
+        return 1
+
+    def executor_for(self) -> submitit.AutoExecutor:
+        return submitit.AutoExecutor(folder=self.store.submitit_dir / "%j", cluster=self.name)
+
+    def job_pid(self, job) -> int:
+        return os.getpid()
+
+    def run(self, units: list[Unit], plans: list[TargetPlan]) -> LaunchResult:
+        result = LaunchResult(self.name, units)
+        ex = self.executor_for()
+        parallel = self.parallel()
         pending = list(units)
         running: dict[int, dict] = {}
         finished: set[int] = set()
         counter = 0
         for u in units:  # queued by this launcher: --status shows them pending, a second launcher leaves them alone
             for n in u.nodes:
-                _record(self.store, n, self.executor, job_id="", pid=os.getpid())
+                _record(self.store, n, self.name, job_id="", pid=os.getpid())
         try:
             while pending or running:
                 for u in list(pending):
@@ -147,15 +179,15 @@ class Launcher:
                         continue
                     pending.remove(u)
                     counter += 1
-                    running[u.index] = self._start_local(ex, u, counter, len(units), parallel)
-                    if self.executor == "debug":  # runs in this process, right now
-                        self._finish_local(running.pop(u.index), result)
+                    running[u.index] = self.start(ex, u, counter, len(units), parallel)
+                    if self.inline:  # it ran in this process, right now
+                        self._finish(running.pop(u.index), result)
                         finished.add(u.index)
                 for idx, r in list(running.items()):
                     r["seen"] = self._forward(r["job"].paths.stdout, r["seen"])
                     if r["job"].done():
                         r["seen"] = self._forward(r["job"].paths.stdout, r["seen"])
-                        self._finish_local(running.pop(idx), result)
+                        self._finish(running.pop(idx), result)
                         finished.add(idx)
                 if running:
                     time.sleep(0.5)
@@ -164,27 +196,26 @@ class Launcher:
         except KeyboardInterrupt:
             for r in running.values():
                 _cancel_local(r["job"])
-            for u in pending:  # never started: back to missing, not "gone without DONE"
+            for u in pending:  # never started: "cancelled" reads as missing, not "gone without DONE"
                 for n in u.nodes:
                     self.store.update_status(self.store.run(n.kind, n.run_id), state="cancelled", pid=None)
             raise
         return result
 
-    def _start_local(self, ex, u: Unit, i: int, total: int, parallel: int) -> dict:
+    def start(self, ex, u: Unit, i: int, total: int, parallel: int) -> dict:
         kinds = ", ".join(f"{k}×{c}" if c > 1 else k for k, c in _kind_counts(u.nodes).items())
         self.log(f"[{i}/{total}] {u.name}: {kinds}")
         env = {}
         if parallel > 1 and "OMP_NUM_THREADS" not in os.environ:  # share the cores between the jobs
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
         with _environ(env):
-            job = ex.submit(RunUnit(), str(self.store.results_dir), self.store.preset, [n.key for n in u.nodes],
-                            self.executor != "debug", self.progress)
+            job = ex.submit(RunUnit(self.execute), str(self.store.results_dir), self.store.preset,
+                            [n.key for n in u.nodes], not self.inline, self.progress)
         for n in u.nodes:
-            _record(self.store, n, self.executor, job_id=job.job_id,
-                    pid=int(job.job_id) if self.executor == "local" and str(job.job_id).isdigit() else os.getpid())
+            _record(self.store, n, self.name, job_id=job.job_id, pid=self.job_pid(job))
         return {"unit": u, "job": job, "start": time.time(), "seen": 0, "label": f"[{i}/{total}] {u.name}"}
 
-    def _finish_local(self, r: dict, result: LaunchResult) -> None:
+    def _finish(self, r: dict, result: LaunchResult) -> None:
         job, u = r["job"], r["unit"]
         result.jobs.append(str(job.job_id))
         result.tasks.append(str(job.job_id))
@@ -213,13 +244,44 @@ class Launcher:
                 self.log("  " + line[len(PREFIX) + 1:])
         return seen + end
 
-    # ------------------------------------------------------------------------------------------------ slurm
-    def run_slurm(self, units: list[Unit], *, replan_after: list[str] | None = None) -> LaunchResult:
-        from submitit.core.utils import FailedJobError
 
+class DebugLauncher(ProcessLauncher):
+    """``debug``: every unit in this process, one after the other (a failed run does not raise)."""
+
+    name = "debug"
+    inline = True
+
+
+class LocalLauncher(ProcessLauncher):
+    """``local``: one subprocess per unit, up to ``jobs`` at a time."""
+
+    name = "local"
+
+    def parallel(self) -> int:
+        return self.jobs
+
+    def executor_for(self) -> submitit.AutoExecutor:
+        ex = super().executor_for()
+        ex.update_parameters(timeout_min=24 * 60)
+        return ex
+
+    def job_pid(self, job) -> int:
+        return int(job.job_id) if str(job.job_id).isdigit() else os.getpid()
+
+
+# ------------------------------------------------------------------------------------------------ Slurm
+class SlurmLauncher(Launcher):
+    """``slurm``: the whole DAG submitted at once (see the module docstring); returns without waiting."""
+
+    name = "slurm"
+    ask_slurm = True
+    passes = False
+
+    def run(self, units: list[Unit], plans: list[TargetPlan]) -> LaunchResult:
+        waiting = sorted({rp.waiting_for.key for tp in plans for rp in tp.row_plans if rp.blocked})
         result = LaunchResult("slurm", units)
         try:
-            return self._submit_all(units, result, replan_after)
+            return self._submit_all(units, result, waiting)
         except FailedJobError as err:
             msg = " ".join(str(err).split())[:300]
             done = f"; {len(result.jobs)} job(s) were submitted before it and keep running ({', '.join(result.jobs)})" \
@@ -227,20 +289,18 @@ class Launcher:
             raise LaunchError(f"sbatch refused a job: {msg}{done}; fix the cause and re-run to submit the rest") \
                 from None
 
-    def _submit_all(self, units: list[Unit], result: LaunchResult, replan_after) -> LaunchResult:
-        from benchmark import launch as launch_mod
-
+    def _submit_all(self, units: list[Unit], result: LaunchResult, replan_after: list[str]) -> LaunchResult:
         max_array = max_array_size()
         job_ids: dict[int, list[str]] = {}
         folder = self.store.submitit_dir / "%j"
         for u in units:
             deps = sorted({j for d in u.deps for j in job_ids.get(d, [])} | {j.split("_")[0] for j in u.wait_jobs})
-            ex = self._slurm_executor(u.kind, folder, f"gb-{u.kind}", deps, "afterok")
+            ex = self._executor(u.kind, folder, f"gb-{u.kind}", deps, "afterok")
             results_dir, preset = str(self.store.results_dir), self.store.preset
             if u.array:
                 ids = []
                 for part in chunks(u.nodes, max_array):
-                    jobs = ex.map_array(RunUnit(), [results_dir] * len(part), [preset] * len(part),
+                    jobs = ex.map_array(RunUnit(self.execute), [results_dir] * len(part), [preset] * len(part),
                                         [[n.key] for n in part])
                     for n, job in zip(part, jobs):
                         _record(self.store, n, "slurm", job.job_id)
@@ -249,7 +309,7 @@ class Launcher:
                 job_ids[u.index] = ids
                 u.job_ids = list(ids)
             else:
-                job = ex.submit(RunUnit(), results_dir, preset, [n.key for n in u.nodes])
+                job = ex.submit(RunUnit(self.execute), results_dir, preset, [n.key for n in u.nodes])
                 for n in u.nodes:
                     _record(self.store, n, "slurm", job.job_id)
                 job_ids[u.index] = [str(job.job_id)]
@@ -262,24 +322,22 @@ class Launcher:
             ids = sorted({str(self.store.read_status(self.store.run(*k.split("/"))).get("job_id") or "").split("_")[0]
                           for k in replan_after} - {""})
             if ids:
-                ex = self._slurm_executor("collect", folder, "gb-replan", ids, "afterok")
-                job = ex.submit(launch_mod.replan_job, str(self.store.results_dir), self.store.preset, self.target_names,
-                                self.profile.name if self.profile else None, self.profile_overrides)
+                ex = self._executor("collect", folder, "gb-replan", ids, "afterok")
+                job = ex.submit(replan_job, str(self.store.results_dir), self.store.preset, self.target_names,
+                                self.profile.name if self.profile else None, self.profile_overrides, self.execute)
                 self.log(f"submitted replan for the rows waiting on a locality result: job {job.job_id} "
                          f"(after {', '.join(ids)})")
                 result.jobs.append(str(job.job_id))
                 result.tasks.append(str(job.job_id))
         if result.jobs:
-            ex = self._slurm_executor("collect", folder, "gb-collect", sorted({j.split("_")[0] for j in result.jobs}),
-                                      "afterany")
-            job = ex.submit(launch_mod.collect_job, str(self.store.results_dir), self.store.preset, self.target_names)
+            ex = self._executor("collect", folder, "gb-collect", sorted({j.split("_")[0] for j in result.jobs}),
+                                "afterany")
+            job = ex.submit(collect_job, str(self.store.results_dir), self.store.preset, self.target_names)
             self.log(f"submitted collect (summaries + tables when the jobs end): job {job.job_id}")
             result.tasks.append(str(job.job_id))
         return result
 
-    def _slurm_executor(self, kind: str, folder: Path, name: str, deps: list[str], dep_type: str):
-        import submitit
-
+    def _executor(self, kind: str, folder: Path, name: str, deps: list[str], dep_type: str):
         init, params = self.profile.executor_parameters(kind)
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm", **init)
         extra = dict(params.pop("slurm_additional_parameters", None) or {})
@@ -288,6 +346,51 @@ class Launcher:
             extra["kill-on-invalid-dep"] = "yes"
         ex.update_parameters(name=name, slurm_additional_parameters=extra, **params)
         return ex
+
+
+BACKENDS: dict[str, type[Launcher]] = {"debug": DebugLauncher, "local": LocalLauncher, "slurm": SlurmLauncher}
+EXECUTORS = ("auto", *BACKENDS)
+
+
+def make_launcher(executor: str, store: Store, **options) -> Launcher:
+    """The backend registered under ``executor`` (a resolved name: not ``auto``)."""
+    return BACKENDS[executor](store, **options)
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+def launch(launcher: Launcher, plans: list[TargetPlan], *, skip: set[str] = frozenset(),
+           max_passes: int = 4) -> LaunchResult:
+    """Launch what is missing in ``plans``; on this machine repeat while rows that waited for a locality result
+    become plannable (their rows expanded again, nothing else). ``result.plans`` are the plans as they ended."""
+    store = launcher.store
+    total = LaunchResult(launcher.name, [])
+    for _ in range(max_passes):
+        states = node_states(store, all_nodes(plans),
+                             ask_slurm=launcher.ask_slurm or shutil.which("squeue") is not None)
+        units = launcher.prepare(plans, states, set(skip))
+        if not units:
+            break
+        result = launcher.run(units, plans)
+        total.units += result.units
+        total.jobs += result.jobs
+        total.tasks += result.tasks
+        total.failed_units += result.failed_units
+        if not launcher.passes or not any(rp.blocked for tp in plans for rp in tp.row_plans):
+            break
+        plans = refresh_blocked(store, plans)
+    total.plans = plans
+    return total
+
+
+def replan_job(results_dir: str, preset: str, target_names: list[str], profile: str | None,
+               overrides: list[str], execute: Callable | None = None) -> dict:
+    """Slurm job run once a locality result exists: plan again and submit what is still missing."""
+    store = Store(results_dir, preset)
+    prof = Profile.load(profile, overrides) if profile else None
+    launcher = SlurmLauncher(store, profile=prof, target_names=target_names, profile_overrides=overrides,
+                             execute=execute)
+    result = launch(launcher, plan_targets(store, targets.expand(target_names)))
+    return {"jobs": result.jobs, "tasks": result.tasks}
 
 
 def _cancel_local(job, grace: float = 3.0) -> None:

@@ -3,7 +3,9 @@
 Only run keys (``kind/run_id``) and the results folder cross the pickle boundary; the job reads config.json itself
 and, on a requeue, starts again from what is on disk (DONE runs are skipped, stage 2 resumes from its newest
 checkpoint), never from state stored in the pickle. ``RunUnit`` is a ``submitit.helpers.Checkpointable``: on
-preemption or timeout submitit requeues the same call.
+preemption or timeout submitit requeues the same call. What a run executes is the job's step runner:
+``benchmark.steps.execute`` unless the launcher was given another (``RunUnit(execute=...)``, pickled with the job:
+a module-level function or a picklable object, e.g. the tests' ``benchmark.testing.FakeSteps``).
 
 Multi-task jobs (paper-preset stage 2: one task per GPU) export ``MASTER_ADDR``/``MASTER_PORT``/``RANK``/
 ``WORLD_SIZE``/``LOCAL_RANK`` from ``submitit.JobEnvironment()`` before ``graft_core.finetune`` initialises
@@ -12,7 +14,6 @@ Multi-task jobs (paper-preset stage 2: one task per GPU) export ``MASTER_ADDR``/
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import json
 import os
@@ -22,10 +23,15 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 import submitit
 
-from benchmark.store import RunPaths, Store, now, read_json
+from benchmark import steps
+from benchmark.hints import with_hint
+from benchmark.liveness import holder_alive
+from benchmark.provenance import provenance
+from benchmark.store import RunPaths, Store, atomic_write_json, now, read_json
 
 PREFIX = "[graftbench]"
 
@@ -62,45 +68,8 @@ def setup_distributed(env: dict) -> None:
                       RANK=str(env["rank"]), WORLD_SIZE=str(env["world_size"]), LOCAL_RANK=str(env["local_rank"]))
 
 
-def git_rev(repo: Path | None = None) -> str | None:
-    """HEAD commit read from the .git folder (no git process, nothing written)."""
-    repo = repo or Path(__file__).resolve().parents[1]
-    git = repo / ".git"
-    try:
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head
-        ref = head.split(None, 1)[1]
-        path = git / ref
-        if path.exists():
-            return path.read_text().strip()
-        for line in (git / "packed-refs").read_text().splitlines():
-            if line.endswith(" " + ref):
-                return line.split()[0]
-    except OSError:
-        return None
-    return None
-
-
-PACKAGES = ("torch", "diffusers", "numpy", "scipy", "submitit", "torch-fidelity", "clean-fid", "scikit-learn",
-            "mlxtend", "einops", "peft", "graftbench")
-
-
-@functools.lru_cache(maxsize=1)
-def package_versions() -> dict:
-    from importlib import metadata
-
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
 def environment_record(env: dict) -> dict:
-    record = {"git_rev": git_rev(), "packages": dict(package_versions()), "python": platform.python_version(),
+    record = {**provenance(), "python": platform.python_version(),
               "host": socket.gethostname(), "platform": platform.platform(), "job": env, "time": now(),
               "slurm": {k: v for k, v in os.environ.items() if k.startswith("SLURM_") and k in SLURM_VARS}}
     if "torch" in sys.modules:  # only describe the device once a step has loaded torch
@@ -155,33 +124,6 @@ def tee_output(path: Path):
 
 
 # --------------------------------------------------------------------------------------------------------- locks
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    with contextlib.suppress(OSError):
-        if stat.read_text().split(") ", 1)[1].startswith("Z"):  # a zombie is dead
-            return False
-    return True
-
-
-def lock_holder_alive(record: dict) -> bool:
-    if not record:
-        return False
-    if record.get("host") == socket.gethostname():
-        return _pid_alive(int(record.get("pid", 0) or 0))
-    from benchmark.status import slurm_states  # another node: ask Slurm about the holder's job
-
-    job = record.get("job_id")
-    if not job or record.get("cluster") != "slurm":
-        return False
-    return slurm_states([job]).get(job) in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED")
-
-
 @contextlib.contextmanager
 def run_lock(run: RunPaths, env: dict, poll: float = 2.0):
     """Exclusive lock on a run folder (O_EXCL file); waits while a live process holds it, breaks a stale one."""
@@ -197,7 +139,7 @@ def run_lock(run: RunPaths, env: dict, poll: float = 2.0):
                 holder = read_json(run.lock) or {}
             except ValueError:
                 holder = {}
-            if holder and lock_holder_alive(holder):
+            if holder and holder_alive(holder):
                 if not announced:
                     say(f"waiting for {run.kind}/{run.run_id}: locked by pid {holder.get('pid')} on "
                         f"{holder.get('host')}")
@@ -223,13 +165,14 @@ class RunUnit(submitit.helpers.Checkpointable):
 
     A run whose inputs are not DONE is recorded as failed (not attempted); the other runs still go ahead. With
     ``raise_on_failure`` (Slurm / local executors) the job ends with an error when any run failed, so Slurm's
-    ``afterok`` dependents do not start.
+    ``afterok`` dependents do not start. ``execute(ctx) -> record`` runs one step (default: the real steps).
     """
+
+    def __init__(self, execute: Callable[[steps.StepContext], dict] | None = None):
+        self.execute = execute
 
     def __call__(self, results_dir: str, preset: str, keys: list[str], raise_on_failure: bool = True,
                  progress: bool = True) -> dict:
-        from benchmark import steps
-
         store = Store(results_dir, preset)
         env = job_environment()
         setup_distributed(env)
@@ -243,7 +186,7 @@ class RunUnit(submitit.helpers.Checkpointable):
                 continue
             if rank != 0 and kind != "stage2":
                 continue  # multi-task jobs exist for stage 2 only; other ranks skip everything else
-            ok = self.run_one(store, run, env, steps, progress)
+            ok = self.run_one(store, run, env, self.execute or steps.execute, progress)
             (done if ok else failed).append(key)
         if failed and raise_on_failure and rank == 0:
             raise StepsFailed(f"{len(failed)} of {len(keys)} runs failed: {', '.join(failed)} "
@@ -251,7 +194,8 @@ class RunUnit(submitit.helpers.Checkpointable):
         return {"done": done, "failed": failed}
 
     @staticmethod
-    def run_one(store: Store, run: RunPaths, env: dict, steps, progress: bool) -> bool:
+    def run_one(store: Store, run: RunPaths, env: dict, execute: Callable[[steps.StepContext], dict],
+                progress: bool) -> bool:
         record = read_json(run.config)
         config, deps = record["config"], record.get("deps", [])
         desc = record.get("desc") or f"{run.kind} {run.run_id}"
@@ -279,10 +223,8 @@ class RunUnit(submitit.helpers.Checkpointable):
                 try:
                     ctx = steps.StepContext(store=store, run=run, config=config, rank=env["rank"],
                                             world_size=env["world_size"], progress=progress)
-                    metrics = steps.execute(ctx)
+                    metrics = execute(ctx)
                     if main:
-                        from benchmark.store import atomic_write_json
-
                         atomic_write_json(run.environment, environment_record(env))
                         metrics = dict(metrics or {})
                         metrics.setdefault("seconds_step", round(time.time() - start, 2))
@@ -293,7 +235,7 @@ class RunUnit(submitit.helpers.Checkpointable):
                 except Exception as err:  # noqa: BLE001 — recorded, reported, the next run goes ahead
                     traceback.print_exc()
                     if main:
-                        line = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+                        line = f"{type(err).__name__}: {with_hint(err)}".splitlines()[0][:500]
                         store.update_status(run, state="failed", error=line, ended=now())
                     say(f"FAILED {desc}: {type(err).__name__}: {err}")
                     return False

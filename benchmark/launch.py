@@ -1,4 +1,4 @@
-"""Plan → launch only what is missing (the executors themselves are in ``benchmark/executors.py``).
+"""Plan → units: what a launch consists of (the executors that run the units are in ``benchmark/executors.py``).
 
 * A launch = the planned runs − DONE − alive (pending/running per the scheduler). Failed runs (and runs whose record
   is corrupt: their DONE and record are renamed aside first, nothing deleted) are launched again; runs shared by
@@ -9,14 +9,16 @@
 * Rows whose layers come from a locality result (Fig. 4b top/low-local) wait for it: locally the plan is simply
   redone once it exists; on Slurm a small ``replan`` job (``afterok`` on the locality job) submits the rest, and a
   final ``collect`` job (``afterany``) writes the summaries and builds the tables.
+* A command plans its targets once (``plan_targets``) and passes the plans down; only rows that waited for a
+  locality result are expanded again once it exists (``refresh_blocked``).
 """
 from __future__ import annotations
 
 import fnmatch
-import shutil
 from dataclasses import dataclass, field
 from types import ModuleType
 
+from benchmark import targets
 from benchmark.dag import Node, Planner, RowPlan, topological
 from benchmark.rows import LocalityConfig
 from benchmark.status import NodeState, node_states
@@ -52,6 +54,15 @@ def locality_reader(store: Store):
 def plan_targets(store: Store, modules: list[ModuleType]) -> list[TargetPlan]:
     planner = Planner(locality_reader(store))
     return [TargetPlan(m.NAME, m, [planner.expand(m.NAME, row) for row in m.rows(store.preset)]) for m in modules]
+
+
+def refresh_blocked(store: Store, plans: list[TargetPlan]) -> list[TargetPlan]:
+    """The plans with every row that waited for a locality result expanded again (the others kept as they are)."""
+    if not any(rp.blocked for tp in plans for rp in tp.row_plans):
+        return plans
+    planner = Planner(locality_reader(store))
+    return [TargetPlan(tp.name, tp.module, [planner.expand(tp.name, rp.row) if rp.blocked else rp
+                                            for rp in tp.row_plans]) for tp in plans]
 
 
 def all_nodes(plans: list[TargetPlan]) -> list[Node]:
@@ -128,26 +139,10 @@ def make_units(plans: list[TargetPlan], states: dict[str, NodeState], executor: 
 # --------------------------------------------------------------------------------------------------------- jobs
 def collect_job(results_dir: str, preset: str, target_names: list[str]) -> dict:
     """Slurm job run after all others: refresh the summaries and build the tables."""
-    from benchmark.targets import expand
-
     store = Store(results_dir, preset)
-    plans = plan_targets(store, expand(target_names))
+    plans = plan_targets(store, targets.expand(target_names))
     write_summaries(store, plans, log=print)
     return {"targets": [tp.name for tp in plans]}
-
-
-def replan_job(results_dir: str, preset: str, target_names: list[str], profile: str | None,
-               overrides: list[str]) -> dict:
-    """Slurm job run once a locality result exists: plan again and submit what is still missing."""
-    from benchmark.executors import Launcher
-    from benchmark.profiles import Profile
-    from benchmark.targets import expand
-
-    store = Store(results_dir, preset)
-    prof = Profile.load(profile, overrides) if profile else None
-    launcher = Launcher(store, "slurm", profile=prof, target_names=target_names, profile_overrides=overrides)
-    result = launch(launcher, expand(target_names))
-    return {"jobs": result.jobs, "tasks": result.tasks}
 
 
 # --------------------------------------------------------------------------------------------------------- top level
@@ -175,34 +170,3 @@ def select_rows(plans: list[TargetPlan], patterns: list[str] | None) -> list[Tar
         return plans
     keep = lambda rid: any(fnmatch.fnmatchcase(rid, p) for p in patterns)  # noqa: E731
     return [TargetPlan(tp.name, tp.module, [rp for rp in tp.row_plans if keep(rp.row.id)]) for tp in plans]
-
-
-def launch(launcher, modules: list[ModuleType], *, skip: set[str] = frozenset(),
-           rows: list[str] | None = None, max_passes: int = 4):
-    """Launch what is missing for ``modules`` (only the ``rows`` patterns when given); locally repeat while new
-    runs become plannable (rows waiting for a locality result)."""
-    from benchmark.executors import LaunchResult
-
-    store = launcher.store
-    total = LaunchResult(launcher.executor, [])
-    for _ in range(max_passes):
-        plans = select_rows(plan_targets(store, modules), rows)
-        nodes = all_nodes(plans)
-        states = node_states(store, nodes, ask_slurm=launcher.executor == "slurm" or shutil.which("squeue") is not None)
-        units = launcher.prepare(plans, states, set(skip))
-        if not units:
-            break
-        if launcher.executor == "slurm":
-            waiting = sorted({rp.waiting_for.key for tp in plans for rp in tp.row_plans if rp.blocked})
-            result = launcher.run_slurm(units, replan_after=waiting)
-            total.units += result.units
-            total.jobs += result.jobs
-            total.tasks += result.tasks
-            break
-        result = launcher.run_local(units)
-        total.units += result.units
-        total.jobs += result.jobs
-        total.failed_units += result.failed_units
-        if not any(rp.blocked for tp in plans for rp in tp.row_plans):
-            break
-    return total

@@ -5,6 +5,12 @@
     python -m benchmark.prepare imagenet --src /data/imagenet/val --split val     # held-out 8/class (stage-1 val)
     python -m benchmark.prepare subsets [--out DIR] [--src PATH]              # stage-1 + stage-2 lists, hashed
     python -m benchmark.prepare reference --npz VIRTUAL_imagenet256_labeled.npz   # cache the reference features
+    python -m benchmark.prepare samples --out DIR [--preset paper] [...]      # graft_core.sample_at_scale's options
+
+Under a Slurm array, ``imagenet`` and ``samples`` take the array task as their shard (``SLURM_ARRAY_TASK_ID`` minus
+``SLURM_ARRAY_TASK_MIN`` of ``SLURM_ARRAY_TASK_COUNT``) unless ``--shard-index/--num-shards`` say otherwise; outside
+one, ``imagenet`` falls back to ``RANK``/``WORLD_SIZE`` and ``samples`` to torch.distributed's rank. The engine
+takes the shard as plain parameters: reading the scheduler is this CLI's job.
 
 Every command is idempotent: finished shards (DONE marker) are skipped, subset lists are rewritten identically, the
 reference features are computed once per (file sha256, extractor). A user error (missing weights, wrong folder
@@ -14,11 +20,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+from benchmark.hints import with_hint
+from graft_core import sample_at_scale
 from graft_core.adm_eval import BatchFormatError
 from graft_core.imagenet import DataLayoutError, SettingsMismatch, default_out
+
+
+def shard_task(shard_index: int | None, num_shards: int | None, env=os.environ) -> tuple[int | None, int | None]:
+    """(index, count) of this task's shard: the options, else the Slurm array task (0-based even for
+    ``--array=1-8``: ``SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN``, of ``SLURM_ARRAY_TASK_COUNT``), else None."""
+    if num_shards is None and "SLURM_ARRAY_TASK_COUNT" in env:
+        num_shards = int(env["SLURM_ARRAY_TASK_COUNT"])
+    if shard_index is None and "SLURM_ARRAY_TASK_ID" in env:
+        shard_index = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+    return shard_index, num_shards
 
 
 def is_user_error(err: BaseException) -> bool:
@@ -37,10 +56,13 @@ def cmd_imagenet(args) -> dict:
     from graft_core.imagenet import VAE_ID, encode_imagenet, load_or_build_index, load_vae
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    shard_index, num_shards = shard_task(args.shard_index, args.num_shards)
+    shard_index = int(os.environ.get("RANK", 0)) if shard_index is None else shard_index
+    num_shards = int(os.environ.get("WORLD_SIZE", 1)) if num_shards is None else num_shards
     load_or_build_index(args.src, Path(args.out) / args.split)  # a wrong layout fails here, before the VAE loads
     vae = load_vae(args.vae, device=device)
     return encode_imagenet(args.src, args.out, vae=vae, vae_name=str(args.vae or VAE_ID), split=args.split,
-                           shard_size=args.shard_size, shard_index=args.shard_index, num_shards=args.num_shards,
+                           shard_size=args.shard_size, shard_index=shard_index, num_shards=num_shards,
                            batch_size=args.batch_size, resolution=args.resolution, seed=args.seed,
                            num_workers=args.num_workers, device=device, progress=not args.quiet)
 
@@ -57,6 +79,13 @@ def cmd_subsets(args) -> dict:
             raise DataLayoutError(f"--per-class expects NAME=COUNT, got {item!r}")
         per_class[name] = int(k)
     return make_subsets(args.out, seed=args.seed, per_class=per_class or None)
+
+
+def cmd_samples(args) -> dict:
+    """``graft_core.sample_at_scale`` with this task's shard (see the module docstring)."""
+    args.shard_index, args.num_shards = shard_task(args.shard_index, args.num_shards)
+    merged = sample_at_scale.run(args)
+    return {"samples": str(merged) if merged else None, "missing_shards": sample_at_scale.missing_shards(args.out)}
 
 
 def cmd_reference(args) -> dict:
@@ -101,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--weights", help="extractor weights (default: $GRAFTBENCH_INCEPTION_WEIGHTS)")
     rf.add_argument("--cache-dir", type=Path, help="default: next to the .npz, else $GRAFTBENCH_CACHE/reference")
     rf.set_defaults(func=cmd_reference)
+
+    sa = sub.add_parser("samples", parents=[sample_at_scale.build_parser(add_help=False)],
+                        help="sharded, resumable sampling → ADM .npz (a Slurm array task samples its shards)")
+    sa.set_defaults(func=cmd_samples)
     return p
 
 
@@ -111,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if not is_user_error(err):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {with_hint(err)}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, sort_keys=True, default=str))
     return 0

@@ -8,25 +8,34 @@
     python -m benchmark.run all --executor local
 
 A second run of the same command launches nothing new (finished runs are found on disk, alive jobs in Slurm);
-failed or corrupt runs are launched again. Results: ``results/<preset>/runs/<kind>/<id>/`` and one
+failed or corrupt runs are launched again. A command plans its targets once and hands the plans to the launch and
+the summaries. Results: ``results/<preset>/runs/<kind>/<id>/`` and one
 ``results/<preset>/<target>/summary.json`` per target (then ``tables.build``). Exit codes: 0 ok, 1 some runs failed,
 2 usage or setup error (one line on stderr, nothing launched).
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
 import threading
 import time
+from typing import Callable
 
 from benchmark import targets as registry
-from benchmark.executors import EXECUTORS, LaunchError, Launcher, resolve_executor
-from benchmark.launch import all_nodes, launch, plan_targets, select_rows, write_summaries
+from benchmark.cost import estimate, teacher_present
+from benchmark.dag import Planner
+from benchmark.executors import EXECUTORS, LaunchError, launch, make_launcher, resolve_executor
+from benchmark.hints import with_hint
+from benchmark.launch import all_nodes, plan_targets, refresh_blocked, select_rows, to_launch, write_summaries
 from benchmark.profiles import Profile, ProfileError, available as available_profiles, default_profile
 from benchmark.status import counts_line, node_states, row_state
+from benchmark.steps import external_available
 from benchmark.store import Store
+from graft_core.paths import cache_root
+from graft_core.presets import PRESETS, get_preset
 
 
 class UsageError(Exception):
@@ -59,6 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--validate", action="store_true", help="instantiate every target on every preset and every "
                                                            "resource profile")
     p.add_argument("--quiet", action="store_true", help="no per-step progress lines")
+    p.add_argument("--steps", metavar="MODULE:FUNCTION",
+                   help="run every step through this function instead of graft_core (a driver check, e.g. "
+                        "benchmark.testing:fake_execute: records derived from the run ids, no torch)")
     return p.parse_args(argv)
 
 
@@ -78,10 +90,6 @@ def cmd_list(preset: str) -> int:
 
 
 def cmd_validate() -> int:
-    from graft_core.presets import PRESETS
-
-    from benchmark.dag import Planner
-
     count = 0
     for preset in PRESETS:
         for m in registry.TARGET_MODULES:
@@ -126,9 +134,6 @@ def cmd_status(store: Store, plans, log=print) -> int:
 
 
 def cmd_dry_run(store: Store, plans, profile: Profile | None, executor_name: str, log=print) -> int:
-    from benchmark.cost import estimate
-    from benchmark.launch import to_launch
-
     nodes = all_nodes(plans)
     states = node_states(store, nodes, ask_slurm=False)
     todo = to_launch(states)
@@ -162,10 +167,10 @@ def cmd_dry_run(store: Store, plans, profile: Profile | None, executor_name: str
 
 
 # ------------------------------------------------------------------------------------------------------------ checks
-def preflight(store: Store, plans, executor: str, explicit: list[str], log=print) -> set[str]:
-    """Problems that must stop a launch (LaunchError) and external steps to skip (returned keys)."""
-    from benchmark.steps import external_available
-
+def preflight(store: Store, plans, executor: str, explicit: list[str], log=print,
+              real_steps: bool = True) -> set[str]:
+    """Problems that must stop a launch (LaunchError) and external steps to skip (returned keys); ``real_steps``:
+    the jobs run graft_core (not a ``--steps`` stand-in), so an untrained teacher will be trained."""
     skip: set[str] = set()
     for tp in plans:
         for rp in tp.row_plans:
@@ -189,9 +194,8 @@ def preflight(store: Store, plans, executor: str, explicit: list[str], log=print
     if any(rp.row.preset.eval.extractor == "inception" for tp in plans for rp in tp.row_plans
            if rp.row.kind in ("teacher", "graft", "finetune_teacher", "floor", "noise")):
         check_inception()
-    from benchmark.cost import teacher_present
-
-    for n in {n.key: n for tp in plans for rp in tp.row_plans for n in rp.nodes if n.kind == "teacher"}.values():
+    teachers = {n.key: n for tp in plans for rp in tp.row_plans for n in rp.nodes if n.kind == "teacher"}
+    for n in teachers.values() if real_steps else ():
         if not store.run(n.kind, n.run_id).done.exists() and not teacher_present(n.config):
             t = n.config["teacher"]
             log(f"note: no trained {n.config['preset']} teacher in graft_core/assets or the cache: it will be "
@@ -222,8 +226,6 @@ def check_inception() -> None:
 
 
 def check_imagenet() -> None:
-    from graft_core.paths import cache_root
-
     manifest = cache_root() / "imagenet" / "subsets" / "subsets.json"
     if not manifest.exists():
         raise LaunchError(f"ImageNet latents are not prepared ({manifest} is missing): run `python -m "
@@ -232,11 +234,23 @@ def check_imagenet() -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------ main
-def main(argv: list[str] | None = None) -> int:
+def load_steps(spec: str) -> Callable:
+    """``module:function`` → the step runner it names (``UsageError`` when it does not exist)."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr, None) if attr else None
+    except ImportError as err:
+        raise UsageError(f"--steps {spec}: cannot import {module_name} ({err})") from None
+    if not callable(fn):
+        raise UsageError(f"--steps {spec}: expected MODULE:FUNCTION naming a callable (e.g. "
+                         f"benchmark.testing:fake_execute)")
+    return fn
+
+
+def main(argv: list[str] | None = None, *, execute: Callable | None = None) -> int:
+    """The command line; ``execute`` replaces the real steps of every job (as ``--steps`` does)."""
     args = parse_args(argv)
     log = print
-    from graft_core.presets import get_preset
-
     try:
         get_preset(args.preset)
     except ValueError as err:
@@ -259,18 +273,22 @@ def main(argv: list[str] | None = None) -> int:
         profile = Profile.load(args.profile or default_profile(args.preset), args.slurm)
     except ProfileError as err:
         return fail(str(err))
+    if args.steps:
+        try:
+            execute = load_steps(args.steps)
+        except UsageError as err:
+            return fail(str(err))
     store = Store(args.results_dir, args.preset)
     row_patterns = [r.strip() for r in (args.rows or "").split(",") if r.strip()]
-    plans = plan_targets(store, modules)
-    if row_patterns:
-        selected = select_rows(plans, row_patterns)
-        if not any(tp.row_plans for tp in selected):
-            return fail(f"--rows {args.rows!r} matches no row of {', '.join(tp.name for tp in plans)}; "
-                        f"see `python -m benchmark.run {' '.join(requested)} --dry-run`")
+    plans = plan_targets(store, modules)  # the one planning of this command
+    selected = select_rows(plans, row_patterns)
+    if row_patterns and not any(tp.row_plans for tp in selected):
+        return fail(f"--rows {args.rows!r} matches no row of {', '.join(tp.name for tp in plans)}; "
+                    f"see `python -m benchmark.run {' '.join(requested)} --dry-run`")
     if args.status:
         return cmd_status(store, plans, log)
     if args.dry_run:
-        return cmd_dry_run(store, select_rows(plans, row_patterns), profile, args.executor, log)
+        return cmd_dry_run(store, selected, profile, args.executor, log)
 
     start = time.time()
     main_thread = threading.current_thread() is threading.main_thread()
@@ -279,10 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         executor = resolve_executor(args.executor, log)
         explicit = [m.NAME for m in modules if m.NAME in requested]
-        skip = preflight(store, select_rows(plans, row_patterns), executor, explicit, log)
-        launcher = Launcher(store, executor, profile=profile, jobs=args.jobs, progress=not args.quiet, log=log,
-                            target_names=[m.NAME for m in modules], profile_overrides=args.slurm)
-        result = launch(launcher, modules, skip=skip, rows=row_patterns)
+        skip = preflight(store, selected, executor, explicit, log, real_steps=execute is None)
+        launcher = make_launcher(executor, store, profile=profile, jobs=args.jobs, progress=not args.quiet, log=log,
+                                 target_names=[m.NAME for m in modules], profile_overrides=args.slurm,
+                                 execute=execute)
+        result = launch(launcher, selected, skip=skip)
     except LaunchError as err:
         return fail(str(err))
     except KeyboardInterrupt:
@@ -290,14 +309,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as err:  # the errors the graft_core functions raise for missing weights / metrics
         if _is_setup_error(err):
-            return fail(str(err).splitlines()[0])
+            return fail(with_hint(err).splitlines()[0])
         raise
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
     if executor == "slurm" and args.wait and result.jobs:
         wait_for_slurm(store, plans, log)
-    plans = plan_targets(store, modules)
+    plans = refresh_blocked(store, plans)  # rows whose locality result arrived during the launch
     summaries = write_summaries(store, plans, log=log)
     launched = result.launched
     if launched:
@@ -319,11 +338,11 @@ def _interrupt(signum, frame):
 
 
 def _is_setup_error(err: Exception) -> bool:
-    from graft_core.teacher import MissingWeightsError
-
-    if isinstance(err, MissingWeightsError):
-        return True
-    return type(err).__name__ in ("MissingInceptionWeights", "MissingInceptionError", "MissingFeatureExtractor")
+    """Missing weights or prepared data: the user's to fix (one line, exit 2), not a bug. The classes are looked up
+    in ``sys.modules``: an error of a module that was never imported cannot have been raised."""
+    teacher, imagenet = sys.modules.get("graft_core.teacher"), sys.modules.get("graft_core.imagenet")
+    return (teacher is not None and isinstance(err, teacher.MissingWeightsError)) or \
+        (imagenet is not None and isinstance(err, imagenet.NotPrepared))
 
 
 def wait_for_slurm(store: Store, plans, log=print, poll: float = 30.0) -> None:

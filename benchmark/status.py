@@ -9,27 +9,23 @@ Decision order for one run (design-lessons.md §5):
 4. a recorded job that ended (or that Slurm no longer knows: jobs older than ``MinJobAge`` vanish from
    ``scontrol``/``squeue`` and without accounting ``sacct`` knows nothing) and no ``DONE`` → **failed** ("ended
    without DONE");
-5. no status → **missing**.
+5. no status, or status ``cancelled`` (queued by a local launcher that was interrupted before the run started) →
+   **missing**.
 
-Slurm is asked once per report for every recorded job id (``squeue``, then ``sacct`` for the ones it does not know).
+Slurm is asked once per report for every recorded job id (``squeue``, then ``sacct`` for the ones it does not know;
+``benchmark.liveness``).
 """
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import socket
-import subprocess
 from dataclasses import dataclass
 from typing import Iterable
 
+from benchmark import liveness
 from benchmark.dag import Node, RowPlan
+from benchmark.liveness import SLURM_ALIVE
 from benchmark.store import CorruptRecord, Store, last_error_line, tail
-
-SLURM_ALIVE = {"PENDING": "pending", "CONFIGURING": "pending", "REQUEUED": "pending", "REQUEUE_HOLD": "pending",
-               "REQUEUE_FED": "pending", "SUSPENDED": "pending", "RESV_DEL_HOLD": "pending",
-               "RUNNING": "running", "COMPLETING": "running", "RESIZING": "running", "STAGE_OUT": "running",
-               "SIGNALING": "running"}
 
 
 @dataclass
@@ -45,94 +41,7 @@ class NodeState:
         return self.state in ("pending", "running")
 
 
-# ------------------------------------------------------------------------------------------------------ Slurm
-def _expand(job_field: str) -> list[str]:
-    """``123``, ``123_4``, ``123_[4-6,9%2]`` → the ids they name (array ranges expanded)."""
-    m = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job_field)
-    if not m:
-        return [job_field]
-    base, spec = m.group(1), m.group(2).split("%")[0]
-    out = []
-    for part in spec.split(","):
-        if "-" in part:
-            lo, hi = part.split("-")
-            out += [f"{base}_{i}" for i in range(int(lo), int(hi) + 1)]
-        elif part:
-            out.append(f"{base}_{part}")
-    return out
-
-
-def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess | None:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
-def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
-    """Slurm state (e.g. ``PENDING``, ``RUNNING``, ``COMPLETED``, ``CANCELLED``) per known job id.
-
-    Array task ids (``N_i``) are answered from their array. Ids neither ``squeue`` nor ``sacct`` knows are absent.
-    """
-    ids = sorted({str(j) for j in job_ids if j})
-    if not ids or shutil.which("squeue") is None:
-        return {}
-    masters = sorted({j.split("_")[0] for j in ids})
-    found: dict[str, str] = {}
-
-    def parse(text: str):
-        for line in text.splitlines():
-            parts = line.strip().split("|")
-            if len(parts) < 2 or not parts[0] or parts[0] == "JobID":
-                continue
-            state = parts[1].split()[0] if parts[1] else "UNKNOWN"
-            for jid in _expand(parts[0]):
-                found.setdefault(jid, state)
-
-    proc = _run(["squeue", "--noheader", "--states=all", "--format=%i|%T", f"--jobs={','.join(masters)}"])
-    if proc is not None and proc.returncode == 0:
-        parse(proc.stdout)
-    else:  # one unknown id makes squeue fail: ask one by one
-        for m in masters:
-            proc = _run(["squeue", "--noheader", "--states=all", "--format=%i|%T", f"--jobs={m}"])
-            if proc is not None and proc.returncode == 0:
-                parse(proc.stdout)
-    rest = [j for j in ids if j not in found and j.split("_")[0] not in found]
-    if rest and shutil.which("sacct"):
-        cmd = ["sacct", "-o", "JobID,State", "--parsable2", "--noheader"]
-        for j in sorted({r.split("_")[0] for r in rest}):
-            cmd += ["-j", j]
-        proc = _run(cmd)
-        if proc is not None and proc.returncode == 0:
-            parse(proc.stdout)
-    out = {}
-    for j in ids:
-        if j in found:
-            out[j] = found[j]
-        elif "_" not in j and any(k.startswith(j + "_") for k in found):  # a whole array: its "worst" task
-            states = [v for k, v in found.items() if k.startswith(j + "_")]
-            out[j] = next((s for s in states if s in SLURM_ALIVE), states[0])
-    return out
-
-
-def slurm_responds(timeout: float = 10) -> bool:
-    """``sbatch`` is on PATH and the controller answers ``squeue``."""
-    if shutil.which("sbatch") is None:
-        return False
-    proc = _run(["squeue", "--noheader", "--format=%i"], timeout=timeout)
-    return proc is not None and proc.returncode == 0
-
-
 # ------------------------------------------------------------------------------------------------------ runs
-def _pid_alive(pid) -> bool:
-    from benchmark.jobs import _pid_alive as alive
-
-    try:
-        return alive(int(pid))
-    except (TypeError, ValueError):
-        return False
-
-
 def node_states(store: Store, nodes: Iterable[Node], *, ask_slurm: bool = True) -> dict[str, NodeState]:
     nodes = list({n.key: n for n in nodes}.values())
     statuses = {}
@@ -141,8 +50,8 @@ def node_states(store: Store, nodes: Iterable[Node], *, ask_slurm: bool = True) 
         statuses[n.key] = None if run.done.exists() else store.read_status(run)
     slurm_ids = [s.get("job_id") for s in statuses.values()
                  if s and s.get("cluster") == "slurm" and s.get("state") in ("pending", "running")]
-    slurm_known = slurm_states(slurm_ids) if (ask_slurm and slurm_ids) else {}
-    slurm_reachable = bool(slurm_known) or not slurm_ids or (ask_slurm and slurm_responds())
+    slurm_known = liveness.slurm_states(slurm_ids) if (ask_slurm and slurm_ids) else {}
+    slurm_reachable = bool(slurm_known) or not slurm_ids or (ask_slurm and liveness.slurm_responds())
     return {n.key: _state(store, n, statuses[n.key], slurm_known, slurm_reachable) for n in nodes}
 
 
@@ -178,7 +87,7 @@ def _state(store: Store, node: Node, status: dict | None, slurm: dict[str, str],
             return NodeState("failed", error=why + (f"; log: {err}" if err else ""), job_id=job, cluster=cluster)
         pid = status.get("pid") if state == "running" else (status.get("pid") or job)
         host = status.get("host") or status.get("submit_host")
-        if host in (None, socket.gethostname()) and _pid_alive(pid):
+        if host in (None, socket.gethostname()) and liveness.pid_alive(pid):
             return NodeState(state, job_id=job, cluster=cluster)
         err = last_error_line(tail(run.log))
         return NodeState("failed", error=f"{cluster or 'local'} job {job} is gone without DONE"

@@ -1,9 +1,10 @@
 """Job side: execute one step run by calling graft_core (imports of torch and graft_core happen here, lazily).
 
-``execute(ctx)`` reads the run's config.json (written at plan time), rebuilds the preset from it and dispatches on
-the step kind through ``EXECUTORS`` (tests replace entries with fakes). Each executor returns the JSON record that
-becomes metrics.json; artefacts go to ``run/out``. Inputs of other runs are found through the run ids in the config,
-never through paths stored at plan time.
+``execute(ctx)`` dispatches on the step kind through ``EXECUTORS``; each executor rebuilds the preset from the run's
+config.json (written at plan time) and returns the JSON record that becomes metrics.json; artefacts go to
+``run/out``. Inputs of other runs are found through the run ids in the config, never through paths stored at plan
+time. ``execute`` is the default step runner of a job (``benchmark.jobs.RunUnit``); a caller that wants other steps
+(the tests' fakes, ``--steps``) hands the job its own runner, so nothing here knows about fakes.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import copy
 import dataclasses
 import importlib
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +21,6 @@ from graft_core.config import from_dict, stable_hash
 from graft_core.presets import (ClassifierConfig, DataConfig, EvalConfig, Preset, Stage1Config, Stage2Config,
                                 TeacherConfig, get_preset)
 
-SUMMARY_METRICS = ("is", "fid", "sfid", "precision", "recall", "kid", "class_acc")
 _PRESET_PARTS = {"teacher": TeacherConfig, "data": DataConfig, "classifier": ClassifierConfig, "stage1": Stage1Config,
                  "stage2": Stage2Config, "eval": EvalConfig}
 
@@ -80,18 +79,16 @@ def get_teacher(preset: Preset, *, train_if_missing: bool = False, progress: boo
     return _TEACHERS[key]
 
 
-def build_student(teacher, plan_dict: dict | None, stage1_dirs: dict[int, Path] | None, *, seed: int = 0):
-    """Teacher copy (no plan) or ``distill.assemble`` of the plan; fresh operators are seeded by ``seed``."""
-    import torch
-
+def build_student(teacher, plan_dict: dict | None, stage1_dirs: dict[int, Path] | None):
+    """Teacher copy (no plan) or ``distill.assemble`` of the plan. Operators without stage-1 weights (random-init
+    rows) keep ``assemble``'s initialisation: layer ``i`` under seed ``0 + i``, whatever the preset's seeds; the
+    global RNG is left untouched."""
     if plan_dict is None:
         return copy.deepcopy(teacher).eval()
     from graft_core.distill import assemble
     from graft_core.plan import GraftPlan
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return assemble(teacher, GraftPlan.from_dict(plan_dict), stage1_dirs)
+    return assemble(teacher, GraftPlan.from_dict(plan_dict), stage1_dirs)
 
 
 def stage1_dirs(ctx: StepContext, init) -> dict[int, Path] | None:
@@ -143,7 +140,7 @@ def run_stage2(ctx: StepContext) -> dict:
 
     p, c = ctx.preset(), ctx.config
     teacher = get_teacher(p)
-    student = build_student(teacher, c["plan"], stage1_dirs(ctx, c["init"]), seed=p.stage2.seed)
+    student = build_student(teacher, c["plan"], stage1_dirs(ctx, c["init"]))
     _, metrics = finetune(student, p, out_dir=ctx.run.out, stage2=p.stage2, progress=ctx.progress and ctx.rank == 0)
     return metrics
 
@@ -166,7 +163,7 @@ def load_model(ctx: StepContext, p: Preset, spec: dict):
         student.load_state_dict(state, strict=True)
         return student.eval(), s2_config["plan"]
     if source == "assembled":
-        return build_student(teacher, spec["plan"], stage1_dirs(ctx, spec["init"]), seed=p.eval.seed), spec["plan"]
+        return build_student(teacher, spec["plan"], stage1_dirs(ctx, spec["init"])), spec["plan"]
     raise ValueError(f"unknown model source {source!r}")
 
 
@@ -258,10 +255,7 @@ EXECUTORS: dict[str, Callable[[StepContext], dict]] = {
 
 
 def execute(ctx: StepContext) -> dict:
-    if os.environ.get("GRAFTBENCH_FAKE_STEPS") == "1":  # benchmark.testing: the driver without torch
-        from benchmark.testing import fake_execute
-
-        return fake_execute(ctx)
+    """The real step runner: the graft_core function of the run's kind."""
     return EXECUTORS[ctx.kind](ctx)
 
 

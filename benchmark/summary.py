@@ -2,7 +2,7 @@
 
 Schema (exactly; the ``tables`` package relies on it)::
 
-    {"target": str, "preset": str, "git_rev": str | null,
+    {"target": str, "preset": str, "git_rev": str | null,   # benchmark.provenance.git_rev(): "<sha>[-dirty]"
      "rows": [{"row": id, "label": str, "group": "Baseline" | "MHA grafting" | "MLP grafting" | ...,
                "site": "attn" | "mlp" | null, "operator": str | null, "ratio": 50 | 75 | 100 | null,
                "strategy": str | null, "status": "done" | "running" | "pending" | "failed" | "missing",
@@ -20,11 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmark.dag import RowPlan
-from benchmark.jobs import git_rev
+from benchmark.provenance import git_rev
 from benchmark.status import NodeState, row_state
-from benchmark.store import CorruptRecord, Store, read_json
+from benchmark.store import CorruptRecord, Store, atomic_write_bytes, atomic_write_json, read_json
 from graft_core.config import stable_hash
-from benchmark.store import atomic_write_bytes, atomic_write_json
 
 SUMMARY_METRICS = ("is", "fid", "sfid", "precision", "recall", "kid", "class_acc")
 EFFICIENCY_KEYS = ("d_flops_op", "d_flops_ft", "d_param")
@@ -134,7 +133,8 @@ def write_baseline_files(store: Store, row_plans: list[RowPlan], states: dict[st
 
 
 def build_tables(results_dir: Path, preset: str, target: str, log=print) -> list[Path] | None:
-    """``tables.build.build_target`` for a target the tables package renders (only ImportError is tolerated)."""
+    """``tables.build.build_target`` for a target the tables package renders (only ImportError is tolerated); the
+    headers name the code revision in the one format of ``benchmark.provenance`` (the tables do not import it)."""
     try:
         from tables.build import build_target
         from tables.registry import ALIASES, TARGETS
@@ -143,7 +143,7 @@ def build_tables(results_dir: Path, preset: str, target: str, log=print) -> list
         return None
     if target not in TARGETS and target not in ALIASES:
         return None  # e.g. "baseline": its JSON files are the product
-    out = build_target(Path(results_dir), preset, target)
+    out = build_target(Path(results_dir), preset, target, git_rev=git_rev())
     if out:
         log(f"{target}: wrote {', '.join(str(p) for p in out)}")
     return out

@@ -23,10 +23,11 @@ blocks' attn1 / ff, grafted operators included>)``; the base weights are frozen,
 EMA-averaged). For sampling the EMA adapters are **merged** into the base weights (``merge_and_unload``), so the
 returned model has the student's plain architecture and the saved final weights load into it directly.
 
-Submitit: ``Finetune`` is a ``submitit.helpers.Checkpointable``; on preemption its ``checkpoint()`` returns a fresh
-``Finetune`` with the same arguments, which resumes from the newest periodic checkpoint (at most ``checkpoint_every``
-steps are redone). For large models pass ``model`` as a zero-argument callable (e.g. ``functools.partial(assemble,
-...)``) so the pickled job does not carry the weights.
+Preemption is the caller's business: calling ``finetune`` again with the same ``out_dir`` resumes from the newest
+periodic checkpoint (at most ``checkpoint_every`` steps are redone). The driver's job (``benchmark.jobs.RunUnit``, a
+submitit ``Checkpointable``) is requeued on preemption and does exactly that; the engine knows no scheduler. ``model``
+may be a zero-argument callable (e.g. ``functools.partial(assemble, ...)``) so that a pickled ``Finetune`` does not
+carry the weights.
 """
 from __future__ import annotations
 
@@ -42,7 +43,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from submitit.helpers import Checkpointable, DelayedSubmission
 from torch import nn
 
 from graft_core import distributed
@@ -202,7 +202,7 @@ def is_finished(out_dir: Path) -> bool:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class Finetune(Checkpointable):
+class Finetune:
     """Stage 2 as a callable job: ``Finetune(model, preset, out_dir=...)()`` → ``(ema_model, metrics)``.
 
     Args:
@@ -229,12 +229,6 @@ class Finetune(Checkpointable):
         self.device = device
         self.stop_after = stop_after
         self.data = data
-
-    def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
-        """Preemption: requeue a fresh job with the same arguments; it resumes from the newest checkpoint."""
-        fresh = Finetune(self.model, self.preset, out_dir=self.out_dir, stage2=self.stage2, progress=self.progress,
-                         device=self.device, stop_after=self.stop_after, data=self.data)
-        return DelayedSubmission(fresh, *args, **kwargs)
 
     # ----------------------------------------------------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ Layout under ``out/<split>/`` (written by :func:`encode_imagenet`)::
     shards/labels_00000.npy, shards/flips_00000.npy, shards/files_00000.txt
     shards/DONE_00000.json     written last; a shard without it is (re)computed, a shard with it is skipped
 
-Task ``i`` of ``n`` (``--shard-index/--num-shards``, default from ``SLURM_ARRAY_TASK_ID``/``SLURM_ARRAY_TASK_COUNT``)
-encodes the shards ``s ≡ i (mod n)``.
+Task ``i`` of ``n`` (the ``shard_index``/``num_shards`` parameters; ``python -m benchmark.prepare imagenet`` fills them
+from its options or the Slurm array task) encodes the shards ``s ≡ i (mod n)``.
 
 Subsets (end of this file) depend only on the index, not on the latents: ``out/subsets/<name>.txt`` (sorted relative
 paths) and ``out/subsets/subsets.json`` (per-class count, seed, sha256 of the list, index hash). They are nested
@@ -48,6 +48,16 @@ class DataLayoutError(ValueError):
 
 class SettingsMismatch(ValueError):
     """An output folder already holds results made with other settings (mixing them would corrupt the set)."""
+
+
+class NotPrepared(DataLayoutError, FileNotFoundError):
+    """A prepared artefact is missing from an output folder: ``what`` is ``"index"`` (the file list, made from the
+    ImageNet folder) or ``"shards"`` (latents not encoded yet, listed in ``missing``). The engine states the facts;
+    the tool that prepares the folder (``benchmark.prepare``) adds the command to run."""
+
+    def __init__(self, message: str, *, folder: Path, what: str, missing: tuple[int, ...] = ()):
+        super().__init__(message)
+        self.folder, self.what, self.missing = Path(folder), what, tuple(missing)
 
 
 def default_out() -> Path:
@@ -113,7 +123,8 @@ def load_or_build_index(src: Path | None, split_dir: Path) -> ImageIndex:
     if (folder / "labels.npy").exists():
         return read_index(folder)
     if src is None:
-        raise DataLayoutError(f"{split_dir} has no index yet; pass --src <ImageNet folder>")
+        raise NotPrepared(f"{split_dir} has no index yet (it is made from the ImageNet folder)", folder=split_dir,
+                          what="index")
     index = scan_image_folder(src)
     write_index(index, folder)
     return index
@@ -183,19 +194,9 @@ def encode_batch(vae, images_uint8: np.ndarray, seeds: list[int], device) -> tor
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def task_from_env(shard_index: int | None, num_shards: int | None) -> tuple[int, int]:
-    """Explicit values, else the Slurm array task (0-based even for ``--array=1-8``), else RANK/WORLD_SIZE, else 0/1."""
-    env = os.environ
-    if num_shards is None:
-        num_shards = int(env.get("SLURM_ARRAY_TASK_COUNT", env.get("WORLD_SIZE", 1)))
-    if shard_index is None:
-        if "SLURM_ARRAY_TASK_ID" in env:
-            shard_index = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
-        else:
-            shard_index = int(env.get("RANK", 0))
-    if not 0 <= shard_index < num_shards:
+def check_shard_task(shard_index: int, num_shards: int) -> None:
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise ValueError(f"shard index {shard_index} is outside 0..{num_shards - 1}")
-    return shard_index, num_shards
 
 
 def shard_files(split_dir: Path, s: int) -> dict[str, Path]:
@@ -225,16 +226,17 @@ class _ShardImages(torch.utils.data.Dataset):
 
 
 def encode_imagenet(src: Path, out: Path, *, vae, vae_name: str = VAE_ID, split: str = "train",
-                    shard_size: int = 10_000, shard_index: int | None = None, num_shards: int | None = None,
+                    shard_size: int = 10_000, shard_index: int = 0, num_shards: int = 1,
                     batch_size: int = 64, resolution: int = 256, seed: int = 0, num_workers: int = 8,
                     device: str | torch.device | None = None, progress: bool = True) -> dict:
     """Encode this task's shards of ``src`` into ``out/<split>/shards``; shards with a DONE marker are skipped.
 
-    Returns ``{"split_dir", "index_hash", "num_images", "num_shard_files", "encoded", "skipped", "seconds"}``.
+    This call is task ``shard_index`` of ``num_shards`` parallel ones. Returns ``{"split_dir", "index_hash",
+    "num_images", "num_shard_files", "encoded", "skipped", "seconds"}``.
     """
     from tqdm.auto import tqdm
 
-    shard_index, num_shards = task_from_env(shard_index, num_shards)
+    check_shard_task(shard_index, num_shards)
     device = torch.device(device) if device is not None else next(vae.parameters()).device
     split_dir = Path(out) / split
     index = load_or_build_index(src, split_dir)
@@ -318,8 +320,8 @@ def load_latents(split_dir: Path, indices: np.ndarray | None = None) -> tuple[to
     shards = indices // size
     missing = sorted(set(shards.tolist()) - set(done_shards(split_dir)))
     if missing:
-        raise FileNotFoundError(f"{split_dir}: shards {missing[:8]}{'…' if len(missing) > 8 else ''} are not encoded "
-                                f"yet; run `python -m benchmark.prepare imagenet` (resumes)")
+        raise NotPrepared(f"{split_dir}: shards {missing[:8]}{'…' if len(missing) > 8 else ''} are not encoded yet",
+                          folder=split_dir, what="shards", missing=tuple(missing))
     lat, lab = [], []
     order = np.argsort(indices, kind="stable")
     for s in np.unique(shards):
@@ -385,7 +387,7 @@ def make_subsets(out: Path, *, seed: int = 0, per_class: dict[str, int] | None =
         manifest[name] = {"split": split, "per_class": k, "count": len(files), "seed": seed,
                           "sha256": list_hash(files), "index_hash": index.hash}
     if not manifest:
-        raise DataLayoutError(f"{out} has no index; run `python -m benchmark.prepare imagenet --src PATH` first")
+        raise NotPrepared(f"{out} has no index (it is made from the ImageNet folder)", folder=out, what="index")
     atomic_write_json(manifest_path, manifest)
     return manifest
 
@@ -411,7 +413,7 @@ def subset_latents(name: str, root: Path | None = None) -> tuple[torch.Tensor, t
     """(latents, labels, global indices, subset sha256) of a prepared subset — what stage 1/2 train on.
 
     ``name``: ``stage1``, ``heldout`` or ``subset_name(stage2.data_fraction)``; ``root`` defaults to
-    ``$GRAFTBENCH_CACHE/imagenet`` (where ``python -m benchmark.prepare`` writes by default).
+    ``$GRAFTBENCH_CACHE/imagenet`` (``default_out()``).
     """
     root = Path(root) if root is not None else default_out()
     indices, entry = load_subset(root, name)

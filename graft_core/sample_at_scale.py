@@ -13,8 +13,9 @@ draws its noise from ``shard_seed(global_seed, s) = global_seed·10⁶ + s·10³
 ``+ i``, see :func:`graft_core.sampler.sample`). The merged ``.npz`` is therefore the same for 1 GPU, 8 GPUs or a
 Slurm array of any size, and a resumed shard reproduces the lost one.
 
-Workers come from ``torch.distributed`` (``torchrun``: RANK/WORLD_SIZE, one GPU per LOCAL_RANK) or a Slurm array
-(``SLURM_ARRAY_TASK_ID``/``SLURM_ARRAY_TASK_COUNT``); see :func:`graft_core.imagenet.task_from_env`.
+Workers are the ``rank``/``world_size`` parameters (``--shard-index``/``--num-shards``), by default the process's
+``torch.distributed`` rank (``torchrun``: RANK/WORLD_SIZE, one GPU per LOCAL_RANK). A Slurm array runs
+``python -m benchmark.prepare samples`` (the same options), which passes the array task as the shard.
 """
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ import numpy as np
 import torch
 
 from graft_core.config import stable_hash
-from graft_core.imagenet import LATENT_SCALE, SettingsMismatch, module_digest, task_from_env
+from graft_core.distributed import default_device, env_info, init_from_env
+from graft_core.imagenet import LATENT_SCALE, SettingsMismatch, check_shard_task, load_vae, module_digest
 from graft_core.paths import atomic_write_bytes, atomic_write_json
-from graft_core.presets import TeacherConfig
+from graft_core.presets import TeacherConfig, get_preset
 from graft_core.sampler import make_labels, sample, to_uint8
 
 MERGED = "samples.npz"
@@ -79,10 +81,14 @@ def sample_shards(model, teacher: TeacherConfig, out_dir: Path, *, vae=None, num
                   model_key: str | None = None, guidance_channels: int | None = None) -> dict:
     """Sample and decode this worker's shards that have no DONE marker; returns ``{"sampled", "skipped", ...}``.
 
+    ``rank``/``world_size`` default to the ``torch.distributed`` environment (RANK/WORLD_SIZE, else 0/1).
     ``model_key`` names the model in ``plan.json`` (default: a digest of its weights), so that another model is
     never resumed into the same folder.
     """
-    rank, world_size = task_from_env(rank, world_size)
+    info = env_info()
+    rank = info.rank if rank is None else rank
+    world_size = info.world_size if world_size is None else world_size
+    check_shard_task(rank, world_size)
     out_dir = Path(out_dir)
     plan = sampling_plan(teacher, num_samples=num_samples, shard_size=shard_size, steps=steps,
                          guidance_scale=guidance_scale, scheduler=scheduler, global_seed=global_seed,
@@ -147,8 +153,6 @@ def merge_shards(out_dir: Path) -> Path:
                         written += len(part)
                 if written != n:
                     raise ValueError(f"{out_dir}: the shards hold {written} samples, the plan {n}")
-        with open(tmp, "rb") as f:  # streamed (too large for paths.atomic_write_bytes) but made durable the same way
-            os.fsync(f.fileno())
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -191,13 +195,9 @@ def _npz_bytes(**arrays) -> bytes:
     return buf.getvalue()
 
 
-def main(argv: list[str] | None = None) -> None:
-    from graft_core.distributed import default_device, init_from_env
-    from graft_core.imagenet import load_vae
-    from graft_core.presets import get_preset
-    from graft_core.teacher import MissingWeightsError, load_pretrained
-
-    p = argparse.ArgumentParser(description="Sharded, resumable sampling of a DiT → ADM .npz (paper §3.3).")
+def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Sharded, resumable sampling of a DiT → ADM .npz (paper §3.3).",
+                                add_help=add_help)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--preset", default="paper")
     p.add_argument("--model", type=Path, help="a diffusers DiT folder (default: the preset's pretrained teacher)")
@@ -206,31 +206,47 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shard-index", type=int, help="this worker (default: RANK or the Slurm array task)")
-    p.add_argument("--num-shards", type=int, help="number of workers (default: WORLD_SIZE or the array size)")
+    p.add_argument("--shard-index", type=int, help="this worker (default: RANK, else 0)")
+    p.add_argument("--num-shards", type=int, help="number of workers (default: WORLD_SIZE, else 1)")
     p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
                    help="TF32 matmuls on Ampere+/Hopper GPUs (default on, as DiT's sample_ddp.py)")
-    args = p.parse_args(argv)
+    return p
+
+
+def run(args: argparse.Namespace) -> Path | None:
+    """Sample this worker's shards as ``args`` say; the merged ``.npz`` once every shard is done, else None.
+
+    Raises ``MissingWeightsError`` when the model or the VAE is not available locally."""
+    from graft_core.teacher import load_pretrained  # diffusers: seconds to import
+
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     preset = get_preset(args.preset)
     device = default_device(init_from_env())
-    try:
-        if args.model:
-            from diffusers import DiTTransformer2DModel
+    if args.model:
+        from diffusers import DiTTransformer2DModel
 
-            model = DiTTransformer2DModel.from_pretrained(args.model).eval()
-        else:
-            model = load_pretrained(preset.teacher)
-        vae = load_vae(args.vae, device=device) if preset.data.name == "imagenet" else None
-    except MissingWeightsError as err:
-        p.exit(2, f"error: {err}\n")
+        model = DiTTransformer2DModel.from_pretrained(args.model).eval()
+    else:
+        model = load_pretrained(preset.teacher)
+    vae = load_vae(args.vae, device=device) if preset.data.name == "imagenet" else None
     ev = preset.eval
-    path = sample_to_npz(model.to(device), preset.teacher, args.out, vae=vae,
+    return sample_to_npz(model.to(device), preset.teacher, args.out, vae=vae,
                          num_samples=args.num_samples or ev.num_samples, shard_size=args.shard_size,
                          steps=ev.steps, guidance_scale=ev.guidance_scale, scheduler=ev.scheduler,
                          global_seed=args.seed, batch_size=args.batch_size or ev.batch_size, label_mode=ev.label_mode,
                          rank=args.shard_index, world_size=args.num_shards, bf16=ev.bf16,
                          guidance_channels=ev.guidance_channels)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from graft_core.teacher import MissingWeightsError
+
+    p = build_parser()
+    args = p.parse_args(argv)
+    try:
+        path = run(args)
+    except MissingWeightsError as err:
+        p.exit(2, f"error: {err}\n")
     print(path or f"shards written; missing: {missing_shards(args.out)}")
 
 

@@ -23,7 +23,7 @@ def run_cli(*args, env=None, cwd=REPO):
 
 @pytest.mark.parametrize("args, message", [
     (["table9"], "unknown target 'table9'; choose from: baseline, table1"),
-    (["table3", "--preset", "huge"], "unknown preset 'huge'; choose one of: micro, paper, tiny"),
+    (["table3", "--preset", "huge"], "unknown preset 'huge'; choose one of: micro, paper"),
     (["table3", "--executor", "cloud"], "unknown executor 'cloud'; choose one of: auto, debug, local, slurm"),
     (["table3", "--profile", "nope"], "unknown profile 'nope'; choose one of: cpu, paper"),
     (["table3", "--slurm", "partion=gpu"], "unknown key 'partion'"),
@@ -53,10 +53,10 @@ def test_auto_executor_without_sbatch_runs_locally(monkeypatch):
     monkeypatch.setattr("shutil.which", lambda name: None)
     assert resolve_executor("auto") == "local"
     monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/" + name)
-    monkeypatch.setattr("benchmark.status.slurm_responds", lambda: False)
+    monkeypatch.setattr("benchmark.liveness.slurm_responds", lambda: False)
     notes = []
     assert resolve_executor("auto", log=notes.append) == "local" and "does not answer" in notes[0]
-    monkeypatch.setattr("benchmark.status.slurm_responds", lambda: True)
+    monkeypatch.setattr("benchmark.liveness.slurm_responds", lambda: True)
     assert resolve_executor("auto") == "slurm"
 
 
@@ -113,6 +113,18 @@ def test_dry_run_lists_the_paper_grid_with_layers_and_cost_and_writes_nothing(tm
     assert not (tmp_path / "r").exists()
 
 
+def test_steps_option_selects_the_step_runner(tmp_path, capsys):
+    """``--steps MODULE:FUNCTION`` hands the jobs another step runner (no environment variable does)."""
+    from benchmark import testing
+
+    testing.CALLS.clear()
+    args = ["baseline", "--preset", "micro", "--executor", "debug", "--results-dir", str(tmp_path), "--quiet"]
+    assert main([*args, "--steps", "benchmark.testing:fake_execute"]) == 0
+    assert sorted(k.split("/")[0] for k in testing.CALLS) == ["eval", "floor", "noise", "teacher"]
+    assert main([*args, "--steps", "benchmark.testing:no_such_runner"]) == 2
+    assert "--steps benchmark.testing:no_such_runner" in capsys.readouterr().err
+
+
 def test_list_and_help():
     proc = run_cli("--list")
     assert proc.returncode == 0 and "table3     30 rows" in proc.stdout and "fig4b" in proc.stdout
@@ -155,8 +167,8 @@ def test_status_reads_states_from_run_folders_and_slurm(tmp_path, monkeypatch, c
         asked.append(sorted(ids))
         return {"777": "PENDING", "778_3": "COMPLETED"}
 
-    monkeypatch.setattr("benchmark.status.slurm_states", fake_slurm)
-    monkeypatch.setattr("benchmark.status.slurm_responds", lambda: True)
+    monkeypatch.setattr("benchmark.liveness.slurm_states", fake_slurm)
+    monkeypatch.setattr("benchmark.liveness.slurm_responds", lambda: True)
     assert main(["table1", "--status", "--results-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
@@ -173,7 +185,7 @@ def test_status_reads_states_from_run_folders_and_slurm(tmp_path, monkeypatch, c
 
 
 def test_squeue_output_parsing(monkeypatch):
-    from benchmark import status
+    from benchmark import liveness
 
     class Proc:
         def __init__(self, out, rc=0):
@@ -187,9 +199,9 @@ def test_squeue_output_parsing(monkeypatch):
             return Proc("79_[1-5%1]|PENDING\n79_0|RUNNING\n")
         return Proc("JobID|State\n65|CANCELLED by 0\n")
 
-    monkeypatch.setattr(status, "_run", fake_run)
+    monkeypatch.setattr(liveness, "_run", fake_run)
     monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/" + name)
-    got = status.slurm_states(["79_0", "79_3", "65", "80"])
+    got = liveness.slurm_states(["79_0", "79_3", "65", "80"])
     assert got == {"79_0": "RUNNING", "79_3": "PENDING", "65": "CANCELLED"}
     assert calls == ["squeue", "sacct"]
 

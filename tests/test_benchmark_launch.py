@@ -1,6 +1,6 @@
 """Launching: only what is missing, shared steps once, failures isolated, corrupt records re-run, Slurm DAGs.
 
-The step functions are replaced by ``benchmark.testing.fake_execute`` (records derived from the run id), so these
+Every launch is handed ``benchmark.testing.FakeSteps`` as its step runner (records derived from the run id), so these
 tests exercise the driver — plan, submitit, jobs, records, summaries — in seconds without torch.
 """
 import json
@@ -9,14 +9,14 @@ import os
 import pytest
 
 from benchmark import targets
+from benchmark.executors import DebugLauncher, ProcessLauncher, launch, make_launcher
 from benchmark.jobs import RunUnit, run_lock, setup_distributed
-from benchmark.executors import Launcher
-from benchmark.launch import all_nodes, launch, make_units, plan_targets
+from benchmark.launch import all_nodes, make_units, plan_targets, select_rows
 from benchmark.profiles import Profile
 from benchmark.run import main
 from benchmark.status import node_states
 from benchmark.store import Store
-from benchmark.testing import fake_steps
+from benchmark.testing import CALLS, FakeSteps, fake_steps
 
 SUMMARY_KEYS = {"target", "preset", "git_rev", "rows"}
 ROW_KEYS = {"row", "label", "group", "site", "operator", "ratio", "strategy", "status", "metrics", "efficiency",
@@ -30,8 +30,12 @@ def _no_tables(monkeypatch):
     monkeypatch.setattr("benchmark.launch.build_tables", lambda *a, **k: None)
 
 
-def cli(tmp_path, *args):
-    return main([*args, "--results-dir", str(tmp_path), "--quiet"])
+def cli(tmp_path, *args, execute=None):
+    return main([*args, "--results-dir", str(tmp_path), "--quiet"], execute=execute or FakeSteps())
+
+
+def plans_of(store, names, rows=None):
+    return select_rows(plan_targets(store, targets.expand(names)), rows)
 
 
 def summary(tmp_path, preset, target):
@@ -39,24 +43,21 @@ def summary(tmp_path, preset, target):
 
 
 def test_launch_runs_each_shared_step_once_and_a_second_launch_nothing(tmp_path, capsys):
-    with fake_steps() as calls:
-        assert cli(tmp_path, "table1", "table3", "--preset", "tiny", "--executor", "debug") == 0
-        first = list(calls)
-        assert len(first) == len(set(first))  # no run executed twice
-        store = Store(tmp_path, "tiny")
-        planned = all_nodes(plan_targets(store, targets.expand(["table1", "table3"])))
-        assert sorted(first) == sorted(n.key for n in planned)
-        calls.clear()
-        capsys.readouterr()
-        assert cli(tmp_path, "table1", "table3", "--preset", "tiny", "--executor", "debug") == 0
-        assert calls == []
+    assert cli(tmp_path, "table1", "table3", "--preset", "tiny", "--executor", "debug", execute=fake_steps()) == 0
+    first = list(CALLS)
+    assert len(first) == len(set(first))  # no run executed twice
+    store = Store(tmp_path, "tiny")
+    planned = all_nodes(plan_targets(store, targets.expand(["table1", "table3"])))
+    assert sorted(first) == sorted(n.key for n in planned)
+    capsys.readouterr()
+    assert cli(tmp_path, "table1", "table3", "--preset", "tiny", "--executor", "debug", execute=fake_steps()) == 0
+    assert CALLS == []
     out = capsys.readouterr().out
     assert "nothing to launch" in out and "table3: 30 rows: 30 done" in out
 
 
 def test_summary_schema(tmp_path):
-    with fake_steps():
-        assert cli(tmp_path, "all", "--preset", "tiny", "--executor", "debug") == 0
+    assert cli(tmp_path, "all", "--preset", "tiny", "--executor", "debug") == 0
     for target in ("baseline", "table1", "table2", "table3", "fig2", "fig4a", "fig4b"):
         s = summary(tmp_path, "tiny", target)
         assert set(s) == SUMMARY_KEYS and s["target"] == target and s["preset"] == "tiny"
@@ -90,8 +91,7 @@ def test_summary_schema(tmp_path):
 
 
 def test_top_and_low_local_rows_wait_for_the_locality_run(tmp_path):
-    with fake_steps():
-        assert cli(tmp_path, "fig4b", "--preset", "tiny", "--executor", "debug") == 0
+    assert cli(tmp_path, "fig4b", "--preset", "tiny", "--executor", "debug") == 0
     rows = {r["row"]: r for r in summary(tmp_path, "tiny", "fig4b")["rows"]}
     # fake locality (benchmark.testing): layer score ∝ (5·i mod 7) → top = 1, 2, 4, 5; low = 0, 3, 6, 7
     assert rows["attn-hyena_x-top_local"]["extra"]["layers"] == [1, 2, 4, 5]
@@ -104,8 +104,7 @@ def test_a_failed_step_fails_its_row_only_and_is_relaunched(tmp_path, capsys):
     store = Store(tmp_path, "tiny")
     (tp,) = plan_targets(store, targets.expand(["table1"]))
     bad = next(n for n in tp.row_plans[1].nodes if n.kind == "stage1")  # attn-l2, layer 0
-    with fake_steps(fail=bad.run_id) as calls:
-        assert cli(tmp_path, "table1", "--preset", "tiny", "--executor", "debug") == 1
+    assert cli(tmp_path, "table1", "--preset", "tiny", "--executor", "debug", execute=fake_steps(fail=bad.run_id)) == 1
     rows = {r["row"]: r for r in summary(tmp_path, "tiny", "table1")["rows"]}
     assert rows["attn-l2"]["status"] == "failed" and "fake failure" in rows["attn-l2"]["extra"]["error"]
     assert [r["status"] for k, r in rows.items() if k != "attn-l2"] == ["done"] * 6
@@ -113,17 +112,15 @@ def test_a_failed_step_fails_its_row_only_and_is_relaunched(tmp_path, capsys):
     assert cli(tmp_path, "table1", "--preset", "tiny", "--status") == 0
     out = capsys.readouterr().out
     assert "7 rows: 6 done, 1 failed" in out and "FakeStepError: fake failure" in out and "step.log" in out
-    with fake_steps() as calls:
-        assert cli(tmp_path, "table1", "--preset", "tiny", "--executor", "debug") == 0
-        eval_of_row = tp.row_plans[1].final.key
-        assert sorted(calls) == sorted([bad.key, eval_of_row])  # the failed layer, then the row it blocked
+    assert cli(tmp_path, "table1", "--preset", "tiny", "--executor", "debug", execute=fake_steps()) == 0
+    eval_of_row = tp.row_plans[1].final.key
+    assert sorted(CALLS) == sorted([bad.key, eval_of_row])  # the failed layer, then the row it blocked
     status = json.loads(store.run(bad.kind, bad.run_id).status.read_text())
     assert status["attempts"] == 2 and status["state"] == "done"
 
 
 def test_a_corrupt_record_is_reported_and_rerun(tmp_path, capsys):
-    with fake_steps():
-        assert cli(tmp_path, "baseline", "--preset", "tiny", "--executor", "debug") == 0
+    assert cli(tmp_path, "baseline", "--preset", "tiny", "--executor", "debug") == 0
     store = Store(tmp_path, "tiny")
     (tp,) = plan_targets(store, targets.expand(["baseline"]))
     final = tp.row_plans[0].final
@@ -133,9 +130,8 @@ def test_a_corrupt_record_is_reported_and_rerun(tmp_path, capsys):
     capsys.readouterr()
     assert cli(tmp_path, "baseline", "--preset", "tiny", "--status") == 0
     assert "corrupt record" in capsys.readouterr().out
-    with fake_steps() as calls:
-        assert cli(tmp_path, "baseline", "--preset", "tiny", "--executor", "debug") == 0
-        assert calls == [final.key]
+    assert cli(tmp_path, "baseline", "--preset", "tiny", "--executor", "debug", execute=fake_steps()) == 0
+    assert CALLS == [final.key]
     assert json.loads(run.metrics.read_text())["metrics"]["fid"] is not None
     assert list(run.folder.glob("metrics.json.invalid-*")) and list(run.folder.glob("DONE.invalid-*"))
     assert summary(tmp_path, "tiny", "baseline")["rows"][0]["status"] == "done"
@@ -143,8 +139,7 @@ def test_a_corrupt_record_is_reported_and_rerun(tmp_path, capsys):
 
 
 def test_local_executor_runs_rows_in_subprocesses(tmp_path, capsys):
-    with fake_steps():
-        assert cli(tmp_path, "table1", "--preset", "micro", "--executor", "local", "--rows", "baseline,attn-l1") == 0
+    assert cli(tmp_path, "table1", "--preset", "micro", "--executor", "local", "--rows", "baseline,attn-l1") == 0
     out = capsys.readouterr().out
     assert "[1/3] prep: teacher and captures" in out and "launched" in out
     rows = {r["row"]: r["status"] for r in summary(tmp_path, "micro", "table1")["rows"]}
@@ -181,32 +176,32 @@ def sbatch_text(store, job_id):
 
 def test_slurm_submits_each_row_as_a_dag_with_afterok(tmp_path, slurm):
     store = Store(tmp_path, "tiny")
-    launcher = Launcher(store, "slurm", profile=Profile.load("cpu"), target_names=["table3"], log=lambda *a: None)
-    with fake_steps():
-        result = launch(launcher, targets.expand(["table3"]), rows=["baseline", "attn-hyena_x-*"])
-        kinds = [u.kind for u in result.units]
-        # teacher, eval(baseline), 2 captures, then per row: stage1 array, stage2, eval
-        assert kinds == ["teacher", "eval", "capture", "capture", "stage1", "stage2", "eval", "stage1", "stage2",
-                         "eval", "stage1", "stage2", "eval"]
-        arrays = [u for u in result.units if u.array]
-        assert [len(u.nodes) for u in arrays] == [4, 2, 2]  # layers 1,3,5,7; then 2,6 (75 %); then 0,4 (100 %)
-        # the 4-layer array is split in chunks of MaxArraySize (patched to 3): 3 + 1
-        assert [len(u.job_ids) for u in arrays] == [2, 1, 1]
-        text = sbatch_text(store, arrays[0].job_ids[0])
-        assert "#SBATCH --array=0-2%2" in text
-        capture_ids = [u.job_ids[0] for u in result.units if u.kind == "capture"]
-        assert f"#SBATCH --dependency=afterok:{':'.join(capture_ids)}" in text
-        assert "#SBATCH --kill-on-invalid-dep=yes" in text
-        # the full row's stage 2 waits for the teacher and every job holding one of its 8 layers (2 + 1 + 1 chunks)
-        stage2_full = sbatch_text(store, [u for u in result.units if u.kind == "stage2"][-1].job_ids[0])
-        dep = next(line for line in stage2_full.splitlines() if "--dependency" in line)
-        teacher = result.units[0].job_ids
-        assert sorted(dep.split("=afterok:")[1].split(":")) == sorted(teacher + [j for u in arrays for j in u.job_ids])
-        # while queued, a second launch submits nothing (Slurm cannot be asked here: the recorded state stands)
-        again = launch(launcher, targets.expand(["table3"]), rows=["baseline", "attn-hyena_x-*"])
-        assert again.units == []
-        # run everything "on the node", in order; then nothing is left and the summary is complete
-        process(store, slurm, result.tasks)
+    launcher = make_launcher("slurm", store, profile=Profile.load("cpu"), target_names=["table3"],
+                             log=lambda *a: None, execute=FakeSteps())
+    result = launch(launcher, plans_of(store, ["table3"], ["baseline", "attn-hyena_x-*"]))
+    kinds = [u.kind for u in result.units]
+    # teacher, eval(baseline), 2 captures, then per row: stage1 array, stage2, eval
+    assert kinds == ["teacher", "eval", "capture", "capture", "stage1", "stage2", "eval", "stage1", "stage2",
+                     "eval", "stage1", "stage2", "eval"]
+    arrays = [u for u in result.units if u.array]
+    assert [len(u.nodes) for u in arrays] == [4, 2, 2]  # layers 1,3,5,7; then 2,6 (75 %); then 0,4 (100 %)
+    # the 4-layer array is split in chunks of MaxArraySize (patched to 3): 3 + 1
+    assert [len(u.job_ids) for u in arrays] == [2, 1, 1]
+    text = sbatch_text(store, arrays[0].job_ids[0])
+    assert "#SBATCH --array=0-2%2" in text
+    capture_ids = [u.job_ids[0] for u in result.units if u.kind == "capture"]
+    assert f"#SBATCH --dependency=afterok:{':'.join(capture_ids)}" in text
+    assert "#SBATCH --kill-on-invalid-dep=yes" in text
+    # the full row's stage 2 waits for the teacher and every job holding one of its 8 layers (2 + 1 + 1 chunks)
+    stage2_full = sbatch_text(store, [u for u in result.units if u.kind == "stage2"][-1].job_ids[0])
+    dep = next(line for line in stage2_full.splitlines() if "--dependency" in line)
+    teacher = result.units[0].job_ids
+    assert sorted(dep.split("=afterok:")[1].split(":")) == sorted(teacher + [j for u in arrays for j in u.job_ids])
+    # while queued, a second launch submits nothing (Slurm cannot be asked here: the recorded state stands)
+    again = launch(launcher, plans_of(store, ["table3"], ["baseline", "attn-hyena_x-*"]))
+    assert again.units == []
+    # run everything "on the node", in order; then nothing is left and the summary is complete
+    process(store, slurm, result.tasks)
     states = node_states(store, all_nodes(plan_targets(store, targets.expand(["table3"]))))
     assert {k for k, s in states.items() if s.state == "done"} >= {n.key for u in result.units for n in u.nodes}
     rows = {r["row"]: r["status"] for r in summary(tmp_path, "tiny", "table3")["rows"]}
@@ -217,9 +212,9 @@ def test_slurm_submits_each_row_as_a_dag_with_afterok(tmp_path, slurm):
 def test_paper_stage2_is_one_multi_gpu_job_and_profiles_apply(tmp_path, slurm):
     store = Store(tmp_path, "paper")
     prof = Profile.load("paper", ["partition=h100", "account=proj", "stage2.timeout_min=2880"])
-    launcher = Launcher(store, "slurm", profile=prof, target_names=["table3"], log=lambda *a: None)
-    with fake_steps():
-        result = launch(launcher, targets.expand(["table3"]), rows=["attn-hyena_x-interleaved50"])
+    launcher = make_launcher("slurm", store, profile=prof, target_names=["table3"], log=lambda *a: None,
+                             execute=FakeSteps())
+    result = launch(launcher, plans_of(store, ["table3"], ["attn-hyena_x-interleaved50"]))
     stage2 = sbatch_text(store, next(u for u in result.units if u.kind == "stage2").job_ids[0])
     for line in ("#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8", "#SBATCH --partition=h100",
                  "#SBATCH --account=proj", "#SBATCH --time=2880", "#SBATCH --signal=USR2@180"):
@@ -244,13 +239,16 @@ def test_units_locally_group_a_row_after_a_shared_prep_job(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------ job pieces
-def test_run_unit_is_checkpointable_with_the_same_arguments():
+def test_run_unit_is_checkpointable_with_the_same_arguments_and_step_runner():
+    import pickle
+
     import submitit
 
-    unit = RunUnit()
+    unit = RunUnit(FakeSteps(fail="stage1"))
     assert isinstance(unit, submitit.helpers.Checkpointable)
     delayed = unit.checkpoint("results", "tiny", ["stage2/abc"])
     assert delayed.function is unit and delayed.args == ("results", "tiny", ["stage2/abc"])
+    assert pickle.loads(pickle.dumps(unit)).execute == FakeSteps(fail="stage1")  # travels with the job
 
 
 def test_distributed_environment_from_the_job(monkeypatch):
@@ -296,18 +294,18 @@ def test_slurm_rows_waiting_for_locality_are_submitted_by_a_replan_job(tmp_path,
     from submitit.slurm.slurm import SlurmJob
 
     store = Store(tmp_path, "tiny")
-    launcher = Launcher(store, "slurm", profile=Profile.load("cpu"), target_names=["fig4b"], log=lambda *a: None)
-    with fake_steps():
-        result = launch(launcher, targets.expand(["fig4b"]))
-        replan = [t for t in result.tasks if "gb-replan" in sbatch_text(store, t)]
-        assert len(replan) == 1
-        locality = next(u for u in result.units if u.kind == "locality").job_ids[0]
-        assert f"--dependency=afterok:{locality}" in sbatch_text(store, replan[0])
-        process(store, slurm, result.tasks)  # … the replan job submits the top/low-local rows
-        job = SlurmJob(folder=store.submitit_dir / "%j", job_id=replan[0])
-        outcome, value = pickle.loads(job.paths.result_pickle.read_bytes())
-        assert outcome == "success" and value["tasks"]
-        process(store, slurm, value["tasks"])
+    launcher = make_launcher("slurm", store, profile=Profile.load("cpu"), target_names=["fig4b"],
+                             log=lambda *a: None, execute=FakeSteps())
+    result = launch(launcher, plans_of(store, ["fig4b"]))
+    replan = [t for t in result.tasks if "gb-replan" in sbatch_text(store, t)]
+    assert len(replan) == 1
+    locality = next(u for u in result.units if u.kind == "locality").job_ids[0]
+    assert f"--dependency=afterok:{locality}" in sbatch_text(store, replan[0])
+    process(store, slurm, result.tasks)  # … the replan job submits the top/low-local rows
+    job = SlurmJob(folder=store.submitit_dir / "%j", job_id=replan[0])
+    outcome, value = pickle.loads(job.paths.result_pickle.read_bytes())
+    assert outcome == "success" and value["tasks"]
+    process(store, slurm, value["tasks"])
     rows = {r["row"]: r for r in summary(tmp_path, "tiny", "fig4b")["rows"]}
     assert rows["attn-hyena_x-top_local"]["status"] == "done"
     assert rows["attn-hyena_x-top_local"]["extra"]["layers"] == [1, 2, 4, 5]
@@ -320,7 +318,7 @@ def test_queued_local_runs_show_pending_and_return_to_missing_on_interrupt(tmp_p
     plans = plan_targets(store, targets.expand(["table1"]))
     last = plans[0].row_plans[-1].final
     seen = {}
-    original = Launcher._start_local
+    original = ProcessLauncher.start
 
     def start(self, ex, u, i, total, parallel):
         if i == 2:
@@ -328,9 +326,9 @@ def test_queued_local_runs_show_pending_and_return_to_missing_on_interrupt(tmp_p
             raise KeyboardInterrupt
         return original(self, ex, u, i, total, parallel)
 
-    monkeypatch.setattr(Launcher, "_start_local", start)
-    with fake_steps(), pytest.raises(KeyboardInterrupt):
-        launch(Launcher(store, "debug", progress=False, log=lambda *a: None), targets.expand(["table1"]))
+    monkeypatch.setattr(ProcessLauncher, "start", start)
+    with pytest.raises(KeyboardInterrupt):
+        launch(DebugLauncher(store, progress=False, log=lambda *a: None, execute=FakeSteps()), plans)
     assert seen["queued"] == "pending"
     states = node_states(store, all_nodes(plans), ask_slurm=False)
     assert states[last.key].state == "missing"

@@ -104,17 +104,6 @@ def test_lora_trains_only_adapter_weights(micro_teacher, micro_preset, tmp_path)
     assert torch.equal(merged.state_dict()["pos_embed.proj.weight"], base["pos_embed.proj.weight"])
 
 
-def test_checkpointable_returns_fresh_resuming_job(micro_teacher, micro_preset, tmp_path):
-    job = ft.Finetune(micro_teacher, micro_preset, out_dir=tmp_path, progress=False, stop_after=3)
-    job()
-    delayed = job.checkpoint()
-    fresh = delayed.function
-    assert isinstance(fresh, ft.Finetune) and fresh is not job and fresh.out_dir == tmp_path
-    fresh.stop_after = None
-    _, metrics = delayed.result()
-    assert metrics["resumed_from"] == 3 and metrics["complete"]
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # DDP: 2 gloo processes vs one process
 # ---------------------------------------------------------------------------------------------------------------------

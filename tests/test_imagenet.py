@@ -131,22 +131,36 @@ def test_other_settings_in_the_same_folder_are_refused(fake_imagenet, tmp_path, 
 
 
 def test_missing_shards_are_reported(fake_imagenet, tmp_path, vae):
+    from benchmark.hints import with_hint
+
     encode(fake_imagenet, tmp_path / "out", vae, shard_index=0, num_shards=2)  # shards 0 and 2 only
-    with pytest.raises(FileNotFoundError, match=r"shards \[1\]"):
+    with pytest.raises(FileNotFoundError, match=r"shards \[1\]") as err:
         inet.load_latents(tmp_path / "out" / "train")
+    assert isinstance(err.value, inet.NotPrepared) and err.value.what == "shards" and err.value.missing == (1,)
+    assert "benchmark" not in str(err.value)  # the engine states the facts; the driver names the command
+    assert with_hint(err.value).endswith("run `python -m benchmark.prepare imagenet` (it resumes)")
 
 
-def test_task_from_environment(monkeypatch):
-    for var in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "RANK", "WORLD_SIZE"):
-        monkeypatch.delenv(var, raising=False)
-    assert inet.task_from_env(None, None) == (0, 1)
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
-    assert inet.task_from_env(None, None) == (2, 4)  # --array=1-4 → 0-based task 2
-    assert inet.task_from_env(1, 2) == (1, 2)
+def test_the_prepare_cli_passes_the_slurm_array_task_as_the_shard():
+    from benchmark.prepare import shard_task
+
+    assert shard_task(None, None, env={}) == (None, None)
+    env = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "4"}
+    assert shard_task(None, None, env=env) == (2, 4)  # --array=1-4 → 0-based task 2
+    assert shard_task(1, 2, env=env) == (1, 2)  # the options win
+    inet.check_shard_task(3, 4)
     with pytest.raises(ValueError):
-        inet.task_from_env(4, 4)
+        inet.check_shard_task(4, 4)
+
+
+def test_a_missing_index_is_a_typed_error_and_the_driver_adds_the_command(tmp_path):
+    from benchmark.hints import with_hint
+
+    with pytest.raises(inet.NotPrepared) as no_index:
+        inet.make_subsets(tmp_path / "empty")
+    assert no_index.value.what == "index" and "benchmark" not in str(no_index.value)
+    assert isinstance(no_index.value, inet.DataLayoutError)  # still a user error for benchmark.prepare
+    assert "python -m benchmark.prepare imagenet --src PATH" in with_hint(no_index.value)
 
 
 def test_subsets_are_nested_stratified_and_hashed(fake_imagenet, tmp_path):

@@ -124,3 +124,22 @@ def test_cli_samples_a_saved_model_and_reports_missing_weights(tmp_path, capsys,
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "huggingface-cli download stabilityai/sd-vae-ft-ema" in err
+
+
+def test_prepare_samples_takes_the_slurm_array_task_as_its_shard(tmp_path, monkeypatch):
+    """The engine reads no Slurm variable; ``python -m benchmark.prepare samples`` passes the array task on."""
+    from benchmark.prepare import main as prepare
+    from graft_core.presets import get_preset
+
+    build_dit(get_preset("micro").teacher).save_pretrained(tmp_path / "dit")
+    args = ["samples", "--out", str(tmp_path / "s"), "--preset", "micro", "--model", str(tmp_path / "dit"),
+            "--num-samples", "6", "--shard-size", "3"]
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")  # --array=1-2: the second task → shard 1 of 2
+    assert prepare(args) == 0
+    assert sas.missing_shards(tmp_path / "s") == [0]
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    assert prepare(args) == 0
+    with np.load(tmp_path / "s" / sas.MERGED) as z:
+        assert z["arr_0"].shape == (6, 8, 8, 3)

@@ -1,6 +1,6 @@
 """The registry of targets: one declarative module per paper table or figure.
 
-A target module defines ``NAME``, ``TITLE``, ``VERSION`` and ``rows(preset_name) -> list[Row]`` (optionally
+A target module defines ``NAME``, ``TITLE`` and ``rows(preset_name) -> list[Row]`` (optionally
 ``ALIAS_OF`` and ``EXTERNAL``, the graft_core function its rows need). The list below is the complete registry, in
 the order ``all`` runs them; names are exact (an unknown one lists the known ones).
 """

@@ -13,7 +13,6 @@ from benchmark.targets.common import baseline_row, preset
 
 NAME = "baseline"
 TITLE = "Teacher metrics, metric floor and noise control"
-VERSION = 1
 
 
 def rows(preset_name: str) -> list[Row]:

@@ -14,7 +14,6 @@ from benchmark.targets.common import locality_config, preset
 
 NAME = "fig2"
 TITLE = "MHA locality (band-k attention mass per layer)"
-VERSION = 1
 
 
 def rows(preset_name: str) -> list[Row]:

@@ -13,7 +13,6 @@ from benchmark.targets.common import MHA_OPERATORS, STAGE2_DATA, hybrid_row, pre
 
 NAME = "fig4a"
 TITLE = "Stage-2 data scale (10 % vs 20 %), 50 % interleaved MHA grafting"
-VERSION = 1
 
 
 def rows(preset_name: str) -> list[Row]:

@@ -14,7 +14,6 @@ from benchmark.targets.common import hybrid_row, locality_config, preset
 
 NAME = "fig4b"
 TITLE = "Layer selection for Hyena-X at 50 %"
-VERSION = 1
 STRATEGIES = (("interleaved", "interleaved50"), ("top-local", "top_local"), ("low-local", "low_local"),
               ("deep", "deep"))
 

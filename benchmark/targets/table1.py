@@ -17,7 +17,6 @@ from benchmark.targets.common import SELF_GRAFT, SITE_NAME, baseline_row, graft_
 
 NAME = "table1"
 TITLE = "Stage-1 regression objective (self-grafting at five layers, no finetuning)"
-VERSION = 1
 OBJECTIVES = (("l2", "L2"), ("l1", "L1"), ("huber", "Huber (δ=1)"))
 
 

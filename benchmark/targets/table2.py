@@ -15,7 +15,6 @@ from benchmark.targets.common import SITE_NAME, baseline_row, preset, random_ini
 
 NAME = "table2"
 TITLE = "Full self-grafting vs data"
-VERSION = 1
 
 
 GROUP = {"attn": "MHA (all layers)", "mlp": "MLP (all layers)"}

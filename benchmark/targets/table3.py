@@ -19,8 +19,6 @@ from benchmark.targets.common import (MHA_OPERATORS, MLP_OPERATORS, RATIOS, base
 
 NAME = "table3"
 TITLE = "Design space of MHA / MLP grafting (Table 3 grid, Table 4 columns)"
-VERSION = 1
-PAPER_ROWS = 29
 
 
 def rows(preset_name: str) -> list[Row]:

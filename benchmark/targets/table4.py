@@ -8,6 +8,5 @@ from benchmark.targets import table3
 
 NAME = "table4"
 TITLE = table3.TITLE
-VERSION = table3.VERSION
 ALIAS_OF = "table3"
 rows = table3.rows

@@ -12,7 +12,6 @@ from benchmark.targets.common import preset
 
 NAME = "table5"
 TITLE = "PixArt-Σ text-to-image grafting"
-VERSION = 1
 EXTERNAL = "graft_core.pixart:run_row"
 PIXART_LAYERS = (8, 10, 12, 14, 16, 18, 20, 21, 22, 23, 24, 25, 26, 27)
 

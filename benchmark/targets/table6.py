@@ -11,7 +11,6 @@ from benchmark.targets.common import baseline_row, preset
 
 NAME = "table6"
 TITLE = "Depth to width via parallel blocks"
-VERSION = 1
 EXTERNAL = "graft_core.depth_width:run_row"
 
 

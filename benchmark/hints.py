@@ -1,0 +1,27 @@
+"""The driver's commands for what the engine reports missing: ``graft_core`` states the facts in a typed error, the
+driver (``benchmark.run``'s jobs, ``benchmark.prepare``) names the command that makes the missing artefact.
+
+A leaf that imports nothing heavy: an error's class can only be raised once its module is loaded, so the classes are
+looked up in ``sys.modules`` instead of being imported (``graft_core.imagenet`` pulls in torch).
+"""
+from __future__ import annotations
+
+import sys
+
+PREPARE_IMAGENET = "python -m benchmark.prepare imagenet"
+
+
+def hint(err: BaseException) -> str | None:
+    """What to run to fix ``err``, or None when the driver has no command for it."""
+    imagenet = sys.modules.get("graft_core.imagenet")
+    if imagenet is not None and isinstance(err, imagenet.NotPrepared):
+        if err.what == "shards":
+            return f"run `{PREPARE_IMAGENET}` (it resumes)"
+        return f"run `{PREPARE_IMAGENET} --src PATH` first"
+    return None
+
+
+def with_hint(err: BaseException) -> str:
+    """``str(err)``, followed by the command that fixes it when there is one."""
+    extra = hint(err)
+    return f"{err}; {extra}" if extra else str(err)
