@@ -29,9 +29,6 @@ from typing import Any
 
 from graft_core.paths import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported for the driver)
 
-STATES = ("done", "running", "pending", "failed", "missing")
-
-
 class CorruptRecord(ValueError):
     """A JSON record in a run folder that does not parse (reported, the run is re-run)."""
 
