@@ -26,6 +26,7 @@ from graft_core.diffusion import (diffusion_loss, disable_builtin_label_dropout,
 from graft_core.ema import EMA
 from graft_core.paths import ASSETS_DIR, atomic_write_json, cache_root
 from graft_core.presets import DataConfig, Preset, TeacherConfig, get_preset
+from graft_core.structure import check_structure
 
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 
@@ -70,8 +71,22 @@ def load_pretrained(cfg: TeacherConfig) -> DiTTransformer2DModel:
             f"pretrained teacher {cfg.pretrained!r} is not in the Hugging Face cache; on a machine with internet run "
             f"`huggingface-cli download {cfg.pretrained}` and copy ~/.cache/huggingface here "
             f"(or set HF_HOME), see REPRODUCE.md ({type(err).__name__})") from None
+    check_structure(model.config, cfg, source=cfg.pretrained)  # depth, tokens, channels, σ, classes fix the plans
     disable_builtin_label_dropout(model)
     return model.eval()
+
+
+def effective_teacher(preset: Preset, model: torch.nn.Module | None = None) -> Preset:
+    """``preset`` with the teacher's width (heads, head dim) as the loaded checkpoint has it.
+
+    Why: the preset fixes the structure that plans and run ids depend on, while the width is whatever the checkpoint
+    has (DiT-XL/2's 16 × 72, or a reduced-width fake of the same structure), so operators must be built to match the
+    model actually loaded. A trained (tiny) teacher is built from the preset, so nothing changes there."""
+    cfg = preset.teacher
+    if not cfg.pretrained:
+        return preset
+    config = (model or load_teacher(preset, train_if_missing=False, progress=False)).config
+    return preset.replace(teacher=check_structure(config, cfg, source=cfg.pretrained))
 
 
 def load_teacher(preset: Preset, *, train_if_missing: bool = True, progress: bool = True) -> DiTTransformer2DModel:

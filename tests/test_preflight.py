@@ -108,3 +108,22 @@ def test_missing_latent_shards_and_subsets_are_named(env, monkeypatch, tmp_path)
     monkeypatch.setenv("GRAFTBENCH_IMAGENET", str(tmp_path / "l2"))
     (line,) = problems(paper())
     assert "latent shard(s)" in line and "resumes" in line
+
+
+def test_the_teacher_loader_refuses_another_structure_and_takes_the_width(prereqs, tmp_path):
+    """Loaded in a subprocess: huggingface_hub reads HF_HOME once, at import."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from graft_core.presets import get_preset; from graft_core.teacher import load_teacher, effective_teacher;"
+            "p = get_preset('paper-smoke'); m = load_teacher(p, train_if_missing=False);"
+            "q = effective_teacher(p, m); print(q.teacher.hidden_size, q.teacher.num_layers)")
+    env = {**os.environ, **prereqs[0].environ()}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["32", "28"]  # width from the checkpoint (2 × 16), depth from the preset
+    fakes.make_dit(tmp_path / "hf", num_layers=12)
+    env["HF_HOME"] = str(tmp_path / "hf")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "num_layers 12 (preset: 28)" in out.stderr
