@@ -190,7 +190,7 @@ class Planner:
                 return RowPlan(target, row, nodes, None, waiting_for=loc)
             graft = dataclasses.replace(graft, layers=select_layers(graft.strategy, p.teacher.num_layers,
                                                                     locality=scores))
-        plan = graft.plan_dict()
+        plan = graft.plan().to_dict()
         options = plan["options"]
         if row.init == "stage1":
             add(self.capture(p, "stage1"), self.capture(p, "heldout"))

@@ -19,6 +19,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from graft_core.plan import GraftPlan
 from graft_core.presets import Preset
 
 ROW_KINDS = ("teacher", "graft", "finetune_teacher", "floor", "noise", "locality", "external")
@@ -27,20 +28,20 @@ GROUPS = ("Baseline", "MHA grafting", "MLP grafting", "Control", "Reference", "A
 
 @dataclass(frozen=True)
 class GraftSpec:
-    """Which operator replaces which site in which layers; ``layers`` is None until a locality result exists."""
+    """A row's graft request: a ``GraftPlan`` still named by its ``strategy``, whose ``layers`` stay None until a
+    locality result resolves them (top/low-local). ``plan()`` is the one form that reaches the jobs."""
 
     site: str  # "attn" | "mlp"
     operator: str  # exact graft_core.operators name
-    strategy: str  # full | interleaved50 | interleaved75 | deep | top_local | low_local | table1
+    strategy: str  # full | interleaved50 | interleaved75 | deep | top_local | low_local | table1_layers | pixart
     layers: tuple[int, ...] | None
     options: tuple[tuple[str, Any], ...] = ()
 
-    def plan_dict(self) -> dict:
-        """The ``graft_core.plan.GraftPlan.to_dict()`` form (what the jobs rebuild the plan from)."""
+    def plan(self) -> GraftPlan:
+        """The validated plan; its ``to_dict()`` is what step configs hash and jobs rebuild it from."""
         if self.layers is None:
             raise ValueError(f"layers of strategy {self.strategy!r} are not resolved yet")
-        return {"site": self.site, "operator": self.operator, "layers": list(self.layers),
-                "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options}, "seq_len": None}
+        return GraftPlan(site=self.site, operator=self.operator, layers=self.layers, options=self.options)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from benchmark.profiles import Profile, ProfileError, available as available_pro
 from benchmark.status import counts_line, node_states, row_state
 from benchmark.steps import external_available
 from benchmark.store import Store
+from graft_core.operators.registry import use_plugins
 from graft_core.paths import cache_root
 from graft_core.presets import PRESETS, get_preset
 
@@ -68,6 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--validate", action="store_true", help="instantiate every target on every preset and every "
                                                            "resource profile")
     p.add_argument("--quiet", action="store_true", help="no per-step progress lines")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE (dotted name or .py path) first: it registers operators and their Table-3 "
+                        "rows (repeatable; the jobs get it through $GRAFTBENCH_PLUGINS)")
     p.add_argument("--steps", metavar="MODULE:FUNCTION",
                    help="run every step through this function instead of graft_core (a driver check, e.g. "
                         "benchmark.testing:fake_execute: records derived from the run ids, no torch)")
@@ -253,7 +257,8 @@ def main(argv: list[str] | None = None, *, execute: Callable | None = None) -> i
     log = print
     try:
         get_preset(args.preset)
-    except ValueError as err:
+        use_plugins(args.plugin)  # before planning: a plugin adds rows to the targets
+    except (ValueError, ImportError) as err:
         return fail(str(err))
     if args.list:
         return cmd_list(args.preset)

@@ -7,16 +7,18 @@ swapped, ``graft_core.surgery`` does the swap, stage-1 results fill the new modu
     plan = make_plan("attn", "hyena_x", "interleaved50", num_layers=28)
     plan.layers        # (1, 3, 5, ..., 27)
     stable_hash(plan)  # run identity
+
+Torch-free (the driver builds and hashes plans while planning): operators are validated against the registry's
+declarations, and torch is imported only by ``build_operator``.
 """
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from graft_core import operators
-from graft_core.operators import SITES
+from graft_core.operators import registry as operators
+from graft_core.operators.registry import SITES
 
 STRATEGIES = ("full", "interleaved50", "interleaved75", "deep", "top_local", "low_local")
 _SCALARS = (str, int, float, bool, type(None))
@@ -75,6 +77,8 @@ def validate_layers(layers: Iterable[int], num_layers: int | None = None) -> tup
 
 
 def _freeze_options(options: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
+    """Sorted ``(key, value)`` pairs; lists become tuples and whole-number floats ints (``ratio=3.0`` is
+    ``ratio=3``), so that equal plans hash equally whichever way an option was spelled."""
     items = dict(options.items() if isinstance(options, Mapping) else options)
     frozen = []
     for key, value in sorted(items.items()):
@@ -84,20 +88,13 @@ def _freeze_options(options: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> t
         if not isinstance(key, str) or not all(isinstance(v, _SCALARS) for v in values):
             raise ValueError(f"plan option {key!r}={value!r}: keys must be str and values JSON scalars "
                              f"(or tuples of them), so that the plan hashes and serialises")
+        value = tuple(map(_whole, value)) if isinstance(value, tuple) else _whole(value)
         frozen.append((key, value))
     return tuple(frozen)
 
 
-def _match_default_types(info, options: dict[str, Any]) -> dict[str, Any]:
-    """``ratio=3`` → ``3.0`` when the constructor's default is a float, so equal plans hash equally."""
-    params = inspect.signature(info.cls.__init__).parameters
-    out = {}
-    for key, value in options.items():
-        default = params[key].default
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        out[key] = value
-    return out
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 @dataclass(frozen=True)
@@ -105,8 +102,9 @@ class GraftPlan:
     """Replace ``site`` (``attn`` → ``attn1``, ``mlp`` → ``ff``) by ``operator`` in ``layers`` (0-based).
 
     ``options`` are the operator's own hyperparameters (e.g. ``{"ratio": 3}`` for ``mlp``), stored as sorted
-    ``(key, value)`` pairs so the plan is hashable. ``seq_len`` pins the token count a ``seq_len``-bound operator
-    (``mlp_hyena_x``) was made for; ``None`` means "the host model's".
+    ``(key, value)`` pairs so the plan is hashable; options left out take the operator's declared defaults.
+    ``seq_len`` pins the token count a ``seq_len``-bound operator (``mlp_hyena_x``) was made for; ``None`` means
+    "the host model's".
     """
 
     site: str
@@ -123,12 +121,9 @@ class GraftPlan:
             raise ValueError(f"operator {self.operator!r} replaces the {info.site!r} site, not {self.site!r} "
                              f"(operators for {self.site!r}: {', '.join(operators.available(self.site))})")
         object.__setattr__(self, "layers", validate_layers(self.layers))
-        options = dict(_freeze_options(self.options))
-        unknown = sorted(set(options) - set(info.options()))
-        if unknown:
-            raise ValueError(f"operator {self.operator!r} does not take option(s) {unknown}; "
-                             f"accepted: {list(info.options()) or 'none'}")
-        object.__setattr__(self, "options", _freeze_options(_match_default_types(info, options)))
+        options = _freeze_options(self.options)
+        info.resolved_options(dict(options))  # unknown option → ValueError naming the accepted ones
+        object.__setattr__(self, "options", options)
         if self.seq_len is not None and (isinstance(self.seq_len, bool) or not isinstance(self.seq_len, int)
                                          or self.seq_len < 1):
             raise ValueError(f"seq_len must be a positive int or None, got {self.seq_len!r}")
@@ -153,6 +148,7 @@ class GraftPlan:
         return operators.build(self.operator, dim, num_heads=num_heads, seq_len=seq_len, **self.option_dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form that step configs hash and jobs rebuild the plan from (``from_dict``)."""
         return {"site": self.site, "operator": self.operator, "layers": list(self.layers),
                 "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options},
                 "seq_len": self.seq_len}

@@ -3,6 +3,7 @@
     python -m tables.build --results results                    # every preset and target found under results/
     python -m tables.build --results results --preset tiny --target table3
     python -m tables.build --results results --preset paper --include-missing   # placeholders for unrun targets
+    python -m tables.build --results results --target table3 --plugin mypkg.my_op  # a plugin operator's rows
 
 Reads ``<results>/<preset>/<target>/summary.json`` and writes ``<results>/<preset>/tables/<target>.tex`` and
 ``<results>/<preset>/figures/<name>.{png,pdf,csv}``; a full build also writes ``tables/all.tex``, a standalone
@@ -16,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable
+
+from graft_core.operators.registry import load_plugins
 
 from .common import LATEX_PACKAGES, git_rev
 from .loader import Summary, load_summary_with_meta, summary_path
@@ -136,7 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--include-missing", action="store_true",
                         help="also build targets with no summary.json yet (every reproduced cell a placeholder)")
     parser.add_argument("--git-rev", default=None, help="code revision to name in the headers (default: HEAD)")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE (dotted name or .py path) first, so that the grid rows of the operators "
+                             "it registers are table rows with their own labels (repeatable)")
     args = parser.parse_args(argv)
+    try:
+        load_plugins(args.plugin)
+    except ImportError as e:
+        parser.error(str(e))
 
     try:
         targets = [t for t in args.target if canonical_target(t)] if args.target else list(TARGETS)

@@ -1,26 +1,22 @@
 """The paper's published numbers (``tables/paper/*.csv``), attached to registry rows.
 
 An empty CSV cell is "–" in the paper or UNKNOWN: it becomes ``None`` here and "–" in a table, never a number.
-Paper rows are matched to registry rows with the same key function as reproduced rows (``registry.match_key``).
+Each CSV row names one registry row by its exact id, built from its fields with the row-id convention (Table 4's
+``MHA,Hyena-X,50`` is ``attn-hyena_x-interleaved50``: the operator column is the paper name a catalogue row
+declares); a CSV row that names no catalogue row is an error, not a guess.
 """
 from __future__ import annotations
 
-import csv
 from functools import lru_cache
-from pathlib import Path
 
 from .common import as_number
-from .registry import canonical_target, match_key, registry_rows
+from .paper_csv import PAPER_DIR, read_csv  # noqa: F401  (re-exported)
+from .registry import RATIO_STRATEGY, SITE_OF_GROUP, canonical_target, paper_stem, registry_rows
 
-PAPER_DIR = Path(__file__).resolve().parent / "paper"
-_SITE = {"MHA": "attn", "MLP": "mlp", "none": None, "": None}
-
-
-@lru_cache(maxsize=None)
-def read_csv(name: str) -> tuple[dict, ...]:
-    """Rows of ``tables/paper/<name>.csv`` as dicts of stripped strings (empty = UNKNOWN)."""
-    with open(PAPER_DIR / f"{name}.csv", newline="") as f:
-        return tuple({k: (v or "").strip() for k, v in row.items()} for row in csv.DictReader(f))
+TABLE5_MODELS = {"PixArt-Sigma (baseline)": "baseline",
+                 "PixArt-Sigma + Hyena-X in 14/28 MHA layers (grafted)": "attn-hyena_x-pixart"}
+FIG4B_SELECTION = {"interleaved": "interleaved50", "top_local": "top_local", "low_local": "low_local",
+                   "deep": "deep"}
 
 
 def _metrics(rec: dict) -> dict:
@@ -33,52 +29,63 @@ def _entry(metrics=None, efficiency=None, extra=None, poor=False, note=None) -> 
             "note": note}
 
 
-def _pseudo_rows(target: str) -> list[tuple[dict, dict]]:
-    """(descriptive pseudo-row, paper entry) for every published row of ``target``."""
-    out: list[tuple[dict, dict]] = []
+def _table4_id(rec: dict) -> str:
+    site = SITE_OF_GROUP[rec["group"]]
+    if rec["operator"] == "baseline":
+        return "baseline"
+    if rec["operator"] in ("random_init", "self_grafting"):
+        return f"{site}-{'random_init' if rec['operator'] == 'random_init' else 'self_graft'}-full"
+    return f"{site}-{paper_stem(site, rec['operator'])}-{RATIO_STRATEGY[int(rec['ratio_pct'])]}"
+
+
+def _table2_id(rec: dict) -> str:
+    if rec["setting"] == "baseline":
+        return "baseline"
+    site = SITE_OF_GROUP[rec["operator"]]
+    if rec["setting"] == "random_init":
+        return f"{site}-random_init-full"
+    rid = f"{site}-self_graft-full-s1_{as_number(rec['stage1_data_pct']):g}"
+    s2 = as_number(rec["stage2_data_pct"])
+    return rid + (f"-s2_{s2:g}" if s2 is not None else "")
+
+
+def _published(target: str) -> list[tuple[str, dict]]:
+    """(registry row id, paper entry) for every published row of ``target``."""
+    out: list[tuple[str, dict]] = []
+    base = next(r for r in read_csv("table4") if r["operator"] == "baseline")
     if target == "table3":
         for rec in read_csv("table4"):
-            site = _SITE[rec["group"]]
-            ratio = as_number(rec["ratio_pct"])
-            row = {"site": site, "operator": rec["operator"], "ratio": ratio}
             eff = {"d_flops_op": as_number(rec["dflops_op_pct"]), "d_flops_ft": as_number(rec["dflops_ft_pct"]),
                    "d_param": as_number(rec["dparam_pct"])}
-            out.append((row, _entry(_metrics(rec), eff, poor=rec["poor"] == "1")))
+            out.append((_table4_id(rec), _entry(_metrics(rec), eff, poor=rec["poor"] == "1")))
     elif target == "table1":
-        base = next(r for r in read_csv("table4") if r["operator"] == "baseline")
-        out.append(({"operator": None}, _entry({"fid": as_number(base["FID"])}, note="Table 4 baseline")))
+        out.append(("baseline", _entry({"fid": as_number(base["FID"])}, note="Table 4 baseline")))
         for rec in read_csv("table1"):
-            row = {"site": _SITE[rec["operator"]], "operator": "self_graft", "extra": {"objective": rec["objective"]}}
-            out.append((row, _entry({"fid": as_number(rec["FID"])})))
+            out.append((f"{SITE_OF_GROUP[rec['operator']]}-{rec['objective'].lower()}",
+                        _entry({"fid": as_number(rec["FID"])})))
     elif target == "table2":
         for rec in read_csv("table2"):
-            op = {"baseline": None, "random_init": "random_init", "self_grafting": "self_graft"}[rec["setting"]]
             extra = {"stage1_data": as_number(rec["stage1_data_pct"]), "stage2_data": as_number(rec["stage2_data_pct"])}
-            row = {"site": _SITE[rec["operator"]], "operator": op, "extra": extra}
-            out.append((row, _entry(_metrics(rec), extra=extra)))
+            out.append((_table2_id(rec), _entry(_metrics(rec), extra=extra)))
     elif target == "table5":
         for rec in read_csv("table5"):
-            grafted = "grafted" in rec["model"].lower()
-            row = {"site": "attn" if grafted else None, "operator": "hyena_x" if grafted else None}
             extra = {"geneval_or_acc": as_number(rec["geneval_overall"]), "speedup": as_number(rec["speedup"])}
-            out.append((row, _entry(extra=extra, note=rec["model"])))
+            out.append((TABLE5_MODELS[rec["model"]], _entry(extra=extra, note=rec["model"])))
     elif target == "table6":
         for rec in read_csv("table6"):
-            if rec["method"].lower().startswith("grafting"):
+            if rec["method"] == "Grafting (parallel pairs)":
                 extra = {"depth": as_number(rec["depth"]), "params_m": as_number(rec["params_M"]),
                          "iters": as_number(rec["iters"]), "speedup": None}
-                out.append(({"operator": "parallel"}, _entry(_metrics(rec), extra=extra, note=rec["source_note"])))
-        base = next(r for r in read_csv("table4") if r["operator"] == "baseline")
-        out.append(({"operator": None}, _entry(_metrics(base), extra={"depth": 28.0})))
+                out.append((f"parallel-depth{rec['depth']}", _entry(_metrics(rec), extra=extra,
+                                                                     note=rec["source_note"])))
+        out.append(("baseline", _entry(_metrics(base), extra={"depth": 28.0})))
     elif target == "fig4a":
         for rec in read_csv("fig4a"):
-            row = {"site": "attn", "operator": rec["operator"], "extra": {"stage2_data": rec["stage2_data_pct"]}}
-            out.append((row, _entry({"fid": as_number(rec["FID"])}, note=rec["source_note"])))
+            rid = f"attn-{paper_stem('attn', rec['operator'])}-interleaved50-data{rec['stage2_data_pct']}"
+            out.append((rid, _entry({"fid": as_number(rec["FID"])}, note=rec["source_note"])))
     elif target == "fig4b":
         for rec in read_csv("fig4b"):
-            strategy = {"interleaved": "interleaved50"}.get(rec["selection"], rec["selection"])
-            row = {"site": "attn", "operator": "hyena_x", "strategy": strategy}
-            out.append((row, _entry({"fid": as_number(rec["FID"])})))
+            out.append((f"attn-hyena_x-{FIG4B_SELECTION[rec['selection']]}", _entry({"fid": as_number(rec["FID"])})))
     return out
 
 
@@ -89,12 +96,10 @@ def _is_canonical(note: str | None) -> bool:
 
 @lru_cache(maxsize=None)
 def _paper_values(target: str) -> dict:
-    specs = registry_rows(target)
-    by_key = {match_key(target, s.as_row()): s.row for s in specs}
+    ids = {s.row for s in registry_rows(target)}
     values: dict[str, dict] = {}
-    for pseudo, entry in _pseudo_rows(target):
-        rid = by_key.get(match_key(target, pseudo))
-        if rid is None:
+    for rid, entry in _published(target):
+        if rid not in ids:
             continue
         if rid in values:  # duplicate published values (fig4a Hyena-X 20 %: 2.61 paper vs 2.58 checkpoint name)
             keep, other = (values[rid], entry) if _is_canonical(values[rid]["note"]) else (entry, values[rid])
@@ -117,7 +122,7 @@ def table6_baselines() -> list[dict]:
     """Table 6 comparison rows the paper copies from TinyFusion (paper-only; never reproduced here)."""
     out = []
     for rec in read_csv("table6"):
-        if rec["method"].lower().startswith("grafting"):
+        if rec["method"] == "Grafting (parallel pairs)":
             continue
         out.append({"label": rec["method"], "metrics": _metrics(rec), "note": rec["source_note"],
                     "extra": {"depth": as_number(rec["depth"]), "params_m": as_number(rec["params_M"]),

@@ -219,16 +219,43 @@ def test_row_order_comes_from_the_registry(tmp_path):
     assert a == b
 
 
-def test_rows_match_by_key_and_alias():
+def test_rows_match_by_exact_id_only(tmp_path):
     summary = load_summary_with_meta(RESULTS, "tiny", "table3")
     by_id = {r["row"]: r for r in summary.rows}
-    assert by_id["attn-swa-interleaved50"]["disk_row"] == "attn-swa-50pct"  # matched by (site, operator, ratio)
-    assert by_id["attn-swa-interleaved50"]["status"] == "done"
-    assert by_id["mlp-self_graft-full"]["operator"] == "self_graft"  # "mlp_r4" alias
-    assert by_id["mlp-mlp_hyena_x-interleaved50"]["metrics"]["fid"] == 24.40  # site mlp + "hyena_x"
+    assert by_id["attn-swa-interleaved50"]["disk_row"] == "attn-swa-interleaved50"
+    assert by_id["mlp-mlp_hyena_x-interleaved50"]["metrics"]["fid"] == 24.40
     assert summary.rows[-1]["origin"] == "unmatched"
     assert any("not in the table3 registry" in p for p in summary.problems)
     assert any("'n/a' is not a finite number" in p for p in summary.problems)
+    # no fuzzy matching: another spelling of the same configuration is a row of its own, printed after the paper's
+    data = json.loads((RESULTS / "tiny" / "table3" / "summary.json").read_text())
+    for r in data["rows"]:
+        if r["row"] == "attn-swa-interleaved50":
+            r["row"] = "attn-swa-50pct"
+        if r["row"] == "mlp-mlp_hyena_x-interleaved50":
+            r.update(row="mlp-hyena_x-interleaved50", operator="hyena_x")
+    (tmp_path / "tiny" / "table3").mkdir(parents=True)
+    (tmp_path / "tiny" / "table3" / "summary.json").write_text(json.dumps(data))
+    rows = {r["row"]: r for r in load_summary_with_meta(tmp_path, "tiny", "table3").rows}
+    assert rows["attn-swa-interleaved50"]["status"] == "missing" and rows["attn-swa-50pct"]["origin"] == "unmatched"
+    assert rows["mlp-mlp_hyena_x-interleaved50"]["status"] == "missing"
+    assert rows["mlp-hyena_x-interleaved50"]["origin"] == "unmatched"
+    # Table 6's grafted row carries the teacher's depth in its id: the tiny "parallel-depth4" is the paper's row
+    t6 = {r["row"]: r for r in load_summary_with_meta(RESULTS, "tiny", "table6").rows}
+    assert t6["parallel-depth14"]["disk_row"] == "parallel-depth4" and t6["parallel-depth14"]["paper"] is not None
+
+
+def test_paper_rows_are_matched_by_exact_id():
+    from tables.paper import paper_values
+    from tables.registry import paper_stem
+
+    pv = paper_values("table3")
+    assert len(pv) == 29 and pv["mlp-mlp_hyena_x-interleaved50"]["metrics"]["fid"] == 2.64
+    assert pv["attn-hyena_x-interleaved50"]["metrics"]["fid"] == 2.74 and pv["attn-hyena_x-full"]["poor"]
+    assert set(paper_values("fig4a")) == {r.row for r in registry_rows("fig4a")}
+    assert paper_stem("mlp", "Hyena-X") == "mlp_hyena_x" and paper_stem("attn", "Hyena-X") == "hyena_x"
+    with pytest.raises(ValueError, match="in no catalogue row"):
+        paper_stem("attn", "Hyena X")  # a spelling the catalogue does not declare is not guessed
 
 
 def test_text_from_disk_is_escaped(built):

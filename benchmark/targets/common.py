@@ -1,4 +1,7 @@
-"""Building blocks shared by the target modules: the operator catalogue of Table 3 and row factories.
+"""Building blocks shared by the target modules: the Table-3 grid from the operator catalogue, and row factories.
+
+The grid's operators and their labels are ``graft_core.operators.catalogue_rows`` — declared once, where each
+operator is registered (plugins included), never listed here.
 
 Everything is derived from ``graft_core.presets.get_preset(name)`` with ``dataclasses.replace``; a row never mutates
 a preset. Paper references are to ``shared/reference/paper.md``.
@@ -9,23 +12,11 @@ import dataclasses
 
 from benchmark.layers import NEEDS_LOCALITY, select_layers
 from benchmark.rows import GraftSpec, LocalityConfig, Row, freeze_options
+from graft_core.operators.registry import TEACHER_OPERATOR, CatalogueRow, catalogue_rows
 from graft_core.presets import Preset, get_preset
 
-# Table 3 / Table 4 (paper §4, §6): (row-id stem, operator, options, Table-4 label)
-MHA_OPERATORS = (
-    ("hyena_se", "hyena_se", {}, "Hyena-SE (K=4)"),
-    ("hyena_x", "hyena_x", {}, "Hyena-X (K=4)"),
-    ("hyena_y", "hyena_y", {}, "Hyena-Y (K=4)"),
-    ("swa", "swa", {"window": 4}, "SWA (w=4)"),
-    ("mamba2", "mamba2", {}, "Mamba-2 (d_s=64, E=2)"),
-)
-MLP_OPERATORS = (
-    ("mlp_r3", "mlp", {"ratio": 3}, "Exp. ratio ↓ (r=3)"),
-    ("mlp_r6", "mlp", {"ratio": 6}, "Exp. ratio ↑ (r=6)"),
-    ("mlp_hyena_x", "mlp_hyena_x", {}, "Hyena-X (r=2, K=4)"),
-)
 # Self-grafting: a freshly initialised copy of the operator that is replaced (MHA, or the r=4 MLP).
-SELF_GRAFT = {"attn": ("mha", {}), "mlp": ("mlp", {"ratio": 4})}
+SELF_GRAFT = TEACHER_OPERATOR
 SITE_GROUP = {"attn": "MHA grafting", "mlp": "MLP grafting"}
 SITE_NAME = {"attn": "MHA", "mlp": "MLP"}
 RATIOS = ((50, "interleaved50"), (75, "interleaved75"), (100, "full"))
@@ -35,6 +26,21 @@ RATIOS = ((50, "interleaved50"), (75, "interleaved75"), (100, "full"))
 TABLE2_STAGE2_FACTOR = 30_000 / 50_000
 # Paper labels of the data percentages (Table 2) → stage-2 data_fraction.
 STAGE2_DATA = {0.63: 0.0063, 5.0: 0.05, 10.0: 0.10, 20.0: 0.20}
+
+
+def grid_rows(site: str, *, paper_only: bool = False) -> tuple[CatalogueRow, ...]:
+    """The Table-3 grid's operator configurations at ``site`` in catalogue order (``paper_only``: those the paper
+    publishes, without plugins)."""
+    return tuple(r for r in catalogue_rows(site) if r.paper is not None or not paper_only)
+
+
+def __getattr__(name: str):
+    """``MHA_OPERATORS`` / ``MLP_OPERATORS``: the paper's configurations as ``(stem, operator, options, label)``,
+    derived from the catalogue when asked for (fig4a's data-scale rows)."""
+    if name in ("MHA_OPERATORS", "MLP_OPERATORS"):
+        site = "attn" if name == "MHA_OPERATORS" else "mlp"
+        return tuple((r.stem, r.operator, r.option_dict, r.label) for r in grid_rows(site, paper_only=True))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def preset(name: str) -> Preset:

@@ -3,7 +3,8 @@
 24 grafted configs: MHA × {Hyena-SE, Hyena-X, Hyena-Y, SWA, Mamba-2} × {50 % interleaved, 75 % interleaved, 100 %}
 and MLP × {r=3, r=6, Hyena-X r=2} × {50, 75, 100 %}; plus the five controls printed in Table 4 (baseline, MHA/MLP
 random init, MHA/MLP self-grafting) = the paper's 29 rows, and one extra control row, "teacher + the same stage 2"
-(tiny-testbed.md lesson 1), which separates what stage 2 alone does to the teacher.
+(tiny-testbed.md lesson 1), which separates what stage 2 alone does to the teacher. A plugin operator's catalogue
+rows (``--plugin``) join the grid of their site after the paper's.
 
 Stage-1 runs are per (layer, operator, objective, lr, epochs), so the 50 % and 75 % rows reuse the layers of the 100 %
 row; the self-grafting rows are the Table-2 runs.
@@ -14,8 +15,8 @@ row; the self-grafting rows are the Table-2 runs.
 from __future__ import annotations
 
 from benchmark.rows import Row
-from benchmark.targets.common import (MHA_OPERATORS, MLP_OPERATORS, RATIOS, baseline_row, control_row, hybrid_row,
-                                      preset, random_init_row, self_graft_row)
+from benchmark.targets.common import (RATIOS, baseline_row, control_row, grid_rows, hybrid_row, preset,
+                                      random_init_row, self_graft_row)
 
 NAME = "table3"
 TITLE = "Design space of MHA / MLP grafting (Table 3 grid, Table 4 columns)"
@@ -24,11 +25,12 @@ TITLE = "Design space of MHA / MLP grafting (Table 3 grid, Table 4 columns)"
 def rows(preset_name: str) -> list[Row]:
     p = preset(preset_name)
     out = [baseline_row(p)]
-    for site, ops in (("attn", MHA_OPERATORS), ("mlp", MLP_OPERATORS)):
+    for site in ("attn", "mlp"):
         out.append(random_init_row(p, site))
         out.append(self_graft_row(p, site))
-        for stem, operator, options, label in ops:
+        for c in grid_rows(site):  # the catalogue's rows, plugins' after the paper's
             for ratio, strategy in RATIOS:
-                out.append(hybrid_row(p, site, stem, operator, options, f"{label}, {ratio} %", ratio, strategy))
+                out.append(hybrid_row(p, site, c.stem, c.operator, c.option_dict, f"{c.label}, {ratio} %", ratio,
+                                      strategy))
     out.append(control_row(p))
     return out

@@ -4,26 +4,32 @@
     op = operators.build("hyena_x", 1152, num_heads=16, seq_len=256)
     operators.available("attn")          # ('hyena_se', 'hyena_x', 'hyena_y', 'mamba2', 'mha', 'swa')
     operators.operator_info("mlp_hyena_x").seq_len_bound   # True
+    operators.catalogue_rows("mlp")      # the Table-3/4 grid rows: mlp_r3, mlp_r6, mlp_hyena_x
 
 Every operator maps ``[B, N, D] -> [B, N, D]`` and accepts the keyword arguments diffusers passes to ``attn1``.
-Importing this package registers all of them (the imports below are the complete list).
+Importing this package does not import torch: the built-ins are declared in ``catalogue`` and their classes
+(``operators.HyenaX``, ...) are imported on first use; plugins register through ``register_operator``.
 """
-from graft_core.operators.registry import (OperatorInfo, available, build, operator_info,  # noqa: F401
-                                           register_operator, SITES)
-from graft_core.operators.base import CausalDepthwiseConv1d, GraftOperator  # noqa: F401
-from graft_core.operators.mha import MHA  # noqa: F401
-from graft_core.operators.swa import SlidingWindowAttention  # noqa: F401
-from graft_core.operators.hyena_se import HyenaSE  # noqa: F401
-from graft_core.operators.hyena_x import HyenaX  # noqa: F401
-from graft_core.operators.hyena_y import HyenaY  # noqa: F401
-from graft_core.operators.mamba2 import Mamba2  # noqa: F401
-from graft_core.operators.mlp import MLP  # noqa: F401
-from graft_core.operators.mlp_hyena_x import MLPHyenaX  # noqa: F401
+from importlib import import_module as _import_module
 
-from torch import nn as _nn
+from graft_core.operators.registry import (ENTRY_POINT_GROUP, PLUGIN_ENV, SITES, TEACHER_OPERATOR,  # noqa: F401
+                                           CatalogueRow, OpCost, OperatorInfo, available, build, catalogue_row,
+                                           catalogue_rows, load_plugins, operator_info, register_operator,
+                                           register_row, use_plugins)
+
+_CLASSES = {"CausalDepthwiseConv1d": "base", "GraftOperator": "base", "MHA": "mha", "SlidingWindowAttention": "swa",
+            "HyenaSE": "hyena_se", "HyenaX": "hyena_x", "HyenaY": "hyena_y", "Mamba2": "mamba2", "MLP": "mlp",
+            "MLPHyenaX": "mlp_hyena_x"}
 
 
-def init_from_teacher(op: _nn.Module, original: _nn.Module) -> _nn.Module:
+def __getattr__(name: str):
+    """The operator classes, imported (with torch) only when asked for."""
+    if name in _CLASSES:
+        return getattr(_import_module(f"graft_core.operators.{_CLASSES[name]}"), name)
+    raise AttributeError(f"module 'graft_core.operators' has no attribute {name!r}")
+
+
+def init_from_teacher(op, original):
     """Load the replaced module's weights into a same-architecture operator (self-graft ``mha``/``swa``/``mlp``).
 
     The result computes exactly what ``original`` computed (bit for bit for ``mha`` and ``mlp``); an operator with

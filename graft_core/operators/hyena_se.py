@@ -11,10 +11,8 @@ import torch
 from torch import nn
 
 from graft_core.operators.base import CausalDepthwiseConv1d, GraftOperator, check_positive
-from graft_core.operators.registry import register_operator
 
 
-@register_operator("hyena_se", site="attn")
 class HyenaSE(GraftOperator):
     """Hyena-SE: featurizer conv + identity-initialised inner conv between the two gates.
 

@@ -7,10 +7,8 @@ D=1152).
 from __future__ import annotations
 
 from graft_core.operators.hyena_se import HyenaSE
-from graft_core.operators.registry import register_operator
 
 
-@register_operator("hyena_x", site="attn")
 class HyenaX(HyenaSE):
     """Hyena-X: featurizer conv, two Hadamard gates, no inner filter.
 

@@ -7,10 +7,8 @@ plain gated product ``q·k·v``. 4D²+4D + (K+1)D parameters (5,318,784 at D=115
 from __future__ import annotations
 
 from graft_core.operators.hyena_se import HyenaSE
-from graft_core.operators.registry import register_operator
 
 
-@register_operator("hyena_y", site="attn")
 class HyenaY(HyenaSE):
     """Hyena-Y: two Hadamard gates around an identity-initialised causal inner conv, no featurizer conv.
 

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from graft_core.operators.base import CausalDepthwiseConv1d, GraftOperator, check_positive
-from graft_core.operators.registry import register_operator
 from graft_core.operators.ssd import ssd_chunked
 
 try:  # pragma: no cover - CUDA only
@@ -42,7 +41,6 @@ class GatedRMSNorm(nn.Module):
         return (y.flatten(-2) * self.weight.float()).to(dtype)
 
 
-@register_operator("mamba2", site="attn")
 class Mamba2(GraftOperator):
     """Mamba-2 selective state-space mixer (causal scan over the token order).
 

@@ -11,10 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from graft_core.operators.base import GraftOperator, check_positive
-from graft_core.operators.registry import register_operator
 
 
-@register_operator("mha", site="attn")
 class MHA(GraftOperator):
     """Softmax multi-head self-attention with diffusers-compatible parameter names.
 

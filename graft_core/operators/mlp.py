@@ -10,14 +10,12 @@ import torch
 from torch import nn
 
 from graft_core.operators.base import GraftOperator, check_positive
-from graft_core.operators.registry import register_operator
 
 # diffusers FeedForward (GELU with proj) → timm Mlp
 _FEEDFORWARD_KEYS = {"net.0.proj.weight": "fc1.weight", "net.0.proj.bias": "fc1.bias",
                      "net.2.weight": "fc2.weight", "net.2.bias": "fc2.bias"}
 
 
-@register_operator("mlp", site="mlp")
 class MLP(GraftOperator):
     """Linear(D→h) → GELU(tanh) → Linear(h→D), h = int(D·ratio).
 

@@ -12,10 +12,8 @@ import torch
 from torch import nn
 
 from graft_core.operators.base import CausalDepthwiseConv1d, GraftOperator, check_positive
-from graft_core.operators.registry import register_operator
 
 
-@register_operator("mlp_hyena_x", site="mlp", seq_len_bound=True)
 class MLPHyenaX(GraftOperator):
     """Gated channel mixer with a per-token causal conv along the feature axis.
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from graft_core.operators.mha import MHA
-from graft_core.operators.registry import register_operator
 
 
 def band_mask(n: int, window: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -19,7 +18,6 @@ def band_mask(n: int, window: int, device: torch.device | str | None = None) -> 
     return (idx[:, None] - idx[None, :]).abs() <= window
 
 
-@register_operator("swa", site="attn")
 class SlidingWindowAttention(MHA):
     """Bidirectional sliding-window MHA over the 1D token order.
 

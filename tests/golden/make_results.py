@@ -3,9 +3,9 @@
     python tests/golden/make_results.py
 
 The tree exercises every case the table code must handle: done / running / pending / failed / absent rows, a row
-whose id differs from the registry's but whose (site, operator, ratio) matches, operator-name aliases, a row that is
-not in the registry (with LaTeX special characters in its label), a non-numeric metric, a poor (✗) grafted row, rows
-written in shuffled order, and fig4a's 10 % points borrowed from Table 3. Numbers are invented, tiny-preset-like.
+that is not in the registry (with LaTeX special characters in its label), a non-numeric metric, a poor (✗) grafted
+row, rows written in shuffled order, Table 6's grafted row under the tiny teacher's depth (matched by its operator),
+and fig4a's 10 % points borrowed from Table 3. Rows are matched by their exact ids, as the driver writes them. Numbers are invented, tiny-preset-like.
 """
 import json
 import random
@@ -47,7 +47,7 @@ def table3():
                 group="Control", metrics=m(21.87, 9.60, acc=0.987))]
     rows.append(row("attn-random_init-full", site="attn", operator="random_init", ratio=100, strategy="full",
                     metrics=m(1361.2, 1.02, p=0.0, r=0.0, acc=0.1)))
-    rows.append(row("attn-self_graft-full", site="attn", operator="mha", ratio=100, strategy="full",
+    rows.append(row("attn-self_graft-full", site="attn", operator="self_graft", ratio=100, strategy="full",
                     metrics=m(23.05, 9.40, acc=0.982)))
     eff = {"hyena_se": (-46.875, 0.391, 0.651), "hyena_x": (-48.438, 0.391, 0.488), "hyena_y": (-46.875, 0.0, 0.163),
            "swa": (-43.75, 0.0, 0.0), "mamba2": (-30.2, 70.1, 25.3)}
@@ -61,8 +61,6 @@ def table3():
     for op, by_ratio in plan.items():
         for ratio, (status, fid) in by_ratio.items():
             rid = f"attn-{op}-{strat(ratio)}"
-            if op == "swa" and ratio == 50:
-                rid = "attn-swa-50pct"  # id differs from the registry's: matched by (site, operator, ratio)
             op_e, ft_e, p_e = eff[op]
             e = {"d_flops_op": op_e * ratio / 50, "d_flops_ft": ft_e * ratio / 50, "d_param": p_e * ratio / 50}
             extra = {"layers": [1, 3, 5, 7] if ratio == 50 else None}
@@ -74,11 +72,11 @@ def table3():
                             efficiency=e, extra=extra))
     rows.append(row("mlp-random_init-full", site="mlp", operator="random_init", ratio=100, strategy="full",
                     metrics=m(1502.7, 1.01, p=0.0, r=0.0, acc=0.1)))
-    rows.append(row("mlp-self_graft-full", site="mlp", operator="mlp_r4", ratio=100, strategy="full",
+    rows.append(row("mlp-self_graft-full", site="mlp", operator="self_graft", ratio=100, strategy="full",
                     metrics=m(22.95, 9.47)))
     mlp = {"mlp_r3": {50: 23.10, 75: 23.80, 100: 26.95}, "mlp_r6": {50: 22.60, 75: 22.55, 100: 22.80},
-           "hyena_x": {50: 24.40, 75: 31.20}}
-    mlp_eff = {"mlp_r3": (-12.5, 0.0, -12.5), "mlp_r6": (25.0, 0.0, 25.0), "hyena_x": (0.01, 0.0, 0.02)}
+           "mlp_hyena_x": {50: 24.40, 75: 31.20}}
+    mlp_eff = {"mlp_r3": (-12.5, 0.0, -12.5), "mlp_r6": (25.0, 0.0, 25.0), "mlp_hyena_x": (0.01, 0.0, 0.02)}
     for op, by_ratio in mlp.items():
         for ratio, fid in by_ratio.items():
             op_e, ft_e, p_e = mlp_eff[op]
@@ -88,7 +86,7 @@ def table3():
                 metrics["sfid"] = "n/a"  # not a number: shown as missing, reported on stderr
             rows.append(row(f"mlp-{op}-{strat(ratio)}", "done", "mlp", op, ratio, strat(ratio), metrics=metrics,
                             efficiency=e))
-    rows.append(row("mlp-hyena_x-full", "running", "mlp", "hyena_x", 100, "full",
+    rows.append(row("mlp-mlp_hyena_x-full", "running", "mlp", "mlp_hyena_x", 100, "full",
                     efficiency={"d_flops_op": 0.02, "d_flops_ft": 0.0, "d_param": 0.03}))
     rows.append(row("attn-hyena_x-interleaved25", "done", "attn", "hyena_x", 25, "interleaved25",
                     label="Hyena-X 25% (K=4) & co_test", group="Extra_sweep", metrics=m(23.2),
