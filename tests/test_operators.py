@@ -1,4 +1,6 @@
 """Replacement operators: registry contract, paper parameter counts, and each operator's defining property."""
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,6 +27,45 @@ def test_registry_lists_every_operator_with_its_site():
     assert set(ALL) == {"mha", "swa", "hyena_x", "hyena_y", "hyena_se", "mamba2", "mlp", "mlp_hyena_x"}
     assert operators.available("mlp") == ("mlp", "mlp_hyena_x")
     assert [n for n in ALL if operators.operator_info(n).seq_len_bound] == ["mlp_hyena_x"]
+
+
+def test_catalogue_rows_are_the_table3_grid_in_paper_order():
+    rows = operators.catalogue_rows()
+    assert [(r.site, r.stem, r.operator, r.option_dict) for r in rows] == [
+        ("attn", "hyena_se", "hyena_se", {}), ("attn", "hyena_x", "hyena_x", {}), ("attn", "hyena_y", "hyena_y", {}),
+        ("attn", "swa", "swa", {"window": 4}), ("attn", "mamba2", "mamba2", {}),
+        ("mlp", "mlp_r3", "mlp", {"ratio": 3}), ("mlp", "mlp_r6", "mlp", {"ratio": 6}),
+        ("mlp", "mlp_hyena_x", "mlp_hyena_x", {})]
+    assert [r.paper for r in rows] == ["Hyena-SE", "Hyena-X", "Hyena-Y", "SWA", "Mamba-2", "MLP r=3", "MLP r=6",
+                                       "Hyena-X"]  # the operator column of tables/paper/table4.csv, exactly
+    assert all(r.latex and r.label and r.short for r in rows)
+    assert operators.TEACHER_OPERATOR == {"attn": ("mha", {}), "mlp": ("mlp", {"ratio": 4})}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_declared_options_are_the_constructor_defaults(name):
+    """The declaration (what plans and accounting read, without torch) and the class agree; resolving the class
+    checks it, so a drifted default fails at the first build."""
+    info = operators.operator_info(name)
+    assert info.cls.__module__ == f"graft_core.operators.{name}" and info.builtin and info.cost is not None
+    params = inspect.signature(info.cls.__init__).parameters
+    assert {k: params[k].default for k in info.options()} == dict(info.defaults)
+
+
+def test_a_registration_that_disagrees_with_its_class_is_refused():
+    class Bad(operators.GraftOperator):
+        def __init__(self, dim, *, kernel_size: int = 5):
+            super().__init__()
+
+    with pytest.raises(ValueError, match="declares"):
+        operators.register_operator("bad_op", site="attn", options={"kernel_size": 4})(Bad)
+    with pytest.raises(ValueError, match="site must be one of"):
+        operators.register_operator("bad_op", site="cross")
+    with pytest.raises(ValueError, match="not registered"):
+        operators.register_row("bad_row", operator="no_such_op", label="x")
+    with pytest.raises(ValueError, match="does not take option"):
+        operators.register_row("bad_row", operator="mlp", options={"rate": 3}, label="x")
+    assert "bad_op" not in operators.available() and "bad_row" not in {r.stem for r in operators.catalogue_rows()}
 
 
 def test_unknown_name_lists_known_ones():

@@ -1,6 +1,8 @@
 """Graft plans: the paper's layer lists, validation messages, identity and serialisation."""
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,7 +78,10 @@ def test_plans_are_hashable_canonical_and_round_trip_json():
     a = make_plan("mlp", "mlp", [3, 1], num_layers=4, ratio=3)
     b = GraftPlan(site="mlp", operator="mlp", layers=(1, 3), options=(("ratio", 3),))
     assert a == b and hash(a) == hash(b) and stable_hash(a) == stable_hash(b)
-    assert a.option_dict == {"ratio": 3.0} and a == make_plan("mlp", "mlp", [1, 3], num_layers=4, ratio=3.0)
+    assert a.option_dict == {"ratio": 3} and a == make_plan("mlp", "mlp", [1, 3], num_layers=4, ratio=3.0)
+    assert a.to_dict() == {"site": "mlp", "operator": "mlp", "layers": [1, 3], "options": {"ratio": 3},
+                           "seq_len": None}  # whole floats as ints: the form every stored step config hashed
+    assert stable_hash(a.to_dict()) == stable_hash(make_plan("mlp", "mlp", [1, 3], num_layers=4, ratio=3.0).to_dict())
     assert stable_hash(a) != stable_hash(make_plan("mlp", "mlp", [1, 3], num_layers=4, ratio=6))
     back = GraftPlan.from_dict(json.loads(json.dumps(a.to_dict())))
     assert back == a and stable_hash(back) == stable_hash(a)
@@ -88,3 +93,12 @@ def test_several_site_edits():
     assert plans_from_json(json.loads(json.dumps(plans_to_json(plans)))) == plans
     with pytest.raises(ValueError, match="edited twice"):
         as_plans(plans + (make_plan("attn", "swa", [3], num_layers=4),))
+
+
+def test_plans_are_built_and_hashed_without_torch():
+    """The driver plans every run without loading torch: plans validate against the registry's declarations."""
+    code = ("import sys; from graft_core.plan import make_plan; "
+            "p = make_plan('mlp', 'mlp', 'full', num_layers=4, ratio=3); "
+            "assert p.to_dict()['options'] == {'ratio': 3}; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -138,6 +138,8 @@ def register_operator(name: str, *, site: str, impl: str | None = None, options:
     def declare(target) -> OperatorInfo:
         if name in _OPERATORS:
             raise ValueError(f"operator {name!r} registered twice ({_OPERATORS[name].module} and {module})")
+        if label is not None and name in _ROWS:
+            raise ValueError(f"catalogue row {name!r} registered twice ({_ROWS[name].module} and {module})")
         declared = options
         if isinstance(target, type):
             if not _is_module_class(target):
@@ -145,10 +147,10 @@ def register_operator(name: str, *, site: str, impl: str | None = None, options:
             declared = _constructor_defaults(target) if options is None else options
         info = OperatorInfo(name=name, site=site, impl=target, defaults=_freeze(declared or {}),
                             seq_len_bound=seq_len_bound, cost=cost, module=module)
-        _OPERATORS[name] = info
         if isinstance(target, type):
-            _check_defaults(info, target)
+            _check_defaults(info, target)  # before anything is registered: a refused operator leaves no trace
             _RESOLVED[name] = target
+        _OPERATORS[name] = info
         if label is not None:
             _add_row(name, info, {}, label, latex, short, paper, module)
         return info
