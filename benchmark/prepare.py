@@ -24,10 +24,12 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from benchmark.hints import with_hint
-from graft_core import sample_at_scale
-from graft_core.adm_eval import BatchFormatError
-from graft_core.imagenet import DataLayoutError, SettingsMismatch, default_out
+from graft_core.adm_eval import BatchFormatError, prepare_reference
+from graft_core.imagenet import (VAE_ID, DataLayoutError, SettingsMismatch, default_out, encode_imagenet,
+                                 load_or_build_index, load_vae, make_subsets)
 
 
 def shard_task(shard_index: int | None, num_shards: int | None, env=os.environ) -> tuple[int | None, int | None]:
@@ -51,10 +53,6 @@ def is_user_error(err: BaseException) -> bool:
 
 
 def cmd_imagenet(args) -> dict:
-    import torch
-
-    from graft_core.imagenet import VAE_ID, encode_imagenet, load_or_build_index, load_vae
-
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     shard_index, num_shards = shard_task(args.shard_index, args.num_shards)
     shard_index = int(os.environ.get("RANK", 0)) if shard_index is None else shard_index
@@ -68,8 +66,6 @@ def cmd_imagenet(args) -> dict:
 
 
 def cmd_subsets(args) -> dict:
-    from graft_core.imagenet import load_or_build_index, make_subsets
-
     if args.src is not None:
         load_or_build_index(args.src, Path(args.out) / "train")
     per_class = {}
@@ -82,15 +78,16 @@ def cmd_subsets(args) -> dict:
 
 
 def cmd_samples(args) -> dict:
-    """``graft_core.sample_at_scale`` with this task's shard (see the module docstring)."""
-    args.shard_index, args.num_shards = shard_task(args.shard_index, args.num_shards)
-    merged = sample_at_scale.run(args)
-    return {"samples": str(merged) if merged else None, "missing_shards": sample_at_scale.missing_shards(args.out)}
+    """``graft_core.sample_at_scale`` (its options, ``args.rest``) with this task's shard (see the module docstring)."""
+    from graft_core import sample_at_scale  # diffusers: imported only by the command that samples
+
+    opts = sample_at_scale.build_parser(prog="python -m benchmark.prepare samples").parse_args(args.rest)
+    opts.shard_index, opts.num_shards = shard_task(opts.shard_index, opts.num_shards)
+    merged = sample_at_scale.run(opts)
+    return {"samples": str(merged) if merged else None, "missing_shards": sample_at_scale.missing_shards(opts.out)}
 
 
 def cmd_reference(args) -> dict:
-    from graft_core.adm_eval import prepare_reference
-
     return prepare_reference(args.npz, extractor=args.extractor, weights=args.weights, cache_dir=args.cache_dir)
 
 
@@ -131,14 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--cache-dir", type=Path, help="default: next to the .npz, else $GRAFTBENCH_CACHE/reference")
     rf.set_defaults(func=cmd_reference)
 
-    sa = sub.add_parser("samples", parents=[sample_at_scale.build_parser(add_help=False)],
+    sa = sub.add_parser("samples", add_help=False,  # its options (and --help) are graft_core.sample_at_scale's
                         help="sharded, resumable sampling → ADM .npz (a Slurm array task samples its shards)")
     sa.set_defaults(func=cmd_samples)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "samples":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     try:
         result = args.func(args)
     except Exception as err:

@@ -195,9 +195,8 @@ def _npz_bytes(**arrays) -> bytes:
     return buf.getvalue()
 
 
-def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Sharded, resumable sampling of a DiT → ADM .npz (paper §3.3).",
-                                add_help=add_help)
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Sharded, resumable sampling of a DiT → ADM .npz (paper §3.3).")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--preset", default="paper")
     p.add_argument("--model", type=Path, help="a diffusers DiT folder (default: the preset's pretrained teacher)")
