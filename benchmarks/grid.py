@@ -47,6 +47,8 @@ def driver_cmd(args, results_dir: Path) -> list[str]:
         cmd += ["--rows", args.rows]
     if args.jobs:
         cmd += ["--jobs", str(args.jobs)]
+    if args.steps:
+        cmd += ["--steps", args.steps]
     return cmd
 
 
@@ -248,6 +250,8 @@ def main(argv=None) -> int:
     p.add_argument("--executor", help="pass --executor to the driver (default: the driver's auto; --quick: debug)")
     p.add_argument("--workdir", type=Path, help="where the cold run's results, cache and logs go (default: a new "
                                                 "temporary folder, kept)")
+    p.add_argument("--steps", metavar="MODULE:FUNCTION", help="pass --steps to the driver (e.g. "
+                                                              "benchmark.testing:fake_execute: no torch work)")
     p.add_argument("--shared-cache", action="store_true", help="cold run uses the normal GRAFTBENCH_CACHE instead of "
                                                                "a fresh one")
     return run(p.parse_args(argv))

@@ -153,6 +153,8 @@ def merge_shards(out_dir: Path) -> Path:
                         written += len(part)
                 if written != n:
                     raise ValueError(f"{out_dir}: the shards hold {written} samples, the plan {n}")
+        with open(tmp, "rb") as f:  # streamed (too large for paths.atomic_write_bytes) but made durable the same way
+            os.fsync(f.fileno())
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

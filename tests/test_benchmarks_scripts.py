@@ -141,20 +141,20 @@ def test_sampling_quick(tmp_path):
         assert _finite_positive(r["suite_samples_per_s"]) and _finite_positive(r["pipeline_samples_per_s"])
 
 
-def test_grid_quick_with_fake_steps(tmp_path, monkeypatch):
+def test_grid_quick_with_fake_steps(tmp_path):
     """The grid script end to end against the driver's fake step executors (no torch work, seconds)."""
     from benchmarks import grid
 
-    monkeypatch.setenv("GRAFTBENCH_FAKE_STEPS", "1")
     out, work = tmp_path / "out", tmp_path / "work"
-    assert grid.main(["--quick", "--out", str(out), "--workdir", str(work)]) == 0
+    fake = ["--steps", "benchmark.testing:fake_execute"]
+    assert grid.main(["--quick", *fake, "--out", str(out), "--workdir", str(work)]) == 0
     record = _record(out, "grid")
     s = record["summary"]
     assert s["capture_runs"] == 2 and s["capture_executions"] == 2  # stage-1 train + held-out, once each
     assert s["warm_launched_nothing"] and s["target_one_capture"]["met"]
     assert s["cold_wall_s"] > 0 and s["warm_wall_s"] > 0 and s["stage1_runs"] >= 1
     # --results on the existing store: warm re-run only
-    assert grid.main(["--quick", "--out", str(out), "--results", str(work / "results")]) == 0
+    assert grid.main(["--quick", *fake, "--out", str(out), "--results", str(work / "results")]) == 0
     again = json.loads((out / "grid-quick.json").read_text())
     assert again["summary"]["cold_wall_s"] is None and again["summary"]["capture_executions"] == 2
     assert again["results"]["capture_executions_during_warm"] == 0
