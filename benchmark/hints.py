@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 PREPARE_IMAGENET = "python -m benchmark.prepare imagenet"
+PREPARE_SUBSETS = "python -m benchmark.prepare subsets"
 
 
 def hint(err: BaseException) -> str | None:
@@ -17,6 +18,8 @@ def hint(err: BaseException) -> str | None:
     if imagenet is not None and isinstance(err, imagenet.NotPrepared):
         if err.what == "shards":
             return f"run `{PREPARE_IMAGENET}` (it resumes)"
+        if err.what == "subsets":
+            return f"run `{PREPARE_SUBSETS}` (after `{PREPARE_IMAGENET} --src PATH`)"
         return f"run `{PREPARE_IMAGENET} --src PATH` first"
     return None
 

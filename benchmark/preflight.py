@@ -136,7 +136,7 @@ def check_latents(p: Preset, kinds: set[str], *, fractions: Iterable[float] | No
     for name in sorted(names):
         try:
             indices, entry = inet.load_subset(root, name)
-        except KeyError:
+        except inet.NotPrepared:
             return f"subset {name} is not prepared in {root}: run {prepare}"
         except (OSError, ValueError) as err:
             return f"subset {name} in {root} is unusable ({err}): re-run `python -m benchmark.prepare subsets`"

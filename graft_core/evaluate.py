@@ -8,65 +8,26 @@ return the same dict shape, to read every table against:
 * ``metric_floor``: held-out real images vs train real images (the best a model can score at this sample size);
 * ``noise_control``: uniform-noise images vs train real images (what "no model" scores).
 
-Real images come from ``DATA_SOURCES`` (by ``preset.data.name``). The paper preset's DiT samples SD-VAE latents:
-pass ``decode=`` (latents → [-1, 1] images) and ``reference=`` (real uint8 images or a ``FeatureSet``) until an
-``imagenet`` data source is registered.
+Real images come from the preset's data source (``graft_core.data.sources``). This in-process path is the tiny
+preset's protocol; the paper protocol (50k samples against ADM's reference batch) is ``graft_core.sample_at_scale``
+followed by ``graft_core.adm_eval``, run by the driver as a sampling array and a metrics job.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 
+from graft_core.data.sources import Decoder, source_of
 from graft_core.metrics import compute_metrics
 from graft_core.presets import Preset
 from graft_core.sampler import make_labels, sample, to_uint8
 
-Decoder = Callable[[torch.Tensor], torch.Tensor]  # model-space samples [N, C, h, w] → images [N, 3|1, H, W] in [-1, 1]
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """Real images of one dataset as uint8 ``[N, H, W, C]`` + labels, per split (``train`` | ``heldout``)."""
-
-    real: Callable[[Preset, str], tuple[np.ndarray, np.ndarray]]
-    pixel_space: bool  # False: the model samples latents that need ``decode``
-
-
-def _digits(preset: Preset, split: str) -> tuple[np.ndarray, np.ndarray]:
-    from graft_core.data import load_digits
-
-    data = load_digits(preset.data)
-    images, labels = {"train": (data.train_images, data.train_labels),
-                      "heldout": (data.heldout_images, data.heldout_labels)}[split]
-    return to_uint8(images), labels.numpy()
-
-
-DATA_SOURCES: dict[str, DataSource] = {"digits": DataSource(_digits, pixel_space=True)}
-
-
-def register_data_source(name: str, source: DataSource) -> None:
-    if name in DATA_SOURCES:
-        raise ValueError(f"data source {name!r} registered twice")
-    DATA_SOURCES[name] = source
-
-
-def data_source(preset: Preset) -> DataSource:
-    try:
-        return DATA_SOURCES[preset.data.name]
-    except KeyError:
-        raise NotImplementedError(
-            f"no real-image source for data {preset.data.name!r} (known: {', '.join(DATA_SOURCES)}); pass "
-            f"reference= (uint8 [N, H, W, 3] or a FeatureSet) or register_data_source({preset.data.name!r}, ...)"
-        ) from None
-
 
 def real_images(preset: Preset, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """uint8 ``[N, H, W, C]`` real images and their labels of the preset's dataset."""
-    return data_source(preset).real(preset, split)
+    """uint8 ``[N, H, W, C]`` real images and their labels of the preset's dataset (``graft_core.data.sources``)."""
+    return source_of(preset).real_images(preset, split)
 
 
 def _row(images: np.ndarray, labels, preset: Preset, *, reference, extractor: str | None, weights: str | None,
@@ -92,9 +53,9 @@ def evaluate_model(model, preset: Preset, *, num_samples: int | None = None, see
     ev = preset.eval
     n = ev.num_samples if num_samples is None else num_samples
     seed = ev.seed if seed is None else seed
-    if decode is None and not (preset.data.name in DATA_SOURCES and DATA_SOURCES[preset.data.name].pixel_space):
+    if decode is None and not source_of(preset).pixel_space:
         raise ValueError(f"preset {preset.name!r} samples latents ({preset.data.name}); pass decode= "
-                         f"(latents → [-1, 1] images, e.g. an SD-VAE decode)")
+                         f"(latents → [-1, 1] images: graft_core.data.sources.source_of(preset).decoder(preset))")
     labels = make_labels(n, preset.teacher.num_classes, ev.label_mode, seed)
     start = time.time()
     x = sample(model, labels, teacher=preset.teacher, scheduler=ev.scheduler, steps=ev.steps,

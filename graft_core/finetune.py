@@ -65,17 +65,12 @@ LOG_EVERY = 10  # steps per entry of the loss history
 
 
 def stage2_subset(preset: Preset, stage2: Stage2Config) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """Images, labels and indices of the class-stratified stage-2 subset (contracts.md)."""
-    from graft_core.data import load_digits, stratified_subset
+    """Model-space inputs, labels and indices of the class-stratified stage-2 subset of ``stage2.data_fraction``
+    (contracts.md), from the preset's data source (digits pixels or prepared ImageNet latents)."""
+    from graft_core.data.sources import source_of, stage2_subset_name
 
-    if preset.data.name != "digits":
-        raise NotImplementedError(
-            f"stage 2 on data {preset.data.name!r} needs its latent loader (graft_core.imagenet), which is not wired "
-            f"into finetune yet; the digits data is the only one supported")
-    data = load_digits(preset.data)
-    idx = stratified_subset(data.train_labels, fraction=stage2.data_fraction, seed=preset.data.split_seed)
-    t_idx = torch.as_tensor(idx, dtype=torch.long)
-    return data.train_images[t_idx], data.train_labels[t_idx], idx
+    sub = source_of(preset).subset(preset, stage2_subset_name(stage2.data_fraction))
+    return sub.x0, sub.labels, sub.indices
 
 
 def derive_seed(*parts: Any) -> int:

@@ -52,7 +52,7 @@ class SettingsMismatch(ValueError):
 
 class NotPrepared(DataLayoutError, FileNotFoundError):
     """A prepared artefact is missing from an output folder: ``what`` is ``"index"`` (the file list, made from the
-    ImageNet folder) or ``"shards"`` (latents not encoded yet, listed in ``missing``). The engine states the facts;
+    ImageNet folder), ``"subsets"`` (the fixed subset lists) or ``"shards"`` (latents not encoded yet, listed in ``missing``). The engine states the facts;
     the tool that prepares the folder (``benchmark.prepare``) adds the command to run."""
 
     def __init__(self, message: str, *, folder: Path, what: str, missing: tuple[int, ...] = ()):
@@ -395,9 +395,14 @@ def make_subsets(out: Path, *, seed: int = 0, per_class: dict[str, int] | None =
 def load_subset(out: Path, name: str) -> tuple[np.ndarray, dict]:
     """(sorted global indices into the split's index, manifest entry incl. ``sha256``); checks hash and index."""
     out = Path(out)
-    manifest = json.loads((out / "subsets" / "subsets.json").read_text())
+    path = out / "subsets" / "subsets.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NotPrepared(f"{path} does not exist (no subsets are prepared)", folder=out, what="subsets") from None
     if name not in manifest:
-        raise KeyError(f"subset {name!r} not prepared in {out}; known: {', '.join(sorted(manifest))}")
+        raise NotPrepared(f"subset {name!r} is not prepared in {out} (prepared: {', '.join(sorted(manifest))})",
+                          folder=out, what="subsets")
     entry = manifest[name]
     files = (out / "subsets" / f"{name}.txt").read_text().splitlines()
     if list_hash(files) != entry["sha256"]:

@@ -41,9 +41,12 @@ def test_decode_hook_is_applied_to_model_outputs(micro_teacher, micro_preset):
     assert row["num_samples"] == 30
 
 
-def test_latent_presets_need_decode_and_a_reference(micro_teacher, micro_preset):
+def test_latent_presets_need_decode_and_prepared_data(micro_teacher, micro_preset, tmp_path, monkeypatch):
+    from graft_core.imagenet import NotPrepared
+
     latent = micro_preset.replace(data=dataclasses.replace(micro_preset.data, name="imagenet"))
     with pytest.raises(ValueError, match="decode="):
         evaluate_model(micro_teacher, latent, num_samples=4)
-    with pytest.raises(NotImplementedError, match="reference="):
+    monkeypatch.setenv("GRAFTBENCH_IMAGENET", str(tmp_path))
+    with pytest.raises(NotPrepared, match="no subsets are prepared"):
         metric_floor(latent)
