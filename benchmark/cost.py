@@ -15,17 +15,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from benchmark.dag import Node
-from graft_core.config import stable_hash
-from graft_core.paths import ASSETS_DIR, cache_root
-
-TEACHER_WEIGHTS = "diffusion_pytorch_model.safetensors"  # graft_core.teacher.WEIGHTS_FILE
+from graft_core.config import from_dict
+from graft_core.presets import DataConfig, TeacherConfig
+from graft_core.teacher_id import WEIGHTS_FILE, teacher_dirs, teacher_key
 
 PRETRAIN_SAMPLES = 7_000_000 * 256
 PAPER_GPU_H = {
     "stage2_per_50k_x_256": 80.0,  # < 10 h × 8 H100
     "stage1_per_layer_200ep": 0.5,
     "capture_per_8k": 0.4,  # 150 min per 50k samples (A100) → 24 min for 8k
-    "eval_per_50k_250steps": 4.0,
+    "eval_per_50k_250steps": 4.0,  # in-process eval (sampling + metrics in one job), kept for non-adm presets
+    "sample_per_50k_250steps": 12.0,  # docs/data-preparation.md §6: 50k × 250 steps × CFG of DiT-XL/2 = 8–16 H100-h
+    "adm_metrics": 0.25,  # Inception features of 50k samples + 10k references and the k-NN precision/recall, 1 GPU
     "reference": 0.5,  # Inception features of the reference set
     "locality": 0.2,
     "external": 80.0,  # PixArt-Σ LoRA / depth→width stage 2: UNKNOWN, order of a Table-4 stage 2
@@ -80,18 +81,13 @@ def _fmt(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}" if x >= 1 else f"{x:.2f}"
 
 
-def teacher_key(config: dict) -> str:
-    """``graft_core.teacher.teacher_key`` from a teacher run's config (without importing torch)."""
-    t = config["teacher"]
-    return stable_hash({"teacher": t} if t.get("pretrained") else {"teacher": t, "data": config["data"]})
-
-
 def teacher_present(config: dict) -> bool:
     """A trained teacher is shipped (graft_core/assets) or cached; a pretrained one is assumed downloaded."""
-    if config["teacher"].get("pretrained"):
+    teacher = from_dict(TeacherConfig, config["teacher"])
+    if teacher.pretrained:
         return True
-    key = teacher_key(config)
-    return any((d / "teachers" / key / TEACHER_WEIGHTS).exists() for d in (ASSETS_DIR, cache_root()))
+    key = teacher_key(teacher, from_dict(DataConfig, config["data"]))
+    return any((d / WEIGHTS_FILE).exists() for d in teacher_dirs(key))
 
 
 def node_cost(node: Node, gpu: bool) -> tuple[float, int]:
@@ -108,6 +104,12 @@ def node_cost(node: Node, gpu: bool) -> tuple[float, int]:
         if kind == "capture":
             n = c["data"]["stage1_per_class"] * c["teacher"]["num_classes"]
             return PAPER_GPU_H["capture_per_8k"] * n / 8000, 0
+        if kind == "sample":  # one task of the sampling array: its share of the shards
+            e = c["eval"]
+            share = e["num_samples"] / c["tasks"]
+            return PAPER_GPU_H["sample_per_50k_250steps"] * share * e["steps"] / (50_000 * 250), 0
+        if kind == "eval" and "samples" in c:  # adm protocol: the metrics job after the sampling array
+            return PAPER_GPU_H["adm_metrics"] * c["eval"]["num_samples"] / 50_000, 0
         if kind == "eval":
             e = c["eval"]
             return PAPER_GPU_H["eval_per_50k_250steps"] * e["num_samples"] * e["steps"] / (50_000 * 250), 0
@@ -128,10 +130,11 @@ def node_cost(node: Node, gpu: bool) -> tuple[float, int]:
         s += steps * CPU_S["stage1_step"] * max(1.0, c["stage1"]["batch_size"] / 64) * scale
     elif kind == "stage2":
         s += c["stage2"]["steps"] * CPU_S["stage2_step_64"] * c["stage2"]["batch_size"] / 64 * scale
-    elif kind == "eval":
+    elif kind in ("eval", "sample"):
         e = c["eval"]
         cfg = 2 if e["guidance_scale"] != 1.0 else 1
-        s += e["num_samples"] * e["steps"] * CPU_S["sample_per_image_step"] * cfg / 2 * scale
+        share = 1 / c["tasks"] if kind == "sample" else 0 if "samples" in c else 1  # adm metrics: no sampling
+        s += share * e["num_samples"] * e["steps"] * CPU_S["sample_per_image_step"] * cfg / 2 * scale
     elif kind == "capture":
         s += CPU_S["capture"]
     elif kind in ("floor", "noise"):

@@ -11,7 +11,9 @@ stage1      teacher, data, capture ids, site, operator, options, layer, Stage1Co
 stage2      teacher, data, plan (or none: the control), init (stage-1 run ids per layer | random), Stage2Config
                                                                                      → ``finetune.finetune``
 eval        teacher, data, classifier, EvalConfig, the model (teacher | stage-2 run | plan + stage-1 runs | random)
-                                                                                     → ``evaluate.evaluate_model``
+            → ``evaluate.evaluate_model`` (``in_process``); with ``eval.protocol == "adm"`` also the sample run ids,
+            and the step merges their shards and scores them                       → ``adm_eval.evaluate_npz``
+sample      the eval body + task i of ``eval.sample_tasks`` (adm protocol only)      → ``sample_at_scale``
 floor/noise data, classifier, EvalConfig                                      → ``metric_floor`` / ``noise_control``
 locality    teacher, LocalityConfig                                                  → ``graft_core.locality``
 external    the whole row config, the graft_core function and that module's own settings for the preset
@@ -35,8 +37,8 @@ from benchmark.rows import LocalityConfig, Row
 from graft_core.config import stable_hash, to_jsonable
 from graft_core.presets import Preset
 
-STEP_VERSIONS = {"teacher": 1, "capture": 1, "stage1": 1, "stage2": 1, "eval": 1, "floor": 1, "noise": 1,
-                 "locality": 1, "external": 1}
+STEP_VERSIONS = {"teacher": 1, "capture": 1, "stage1": 1, "stage2": 1, "sample": 1, "eval": 1, "floor": 1,
+                 "noise": 1, "locality": 1, "external": 1}
 STEP_KINDS = tuple(STEP_VERSIONS)
 CAPTURE_DTYPE = "float16"
 
@@ -125,10 +127,26 @@ class Planner:
         return make_node("stage2", body, [self.teacher(p), *deps],
                          desc=f"stage2 {what} {p.stage2.steps} steps, data {p.stage2.data_fraction:g}")
 
-    def evaluate(self, p: Preset, model: dict, deps: list[Node], what: str) -> Node:
+    def evaluate(self, p: Preset, model: dict, deps: list[Node], what: str) -> list[Node]:
+        """The nodes that evaluate ``model``, the eval node last.
+
+        ``in_process``: one eval node. ``adm`` (paper §3.3): ``eval.sample_tasks`` sample nodes — one Slurm array,
+        task ``i`` drawing the shards ``s ≡ i (mod tasks)``, each resumable shard by shard — and an eval node that
+        merges their shards and scores them against ADM's reference batch."""
         body = {"preset": p.name, "teacher": p.teacher, "data": p.data, "classifier": p.classifier, "eval": p.eval,
                 "model": model}
-        return make_node("eval", body, [self.teacher(p), *deps], desc=f"eval {what} ({p.eval.num_samples} samples)")
+        if p.eval.protocol == "in_process":
+            return [make_node("eval", body, [self.teacher(p), *deps],
+                              desc=f"eval {what} ({p.eval.num_samples} samples)")]
+        if p.eval.protocol != "adm":
+            raise ValueError(f"unknown eval protocol {p.eval.protocol!r}; choose one of in_process, adm")
+        tasks = p.eval.sample_tasks
+        samples = [make_node("sample", {**body, "task": i, "tasks": tasks}, [self.teacher(p), *deps],
+                             desc=f"sample {what} (task {i + 1}/{tasks} of {p.eval.num_samples} samples, "
+                                  f"{p.eval.steps} steps)") for i in range(tasks)]
+        metrics = make_node("eval", {**body, "samples": [n.run_id for n in samples]}, samples,
+                            desc=f"ADM metrics {what} ({p.eval.num_samples} samples vs the reference batch)")
+        return [*samples, metrics]
 
     @staticmethod
     def reference(p: Preset, kind: str) -> Node:
@@ -161,7 +179,7 @@ class Planner:
 
         if row.kind == "teacher":
             add(self.teacher(p))
-            final = add(self.evaluate(p, {"source": "teacher"}, [], "teacher"))
+            final = add(*self.evaluate(p, {"source": "teacher"}, [], "teacher"))
             return RowPlan(target, row, nodes, final)
         if row.kind in ("floor", "noise"):
             return RowPlan(target, row, [self.reference(p, row.kind)], self.reference(p, row.kind))
@@ -175,7 +193,7 @@ class Planner:
         if row.kind == "finetune_teacher":
             add(self.teacher(p))
             s2 = add(self.stage2(p, None, None, []))
-            final = add(self.evaluate(p, {"source": "stage2", "run": s2.run_id}, [s2], "teacher + stage 2"))
+            final = add(*self.evaluate(p, {"source": "stage2", "run": s2.run_id}, [s2], "teacher + stage 2"))
             return RowPlan(target, row, nodes, final)
 
         # kind == "graft"
@@ -202,9 +220,9 @@ class Planner:
         what = f"{graft.site}:{graft.operator}{_opts(options)} {graft.strategy}"
         if row.finetune:
             s2 = add(self.stage2(p, plan, init, deps))
-            final = add(self.evaluate(p, {"source": "stage2", "run": s2.run_id}, [s2], what + " + stage 2"))
+            final = add(*self.evaluate(p, {"source": "stage2", "run": s2.run_id}, [s2], what + " + stage 2"))
         else:
-            final = add(self.evaluate(p, {"source": "assembled", "plan": plan, "init": init}, deps,
+            final = add(*self.evaluate(p, {"source": "assembled", "plan": plan, "init": init}, deps,
                                       what + (" (random init)" if init == "random" else " (stage 1 only)")))
         return RowPlan(target, row, nodes, final, layers=graft.layers)
 

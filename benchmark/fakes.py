@@ -126,10 +126,17 @@ def make_inception_weights(path: Path, *, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = _Unloaded("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
     empty.unlink()
+    # Calibrate the batch-norm statistics on random images, so each layer normalises its input: with the default
+    # running stats the activations shrink ~10× per layer and every image gets the same (~1e-8) features.
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8, generator=gen))
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    for k, v in state.items():
-        if k.endswith("running_var"):
-            v.fill_(1.0)  # positive, or batch norm divides by sqrt of a negative
     torch.save(state, path)
     return path
 

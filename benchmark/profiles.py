@@ -1,7 +1,7 @@
 """Slurm resource profiles: ``slurm/profiles/<name>.json``, chosen with ``--profile``, overridden with ``--slurm``.
 
 A profile has ``defaults`` (every step kind) and ``steps.<kind>`` overrides (kinds: teacher, capture, stage1, stage2,
-eval, floor, noise, locality, external, collect). Keys are submitit's generic ones (``timeout_min``, ``nodes``,
+sample, eval, floor, noise, locality, external, collect). Keys are submitit's generic ones (``timeout_min``, ``nodes``,
 ``tasks_per_node``, ``cpus_per_task``, ``gpus_per_node``, ``mem_gb``) plus a ``slurm`` dict of submitit's Slurm
 parameters without their ``slurm_`` prefix (``partition``, ``account``, ``qos``, ``constraint``, ``signal_delay_s``,
 ``max_num_timeout``, ``array_parallelism``, ``setup``, ``additional_parameters``, …). Unknown keys are refused with
@@ -28,8 +28,9 @@ SLURM_KEYS = ("account", "additional_parameters", "array_parallelism", "comment"
               "mail_type", "mail_user", "mem", "mem_per_cpu", "mem_per_gpu", "nodelist", "nodes", "ntasks_per_node",
               "num_gpus", "partition", "qos", "setup", "signal_delay_s", "srun_args", "stderr_to_stdout",
               "teardown", "time", "use_srun", "wckey", "max_num_timeout")
-KINDS = ("teacher", "capture", "stage1", "stage2", "eval", "floor", "noise", "locality", "external", "collect")
-DEFAULT_PROFILE = {"paper": "paper"}  # other presets: "cpu"
+KINDS = ("teacher", "capture", "stage1", "stage2", "sample", "eval", "floor", "noise", "locality", "external",
+         "collect")
+DEFAULT_PROFILE = {"paper": "paper", "paper-smoke": "paper-smoke"}  # other presets: "cpu"
 
 
 class ProfileError(ValueError):

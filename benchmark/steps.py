@@ -69,14 +69,38 @@ def preset_from_config(config: dict) -> Preset:
 _TEACHERS: dict[str, Any] = {}
 
 
+def job_device():
+    """The job's device: ``cuda:LOCAL_RANK`` when the job has a GPU (TF32 matmuls on, as DiT's sampling does),
+    else the CPU. Every step puts its models here; only stage 1 and stage 2 pick it themselves."""
+    import torch
+
+    from graft_core.distributed import default_device, env_info
+
+    device = default_device(env_info())
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
 def get_teacher(preset: Preset, *, train_if_missing: bool = False, progress: bool = False):
-    """The preset's teacher, loaded once per process (callers must not modify it: assemble/finetune copy it)."""
+    """The preset's teacher on the job's device, loaded once per process (callers must not modify it:
+    assemble/finetune copy it)."""
     from graft_core.teacher import load_teacher
 
     key = stable_hash({"teacher": preset.teacher, "data": preset.data})
     if key not in _TEACHERS:
-        _TEACHERS[key] = load_teacher(preset, train_if_missing=train_if_missing, progress=progress)
+        model = load_teacher(preset, train_if_missing=train_if_missing, progress=progress)
+        _TEACHERS[key] = model.to(job_device())
     return _TEACHERS[key]
+
+
+def model_preset(p: Preset, teacher=None) -> Preset:
+    """``p`` with the width of the checkpoint actually loaded (the preset fixes the structure, the checkpoint its
+    width: DiT-XL/2, or a reduced-width fake of its structure); unchanged for a teacher trained here."""
+    from graft_core.teacher import effective_teacher
+
+    return effective_teacher(p, teacher)
 
 
 def build_student(teacher, plan_dict: dict | None, stage1_dirs: dict[int, Path] | None):
@@ -88,7 +112,8 @@ def build_student(teacher, plan_dict: dict | None, stage1_dirs: dict[int, Path] 
     from graft_core.distill import assemble
     from graft_core.plan import GraftPlan
 
-    return assemble(teacher, GraftPlan.from_dict(plan_dict), stage1_dirs)
+    device = next(teacher.parameters()).device  # new operators are built on the CPU
+    return assemble(teacher, GraftPlan.from_dict(plan_dict), stage1_dirs).to(device)
 
 
 def stage1_dirs(ctx: StepContext, init) -> dict[int, Path] | None:
@@ -113,9 +138,12 @@ def run_teacher(ctx: StepContext) -> dict:
 def run_capture(ctx: StepContext) -> dict:
     from graft_core.capture import capture_activations
 
+    from graft_core.data.sources import source_of
+
     p, c = ctx.preset(), ctx.config
+    sub = source_of(p).subset(p, c["split"])
     folder = capture_activations(get_teacher(p), p, split=c["split"], root=ctx.run.out, seed=c["seed"],
-                                 dtype=c["dtype"], progress=ctx.progress)
+                                 dtype=c["dtype"], data=(sub.x0, sub.labels, sub.indices), progress=ctx.progress)
     return {"folder": str(Path(folder).relative_to(ctx.run.folder)), "key": Path(folder).name, "split": c["split"]}
 
 
@@ -127,7 +155,7 @@ def run_stage1(ctx: StepContext) -> dict:
     from graft_core.distill import distill_layer
 
     p, c = ctx.preset(), ctx.config
-    t = p.teacher
+    t = model_preset(p).teacher
     return distill_layer(_capture_folder(ctx, c["inputs"]["capture_train"]),
                          _capture_folder(ctx, c["inputs"]["capture_heldout"]), layer=c["layer"], site=c["site"],
                          operator=c["operator"], options=c["options"], stage1=p.stage1, dim=t.hidden_size,
@@ -168,13 +196,105 @@ def load_model(ctx: StepContext, p: Preset, spec: dict):
 
 
 def run_eval(ctx: StepContext) -> dict:
+    """``in_process``: sample and score here. ``adm``: merge the sampling array's shards and score them."""
     from graft_core.evaluate import evaluate_model
 
     p, c = ctx.preset(), ctx.config
+    if p.eval.protocol == "adm":
+        merged = _merge_sample_runs(ctx, c["samples"])
+        plan = _model_plan(ctx, c["model"])
+        return {"metrics": adm_metrics(merged, p), "efficiency": efficiency(p, plan), "model": c["model"],
+                "samples": str(merged.relative_to(ctx.run.folder))}
     model, plan = load_model(ctx, p, c["model"])
-    metrics = evaluate_model(model, p)
+    metrics = evaluate_model(model, p, decode=_source(p).decoder(p, job_device()))
     record = {"metrics": _plain(metrics), "efficiency": efficiency(p, plan), "model": c["model"]}
     return record
+
+
+def _source(p: Preset):
+    from graft_core.data.sources import source_of
+
+    return source_of(p)
+
+
+def _model_plan(ctx: StepContext, spec: dict) -> dict | None:
+    if spec["source"] == "stage2":
+        return ctx.store.read_config(ctx.dep("stage2", spec["run"]))["plan"]
+    return spec.get("plan")
+
+
+def run_sample(ctx: StepContext) -> dict:
+    """Task ``i`` of the sampling array: the shards ``s ≡ i (mod tasks)`` of the row's ``num_samples``, decoded
+    to uint8 and saved one file per shard (a requeued task skips the shards already DONE)."""
+    from graft_core.imagenet import load_vae
+    from graft_core.sample_at_scale import sample_shards
+
+    p, c = ctx.preset(), ctx.config
+    e, device = p.eval, job_device()
+    model, _ = load_model(ctx, p, c["model"])
+    vae = None if _source(p).pixel_space else load_vae(device=device)
+    report = sample_shards(model, p.teacher, ctx.run.out, vae=vae, num_samples=e.num_samples,
+                           shard_size=e.shard_size, steps=e.steps, guidance_scale=e.guidance_scale,
+                           scheduler=e.scheduler, global_seed=e.seed, batch_size=e.batch_size,
+                           label_mode=e.label_mode, rank=c["task"], world_size=c["tasks"],
+                           bf16=e.bf16 or device.type == "cuda", progress=ctx.progress,
+                           model_key=stable_hash(c["model"]), guidance_channels=e.guidance_channels)
+    return {"task": c["task"], "tasks": c["tasks"], "shards": report["sampled"] + report["skipped"],
+            "sampled": report["sampled"], "seconds": report["seconds"], "device": str(device)}
+
+
+def _merge_sample_runs(ctx: StepContext, sample_ids: list[str]) -> Path:
+    """Hard-link (or copy) every task's shards into this run's ``out/`` and merge them into ``samples.npz``."""
+    import os
+    import shutil
+
+    from graft_core.sample_at_scale import MERGED, merge_shards
+
+    out = ctx.run.out
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    for i, rid in enumerate(sample_ids):
+        part = ctx.dep("sample", rid)
+        ctx.dep_metrics("sample", rid)  # raises unless that task is done
+        if i == 0:
+            shutil.copyfile(part.out / "plan.json", out / "plan.json")
+        for src in sorted((part.out / "shards").iterdir()):
+            dest = out / "shards" / src.name
+            if dest.exists():
+                continue
+            try:
+                os.link(src, dest)
+            except OSError:  # another filesystem: copy
+                shutil.copyfile(src, dest)
+    merged = out / MERGED
+    return merged if merged.exists() else merge_shards(out)
+
+
+def adm_metrics(npz: Path, p: Preset) -> dict:
+    """ADM's evaluator on ``npz`` against the reference batch: FID/sFID from the batch's stored statistics (the
+    paper's numbers), the 10k reference images' own FID/sFID kept as ``fid_ref_images``/``sfid_ref_images``."""
+    from benchmark.preflight import adm_reference_path
+    from graft_core.adm_eval import evaluate_npz
+
+    m = evaluate_npz(npz, adm_reference_path(), extractor=p.eval.extractor, device=job_device(),
+                     batch_size=max(p.eval.batch_size, 16))
+    out = dict(m)
+    if "fid_adm_stats" in m:
+        out.update(fid=m["fid_adm_stats"], sfid=m["sfid_adm_stats"], fid_ref_images=m["fid"],
+                   sfid_ref_images=m["sfid"])
+    return _plain(out)
+
+
+def _write_batch(path: Path, images, labels) -> Path:
+    import io
+
+    import numpy as np
+
+    from graft_core.paths import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, arr_0=images, arr_1=np.asarray(labels, dtype=np.int64))
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def efficiency(p: Preset, plan_dict: dict | None) -> dict:
@@ -189,15 +309,36 @@ def efficiency(p: Preset, plan_dict: dict | None) -> dict:
 
 
 def run_floor(ctx: StepContext) -> dict:
+    """Real held-out images scored as samples. adm: the prepared val latents (8 per class), decoded with the
+    SD-VAE, against the reference batch — the floor that the SD-VAE round trip and the sample count allow."""
     from graft_core.evaluate import metric_floor
 
-    return {"metrics": _plain(metric_floor(ctx.preset()))}
+    p = ctx.preset()
+    if p.eval.protocol == "adm":
+        images, labels = _source(p).real_images(p, "heldout", device=job_device())
+        return {"metrics": adm_metrics(_write_batch(ctx.run.out / "floor.npz", images, labels), p),
+                "real": "prepared val latents (heldout subset), SD-VAE decoded"}
+    return {"metrics": _plain(metric_floor(p))}
 
 
 def run_noise(ctx: StepContext) -> dict:
+    """Uniform-noise images scored as samples (what "no model" scores); adm: against the reference batch."""
     from graft_core.evaluate import noise_control
 
-    return {"metrics": _plain(noise_control(ctx.preset()))}
+    p = ctx.preset()
+    if p.eval.protocol == "adm":
+        import numpy as np
+
+        from benchmark.preflight import adm_reference_path
+        from graft_core.adm_eval import batch_info
+        from graft_core.sampler import make_labels
+
+        res = batch_info(adm_reference_path(), "reference batch")["resolution"]
+        e = p.eval
+        images = np.random.default_rng(e.seed).integers(0, 256, size=(e.num_samples, res, res, 3), dtype=np.uint8)
+        labels = make_labels(e.num_samples, p.teacher.num_classes, e.label_mode, e.seed)
+        return {"metrics": adm_metrics(_write_batch(ctx.run.out / "noise.npz", images, labels), p)}
+    return {"metrics": _plain(noise_control(p))}
 
 
 def run_locality(ctx: StepContext) -> dict:
@@ -249,8 +390,8 @@ def run_external(ctx: StepContext) -> dict:
 
 
 EXECUTORS: dict[str, Callable[[StepContext], dict]] = {
-    "teacher": run_teacher, "capture": run_capture, "stage1": run_stage1, "stage2": run_stage2, "eval": run_eval,
-    "floor": run_floor, "noise": run_noise, "locality": run_locality, "external": run_external,
+    "teacher": run_teacher, "capture": run_capture, "stage1": run_stage1, "stage2": run_stage2, "sample": run_sample,
+    "eval": run_eval, "floor": run_floor, "noise": run_noise, "locality": run_locality, "external": run_external,
 }
 
 

@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
+from graft_core.config import added_field
+
 # --------------------------------------------------------------------------------------------------------------------
 # Config dataclasses
 # --------------------------------------------------------------------------------------------------------------------
@@ -85,6 +87,20 @@ class ClassifierConfig:
 STAGE1_LR = {"paper": {"attn": 1e-4, "mlp": 1e-4}, "code": {"attn": 5e-4, "mlp": 1e-3}}
 # Stage-1 objective per site, from Table 1 (L1 for MHA, L2 for MLP).
 STAGE1_OBJECTIVE = {"attn": "l1", "mlp": "l2"}
+# How a row is evaluated: "in_process" = sample and score in one job against the dataset's real images (tiny);
+# "adm" = the paper protocol, a resumable sampling array (graft_core.sample_at_scale) then one metrics job
+# (graft_core.adm_eval) against ADM's reference batch, FID/sFID from its stored statistics.
+EVAL_PROTOCOLS = ("in_process", "adm")
+# Stage-1 lr schedules: "constant" (the paper: "a constant learning rate of 1e-4") | "official" (src/train_stage1.py:
+# MultiStepLR milestones [50, 100, 150], γ 0.5, plus ReduceLROnPlateau(factor 0.5, patience 1, threshold 1e-4 rel,
+# cooldown 0, eps 1e-8, min_lr below) stepped on the validation MSE at the MSE checks; paper.md §3.1 table).
+STAGE1_SCHEDULES = ("constant", "official")
+STAGE1_MILESTONES = (50, 100, 150)
+STAGE1_GAMMA = 0.5
+STAGE1_PLATEAU = {"factor": 0.5, "patience": 1, "threshold": 1e-4, "threshold_mode": "rel", "cooldown": 0,
+                  "eps": 1e-8}
+STAGE1_MIN_LR = {"attn": 1.25e-6, "mlp": 1e-6}  # min_learning_rate of the official hyena_y / mlp_r3 configs
+STAGE1_MLP_WEIGHT_DECAY_CODE = 1e-5  # the official MLP config's wd (MHA configs: 0); the paper gives none (§12 #10)
 
 
 @dataclass(frozen=True)
@@ -101,9 +117,17 @@ class Stage1Config:
     huber_delta: float = 1.0
     eval_every: int = 10  # epochs between checks of the training MSE (best checkpoint kept)
     seed: int = 0
+    # added later (config.added_field: at their defaults they stay out of run ids and stage-1 spec hashes)
+    schedule: str = added_field("constant")  # STAGE1_SCHEDULES: "constant" (paper) | "official" (code)
+    mlp_weight_decay: float | None = added_field(None)  # MLP-site wd; None → weight_decay (code: 1e-5)
 
     def lr_for(self, site: str) -> float:
         return self.lr if self.lr is not None else STAGE1_LR[self.lr_source][site]
+
+    def weight_decay_for(self, site: str) -> float:
+        if site == "mlp" and self.mlp_weight_decay is not None:
+            return self.mlp_weight_decay
+        return self.weight_decay
 
     def objective_for(self, site: str) -> str:
         return self.objective or STAGE1_OBJECTIVE[site]
@@ -142,6 +166,10 @@ class EvalConfig:
     guidance_channels: int | None = None  # None: CFG on all ε channels; 3 = DiT's forward_with_cfg (paper protocol)
     bf16: bool = False  # bf16 autocast for the sampler's forward passes (1.4–2.2× faster on CPU)
     seed: int = 0
+    # added later (config.added_field: at their defaults they stay out of run ids)
+    protocol: str = added_field("in_process")  # EVAL_PROTOCOLS: "in_process" (tiny) | "adm" (paper §3.3)
+    sample_tasks: int = added_field(1)  # adm: sampling array size (each task draws shards s ≡ task mod tasks)
+    shard_size: int = added_field(1000)  # adm: samples per resumable shard file (fixes the per-shard noise seeds)
 
 
 @dataclass(frozen=True)
@@ -201,7 +229,7 @@ def _paper() -> Preset:
         classifier=ClassifierConfig(),
         stage1=Stage1Config(),
         stage2=Stage2Config(),
-        eval=EvalConfig(guidance_channels=3),
+        eval=EvalConfig(guidance_channels=3, protocol="adm", sample_tasks=8),
     )
 
 
@@ -210,7 +238,7 @@ def _paper() -> Preset:
 SCALE_FIELDS = {
     "stage1": ("epochs", "batch_size", "eval_every"),
     "stage2": ("steps", "batch_size", "warmup_steps", "checkpoint_every"),
-    "eval": ("num_samples", "steps", "batch_size"),
+    "eval": ("num_samples", "steps", "batch_size", "sample_tasks", "shard_size"),
 }
 
 
@@ -232,7 +260,7 @@ def _paper_smoke() -> Preset:
     return scaled(_paper(), "paper-smoke",
                   stage1={"epochs": 2, "batch_size": 16, "eval_every": 1},
                   stage2={"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2},
-                  eval={"num_samples": 8, "steps": 4, "batch_size": 4})
+                  eval={"num_samples": 8, "steps": 4, "batch_size": 4, "sample_tasks": 2, "shard_size": 2})
 
 
 @register_preset("tiny")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import time
 from pathlib import Path
 
@@ -21,14 +20,13 @@ from tqdm.auto import tqdm
 
 from graft_core import cache
 from graft_core.cache import sha256_file  # also imported from here by the metrics and PixArt
-from graft_core.config import stable_hash, to_jsonable
+from graft_core.config import to_jsonable
 from graft_core.diffusion import (diffusion_loss, disable_builtin_label_dropout, drop_labels, make_train_scheduler)
 from graft_core.ema import EMA
-from graft_core.paths import ASSETS_DIR, atomic_write_json, cache_root
-from graft_core.presets import DataConfig, Preset, TeacherConfig, get_preset
+from graft_core.paths import atomic_write_json
+from graft_core.presets import Preset, TeacherConfig, get_preset
 from graft_core.structure import check_structure
-
-WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+from graft_core.teacher_id import WEIGHTS_FILE, teacher_dirs, teacher_key  # also imported from here
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -50,16 +48,6 @@ def build_dit(cfg: TeacherConfig) -> DiTTransformer2DModel:
     )
     disable_builtin_label_dropout(model)
     return model
-
-
-def teacher_key(cfg: TeacherConfig, data: DataConfig) -> str:
-    """Identity of a teacher: its config and, when trained here, the data it was trained on."""
-    return stable_hash({"teacher": cfg} if cfg.pretrained else {"teacher": cfg, "data": data})
-
-
-def teacher_dirs(key: str) -> list[Path]:
-    """Where a teacher may be found: shipped assets first, then the user cache."""
-    return [ASSETS_DIR / "teachers" / key, cache_root() / "teachers" / key]
 
 
 def load_pretrained(cfg: TeacherConfig) -> DiTTransformer2DModel:
@@ -85,8 +73,17 @@ def effective_teacher(preset: Preset, model: torch.nn.Module | None = None) -> P
     cfg = preset.teacher
     if not cfg.pretrained:
         return preset
-    config = (model or load_teacher(preset, train_if_missing=False, progress=False)).config
+    config = model.config if model is not None else pretrained_config(cfg)
     return preset.replace(teacher=check_structure(config, cfg, source=cfg.pretrained))
+
+
+def pretrained_config(cfg: TeacherConfig) -> dict:
+    """The Hub checkpoint's ``transformer/config.json`` (no weights loaded: a stage-1 job needs only the width)."""
+    try:
+        return dict(DiTTransformer2DModel.load_config(cfg.pretrained, subfolder="transformer"))
+    except (OSError, ValueError) as err:
+        raise MissingWeightsError(f"pretrained teacher {cfg.pretrained!r}: no config in the Hugging Face cache "
+                                  f"({type(err).__name__})") from None
 
 
 def load_teacher(preset: Preset, *, train_if_missing: bool = True, progress: bool = True) -> DiTTransformer2DModel:

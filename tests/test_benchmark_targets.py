@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 from benchmark import targets
+from benchmark.cost import teacher_present
 from benchmark.dag import Planner, make_node
 from benchmark.launch import all_nodes, plan_targets
-from benchmark.layers import select_layers
 from benchmark.store import Store
+from graft_core.plan import GraftPlan
+from tables import registry
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_TABLE4 = 29
@@ -57,7 +59,9 @@ def test_table3_is_the_paper_grid_plus_one_control(tmp_path):
     assert by["attn-mamba2-full"].layers == tuple(range(28))
     assert by["attn-random_init-full"].row.init == "random" and not by["attn-random_init-full"].row.finetune
     # random init: teacher + eval only, no training of any kind
-    assert [n.kind for n in by["attn-random_init-full"].nodes] == ["teacher", "eval"]
+    # paper eval = a sampling array of eval.sample_tasks tasks + one ADM metrics job
+    tasks = by["attn-random_init-full"].row.preset.eval.sample_tasks
+    assert [n.kind for n in by["attn-random_init-full"].nodes] == ["teacher"] + ["sample"] * tasks + ["eval"]
     # stage-1 settings per site: L1 for MHA, L2 for MLP (Table 1), paper lr 1e-4
     s1 = [n for n in by["attn-hyena_x-full"].nodes if n.kind == "stage1"][0].config["stage1"]
     assert (s1["objective"], s1["lr"], s1["epochs"]) == ("l1", 1e-4, 200)
@@ -66,7 +70,6 @@ def test_table3_is_the_paper_grid_plus_one_control(tmp_path):
 
 
 def test_row_ids_match_the_tables_registry(tmp_path):
-    registry = pytest.importorskip("tables.registry")
     for tp in plan(tmp_path, "tiny", "all"):
         if tp.name == "baseline":
             continue
@@ -177,34 +180,28 @@ def test_table_extras(tmp_path):
     assert plans["fig4b"]["attn-hyena_x-top_local"].blocked  # waits for the locality run
 
 
-# ------------------------------------------------------------------------------------------------------ layers
-@pytest.mark.parametrize("num_layers", [2, 8, 28])
-def test_layer_selection_mirrors_graft_core_plan(num_layers):
-    plan_mod = pytest.importorskip("graft_core.plan")
-    scores = [((i * 7) % 5) / 10 + i / 1000 for i in range(num_layers)]
-    for strategy in ("full", "interleaved50", "interleaved75", "deep", "top_local", "low_local"):
-        assert select_layers(strategy, num_layers, locality=scores) == \
-            plan_mod.select_layers(strategy, num_layers, locality=scores), strategy
-
-
+# ------------------------------------------------------------------------------------------------------ plans
 def test_plan_dicts_round_trip_through_graft_plan(tmp_path):
-    plan_mod = pytest.importorskip("graft_core.plan")
     for tp in plan(tmp_path, "tiny", "table3"):
         for rp in tp.row_plans:
             for n in rp.nodes:
                 d = n.config.get("plan") or n.config.get("model", {}).get("plan")
                 if d:
-                    assert plan_mod.GraftPlan.from_dict(d).to_dict() == d
+                    assert GraftPlan.from_dict(d).to_dict() == d
 
 
-def test_teacher_identity_mirrors_graft_core():
-    teacher = pytest.importorskip("graft_core.teacher")
-    from benchmark.cost import teacher_key
+def test_dry_run_finds_the_shipped_teacher_from_the_planned_config(tmp_path, monkeypatch):
+    """``--dry-run`` rebuilds the teacher's configs from its node to look up the shipped weights."""
+    import dataclasses
+
     from graft_core.presets import get_preset
 
-    for name in ("micro", "tiny", "paper"):
-        p = get_preset(name)
-        assert teacher_key(Planner.teacher(p).config) == teacher.teacher_key(p.teacher, p.data)
+    monkeypatch.setenv("GRAFTBENCH_CACHE", str(tmp_path))  # only the shipped assets count
+    p = get_preset("tiny")
+    assert teacher_present(Planner.teacher(p).config)
+    other = p.replace(teacher=dataclasses.replace(p.teacher, train_steps=p.teacher.train_steps + 1))
+    assert not teacher_present(Planner.teacher(other).config)
+    assert teacher_present(Planner.teacher(get_preset("paper")).config)  # pretrained: assumed downloaded
 
 
 def test_external_module_settings_are_part_of_the_run_identity(monkeypatch):

@@ -46,8 +46,10 @@ class DataSource(Protocol):
     def subset(self, preset: Preset, name: str) -> Subset:
         """``stage1`` (8 per class of train), ``heldout`` (its held-out twin) or ``stage2:<fraction>``."""
 
-    def real_images(self, preset: Preset, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 ``[N, H, W, C]`` real images of ``train`` | ``heldout`` and their labels (metric references)."""
+    def real_images(self, preset: Preset, split: str, device: torch.device | str = "cpu") -> tuple[np.ndarray,
+                                                                                                  np.ndarray]:
+        """uint8 ``[N, H, W, C]`` real images of ``train`` | ``heldout`` and their labels (metric references);
+        ``device`` is where a decoder runs."""
 
     def decoder(self, preset: Preset, device: torch.device | str = "cpu") -> Decoder | None:
         """Model space → [-1, 1] pixels; ``None`` when the model samples pixels."""
@@ -104,7 +106,8 @@ class DigitsSource:
         t = torch.as_tensor(idx, dtype=torch.long)
         return Subset(images[t], labels[t], idx, subset_hash(idx))
 
-    def real_images(self, preset: Preset, split: str) -> tuple[np.ndarray, np.ndarray]:
+    def real_images(self, preset: Preset, split: str, device: torch.device | str = "cpu") -> tuple[np.ndarray,
+                                                                                                  np.ndarray]:
         from graft_core.data.digits import load_digits
 
         data = load_digits(preset.data)
@@ -138,10 +141,11 @@ class ImageNetLatentSource:
         latents, labels, idx, sha = subset_latents(prepared, self._root())
         return Subset(latents.float(), labels.long(), idx, sha)
 
-    def real_images(self, preset: Preset, split: str) -> tuple[np.ndarray, np.ndarray]:
+    def real_images(self, preset: Preset, split: str, device: torch.device | str = "cpu") -> tuple[np.ndarray,
+                                                                                                  np.ndarray]:
         """The prepared latents of the split's subset, decoded with the SD-VAE (the floor control's "real" set)."""
         sub = self.subset(preset, "heldout" if split == "heldout" else "stage1")
-        decode = self.decoder(preset)
+        decode = self.decoder(preset, device)
         with torch.inference_mode():
             pixels = torch.cat([decode(chunk).float().cpu() for chunk in sub.x0.split(32)])
         return to_uint8(pixels), sub.labels.numpy()
