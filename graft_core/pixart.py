@@ -48,6 +48,7 @@ from torch import nn
 from graft_core import cache
 from graft_core.config import stable_hash, to_jsonable
 from graft_core.paths import ASSETS_DIR, atomic_write_json, cache_root
+from graft_core.plan import pixart_layers  # the driver plans the same layers without torch
 from graft_core.presets import DataConfig, Preset, TeacherConfig, get_preset
 from graft_core.teacher import MissingWeightsError, lr_at, sha256_file
 from graft_core.text import (TEMPLATES, HashTextEncoder, PromptTable, T5Prompts, TextConditioned,
@@ -117,18 +118,6 @@ def pixart_config(preset: Preset) -> PixArtConfig:
         return PIXART_PRESETS[preset.name]
     except KeyError:
         raise ValueError(f"no PixArt teacher for preset {preset.name!r}; known: {', '.join(PIXART_PRESETS)}") from None
-
-
-def pixart_layers(num_layers: int) -> tuple[int, ...]:
-    """Half the layers: even indices from ``round(8/28·L)`` + the last ``round(8/28·L)`` (paper: 8,…,18, 20–27).
-
-    Mirrored without torch in ``benchmark/targets/table5.py``; ``tests/test_pixart.py`` checks they agree.
-    """
-    half, tail = num_layers // 2, round(8 / 28 * num_layers)
-    tail = min(tail, half)
-    start = min(round(8 / 28 * num_layers), num_layers - tail)
-    middle = [i for i in range(start, num_layers - tail, 2)][: half - tail]
-    return tuple(middle) + tuple(range(num_layers - tail, num_layers))
 
 
 # --------------------------------------------------------------------------------------------------------------------

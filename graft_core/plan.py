@@ -20,7 +20,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from graft_core.operators import registry as operators
 from graft_core.operators.registry import SITES
 
-STRATEGIES = ("full", "interleaved50", "interleaved75", "deep", "top_local", "low_local")
+NEEDS_LOCALITY = ("top_local", "low_local")  # strategies ranked by a locality result (``locality=``)
+STRATEGIES = ("full", "interleaved50", "interleaved75", "deep", *NEEDS_LOCALITY)
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -47,7 +48,7 @@ def select_layers(strategy: str | Iterable[int], num_layers: int, *,
         return tuple(i for i in range(num_layers) if i % 4 != 0)
     if strategy == "deep":
         return tuple(range(num_layers - half, num_layers))
-    if strategy in ("top_local", "low_local"):
+    if strategy in NEEDS_LOCALITY:
         if locality is None or len(locality) != num_layers:
             got = "none" if locality is None else f"{len(locality)} scores"
             raise ValueError(f"strategy {strategy!r} needs one locality score per layer ({num_layers}); got {got}")
@@ -56,6 +57,17 @@ def select_layers(strategy: str | Iterable[int], num_layers: int, *,
         return tuple(sorted(order[:half]))
     raise ValueError(f"unknown layer-selection strategy {strategy!r}; choose one of {', '.join(STRATEGIES)} "
                      f"or give explicit indices")
+
+
+def pixart_layers(num_layers: int) -> tuple[int, ...]:
+    """The layers of PixArt grafting (paper Table 5): half of them, even indices from ``round(8/28·L)`` plus the last
+    ``round(8/28·L)`` — 8, 10, …, 18, 20–27 at 28, (2, 4, 6, 7) at 8. Here because the driver plans them without torch
+    and ``graft_core.pixart`` grafts them."""
+    half = num_layers // 2
+    tail = min(round(8 / 28 * num_layers), half)
+    start = min(round(8 / 28 * num_layers), num_layers - tail)
+    middle = [i for i in range(start, num_layers - tail, 2)][: half - tail]
+    return tuple(middle) + tuple(range(num_layers - tail, num_layers))
 
 
 def validate_layers(layers: Iterable[int], num_layers: int | None = None) -> tuple[int, ...]:

@@ -38,13 +38,11 @@ def forward(model, seed=0):
 
 
 def test_layer_rule_paper_and_scaled():
-    from benchmark.targets import table5
-
-    assert pixart.pixart_layers(28) == pixart.PAPER_LAYERS == table5.PIXART_LAYERS  # 0-based, as printed
+    assert pixart.pixart_layers(28) == pixart.PAPER_LAYERS  # 0-based, as printed
     assert pixart.pixart_layers(8) == (2, 4, 6, 7)  # interleaved middle + contiguous tail, half of the layers
     for n in range(1, 64):
         layers = pixart.pixart_layers(n)
-        assert layers == table5.pixart_layers(n) and len(layers) == n // 2 and len(set(layers)) == len(layers)
+        assert len(layers) == n // 2 and len(set(layers)) == len(layers) and all(0 <= i < n for i in layers)
 
 
 def test_text_encoder_is_fixed_and_masks_padding():

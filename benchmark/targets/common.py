@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from benchmark.layers import NEEDS_LOCALITY, select_layers
 from benchmark.rows import GraftSpec, LocalityConfig, Row, freeze_options
 from graft_core.operators.registry import TEACHER_OPERATOR, CatalogueRow, catalogue_rows
+from graft_core.plan import NEEDS_LOCALITY, select_layers
 from graft_core.presets import Preset, get_preset
 
-# Self-grafting: a freshly initialised copy of the operator that is replaced (MHA, or the r=4 MLP).
-SELF_GRAFT = TEACHER_OPERATOR
 SITE_GROUP = {"attn": "MHA grafting", "mlp": "MLP grafting"}
 SITE_NAME = {"attn": "MHA", "mlp": "MLP"}
 RATIOS = ((50, "interleaved50"), (75, "interleaved75"), (100, "full"))
@@ -34,15 +32,6 @@ def grid_rows(site: str, *, paper_only: bool = False) -> tuple[CatalogueRow, ...
     return tuple(r for r in catalogue_rows(site) if r.paper is not None or not paper_only)
 
 
-def __getattr__(name: str):
-    """``MHA_OPERATORS`` / ``MLP_OPERATORS``: the paper's configurations as ``(stem, operator, options, label)``,
-    derived from the catalogue when asked for (fig4a's data-scale rows)."""
-    if name in ("MHA_OPERATORS", "MLP_OPERATORS"):
-        site = "attn" if name == "MHA_OPERATORS" else "mlp"
-        return tuple((r.stem, r.operator, r.option_dict, r.label) for r in grid_rows(site, paper_only=True))
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def preset(name: str) -> Preset:
     return get_preset(name)
 
@@ -51,9 +40,12 @@ def num_layers(p: Preset) -> int:
     return p.teacher.num_layers
 
 
-def graft_spec(p: Preset, site: str, operator: str, strategy: str, options: dict | None = None) -> GraftSpec:
-    """Layers resolved now, except top/low-local (resolved by the planner from the locality run)."""
-    layers = None if strategy in NEEDS_LOCALITY else select_layers(strategy, num_layers(p))
+def graft_spec(p: Preset, site: str, operator: str, strategy: str, options: dict | None = None, *,
+               layers: tuple[int, ...] | None = None) -> GraftSpec:
+    """``layers`` as given (Table 1's study layers), else the strategy's, resolved now except top/low-local (the
+    planner resolves those from the locality run)."""
+    if layers is None and strategy not in NEEDS_LOCALITY:
+        layers = select_layers(strategy, num_layers(p))
     return GraftSpec(site=site, operator=operator, strategy=strategy, layers=layers, options=freeze_options(options))
 
 
@@ -68,7 +60,7 @@ def baseline_row(p: Preset, label: str | None = None, **extra) -> Row:
 
 def random_init_row(p: Preset, site: str, group: str | None = None) -> Row:
     """All layers of ``site`` replaced by freshly initialised copies, evaluated without any training."""
-    op, opts = SELF_GRAFT[site]
+    op, opts = TEACHER_OPERATOR[site]
     return Row(id=f"{site}-random_init-full", label="Random init", group=group or SITE_GROUP[site], kind="graft",
                preset=p, graft=graft_spec(p, site, op, "full", opts), init="random", finetune=False, ratio=100,
                name="random_init", extra={"graft_operator": op, "options": opts})
@@ -86,8 +78,9 @@ def with_stage2(p: Preset, *, steps_factor: float = 1.0, data_fraction: float | 
 
 def self_graft_row(p: Preset, site: str, *, stage2_data: float | None = 10.0, row_id: str | None = None,
                    label: str | None = None, group: str | None = None) -> Row:
-    """Full self-grafting (all layers, stage-1 init) with Table 2's stage-2 budget (None → no stage 2)."""
-    op, opts = SELF_GRAFT[site]
+    """Full self-grafting (all layers, stage-1 init) with Table 2's stage-2 budget (None → no stage 2): a freshly
+    initialised copy of the teacher's own operator (MHA, or the r=4 MLP)."""
+    op, opts = TEACHER_OPERATOR[site]
     finetune = stage2_data is not None
     q = with_stage2(p, steps_factor=TABLE2_STAGE2_FACTOR, data_fraction=STAGE2_DATA[stage2_data]) if finetune else p
     default_label = "Self-grafting" + (" (r=4)" if site == "mlp" else "")

@@ -9,7 +9,7 @@ factor. ``extra.stage2_data`` = 10.0 / 20.0.
 from __future__ import annotations
 
 from benchmark.rows import Row
-from benchmark.targets.common import MHA_OPERATORS, STAGE2_DATA, hybrid_row, preset, with_stage2
+from benchmark.targets.common import STAGE2_DATA, grid_rows, hybrid_row, preset, with_stage2
 
 NAME = "fig4a"
 TITLE = "Stage-2 data scale (10 % vs 20 %), 50 % interleaved MHA grafting"
@@ -18,10 +18,10 @@ TITLE = "Stage-2 data scale (10 % vs 20 %), 50 % interleaved MHA grafting"
 def rows(preset_name: str) -> list[Row]:
     p = preset(preset_name)
     out = []
-    for stem, operator, options, label in MHA_OPERATORS:
+    for c in grid_rows("attn", paper_only=True):
         for data in (10.0, 20.0):
             q = p if data == 10.0 else with_stage2(p, data_fraction=STAGE2_DATA[data])
-            out.append(hybrid_row(q, "attn", stem, operator, options, f"{label}, {data:g} % data", 50,
-                                  "interleaved50", row_id=f"attn-{stem}-interleaved50-data{data:g}",
+            out.append(hybrid_row(q, "attn", c.stem, c.operator, c.option_dict, f"{c.label}, {data:g} % data", 50,
+                                  "interleaved50", row_id=f"attn-{c.stem}-interleaved50-data{data:g}",
                                   group="Data scale", extra={"stage2_data": data}))
     return out

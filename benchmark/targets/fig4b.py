@@ -8,9 +8,9 @@ on the ``fig2`` locality run: it is scheduled first, then their layers are fixed
 """
 from __future__ import annotations
 
-from benchmark.layers import NEEDS_LOCALITY
 from benchmark.rows import Row
 from benchmark.targets.common import hybrid_row, locality_config, preset
+from graft_core.plan import NEEDS_LOCALITY
 
 NAME = "fig4b"
 TITLE = "Layer selection for Hyena-X at 50 %"

@@ -13,22 +13,36 @@ from __future__ import annotations
 import dataclasses
 
 from benchmark.rows import Row
-from benchmark.targets.common import SELF_GRAFT, SITE_NAME, baseline_row, graft_spec, preset
+from benchmark.targets.common import SITE_NAME, baseline_row, graft_spec, num_layers, preset
+from graft_core.operators.registry import TEACHER_OPERATOR
 
 NAME = "table1"
 TITLE = "Stage-1 regression objective (self-grafting at five layers, no finetuning)"
 OBJECTIVES = (("l2", "L2"), ("l1", "L1"), ("huber", "Huber (δ=1)"))
+# The study layers: paper 1-based l = 1, 8, 17, 27, 28 → 0-based 0, 7, 16, 26, 27 (of 28).
+TABLE1_LAYERS_28 = (0, 7, 16, 26, 27)
+
+
+def table1_layers(num_layers: int) -> tuple[int, ...]:
+    """The paper's five layers for 28 blocks; for other depths the same relative positions (first, ~1/4, ~3/5,
+    second-to-last, last), deduplicated — e.g. (0, 2, 4, 6, 7) for the 8-layer tiny teacher."""
+    if num_layers == 28:
+        return TABLE1_LAYERS_28
+    last = num_layers - 1
+    picks = {0, round(7 / 27 * last), round(16 / 27 * last), max(0, num_layers - 2), last}
+    return tuple(sorted(picks))
 
 
 def rows(preset_name: str) -> list[Row]:
     p = preset(preset_name)
     out = [baseline_row(p)]
+    layers = table1_layers(num_layers(p))
     for site in ("attn", "mlp"):
-        op, opts = SELF_GRAFT[site]
+        op, opts = TEACHER_OPERATOR[site]
         for objective, label in OBJECTIVES:
             q = p.replace(stage1=dataclasses.replace(p.stage1, objective=objective))
             out.append(Row(id=f"{site}-{objective}", label=f"{SITE_NAME[site]}, {label}", group=SITE_NAME[site],
-                           kind="graft", preset=q, graft=graft_spec(p, site, op, "table1_layers", opts),
+                           kind="graft", preset=q, graft=graft_spec(p, site, op, "table1_layers", opts, layers=layers),
                            finetune=False, ratio=None, name="self_graft",
                            extra={"objective": objective, "graft_operator": op, "options": opts}))
     return out

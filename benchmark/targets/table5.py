@@ -3,25 +3,17 @@
 Rows: the PixArt-Σ baseline and Hyena-X in 14 of 28 MHA layers (8, 10, 12, 14, 16, 18, 20–27 as printed, read as
 0-based indices; the paper does not state the base), stage 2 with LoRA rank 64; metrics GenEval and speed-up. Both
 rows run ``graft_core.pixart.run_row``; the tiny preset grafts a text-conditioned tiny PixArt with the same layer
-rule scaled to its depth (``pixart_layers``: (2, 4, 6, 7) of 8).
+rule scaled to its depth (``graft_core.plan.pixart_layers``: (2, 4, 6, 7) of 8).
 """
 from __future__ import annotations
 
 from benchmark.rows import GraftSpec, Row
 from benchmark.targets.common import preset
+from graft_core.plan import pixart_layers
 
 NAME = "table5"
 TITLE = "PixArt-Σ text-to-image grafting"
 EXTERNAL = "graft_core.pixart:run_row"
-PIXART_LAYERS = (8, 10, 12, 14, 16, 18, 20, 21, 22, 23, 24, 25, 26, 27)
-
-
-def pixart_layers(num_layers: int) -> tuple[int, ...]:
-    """The paper's rule at any depth, without torch (mirror of ``graft_core.pixart.pixart_layers``): half of the
-    layers, even indices from ``round(8/28·L)`` plus the last ``round(8/28·L)`` — ``PIXART_LAYERS`` at 28."""
-    half, tail = num_layers // 2, min(round(8 / 28 * num_layers), num_layers // 2)
-    start = min(round(8 / 28 * num_layers), num_layers - tail)
-    return tuple(range(start, num_layers - tail, 2))[: half - tail] + tuple(range(num_layers - tail, num_layers))
 
 
 def rows(preset_name: str) -> list[Row]:
