@@ -10,15 +10,18 @@ say which statistic its panels show (paper.md §6, UNKNOWN), so several are repo
 * ``kurtosis`` — excess kurtosis (0 for a Gaussian; heavy tails → large);
 * ``input_variance`` — variance of the operator's input (the modulated, normalised hidden state), for reference.
 
-Two chunked passes over memory-mapped arrays, so paper-sized captures need not fit in RAM.
+Two chunked passes over memory-mapped arrays, so paper-sized captures need not fit in RAM. A capture may hold only
+some (layer, site) pairs (``capture_activations(pairs=...)``): the statistics cover the pairs it holds, each read on
+its own.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from graft_core.capture import SITES, capture_meta, load_capture
+from graft_core.capture import SITES, capture_meta, captured_pairs, load_capture
 
 CHUNK = 256  # samples per chunk
 QUANTILE_SAMPLE = 1 << 20  # elements drawn (seeded) for the percentile estimate
@@ -59,16 +62,23 @@ def tensor_statistics(x: torch.Tensor, *, outlier_sigma: float = 6.0, chunk: int
 
 
 def activation_statistics(capture_folder: Path, num_layers: int | None = None, *, outlier_sigma: float = 6.0,
-                          sites: tuple[str, ...] = SITES) -> dict:
+                          sites: tuple[str, ...] = SITES, layers: Sequence[int] | None = None) -> dict:
     """``{"attn": [per-layer dict, ...], "mlp": [...], "outlier_sigma": σ, "num_samples": S}``; each per-layer dict
-    holds ``layer`` plus the statistics above. ``num_layers`` defaults to the capture's."""
+    holds ``layer`` plus the statistics above. Layers: ``layers``, else ``range(num_layers)``, else every layer the
+    capture holds for the site (a layer asked for but not captured raises ``FileNotFoundError``)."""
     meta = capture_meta(capture_folder)
-    num_layers = meta["num_layers"] if num_layers is None else num_layers
+    held = captured_pairs(capture_folder)
     out: dict = {"outlier_sigma": outlier_sigma, "num_samples": meta["num_samples"],
                  "capture": Path(capture_folder).name}
     for site in sites:
         rows = []
-        for layer in range(num_layers):
+        if layers is not None:
+            site_layers = list(layers)
+        elif num_layers is not None:
+            site_layers = list(range(num_layers))
+        else:
+            site_layers = [layer for layer, s in held if s == site]
+        for layer in site_layers:
             inputs, targets = load_capture(capture_folder, layer, site, mmap=True)
             row = {"layer": layer, **tensor_statistics(targets, outlier_sigma=outlier_sigma)}
             row["input_variance"] = moments(inputs)[1]

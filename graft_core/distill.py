@@ -3,18 +3,28 @@
 ``distill_layer`` fits a freshly initialised operator to the teacher's captured (input → ungated output) pairs of one
 layer and site. As in the official ``train_stage1.py``: AdamW, gradient clipping, one seed per layer
 (``stage1.seed + layer``), the training MSE measured every ``eval_every`` epochs and the lowest one's weights kept
-(``best_train.pt`` there, ``operator.pt`` here), validation always MSE whatever the training objective. Unlike the
-official code the learning rate is **constant** (the paper's statement; the code adds MultiStepLR + ReduceLROnPlateau)
-and the whole capture is held in memory as one tensor (no data loader: tiny-testbed.md lesson 4).
+(``best_train.pt`` there, ``operator.pt`` here), validation always MSE whatever the training objective.
+
+Where the paper and the code differ, ``Stage1Config`` names both: ``schedule="constant"`` (default; the paper's
+"constant learning rate") or ``"official"`` (``train_stage1.py``'s MultiStepLR [50, 100, 150] γ 0.5 plus
+ReduceLROnPlateau, called the way that loop calls them), and ``mlp_weight_decay`` (the code's 1e-5 for MLP operators;
+default: ``weight_decay`` for both sites).
+
+Data: one (layer, site) of the capture and nothing else. A pair up to ``IN_MEMORY_BYTES`` is loaded into memory as
+one tensor (no data loader: tiny-testbed.md lesson 4); a larger one (paper scale: 2 × 4.7 GB in fp16) is memory-mapped
+— on a GPU copied over chunk by chunk when it fits there, otherwise each batch is gathered from the map — so stage 1
+never holds a paper-sized array in RAM.
 
 Each layer is an independent call (the driver runs them as a job array); a finished ``out_dir`` is reused.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import copy
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +33,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from graft_core.activation_stats import moments
-from graft_core.capture import load_capture
+from graft_core.capture import load_capture, pair_nbytes
 from graft_core.config import stable_hash, to_jsonable
 from graft_core.paths import atomic_torch_save, atomic_write_json
-from graft_core.presets import Stage1Config
+from graft_core.presets import (STAGE1_GAMMA, STAGE1_MILESTONES, STAGE1_MIN_LR, STAGE1_PLATEAU, STAGE1_SCHEDULES,
+                                Stage1Config)
 
 OBJECTIVES = ("l1", "l2", "huber")
 WEIGHTS_FILE = "operator.pt"
 METRICS_FILE = "metrics.json"  # written last: its presence marks a finished layer
 EVAL_CHUNK = 512  # samples per forward when measuring MSE over a whole capture
+IN_MEMORY_BYTES = 2 << 30  # a pair's two arrays above this are memory-mapped instead of loaded into RAM
+GPU_FRACTION = 0.6  # share of the free GPU memory the captures may take; beyond it batches stream from the map
 
 
 def regression_loss(objective: str, pred: torch.Tensor, target: torch.Tensor, huber_delta: float = 1.0) -> torch.Tensor:
@@ -72,6 +85,68 @@ def _autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
+def official_lr(base_lr: float, epoch: int) -> float:
+    """The lr ``train_stage1.py`` trains 1-based ``epoch`` with: it calls ``MultiStepLR.step(epoch - 1)`` after each
+    epoch, and an explicit epoch makes torch use the closed form ``base · γ^#(milestones ≤ epoch - 1)``."""
+    return base_lr * STAGE1_GAMMA ** bisect.bisect_right(STAGE1_MILESTONES, epoch - 2) if epoch > 1 else base_lr
+
+
+class OfficialSchedule:
+    """``train_stage1.py``'s two schedulers, stepped as that loop steps them: at an MSE check
+    ``ReduceLROnPlateau.step(val MSE)`` (our checks run every ``eval_every`` epochs; the code also checks after
+    epoch 1), then after every epoch ``MultiStepLR.step(epoch - 1)``.
+
+    That explicit epoch makes torch set the closed-form lr, which overwrites any plateau cut in the same call, so
+    in the released loop (and here) the lr follows the milestones alone (``official_lr``); the plateau scheduler is
+    kept so a torch whose ``step(epoch)`` chains instead would show up in the tests, not silently. The code steps the
+    plateau on the gate-scaled validation MSE; our captures hold no gates, so the unscaled one is used (the training
+    MSE when there is no held-out capture).
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer, site: str):
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", min_lr=STAGE1_MIN_LR[site],
+                                                                  **STAGE1_PLATEAU)
+        self.step_lr = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(STAGE1_MILESTONES),
+                                                            gamma=STAGE1_GAMMA)
+
+    def end_of_epoch(self, epoch: int, checked_mse: float | None) -> None:
+        if checked_mse is not None and math.isfinite(checked_mse):
+            self.plateau.step(checked_mse)
+        with warnings.catch_warnings():  # step(epoch) is deprecated, but it is what the official loop calls
+            warnings.simplefilter("ignore", UserWarning)
+            self.step_lr.step(epoch - 1)
+
+
+def make_schedule(stage1: Stage1Config, opt: torch.optim.Optimizer, site: str) -> OfficialSchedule | None:
+    if stage1.schedule not in STAGE1_SCHEDULES:
+        raise ValueError(f"unknown stage-1 schedule {stage1.schedule!r}; choose one of {STAGE1_SCHEDULES}")
+    return OfficialSchedule(opt, site) if stage1.schedule == "official" else None
+
+
+def _place(t: torch.Tensor | None, device: torch.device, budget: list[int]) -> torch.Tensor | None:
+    """``t`` on ``device`` when it fits the remaining GPU ``budget`` (copied chunk by chunk, so a memory-mapped
+    capture is never read into RAM whole); otherwise left where it is and batches are gathered from it."""
+    if t is None or t.device == device:
+        return t
+    if device.type == "cpu":
+        return t.to(device)
+    nbytes = t.numel() * t.element_size()
+    if nbytes > budget[0]:
+        return t
+    budget[0] -= nbytes
+    out = torch.empty(t.shape, dtype=t.dtype, device=device)
+    for lo in range(0, len(t), EVAL_CHUNK):
+        out[lo:lo + EVAL_CHUNK].copy_(t[lo:lo + EVAL_CHUNK])
+    return out
+
+
+def _gpu_budget(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 0
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free * GPU_FRACTION)
+
+
 def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, stage1: Stage1Config, site: str,
                    seed: int, val_inputs: torch.Tensor | None = None, val_targets: torch.Tensor | None = None,
                    device: torch.device | str = "cpu", bf16: bool = False, progress: bool = False
@@ -86,11 +161,15 @@ def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *
     objective = stage1.objective_for(site)
     regression_loss(objective, torch.zeros(1), torch.zeros(1))  # validate the name before any work
     lr = stage1.lr_for(site)
+    weight_decay = stage1.weight_decay_for(site)
     op = op.to(device).train()
-    inputs, targets = inputs.to(device), targets.to(device)
+    budget = [_gpu_budget(device)]
+    inputs, targets = _place(inputs, device, budget), _place(targets, device, budget)
+    val_inputs, val_targets = _place(val_inputs, device, budget), _place(val_targets, device, budget)
     has_val = val_inputs is not None and val_targets is not None
     target_var = moments(targets)[1]
-    opt = torch.optim.AdamW(op.parameters(), lr=lr, weight_decay=stage1.weight_decay)
+    opt = torch.optim.AdamW(op.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = make_schedule(stage1, opt, site)
     gen = torch.Generator().manual_seed(seed)
     n = len(inputs)
 
@@ -98,20 +177,23 @@ def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *
         return mse_over(op, val_inputs, val_targets, device=device, bf16=bf16) if has_val else None
 
     initial_train, initial_val = mse_over(op, inputs, targets, device=device, bf16=bf16), val_mse()
-    history = [{"epoch": 0, "train_loss": None, "train_mse": initial_train, "val_mse": initial_val}]
+    history = [{"epoch": 0, "train_loss": None, "train_mse": initial_train, "val_mse": initial_val, "lr": lr}]
     # the untrained operator is the fallback: a run that never improves (or diverges) keeps it, never a NaN state
     best_mse, best_epoch = initial_train, 0
     best_state = {k: v.detach().clone() for k, v in op.state_dict().items()}
     diverged_at = None
     start = time.time()
     for epoch in tqdm(range(1, stage1.epochs + 1), desc=f"stage1 {site}", disable=not progress, mininterval=5):
-        perm = torch.randperm(n, generator=gen).to(device)
+        epoch_lr = opt.param_groups[0]["lr"]
+        perm = torch.randperm(n, generator=gen)
+        perms = {d: perm.to(d) for d in {inputs.device, targets.device}}  # streamed data is indexed on the CPU
         loss_sum, batches = 0.0, 0
         for lo in range(0, n, stage1.batch_size):
-            idx = perm[lo:lo + stage1.batch_size]
+            x = inputs[perms[inputs.device][lo:lo + stage1.batch_size]].to(device)
+            y = targets[perms[targets.device][lo:lo + stage1.batch_size]].to(device)
             with _autocast(device, bf16):
-                pred = op(inputs[idx].float())
-            loss = regression_loss(objective, pred.float(), targets[idx].float(), stage1.huber_delta)
+                pred = op(x.float())
+            loss = regression_loss(objective, pred.float(), y.float(), stage1.huber_delta)
             if not torch.isfinite(loss):  # diverged (seen with Mamba-2 at lr 5e-4): stop, keep the best state
                 diverged_at = epoch
                 break
@@ -124,13 +206,18 @@ def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *
             batches += 1
         if diverged_at is not None:
             break
+        checked = None
         if epoch % stage1.eval_every == 0 or epoch == stage1.epochs:
             train_mse = mse_over(op, inputs, targets, device=device, bf16=bf16)
+            epoch_val = val_mse()
             history.append({"epoch": epoch, "train_loss": loss_sum / batches, "train_mse": train_mse,
-                            "val_mse": val_mse()})
+                            "val_mse": epoch_val, "lr": epoch_lr})
+            checked = epoch_val if has_val else train_mse
             if math.isfinite(train_mse) and train_mse < best_mse:
                 best_mse, best_epoch = train_mse, epoch
                 best_state = {k: v.detach().clone() for k, v in op.state_dict().items()}
+        if schedule is not None:
+            schedule.end_of_epoch(epoch, checked)
     seconds = time.time() - start
     op.load_state_dict(best_state)
     best_val = next(h["val_mse"] for h in history if h["epoch"] == best_epoch)
@@ -141,7 +228,8 @@ def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *
         "train_rel_mse": best_mse / target_var if target_var > 0 else None,
         "target_var": target_var,
         "objective": objective, "huber_delta": stage1.huber_delta if objective == "huber" else None,
-        "lr": lr, "lr_source": lr_source(stage1), "epochs": stage1.epochs, "batch_size": stage1.batch_size,
+        "lr": lr, "lr_source": lr_source(stage1), "schedule": stage1.schedule, "final_lr": opt.param_groups[0]["lr"],
+        "weight_decay": weight_decay, "epochs": stage1.epochs, "batch_size": stage1.batch_size,
         "num_samples": n, "seed": seed, "bf16": bf16, "seconds": round(seconds, 3),
         "seconds_per_epoch": round(seconds / max(1, stage1.epochs), 4), "history": history,
         "diverged_at_epoch": diverged_at,  # None, or the epoch whose loss went non-finite (training stopped there)
@@ -182,11 +270,8 @@ def distill_layer(train_capture: Path, val_capture: Path | None, *, layer: int, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         op = operators.build(operator, dim, num_heads=num_heads, seq_len=seq_len, **dict(options or {}))
-    # fp16 on a GPU halves the memory of paper-sized captures (batches are cast to fp32); fp32 on CPU is faster
-    data_dtype = torch.float16 if device.type == "cuda" else torch.float32
-    x, y = load_capture(train_capture, layer, site, dtype=data_dtype)
-    vx, vy = (load_capture(val_capture, layer, site, dtype=data_dtype) if val_capture is not None
-              else (None, None))
+    x, y = load_pair(train_capture, layer, site, device)
+    vx, vy = load_pair(val_capture, layer, site, device) if val_capture is not None else (None, None)
     state, metrics = train_operator(op, x, y, val_inputs=vx, val_targets=vy, stage1=stage1, site=site, seed=seed,
                                     device=device, bf16=bf16, progress=progress)
     metrics.update(layer=layer, site=site, operator=operator, options=dict(options or {}),
@@ -194,6 +279,20 @@ def distill_layer(train_capture: Path, val_capture: Path | None, *, layer: int, 
     atomic_torch_save({k: v.cpu() for k, v in state.items()}, out_dir / WEIGHTS_FILE)
     atomic_write_json(out_dir / METRICS_FILE, metrics)
     return metrics
+
+
+def load_pair(capture: Path, layer: int, site: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One (layer, site) of a capture for stage 1. Up to ``IN_MEMORY_BYTES``: in memory, fp32 on CPU (faster) and
+    the stored 16-bit dtype on a GPU (half the memory; batches are cast to fp32). Larger: memory-mapped in the stored
+    dtype, never read whole into RAM (``train_operator`` copies it to the GPU in chunks or streams batches)."""
+    x, y = load_capture(capture, layer, site, mmap=True)  # maps only: nothing is read yet
+    if pair_nbytes(capture, layer, site) > IN_MEMORY_BYTES:
+        return x, y
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if x.dtype == torch.bfloat16 else torch.float16
+    else:
+        dtype = torch.float32
+    return x.to(dtype, copy=True), y.to(dtype, copy=True)
 
 
 def read_metrics(out_dir: Path) -> dict | None:

@@ -121,3 +121,97 @@ def test_a_diverging_stage1_keeps_the_best_finite_state_never_nan():
     state, metrics = train_operator(op, x, y, stage1=stage1, site="attn", seed=0)
     assert metrics["diverged_at_epoch"] == 1 and metrics["best_epoch"] == 0
     assert all(torch.equal(state[k], before[k]) for k in before)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Paper-scale data path: one pair, memory-mapped
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_stage1_reads_one_pair_through_mmap(micro_teacher, micro_preset, tmp_path, monkeypatch):
+    """A capture holding only (1, attn) is enough for that layer; above ``IN_MEMORY_BYTES`` every array is opened
+    as a memory map (never ``np.load`` into RAM) and training gives exactly the in-memory result."""
+    root = tmp_path / "captures"
+    pairs = [(1, "attn")]
+    train = cap.capture_activations(micro_teacher, micro_preset, root=root, pairs=pairs)
+    held = cap.capture_activations(micro_teacher, micro_preset, split="heldout", root=root, pairs=pairs)
+    kwargs = dict(layer=1, site="attn", operator="hyena_x", options={}, stage1=micro_preset.stage1,
+                  **_dims(micro_preset))
+    in_memory = distill.distill_layer(train, held, out_dir=tmp_path / "ram", **kwargs)
+
+    loads, seen = [], []
+    real_load, real_train = cap.np.load, distill.train_operator
+
+    def spy_load(path, *args, **kw):
+        loads.append((str(path), kw.get("mmap_mode")))
+        return real_load(path, *args, **kw)
+
+    def spy_train(op, inputs, targets, **kw):
+        seen.append((inputs.dtype, kw["val_targets"].dtype))
+        return real_train(op, inputs, targets, **kw)
+
+    monkeypatch.setattr(distill, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(cap.np, "load", spy_load)
+    monkeypatch.setattr(distill, "train_operator", spy_train)
+    mapped = distill.distill_layer(train, held, out_dir=tmp_path / "mmap", **kwargs)
+    assert loads and all(mode is not None for _, mode in loads)  # memory maps only
+    assert all("layer001.attn" in path for path, _ in loads)  # no other pair opened
+    assert seen == [(torch.float16, torch.float16)]  # the stored dtype: rows are converted batch by batch
+    assert mapped["train_mse"] == in_memory["train_mse"] and mapped["val_mse"] == in_memory["val_mse"]
+    a, b = distill.load_operator_state(tmp_path / "ram"), distill.load_operator_state(tmp_path / "mmap")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(FileNotFoundError, match="layer 0 / attn"):
+        distill.distill_layer(train, held, out_dir=tmp_path / "l0", **{**kwargs, "layer": 0})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Paper vs official code: schedule and MLP weight decay
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _fit(stage1, site="attn", epochs=53):
+    torch.manual_seed(0)
+    op = torch.nn.Linear(4, 4)
+    x, y = torch.randn(16, 3, 4), torch.randn(16, 3, 4)
+    s1 = dataclasses.replace(stage1, epochs=epochs, eval_every=1, batch_size=8, lr=1e-3)
+    return distill.train_operator(op, x, y, val_inputs=x[:8] + 0.1, val_targets=y[:8], stage1=s1, site=site,
+                                  seed=0)[1]
+
+
+def test_official_schedule_steps_the_lr_as_multisteplr(micro_preset):
+    """``schedule="official"``: the lr of epoch e is MultiStepLR's ([50, 100, 150], γ 0.5) as train_stage1.py
+    steps it (after each epoch, ``step(epoch)``); the plateau scheduler's cuts do not survive that closed-form
+    step there, nor here. The paper's constant lr stays the default."""
+    from graft_core.presets import Stage1Config
+
+    official = _fit(dataclasses.replace(micro_preset.stage1, schedule="official"))
+    lrs = {h["epoch"]: h["lr"] for h in official["history"] if h["epoch"] > 0}
+    assert all(lrs[e] == 1e-3 for e in range(1, 52)) and lrs[52] == lrs[53] == 5e-4
+    assert all(lrs[e] == distill.official_lr(1e-3, e) for e in lrs)
+    assert [distill.official_lr(1.0, e) for e in (1, 51, 52, 101, 102, 151, 152, 200)] == \
+        [1, 1, .5, .5, .25, .25, .125, .125]
+    # the same numbers from torch's MultiStepLR stepped once per epoch, the chainable way
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    ref = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[51, 101, 151], gamma=0.5)  # 1-based: lr of epoch e
+    expected = {}
+    for e in range(1, 54):
+        expected[e] = opt.param_groups[0]["lr"]
+        opt.step()
+        ref.step()
+    assert lrs == pytest.approx(expected, rel=0, abs=0)
+    assert official["schedule"] == "official" and official["final_lr"] == 5e-4
+    constant = _fit(micro_preset.stage1)
+    assert {h["lr"] for h in constant["history"]} == {1e-3} and constant["schedule"] == "constant"
+    with pytest.raises(ValueError, match="schedule"):
+        _fit(dataclasses.replace(micro_preset.stage1, schedule="cosine"), epochs=1)
+    # added fields at their defaults stay out of the spec and run-id hashes
+    from graft_core.config import to_jsonable
+    assert "schedule" not in to_jsonable(Stage1Config()) and "mlp_weight_decay" not in to_jsonable(Stage1Config())
+    assert to_jsonable(Stage1Config(schedule="official"))["schedule"] == "official"
+
+
+def test_mlp_weight_decay_is_the_mlp_sites_only(micro_preset):
+    s1 = dataclasses.replace(micro_preset.stage1, mlp_weight_decay=1e-5)
+    assert _fit(s1, site="mlp", epochs=1)["weight_decay"] == 1e-5
+    assert _fit(s1, site="attn", epochs=1)["weight_decay"] == 0.0
+    assert _fit(micro_preset.stage1, site="mlp", epochs=1)["weight_decay"] == 0.0  # default: weight_decay
