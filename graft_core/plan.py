@@ -195,10 +195,3 @@ def as_plans(plans: GraftPlan | Iterable[GraftPlan]) -> tuple[GraftPlan, ...]:
             seen[key] = plan.operator
     return plans
 
-
-def plans_to_json(plans: GraftPlan | Iterable[GraftPlan]) -> list[dict[str, Any]]:
-    return [p.to_dict() for p in as_plans(plans)]
-
-
-def plans_from_json(data: Iterable[Mapping[str, Any]]) -> tuple[GraftPlan, ...]:
-    return as_plans(GraftPlan.from_dict(d) for d in data)

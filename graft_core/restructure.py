@@ -49,7 +49,7 @@ def to_parallel_pairs(model: nn.Module) -> nn.Module:
     """Rewire ``model.transformer_blocks`` (even count) into pairs (2i, 2i+1) run in parallel; in place, returns it.
 
     ``model.config`` keeps the original ``num_layers`` (diffusers configs are frozen); ``model.graft_restructure``
-    records the edit so ``graft_core.surgery.save_grafted``/``load_grafted`` can redo it.
+    records the edit (``surgery.graft`` refuses to graft a restructured model).
     """
     if getattr(model, "graft_restructure", None):
         raise ValueError(f"model is already restructured ({model.graft_restructure})")
@@ -66,6 +66,3 @@ def to_parallel_pairs(model: nn.Module) -> nn.Module:
 def merge_params(num_layers: int, dim: int) -> int:
     """Parameters the merges add: (num_layers / 2) · (2D·D + D)."""
     return (num_layers // 2) * (2 * dim * dim + dim)
-
-
-RESTRUCTURES = {"parallel_pairs": to_parallel_pairs}

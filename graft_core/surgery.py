@@ -1,4 +1,4 @@
-"""Surgery: swap ``attn1`` / ``ff`` of chosen ``transformer_blocks`` for new operators, and save/load the result.
+"""Surgery: swap ``attn1`` / ``ff`` of chosen ``transformer_blocks`` for new operators.
 
 Works on diffusers ``DiTTransformer2DModel`` and ``PixArtTransformer2DModel`` (built from config or
 ``from_pretrained``): a swap is a plain attribute assignment on the block, so norms, adaLN modulation, gates, residuals
@@ -6,26 +6,21 @@ and the cross-attention ``attn2`` stay as they are (shared/reference/environment
 the model as ``model.graft_plans``.
 
 A grafted model's ``model.config`` still describes the *original* architecture, so ``save_pretrained`` →
-``from_pretrained`` would silently rebuild vanilla attention. ``save_grafted`` therefore stores the base config, the
-plans and the full state dict; ``load_grafted`` rebuilds base → applies plans → ``load_state_dict(strict=True)``.
+``from_pretrained`` would silently rebuild vanilla attention. A grafted model is therefore kept as its plan plus a
+state dict and rebuilt as teacher → ``graft(plan)`` → ``load_state_dict(strict=True)`` (``distill.assemble``, then
+the stage-2 weights).
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 from torch import nn
 
 from graft_core.operators import init_from_teacher as _init_op_from_teacher
-from graft_core.paths import atomic_write_json
-from graft_core.plan import GraftPlan, as_plans, plans_from_json, plans_to_json
+from graft_core.plan import GraftPlan, as_plans
 
 SITE_ATTR = {"attn": "attn1", "mlp": "ff"}
-GRAFT_FILE = "graft.json"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 def model_dims(model: nn.Module) -> dict[str, int]:
@@ -102,83 +97,3 @@ def init_from_teacher(model: nn.Module, teacher: nn.Module) -> nn.Module:
     for name, op in grafted_modules(model).items():
         _init_op_from_teacher(op, teacher.get_submodule(name))
     return model
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Save / load
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def save_grafted(model: nn.Module, folder: str | Path) -> Path:
-    """Write ``model.safetensors``, ``config.json`` (base config) and, last, ``graft.json`` (plans, restructuring).
-
-    ``graft.json`` is written last, so a folder without it is an interrupted save and ``load_grafted`` refuses it.
-    """
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = folder / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    tmp.replace(folder / WEIGHTS_FILE)
-    config = dict(model.config)
-    config["_class_name"] = type(model).__name__
-    atomic_write_json(folder / CONFIG_FILE, _jsonable_config(config))
-    graft_meta = {"base_class": type(model).__name__, "plans": plans_to_json(getattr(model, "graft_plans", ())),
-                  "restructure": getattr(model, "graft_restructure", None)}
-    atomic_write_json(folder / GRAFT_FILE, graft_meta)
-    return folder
-
-
-def _jsonable_config(config: dict) -> dict:
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, tuple):
-            value = list(value)
-        try:
-            json.dumps(value)
-        except TypeError:
-            continue  # diffusers keeps a few non-JSON internals (e.g. the FrozenDict of init kwargs); not needed
-        out[key] = value
-    return out
-
-
-def build_base(folder: str | Path) -> nn.Module:
-    """The un-grafted base model from a saved ``config.json`` (random weights; diffusers class by name)."""
-    import diffusers
-
-    config = json.loads((Path(folder) / CONFIG_FILE).read_text())
-    name = config.pop("_class_name")
-    cls = getattr(diffusers, name, None)
-    if cls is None:
-        raise ValueError(f"{folder}: base class {name!r} is not a diffusers model class")
-    return cls.from_config(config)
-
-
-def load_grafted(folder: str | Path, base_loader: Callable[[Path], nn.Module] | None = None) -> nn.Module:
-    """Rebuild a model written by ``save_grafted``: base → plans → restructure → strict state-dict load (eval mode).
-
-    ``base_loader(folder)`` may supply the base model (e.g. ``from_pretrained`` of the Hub teacher); by default it is
-    built from the saved config. The loaded weights replace the base's anyway.
-    """
-    from safetensors.torch import load_file
-
-    from graft_core.diffusion import disable_builtin_label_dropout
-    from graft_core.restructure import RESTRUCTURES
-
-    folder = Path(folder)
-    if not (folder / GRAFT_FILE).exists():
-        raise FileNotFoundError(f"{folder} holds no complete grafted model ({GRAFT_FILE} missing)")
-    meta = json.loads((folder / GRAFT_FILE).read_text())
-    model = (base_loader or build_base)(folder)
-    if type(model).__name__ != meta["base_class"]:
-        raise ValueError(f"base_loader built a {type(model).__name__}; {folder} holds a grafted {meta['base_class']}")
-    plans = plans_from_json(meta["plans"])
-    if plans:
-        graft(model, plans)
-    if meta.get("restructure"):
-        RESTRUCTURES[meta["restructure"]](model)
-    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
-    disable_builtin_label_dropout(model)
-    return model.eval()

@@ -1,9 +1,21 @@
-"""Controls (random init, self-graft) and activation statistics."""
+"""Controls (random init, self-graft) as the driver builds them — ``distill.assemble`` of the teacher's own operator
+without stage-1 weights — and activation statistics."""
 import pytest
 import torch
 
-from graft_core import activation_stats, capture as cap, controls, distill
+from graft_core import activation_stats, capture as cap, distill
 from graft_core.operators import MHA, MLP
+from graft_core.operators.registry import TEACHER_OPERATOR
+from graft_core.plan import make_plan
+
+
+def self_graft_plan(site, num_layers):
+    operator, options = TEACHER_OPERATOR[site]
+    return make_plan(site, operator, "full", num_layers=num_layers, **options)
+
+
+def random_init(teacher, site, preset):
+    return distill.assemble(teacher, self_graft_plan(site, preset.teacher.num_layers), None, seed=preset.stage1.seed)
 
 
 def _out(model, preset, seed=0):
@@ -15,28 +27,19 @@ def _out(model, preset, seed=0):
                             return_dict=False)[0]
 
 
-def test_self_graft_plans():
-    p = controls.self_graft_plan("attn", 8)
-    assert p.operator == "mha" and p.layers == tuple(range(8)) and p.option_dict == {}
-    p = controls.self_graft_plan("mlp", 8, layers=(0, 7))
-    assert p.operator == "mlp" and p.option_dict == {"ratio": 4} and p.layers == (0, 7)
-    with pytest.raises(ValueError, match="unknown site"):
-        controls.self_graft_plan("ffn", 8)
-
-
 def test_random_init_attention_differs_from_teacher(micro_teacher, micro_preset):
     before = {k: v.clone() for k, v in micro_teacher.state_dict().items()}
-    model = controls.random_init(micro_teacher, "attn", micro_preset)
+    model = random_init(micro_teacher, "attn", micro_preset)
     assert all(isinstance(b.attn1, MHA) for b in model.transformer_blocks)
     ref, out = _out(micro_teacher, micro_preset), _out(model, micro_preset)
     assert (out - ref).abs().mean() > 1e-2 * ref.abs().mean()
     assert all(torch.equal(v, micro_teacher.state_dict()[k]) for k, v in before.items())  # teacher untouched
-    again = controls.random_init(micro_teacher, "attn", micro_preset)  # seeded: reproducible
+    again = random_init(micro_teacher, "attn", micro_preset)  # seeded: reproducible
     assert torch.equal(_out(again, micro_preset), out)
 
 
 def test_random_init_mlp_uses_ratio_4(micro_teacher, micro_preset):
-    model = controls.random_init(micro_teacher, "mlp", micro_preset)
+    model = random_init(micro_teacher, "mlp", micro_preset)
     d = micro_preset.teacher.hidden_size
     assert all(isinstance(b.ff, MLP) and b.ff.hidden == 4 * d for b in model.transformer_blocks)
     assert not torch.allclose(_out(model, micro_preset), _out(micro_teacher, micro_preset))
@@ -46,14 +49,14 @@ def test_self_graft_stage1_then_assemble_runs(micro_teacher, micro_preset, tmp_p
     train = cap.capture_activations(micro_teacher, micro_preset, root=tmp_path)
     held = cap.capture_activations(micro_teacher, micro_preset, split="heldout", root=tmp_path)
     t = micro_preset.teacher
-    plan = controls.self_graft_plan("attn", t.num_layers)
+    plan = self_graft_plan("attn", t.num_layers)
     dirs = distill.distill_plan(train, held, plan, stage1=micro_preset.stage1, dim=t.hidden_size,
                                 num_heads=t.num_attention_heads, seq_len=t.num_tokens, out_root=tmp_path / "s1")
     student = distill.assemble(micro_teacher, plan, dirs)
     out = _out(student, micro_preset)
     assert out.shape == (4, t.out_channels, t.sample_size, t.sample_size) and torch.isfinite(out).all()
     # stage 1 starts from exactly the random-init operators (same seeds), and moves them
-    rand = controls.random_init(micro_teacher, "attn", micro_preset)
+    rand = random_init(micro_teacher, "attn", micro_preset)
     for layer in plan.layers:
         first = distill.read_metrics(dirs[layer])["initial_train_mse"]
         x, y = cap.load_capture(train, layer, "attn")

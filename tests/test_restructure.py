@@ -8,7 +8,7 @@ from diffusers import DiTTransformer2DModel
 from graft_core.accounting import count_params
 from graft_core.plan import make_plan
 from graft_core.restructure import ParallelPair, merge_params, to_parallel_pairs
-from graft_core.surgery import graft, load_grafted, save_grafted
+from graft_core.surgery import graft
 
 
 def dit_forward(model):
@@ -56,7 +56,7 @@ def test_before_training_output_is_close_to_the_sequential_teacher(micro_teacher
     assert parallel < 0.5 * rel(dit_forward(dropped)) and parallel < 0.5 * averaged
 
 
-def test_errors_and_round_trip(micro_teacher, tmp_path):
+def test_errors(micro_teacher):
     model = copy.deepcopy(micro_teacher)
     graft(model, make_plan("attn", "hyena_y", [1], num_layers=2))  # grafting comes first…
     to_parallel_pairs(model)
@@ -64,12 +64,6 @@ def test_errors_and_round_trip(micro_teacher, tmp_path):
         to_parallel_pairs(model)
     with pytest.raises(ValueError, match="graft before restructuring"):  # …and cannot follow
         graft(model, make_plan("attn", "swa", [0], num_layers=2))
-    with torch.no_grad():
-        model.transformer_blocks[0].merge.weight.add_(0.01)
-    save_grafted(model, tmp_path / "wide")
-    loaded = load_grafted(tmp_path / "wide")
-    assert loaded.graft_restructure == "parallel_pairs" and len(loaded.transformer_blocks) == 1
-    assert torch.equal(dit_forward(loaded), dit_forward(model))
 
 
 def test_odd_depth_is_refused(micro_teacher):
