@@ -41,6 +41,7 @@ import json
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -324,7 +325,8 @@ def _to_numpy(t: torch.Tensor, dtype: str) -> np.ndarray:
         return t.to(torch.bfloat16).cpu().view(torch.int16).numpy()
     if t.device.type != "cpu":  # cast on the device: half the transfer
         return t.to(torch.float16 if dtype == "float16" else torch.float32).cpu().numpy()
-    return t.float().numpy().astype(DTYPES[dtype], copy=False)
+    with np.errstate(over="ignore"):  # fp16 overflow is counted once per pair at the end (meta "nonfinite")
+        return t.float().numpy().astype(DTYPES[dtype], copy=False)
 
 
 def _from_numpy(arr: np.ndarray) -> torch.Tensor:
@@ -376,14 +378,22 @@ class _PairWriter:
         atomic_write_json(self.res / PROGRESS, {"done": hi, "batches": batches, "num_samples": self.num,
                                                 "dtype": self.dtype})
 
-    def finish(self) -> tuple[int, ...]:
+    def finish(self) -> tuple[tuple[int, ...], dict[str, int]]:
+        """Close the maps and move the arrays into the entry; returns the shape and the count of non-finite values
+        per kind (fp16 overflows past 65504: stage 1 would diverge at its first batch, so the meta says so)."""
         shape = tuple(self.arrays["inputs"].shape)
-        for arr in self.arrays.values():
+        nonfinite = {}
+        for kind, arr in self.arrays.items():
             arr.flush()
+            nonfinite[kind] = sum(int((~torch.isfinite(_from_numpy(arr[lo:lo + 256]))).sum())
+                                  for lo in range(0, len(arr), 256))
         self.arrays.clear()  # close the maps before the files move
+        if any(nonfinite.values()):
+            warnings.warn(f"{self.res.name}: {nonfinite} non-finite values in the {self.dtype} capture "
+                          f"(dtype='bfloat16' keeps fp32's range)", RuntimeWarning, stacklevel=2)
         for kind in KINDS:
             os.replace(self.res / f"{kind}.npy", self.tmp / f"{kind}.npy")  # same folder tree: a rename, no copy
-        return shape
+        return shape, nonfinite
 
 
 class _CaptureJob:
@@ -443,7 +453,7 @@ class _CaptureJob:
         from graft_core.teacher import teacher_key
 
         for (layer, site), w in writers.items():
-            shape = w.finish()
+            shape, nonfinite = w.finish()
             atomic_torch_save(conditioning, w.tmp / "conditioning.pt")
             atomic_write_json(w.tmp / "meta.json", {
                 "key": self.key, "layer": layer, "site": site, "split": self.split, "seed": self.seed,
@@ -453,8 +463,8 @@ class _CaptureJob:
                 "batch_size": self.batch_size, "num_samples": num, "num_layers": len(blocks_of(teacher)),
                 "sites": list(SITES), "seq_len": shape[1], "dim": shape[2], "subset": self.subset,
                 "teacher": teacher_key(self.preset.teacher, self.preset.data), "resumed_from": w.resumed_from,
-                "pass_pairs": len(writers), "seconds": round(seconds, 3), "torch": torch.__version__,
-                "threads": torch.get_num_threads(), "version": CAPTURE_VERSION})
+                "pass_pairs": len(writers), "nonfinite": nonfinite, "seconds": round(seconds, 3),
+                "torch": torch.__version__, "threads": torch.get_num_threads(), "version": CAPTURE_VERSION})
             atomic_write_bytes(w.tmp / MARKER, b"ok\n")
 
 

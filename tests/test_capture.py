@@ -41,6 +41,7 @@ def test_capture_is_computed_once_and_reused(micro_teacher, micro_preset, captur
     assert meta["num_samples"] == 10 * micro_preset.data.stage1_per_class
     assert meta["num_layers"] == cfg.num_layers and meta["dtype"] == "float16"
     assert meta["capture_input"] == "noised" and meta["forward_dtype"] == "float32" and meta["device"] == "cpu"
+    assert meta["nonfinite"] == {"inputs": 0, "targets": 0}  # fp16 overflow would be counted here
     assert not list(folder.glob(".*.tmp-*")) and not list(folder.glob("*.resume"))  # no temp or resume left
 
 
@@ -429,3 +430,20 @@ def test_paper_preset_captures_prepared_imagenet_latents(tmp_path, monkeypatch):
     assert folder.name == cap.capture_key(preset, "stage1", identity, preset.stage1.seed, "float16")
     cond = cap.load_conditioning(folder)
     assert torch.equal(cond["labels"], labels) and np.array_equal(cond["indices"].numpy(), idx)
+
+
+def test_fp16_overflow_is_counted_and_bf16_avoids_it(micro_teacher, micro_preset, tmp_path):
+    """A teacher whose MLP outputs pass 65504 (massive activations): fp16 storage turns them into inf and the
+    pair's meta counts them; bf16 storage keeps them finite."""
+    import copy
+
+    loud = copy.deepcopy(micro_teacher)
+    with torch.no_grad():
+        loud.transformer_blocks[0].ff.net[2].weight.mul_(1e6)
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        fp16 = cap.capture_activations(loud, micro_preset, root=tmp_path / "a", pairs=[(0, "mlp")], device="cpu")
+    bf16 = cap.capture_activations(loud, micro_preset, root=tmp_path / "b", pairs=[(0, "mlp")], device="cpu",
+                                   dtype="bfloat16")
+    assert cap.capture_meta(fp16)["nonfinite"]["targets"] > 0
+    assert cap.capture_meta(bf16)["nonfinite"] == {"inputs": 0, "targets": 0}
+    assert torch.isfinite(cap.load_capture(bf16, 0, "mlp")[1]).all()
