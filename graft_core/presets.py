@@ -120,6 +120,9 @@ class Stage1Config:
     # added later (config.added_field: at their defaults they stay out of run ids and stage-1 spec hashes)
     schedule: str = added_field("constant")  # STAGE1_SCHEDULES: "constant" (paper) | "official" (code)
     mlp_weight_decay: float | None = added_field(None)  # MLP-site wd; None → weight_decay (code: 1e-5)
+    # what the teacher sees at capture: "noised" x_t (ours) | "clean" x0 with a random t (the official extraction);
+    # the driver passes it to capture.capture_activations(capture_input=...)
+    capture_input: str = added_field("noised")
 
     def lr_for(self, site: str) -> float:
         return self.lr if self.lr is not None else STAGE1_LR[self.lr_source][site]

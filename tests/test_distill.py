@@ -215,3 +215,12 @@ def test_mlp_weight_decay_is_the_mlp_sites_only(micro_preset):
     assert _fit(s1, site="mlp", epochs=1)["weight_decay"] == 1e-5
     assert _fit(s1, site="attn", epochs=1)["weight_decay"] == 0.0
     assert _fit(micro_preset.stage1, site="mlp", epochs=1)["weight_decay"] == 0.0  # default: weight_decay
+
+
+def test_capture_input_is_a_stage1_option_left_out_of_ids_at_its_default():
+    from graft_core.config import to_jsonable
+    from graft_core.presets import Stage1Config, get_preset
+
+    assert "capture_input" not in to_jsonable(get_preset("paper").stage1)
+    assert to_jsonable(Stage1Config(capture_input="clean"))["capture_input"] == "clean"
+    assert cap.CAPTURE_INPUTS == ("noised", "clean") and Stage1Config().capture_input == cap.CAPTURE_INPUTS[0]
