@@ -141,19 +141,33 @@ def make_inception_weights(path: Path, *, seed: int = 0) -> Path:
     return path
 
 
-def make_adm_reference(path: Path, *, num_images: int = 16, resolution: int = 256, seed: int = 0) -> Path:
+def make_adm_reference(path: Path, *, num_images: int = 16, resolution: int = 256, seed: int = 0,
+                       inception: Path | None = None) -> Path:
     """An ADM reference batch: ``arr_0`` uint8 ``[N, H, W, 3]`` and whole-dataset statistics ``mu, sigma`` (2048)
-    and ``mu_s, sigma_s`` (2023) as in ``VIRTUAL_imagenet256_labeled.npz``; covariances positive definite."""
+    and ``mu_s, sigma_s`` (2023) as in ``VIRTUAL_imagenet256_labeled.npz``. With ``inception`` (fake weights) the
+    statistics are those of the reference images under that extractor (+ 0.01·I), so FIDs against them are of a
+    sensible size; without, random positive-definite matrices."""
+    from PIL import Image
+
     rng = np.random.default_rng(seed)
-    arr = rng.integers(0, 256, (num_images, resolution, resolution, 3), dtype=np.uint8)
-
-    def stats(dim: int) -> tuple[np.ndarray, np.ndarray]:
-        a = rng.standard_normal((dim, 64)) / 8
-        return rng.standard_normal(dim), a @ a.T + np.eye(dim) * 1e-2
-
-    mu, sigma = stats(POOL_DIM)
-    mu_s, sigma_s = stats(SPATIAL_DIM)
+    low = rng.integers(0, 256, (num_images, resolution // 16, resolution // 16, 3), dtype=np.uint8)
+    arr = np.stack([np.asarray(Image.fromarray(x).resize((resolution, resolution), Image.BICUBIC)) for x in low])
     path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, arr_0=arr)
+    if inception is not None:
+        from graft_core.adm_eval import stream_features
+        from graft_core.metrics.extractors import get_extractor
+
+        feats = stream_features(path, get_extractor("inception"), inception, device="cpu", batch_size=8)
+        (mu, sigma), (mu_s, sigma_s) = ((f.mean(0), np.cov(f, rowvar=False) + np.eye(f.shape[1]) * 1e-2)
+                                        for f in (feats["pool"].astype(np.float64),
+                                                  feats["spatial"].astype(np.float64)))
+    else:
+        def stats(dim: int) -> tuple[np.ndarray, np.ndarray]:
+            a = rng.standard_normal((dim, 64)) / 8
+            return rng.standard_normal(dim), a @ a.T + np.eye(dim) * 1e-2
+
+        (mu, sigma), (mu_s, sigma_s) = stats(POOL_DIM), stats(SPATIAL_DIM)
     np.savez(path, arr_0=arr, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
     return path
 
@@ -169,7 +183,7 @@ def make_all(root: Path, *, classes: int = 4, per_class: int = 6, reference_imag
                       reference=root / "adm" / "VIRTUAL_imagenet256_labeled.npz")
     make_imagefolder(paths.imagenet, classes=classes, per_class=per_class)
     make_inception_weights(paths.inception)
-    make_adm_reference(paths.reference, num_images=reference_images)
+    make_adm_reference(paths.reference, num_images=reference_images, inception=paths.inception)
     return paths
 
 
