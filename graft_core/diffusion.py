@@ -46,12 +46,17 @@ def model_output(model, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor
 
 
 def diffusion_loss(model, scheduler: DDPMScheduler, x0: torch.Tensor, labels: torch.Tensor, *,
-                   generator: torch.Generator | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
-    """ε-prediction MSE, plus the variational-bound term when the model learns σ (DiT's ``mse + vb``)."""
+                   generator: torch.Generator | None = None, t: torch.Tensor | None = None,
+                   noise: torch.Tensor | None = None) -> torch.Tensor:
+    """ε-prediction MSE, plus the variational-bound term when the model learns σ (DiT's ``mse + vb``).
+
+    ``t`` and then ε are drawn from ``generator`` unless given: stage 2 draws them once for the global batch and
+    passes each rank its share, so that a batch split over ranks is the same batch."""
     b = x0.shape[0]
     if t is None:
         t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator, device=x0.device)
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = scheduler.add_noise(x0, noise, t)
     out = model_output(model, x_t, t, labels).float()
     c = x0.shape[1]

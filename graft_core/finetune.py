@@ -42,13 +42,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from graft_core import distributed
 from graft_core.config import to_jsonable
-from graft_core.diffusion import (disable_builtin_label_dropout, drop_labels, make_train_scheduler, model_output,
-                                  null_class_id, vb_term)
+from graft_core.diffusion import (diffusion_loss, disable_builtin_label_dropout, drop_labels, make_train_scheduler,
+                                  null_class_id)
 from graft_core.ema import EMA
 from graft_core.paths import atomic_torch_save, atomic_write_bytes, atomic_write_json
 from graft_core.presets import Preset, Stage2Config
@@ -102,21 +101,6 @@ def global_batch(step: int, images: torch.Tensor, labels: torch.Tensor, *, stage
     x0 = images[idx]
     noise = torch.randn(x0.shape, generator=gen)
     return {"x0": x0, "labels": y, "t": t, "noise": noise}
-
-
-def batch_loss(model, scheduler, x0: torch.Tensor, labels: torch.Tensor, t: torch.Tensor,
-               noise: torch.Tensor) -> torch.Tensor:
-    """``graft_core.diffusion.diffusion_loss`` with ``t`` and ε given (so a global batch's draws can be split over
-    ranks exactly): ε-MSE, plus the vb term when the model learns σ. Equal to ``diffusion_loss(..., t=t,
-    generator=g)`` when ``noise = torch.randn(x0.shape, generator=g)``."""
-    x_t = scheduler.add_noise(x0, noise, t)
-    out = model_output(model, x_t, t, labels).float()
-    c = x0.shape[1]
-    eps = out[:, :c]
-    loss = F.mse_loss(eps, noise.float())
-    if out.shape[1] == 2 * c:
-        loss = loss + vb_term(scheduler, x0.float(), x_t.float(), t, eps.detach(), out[:, c:])
-    return loss
 
 
 class Warmup:
@@ -298,7 +282,7 @@ class Finetune:
                                  num_timesteps=cfg.num_train_timesteps)
             part = {k: v[shard].to(device) for k, v in batch.items()}
             with autocast:
-                loss = batch_loss(net, scheduler, part["x0"], part["labels"], part["t"], part["noise"])
+                loss = diffusion_loss(net, scheduler, part["x0"], part["labels"], t=part["t"], noise=part["noise"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if st.grad_clip:

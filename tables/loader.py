@@ -8,12 +8,13 @@ Returned ROW dicts carry the result-store fields (``row``, ``label``, ``group``,
 ``strategy``, ``status``, ``metrics``, ``efficiency``, ``extra``) plus these added by the loader:
 
 - ``paper``: the published values for that row (``{"metrics", "efficiency", "extra", "poor", "note"}``) or ``None``;
-- ``disk_row``: the id the summary used (matched rows only; may differ from ``row`` when matched by key);
+- ``disk_row``: the id the summary used (matched rows only; differs from ``row`` only for Table 6's grafted row,
+  whose id names the teacher's depth and which is matched by its operator, see ``registry.match_key``);
 - ``origin``: ``"results"`` (read from the summary), ``"registry"`` (no result yet), ``"unmatched"`` (on disk but not
   in the registry; appended after the registry rows) or ``"table3"`` (fig4a's 10 % rows borrowed from Table 3).
 
-For registry rows ``label``/``group`` (paper wording) and ``site``/``operator``/``ratio``/``strategy`` (canonical
-spelling, e.g. ``mlp_hyena_x`` for a summary's ``{"site": "mlp", "operator": "hyena_x"}``) are the registry's.
+For matched rows ``label``/``group`` (paper wording) are the registry's, and so are ``site``/``operator``/``ratio``/
+``strategy`` wherever the registry sets them (the summary's value fills the others).
 Metric and efficiency values that are not finite numbers become ``None`` (and are reported).
 """
 from __future__ import annotations
@@ -152,14 +153,13 @@ def load_summary_with_meta(results_dir: str | Path, preset: str, target: str, *,
         raise SummaryError(problems[0])
 
     specs = registry_rows(canon)
-    by_id = {s.row: s for s in specs}
     by_key: dict[Any, str] = {}
     for s in specs:
         by_key.setdefault(match_key(canon, s.as_row()), s.row)
     matched: dict[str, dict] = {}
     unmatched: list[dict] = []
     for r in disk_rows:
-        rid = r["row"] if r["row"] in by_id else by_key.get(match_key(canon, r))
+        rid = by_key.get(match_key(canon, r))
         if rid is None:
             unmatched.append(r)
         elif rid in matched:
@@ -176,7 +176,7 @@ def load_summary_with_meta(results_dir: str | Path, preset: str, target: str, *,
             row = dict(base, status="missing", metrics={}, efficiency={}, origin="registry")
         else:
             row = dict(r, row=s.row, label=s.label, group=s.group, origin="results", disk_row=r["row"])
-            for k in ("site", "operator", "ratio", "strategy"):  # canonical spelling (matched by id or key)
+            for k in ("site", "operator", "ratio", "strategy"):  # the registry's where it has them
                 if base[k] is not None or row.get(k) is None:
                     row[k] = base[k]
             row["extra"] = {**base["extra"], **(r.get("extra") or {})}

@@ -15,7 +15,8 @@ def _states_equal(a: dict, b: dict) -> bool:
 
 
 @pytest.mark.parametrize("learned_sigma", [False, True])
-def test_batch_loss_equals_diffusion_loss(micro_teacher, micro_preset, learned_sigma):
+def test_given_draws_equal_drawn_ones(micro_teacher, micro_preset, learned_sigma):
+    """Stage 2 passes each rank its share of the global batch's t and ε: the loss is the one drawn from a generator."""
     cfg = micro_preset.teacher
     model = micro_teacher
     if learned_sigma:  # DiT-XL/2's case: 2·C output channels, loss = ε-MSE + vb
@@ -29,7 +30,7 @@ def test_batch_loss_equals_diffusion_loss(micro_teacher, micro_preset, learned_s
     t = torch.tensor([0, 10, 500, 999])
     ref = diffusion_loss(model, sched, x0, y, t=t, generator=torch.Generator().manual_seed(3))
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(ft.batch_loss(model, sched, x0, y, t, noise), ref)
+    assert torch.equal(diffusion_loss(model, sched, x0, y, t=t, noise=noise), ref)
 
 
 def test_batch_indices_are_epoch_permutations():
@@ -122,8 +123,8 @@ def _ddp_worker(rank, world, port, model, preset, out_dir, result_dir):
     batch = ft.global_batch(0, images, labels, stage2=st, null_id=10, num_timesteps=1000)
     part = {k: v[distributed.shard_slice(st.batch_size, info)] for k, v in batch.items()}
     net = DDP(model.train())
-    loss = ft.batch_loss(net, make_train_scheduler(preset.teacher), part["x0"], part["labels"], part["t"],
-                         part["noise"])
+    loss = diffusion_loss(net, make_train_scheduler(preset.teacher), part["x0"], part["labels"], t=part["t"],
+                          noise=part["noise"])
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     torch.save(grads, os.path.join(result_dir, f"grads_{rank}.pt"))
@@ -149,8 +150,8 @@ def test_ddp_two_processes_match_single_process(micro_teacher, micro_preset, tmp
     images, labels, _ = ft.stage2_subset(preset, st)
     batch = ft.global_batch(0, images, labels, stage2=st, null_id=10, num_timesteps=1000)
     single = copy.deepcopy(micro_teacher).train()
-    ft.batch_loss(single, make_train_scheduler(preset.teacher), batch["x0"], batch["labels"], batch["t"],
-                  batch["noise"]).backward()
+    diffusion_loss(single, make_train_scheduler(preset.teacher), batch["x0"], batch["labels"], t=batch["t"],
+                   noise=batch["noise"]).backward()
     for rank in range(2):
         grads = torch.load(tmp_path / f"grads_{rank}.pt")
         assert grads.keys() == {n for n, p in single.named_parameters() if p.grad is not None}
