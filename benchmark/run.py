@@ -30,12 +30,12 @@ from benchmark.dag import Planner
 from benchmark.executors import EXECUTORS, LaunchError, launch, make_launcher, resolve_executor
 from benchmark.hints import with_hint
 from benchmark.launch import all_nodes, plan_targets, refresh_blocked, select_rows, to_launch, write_summaries
+from benchmark.preflight import problems as prerequisite_problems
 from benchmark.profiles import Profile, ProfileError, available as available_profiles, default_profile
 from benchmark.status import counts_line, node_states, row_state
 from benchmark.steps import external_available
 from benchmark.store import Store
 from graft_core.operators.registry import use_plugins
-from graft_core.paths import cache_root
 from graft_core.presets import PRESETS, get_preset
 
 
@@ -79,7 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
+    """Each line of ``msg`` as one ``error:`` line (preflight reports every missing prerequisite at once)."""
+    for line in msg.splitlines() or [""]:
+        print(f"error: {line}", file=sys.stderr)
     return 2
 
 
@@ -189,15 +191,17 @@ def preflight(store: Store, plans, executor: str, explicit: list[str], log=print
                 if n.key not in skip:
                     log(f"skipping {tp.name}/{rp.row.id}: {why}")
                 skip.add(n.key)
-    presets = {rp.row.preset.teacher.pretrained for tp in plans for rp in tp.row_plans} - {None}
-    for repo in sorted(presets):
-        check_pretrained(repo)
-    if any(rp.row.preset.data.name == "imagenet" for tp in plans for rp in tp.row_plans
-           if rp.row.kind not in ("external",)):
-        check_imagenet()
-    if any(rp.row.preset.eval.extractor == "inception" for tp in plans for rp in tp.row_plans
-           if rp.row.kind in ("teacher", "graft", "finetune_teacher", "floor", "noise")):
-        check_inception()
+    if real_steps:  # a --steps stand-in needs no data; the real steps need every prerequisite, checked by content
+        needed: dict[str, tuple] = {}
+        for tp in plans:
+            for rp in tp.row_plans:
+                kinds = {n.kind for n in rp.nodes if n.key not in skip and not store.run(n.kind, n.run_id).done.exists()}
+                if kinds:
+                    entry = needed.setdefault(rp.row.preset.name, (rp.row.preset, set()))
+                    entry[1].update(kinds)
+        problems = prerequisite_problems(needed)
+        if problems:
+            raise LaunchError("\n".join(problems + ["nothing launched"]))
     teachers = {n.key: n for tp in plans for rp in tp.row_plans for n in rp.nodes if n.kind == "teacher"}
     for n in teachers.values() if real_steps else ():
         if not store.run(n.kind, n.run_id).done.exists() and not teacher_present(n.config):
@@ -205,36 +209,6 @@ def preflight(store: Store, plans, executor: str, explicit: list[str], log=print
             log(f"note: no trained {n.config['preset']} teacher in graft_core/assets or the cache: it will be "
                 f"trained first ({t['train_steps']} steps, ~{t['train_steps'] * 0.36 / 60:.0f} min on 2 CPU cores)")
     return skip
-
-
-def check_pretrained(repo: str) -> None:
-    from huggingface_hub import snapshot_download
-
-    try:
-        snapshot_download(repo, local_files_only=True)
-    except Exception:  # noqa: BLE001 — any failure means "not in the local cache"
-        raise LaunchError(f"the pretrained teacher {repo!r} is not in the Hugging Face cache: on a machine with "
-                          f"internet run `huggingface-cli download {repo}` and copy ~/.cache/huggingface here (or "
-                          f"set HF_HOME); nothing launched") from None
-
-
-def check_inception() -> None:
-    from graft_core.teacher import MissingWeightsError
-
-    try:
-        from graft_core.metrics.extractors import resolve_inception_weights
-
-        resolve_inception_weights(None)
-    except MissingWeightsError as err:
-        raise LaunchError(f"{str(err).splitlines()[0]}; nothing launched") from None
-
-
-def check_imagenet() -> None:
-    manifest = cache_root() / "imagenet" / "subsets" / "subsets.json"
-    if not manifest.exists():
-        raise LaunchError(f"ImageNet latents are not prepared ({manifest} is missing): run `python -m "
-                          f"benchmark.prepare imagenet --src /path/to/imagenet` then `python -m benchmark.prepare "
-                          f"subsets`; nothing launched")
 
 
 # ------------------------------------------------------------------------------------------------------------ main

@@ -64,19 +64,24 @@ def test_missing_paper_weights_stop_the_launch(tmp_path):
     proc = run_cli("baseline", "--preset", "paper", "--executor", "debug", "--results-dir", str(tmp_path / "r"),
                    env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")})
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert proc.stderr.count("\n") == 1 and "huggingface-cli download facebook/DiT-XL-2-256" in proc.stderr
+    lines = proc.stderr.splitlines()  # one line per missing prerequisite (preflight reports them all), then the end
+    assert all(line.startswith("error: ") for line in lines) and lines[-1] == "error: nothing launched"
+    assert any("huggingface-cli download facebook/DiT-XL-2-256" in line for line in lines)
     assert not (tmp_path / "r" / "paper" / "runs").exists()
 
 
 def test_missing_imagenet_latents_stop_the_launch_with_the_prepare_command(tmp_path, monkeypatch, capsys):
-    """Weights present (check stubbed), ImageNet latents not prepared: one line naming `benchmark.prepare`."""
+    """ImageNet latents not prepared: one line naming `benchmark.prepare` (the other prerequisites are
+    tests/test_preflight.py's business)."""
     from benchmark.run import main
 
     monkeypatch.setenv("GRAFTBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("benchmark.run.check_pretrained", lambda repo: None)
+    monkeypatch.delenv("GRAFTBENCH_IMAGENET", raising=False)
     assert main(["table3", "--preset", "paper", "--executor", "debug", "--results-dir", str(tmp_path / "r")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "python -m benchmark.prepare imagenet --src" in err and "nothing launched" in err
+    lines = capsys.readouterr().err.splitlines()
+    latents = [line for line in lines if "ImageNet latents are not prepared" in line]
+    assert len(latents) == 1 and "python -m benchmark.prepare imagenet --src" in latents[0]
+    assert lines[-1] == "error: nothing launched"
     assert not (tmp_path / "r" / "paper" / "runs").exists()
 
 
