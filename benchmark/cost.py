@@ -23,7 +23,8 @@ PRETRAIN_SAMPLES = 7_000_000 * 256
 PAPER_GPU_H = {
     "stage2_per_50k_x_256": 80.0,  # < 10 h × 8 H100
     "stage1_per_layer_200ep": 0.5,
-    "capture_per_8k": 0.4,  # 150 min per 50k samples (A100) → 24 min for 8k
+    "capture_per_8k": 0.4,  # 150 min per 50k samples (A100) → 24 min for 8k, all 56 (layer, site) pairs written
+    "teacher_pass_per_8k": 0.01,  # our arithmetic: 8k × ~119 GFLOP (DiT-XL/2 forward) ≈ 1 PFLOP, ~10 s at 100 TFLOP/s
     "eval_per_50k_250steps": 4.0,  # in-process eval (sampling + metrics in one job), kept for non-adm presets
     "sample_per_50k_250steps": 12.0,  # docs/data-preparation.md §6: 50k × 250 steps × CFG of DiT-XL/2 = 8–16 H100-h
     "adm_metrics": 0.25,  # Inception features of 50k samples + 10k references and the k-NN precision/recall, 1 GPU
@@ -101,9 +102,10 @@ def node_cost(node: Node, gpu: bool) -> tuple[float, int]:
             return PAPER_GPU_H["stage2_per_50k_x_256"] * samples / (50_000 * 256), samples
         if kind == "stage1":
             return PAPER_GPU_H["stage1_per_layer_200ep"] * c["stage1"]["epochs"] / 200, 0
-        if kind == "capture":
+        if kind == "capture":  # one teacher pass + writing the pairs (the paper's figure is for all 2·layers pairs)
             n = c["data"]["stage1_per_class"] * c["teacher"]["num_classes"]
-            return PAPER_GPU_H["capture_per_8k"] * n / 8000, 0
+            share = len(c["pairs"]) / (2 * c["teacher"]["num_layers"]) if c.get("pairs") else 1.0
+            return (PAPER_GPU_H["capture_per_8k"] * share + PAPER_GPU_H["teacher_pass_per_8k"]) * n / 8000, 0
         if kind == "sample":  # one task of the sampling array: its share of the shards
             e = c["eval"]
             share = e["num_samples"] / c["tasks"]

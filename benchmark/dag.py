@@ -5,7 +5,8 @@ name, never a path or an executor setting:
 
 ==========  =====================================================================================================
 teacher     teacher config (+ data config when trained here)                       → ``graft_core.teacher``
-capture     teacher, data, split (stage1 | heldout), seed, dtype                   → ``capture.capture_activations``
+capture     teacher, data, split (stage1 | heldout), seed, dtype (+ the one (layer, site) pair when all pairs would
+            exceed PER_PAIR_CAPTURE_BYTES; + capture_input when not "noised")      → ``capture.capture_activations``
 stage1      teacher, data, capture ids, site, operator, options, layer, Stage1Config with objective and lr resolved
             (so "L1 by default" and "L1 asked for" are one run), bf16                → ``distill.distill_layer``
 stage2      teacher, data, plan (or none: the control), init (stage-1 run ids per layer | random), Stage2Config
@@ -34,6 +35,7 @@ from typing import Callable, Iterable
 
 from benchmark.layers import NEEDS_LOCALITY, select_layers
 from benchmark.rows import LocalityConfig, Row
+from graft_core.capture_size import capture_bytes
 from graft_core.config import stable_hash, to_jsonable
 from graft_core.presets import Preset
 
@@ -41,6 +43,14 @@ STEP_VERSIONS = {"teacher": 1, "capture": 1, "stage1": 1, "stage2": 1, "sample":
                  "noise": 1, "locality": 1, "external": 1}
 STEP_KINDS = tuple(STEP_VERSIONS)
 CAPTURE_DTYPE = "float16"
+# Above this many bytes per split for all (layer, site) pairs, each pair is its own capture run (DiT-XL/2: 528 GB
+# per split for all 56 pairs, 4.7 GB per array): a stage-1 job then waits only for its own layer, and nothing that no
+# planned run needs is stored. Below it (tiny, micro), one run captures every pair in one teacher pass.
+PER_PAIR_CAPTURE_BYTES = 2 * 10**9
+
+
+def per_pair_captures(p: Preset) -> bool:
+    return capture_bytes(p, dtype=CAPTURE_DTYPE) > PER_PAIR_CAPTURE_BYTES
 
 
 @dataclass(frozen=True)
@@ -105,15 +115,26 @@ class Planner:
         body = {"preset": p.name, "teacher": p.teacher, "data": None if p.teacher.pretrained else p.data}
         return make_node("teacher", body, desc="teacher")
 
-    def capture(self, p: Preset, split: str) -> Node:
+    def capture(self, p: Preset, split: str, pair: tuple[int, str] | None = None) -> Node:
+        """The capture of one split: every (layer, site) in one run when all of them are small, else the one
+        (layer, site) ``pair`` a stage-1 run needs (its own run, shared by every row that grafts that layer)."""
         t = self.teacher(p)
         body = {"preset": p.name, "teacher": p.teacher, "data": p.data, "split": split, "seed": p.stage1.seed,
                 "dtype": CAPTURE_DTYPE}
-        return make_node("capture", body, [t], desc=f"capture {split}")
+        if p.stage1.capture_input != "noised":
+            body["capture_input"] = p.stage1.capture_input
+        where = ""
+        if pair is not None and per_pair_captures(p):
+            body["pairs"] = [[int(pair[0]), pair[1]]]
+            where = f" L{pair[0]} {pair[1]}"
+        return make_node("capture", body, [t], desc=f"capture {split}{where}")
+
+    def captures(self, p: Preset, site: str, layer: int) -> tuple[Node, Node]:
+        return self.capture(p, "stage1", (layer, site)), self.capture(p, "heldout", (layer, site))
 
     def stage1(self, p: Preset, site: str, operator: str, options: dict, layer: int) -> Node:
         s1 = dataclasses.replace(p.stage1, objective=p.stage1.objective_for(site), lr=p.stage1.lr_for(site))
-        train, held = self.capture(p, "stage1"), self.capture(p, "heldout")
+        train, held = self.captures(p, site, layer)
         body = {"preset": p.name, "teacher": p.teacher, "data": p.data, "stage1": s1, "site": site,
                 "operator": operator, "options": options, "layer": layer, "bf16": p.stage2.bf16,
                 "inputs": {"capture_train": train.run_id, "capture_heldout": held.run_id}}
@@ -211,8 +232,8 @@ class Planner:
         plan = graft.plan().to_dict()
         options = plan["options"]
         if row.init == "stage1":
-            add(self.capture(p, "stage1"), self.capture(p, "heldout"))
-            s1 = [add(self.stage1(p, graft.site, graft.operator, options, layer)) for layer in graft.layers]
+            s1 = [add(*self.captures(p, graft.site, layer), self.stage1(p, graft.site, graft.operator, options, layer))
+                  for layer in graft.layers]
             init = {"stage1": {str(n.config["layer"]): n.run_id for n in s1}}
             deps = s1
         else:

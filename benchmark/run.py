@@ -16,6 +16,7 @@ the summaries. Results: ``results/<preset>/runs/<kind>/<id>/`` and one
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import signal
@@ -33,8 +34,10 @@ from benchmark.launch import all_nodes, plan_targets, refresh_blocked, select_ro
 from benchmark.preflight import problems as prerequisite_problems
 from benchmark.profiles import Profile, ProfileError, available as available_profiles, default_profile
 from benchmark.status import counts_line, node_states, row_state
-from benchmark.steps import external_available
+from benchmark.steps import external_available, preset_from_config
 from benchmark.store import Store
+from graft_core.accounting import efficiency
+from graft_core.capture_size import capture_bytes, format_bytes
 from graft_core.operators.registry import use_plugins
 from graft_core.presets import PRESETS, get_preset
 
@@ -155,7 +158,8 @@ def cmd_dry_run(store: Store, plans, profile: Profile | None, executor_name: str
             runs = ", ".join(f"{k}×{t}" if t > 1 else k for k, (t, _) in kinds.items())
             new = sum(v[1] for v in kinds.values())
             state, _ = row_state(rp, states)
-            log(f"  {rp.row.id:<36} layers {_layers(rp):<48} runs: {runs}  [{state}; {new} to launch]")
+            log(f"  {rp.row.id:<36} layers {_layers(rp):<48}{_table4_columns(rp)} runs: {runs}  "
+                f"[{state}; {new} to launch]")
     planned = [n for n in nodes if n.key in todo]
     counts: dict[str, int] = {}
     for n in planned:
@@ -166,10 +170,33 @@ def cmd_dry_run(store: Store, plans, profile: Profile | None, executor_name: str
         log(f"resources (profile {profile.name}, used with --executor slurm):")
         for kind in [k for k in counts] + ["collect"]:
             log(f"  {kind:<9} {profile.describe(kind)}")
+    captures = [n for n in nodes if n.kind == "capture"]
+    if captures:
+        need = sum(capture_disk(n) for n in captures)
+        new_need = sum(capture_disk(n) for n in captures if n.key in todo)
+        log(f"capture disk: {format_bytes(need)} for {len(captures)} capture run(s) of the plan "
+            f"({format_bytes(new_need)} still to write; fp16 operator inputs + targets, under the results folder)")
     log(f"estimated cost to launch: {estimate(planned, gpu=gpu).line()}")
     log(f"estimated cost of all planned runs: {estimate(nodes, gpu=gpu).line()}")
     log(f"executor: {executor_name}; dry run — nothing was written or submitted")
     return 0
+
+
+def _table4_columns(rp) -> str:
+    """The row's analytic ΔFLOPs(op) / ΔFLOPs(ft) / ΔParam in % (Table 4's columns, ``graft_core.accounting``)."""
+    graft, layers = rp.row.graft, rp.layers
+    if graft is None or not layers or rp.row.kind != "graft":
+        return ""
+    t = rp.row.preset.teacher
+    plan = dataclasses.replace(graft, layers=tuple(layers)).plan()
+    e = efficiency(plan, num_layers=t.num_layers, dim=t.hidden_size, num_heads=t.num_attention_heads,
+                   seq_len=t.num_tokens)
+    return f" ΔFLOPs op {e['d_flops_op']:+.2f} ft {e['d_flops_ft']:+.2f} ΔParam {e['d_param']:+.2f} %"
+
+
+def capture_disk(node) -> int:
+    """Bytes that one capture run writes (``graft_core.capture_size``: its pairs, or all of them, of one split)."""
+    return capture_bytes(preset_from_config(node.config), node.config.get("pairs"), dtype=node.config["dtype"])
 
 
 # ------------------------------------------------------------------------------------------------------------ checks

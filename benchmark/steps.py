@@ -138,12 +138,10 @@ def run_teacher(ctx: StepContext) -> dict:
 def run_capture(ctx: StepContext) -> dict:
     from graft_core.capture import capture_activations
 
-    from graft_core.data.sources import source_of
-
     p, c = ctx.preset(), ctx.config
-    sub = source_of(p).subset(p, c["split"])
     folder = capture_activations(get_teacher(p), p, split=c["split"], root=ctx.run.out, seed=c["seed"],
-                                 dtype=c["dtype"], data=(sub.x0, sub.labels, sub.indices), progress=ctx.progress)
+                                 dtype=c["dtype"], pairs=c.get("pairs"), capture_input=c.get("capture_input", "noised"),
+                                 device=job_device(), progress=ctx.progress)
     return {"folder": str(Path(folder).relative_to(ctx.run.folder)), "key": Path(folder).name, "split": c["split"]}
 
 

@@ -14,14 +14,15 @@ Table 4's +0.01/+0.02/+0.02 %), ``conv`` also the channel-axis conv (§15.2).
 """
 from __future__ import annotations
 
-from typing import Iterable
-
-from torch import nn
+from typing import TYPE_CHECKING, Iterable
 
 from graft_core.operators import registry
 from graft_core.operators.catalogue import MLP_HYENA_X_COUNTS  # noqa: F401  (re-exported)
 from graft_core.operators.registry import TEACHER_OPERATOR, OpCost  # noqa: F401  (re-exported)
 from graft_core.plan import GraftPlan
+
+if TYPE_CHECKING:  # the analytic formulas run without torch (the driver's --dry-run prints them)
+    from torch import nn
 
 # Table 4, Mamba-2 rows (paper.md §6): replaced layers of 28 → (ΔFLOPs op %, ΔFLOPs ft %). Published, not derived.
 PAPER_MAMBA2_DFLOPS = {14: (-37.59, 77.89), 21: (-56.38, 116.83), 28: (-75.17, 155.77)}
