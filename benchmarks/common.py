@@ -28,6 +28,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from graft_core.config import plain
+from graft_core.provenance import git_rev
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the benchmarks build every model from config; never touch the network
@@ -129,24 +132,6 @@ def _mem_total_gib() -> float | None:
                 return round(int(line.split()[1]) / 2**20, 1)
     except OSError:  # pragma: no cover
         pass
-    return None
-
-
-def git_rev() -> str | None:
-    """HEAD commit read from ``.git`` (no git process)."""
-    git = REPO_ROOT / ".git"
-    try:
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head
-        ref = head.split(None, 1)[1]
-        if (git / ref).exists():
-            return (git / ref).read_text().strip()
-        for line in (git / "packed-refs").read_text().splitlines():
-            if line.endswith(" " + ref):
-                return line.split()[0]
-    except OSError:
-        return None
     return None
 
 
@@ -326,24 +311,6 @@ def target(value: float | None, threshold: float, op: str = ">=") -> dict:
     return {"value": value, "target": f"{op} {threshold:g}", "met": met}
 
 
-def _jsonable(obj):
-    if isinstance(obj, Timing):
-        return obj.to_dict()
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _jsonable(dataclasses.asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None
-    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
-        return obj.item()
-    return obj
-
-
 def write_result(ctx: Context, name: str, *, settings: dict, results: Any, summary: dict | None = None,
                  table: str | None = None, notes: Sequence[str] = ()) -> Path:
     """``<out>/<name>.json`` (``<name>-quick.json`` under ``--quick``), written atomically; returns the path."""
@@ -367,7 +334,7 @@ def write_result(ctx: Context, name: str, *, settings: dict, results: Any, summa
     path = out / f"{name}{'-' + tag if tag else ''}{'-quick' if ctx.args.quick else ''}.json"
     from graft_core.paths import atomic_write_bytes  # the project's one atomic writer (fsync, 0644)
 
-    atomic_write_bytes(path, (json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(plain(payload, finite=True), indent=2, allow_nan=False) + "\n").encode())
     return path
 
 

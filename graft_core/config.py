@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+from pathlib import PurePath
 from typing import Any
 
 
@@ -33,6 +35,28 @@ def to_jsonable(obj: Any) -> Any:
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, float) and obj.is_integer():
         return obj  # keep 1.0 as 1.0: json renders it "1.0", distinct from int 1 on purpose
+    return obj
+
+
+def plain(obj: Any, *, finite: bool = False) -> Any:
+    """``obj`` as plain JSON types, for records (which are not hashed, so dict order is kept): dataclasses as
+    ``to_jsonable`` writes them, objects with a ``to_dict()`` (``GraftPlan``) by it, tuples as lists, paths as str,
+    numpy / torch scalars as Python numbers and their arrays / tensors as nested lists. ``finite``: NaN and ±inf become
+    None (for ``json.dumps(allow_nan=False)``)."""
+    if callable(getattr(obj, "to_dict", None)) and not isinstance(obj, type):
+        return plain(obj.to_dict(), finite=finite)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return plain(to_jsonable(obj), finite=finite)
+    if isinstance(obj, dict):
+        return {str(k): plain(v, finite=finite) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v, finite=finite) for v in obj]
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if callable(getattr(obj, "tolist", None)) and hasattr(obj, "ndim"):  # numpy / torch: 0-d → number, else lists
+        return plain(obj.tolist(), finite=finite)
+    if finite and isinstance(obj, float) and not math.isfinite(obj):
+        return None
     return obj
 
 

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from graft_core.config import stable_hash, to_jsonable
+from graft_core.config import plain, stable_hash, to_jsonable
 from graft_core.paths import atomic_torch_save, atomic_write_json
 from graft_core.presets import Preset, Stage2Config
 from graft_core.restructure import ParallelPair, to_parallel_pairs
@@ -333,17 +333,6 @@ def measure_speedup(teacher: nn.Module, student: nn.Module, preset: Preset, cfg:
 # --------------------------------------------------------------------------------------------------------------------
 # The row
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def plain(obj):
-    """numpy / torch scalars → Python numbers, recursively (for JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
-        return obj.item()
-    return obj
 
 
 def cached_json(path: Path, spec_hash: str, compute: Callable[[], dict]) -> dict:

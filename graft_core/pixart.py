@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from graft_core import cache
-from graft_core.config import stable_hash, to_jsonable
+from graft_core.config import plain, stable_hash, to_jsonable
 from graft_core.paths import ASSETS_DIR, atomic_write_json, cache_root
 from graft_core.plan import pixart_layers  # the driver plans the same layers without torch
 from graft_core.presets import DataConfig, Preset, TeacherConfig, get_preset
@@ -449,15 +449,9 @@ def stage1(teacher: TextConditioned, pairs: dict, plan, preset: Preset, pix: Pix
                                         seed=seed, bf16=preset.stage2.bf16, progress=progress)
         metrics.update(layer=layer, operator=plan.operator, spec_hash=spec_hash)
         atomic_torch_save(state, folder / OP_FILE)
-        atomic_write_json(folder / METRICS_FILE, _plain(metrics))
+        atomic_write_json(folder / METRICS_FILE, plain(metrics))
         results.append(metrics)
     return dirs, results
-
-
-def _plain(obj):
-    from graft_core.depth_width import plain
-
-    return plain(obj)
 
 
 def evaluate_t2i(model: TextConditioned, preset: Preset, pix: PixArtConfig, cfg: T2IConfig, *, out_dir: Path,
@@ -538,7 +532,7 @@ def teacher_evaluation(teacher: TextConditioned, preset: Preset, pix: PixArtConf
     (in the key's resume folder, so an interrupted GenEval run keeps its images), the other waits and reads it.
     """
     def build(tmp: Path, resume: Path) -> None:
-        record = {**_plain(evaluate_t2i(teacher, preset, pix, cfg, out_dir=resume, progress=progress)),
+        record = {**plain(evaluate_t2i(teacher, preset, pix, cfg, out_dir=resume, progress=progress)),
                   "spec_hash": eval_key}
         for item in sorted(resume.iterdir()):  # GenEval's images and results live beside the record, as before
             item.rename(tmp / item.name)

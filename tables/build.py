@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from graft_core import provenance
 from graft_core.operators.registry import load_plugins
 
-from .common import LATEX_PACKAGES, git_rev
+from .common import LATEX_PACKAGES
 from .loader import Summary, load_summary_with_meta, summary_path
 from .registry import ALIASES, TARGETS, canonical_target
 
@@ -68,12 +69,19 @@ def render_target(summary: Summary, *, git_rev_: str, results_dir: Path) -> dict
     return out
 
 
+def code_rev() -> str:
+    """The revision of the code building the tables, in the format ``summary.json`` records
+    (``graft_core.provenance.git_rev``: ``<sha>[-dirty]`` or ``$GRAFTBENCH_GIT_REV``); ``unknown`` outside a
+    checkout."""
+    return provenance.git_rev() or "unknown"
+
+
 def build_target(results_dir: str | Path, preset: str, target: str, *, git_rev: str | None = None,
                  out_dir: str | Path | None = None) -> list[Path]:
     """Render one target of one preset and write its files; returns the paths written.
 
     ``out_dir`` defaults to ``<results_dir>/<preset>``; ``git_rev`` (the code revision named in every header)
-    defaults to the checkout's HEAD or ``$GRAFTBENCH_GIT_REV``. Never raises on bad or missing results.
+    defaults to ``code_rev()``. Never raises on bad or missing results.
     """
     if target in NO_OUTPUT:
         return []
@@ -85,7 +93,7 @@ def _build(results_dir, preset, target, rev, out_dir) -> tuple[list[Path], Summa
     canonical_target(target)  # an unknown name fails here, listing the known ones
     summary = load_summary_with_meta(results_dir, preset, target)
     out_dir = Path(out_dir) if out_dir else results_dir / preset
-    files = render_target(summary, git_rev_=rev or git_rev(), results_dir=results_dir)
+    files = render_target(summary, git_rev_=rev or code_rev(), results_dir=results_dir)
     return [_write(out_dir / rel, data) for rel, data in sorted(files.items())], summary
 
 
@@ -154,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     targets = list(dict.fromkeys(targets))
     presets = args.preset or discover_presets(args.results) or ["tiny"]
-    rev = args.git_rev or git_rev()
+    rev = args.git_rev or code_rev()
     t_all = time.perf_counter()
     n_files = failures = 0
     for preset in presets:

@@ -8,10 +8,8 @@ what is printed.
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
@@ -198,43 +196,6 @@ def status_notes(statuses: Iterable[str]) -> str:
     used = {STATUS_MARKS[s] for s in statuses if s in STATUS_MARKS}
     parts = [f"$^{{{sym}}}$\\,{note}" for sym, note in STATUS_NOTES.items() if sym in used]
     return "; ".join(parts) + "." if parts else ""
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Git revision of the code that builds the tables (read from .git, no subprocess)
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def git_rev(root: Path | None = None) -> str:
-    """``$GRAFTBENCH_GIT_REV`` if set, else the short HEAD commit of the checkout holding this package, else
-    ``"unknown"``. Reads ``.git`` files directly (HEAD, loose refs, packed-refs)."""
-    env = os.environ.get("GRAFTBENCH_GIT_REV")
-    if env:
-        return env
-    root = Path(root) if root else Path(__file__).resolve().parents[1]
-    git = root / ".git"
-    try:
-        if git.is_file():  # worktree / submodule: "gitdir: PATH"
-            git = (root / git.read_text().split(":", 1)[1].strip()).resolve()
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head[:12]
-        ref = head.split(":", 1)[1].strip()
-        common = git
-        if (git / "commondir").is_file():
-            common = (git / (git / "commondir").read_text().strip()).resolve()
-        for base in (git, common):
-            if (base / ref).is_file():
-                return (base / ref).read_text().strip()[:12]
-        for base in (git, common):
-            packed = base / "packed-refs"
-            if packed.is_file():
-                for line in packed.read_text().splitlines():
-                    if line.endswith(" " + ref):
-                        return line.split()[0][:12]
-    except (OSError, IndexError):
-        pass
-    return "unknown"
 
 
 def header_comment(target: str, preset: str, source: str, results_rev: str | None, build_rev: str) -> str:

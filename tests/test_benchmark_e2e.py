@@ -7,15 +7,12 @@ idle 2-core machine (not marked slow).
 import json
 import time
 
-import pytest
-
 from benchmark.run import main
 
 ROWS = "baseline,metric_floor,noise_control,attn-random_init-full,attn-hyena_x-interleaved50,control-teacher-stage2"
 
 
 def test_micro_baseline_and_grafted_rows_end_to_end(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("graft_core.evaluate")
     monkeypatch.setattr("benchmark.launch.build_tables", lambda *a, **k: None)
     args = ["baseline", "table3", "--preset", "micro", "--executor", "debug", "--rows", ROWS,
             "--results-dir", str(tmp_path), "--quiet"]

@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+from submitit.slurm import test_slurm
 
 from benchmark import targets
 from benchmark.executors import DebugLauncher, ProcessLauncher, launch, make_launcher
@@ -151,7 +152,6 @@ def test_local_executor_runs_rows_in_subprocesses(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------------ Slurm
 @pytest.fixture
 def slurm(monkeypatch):
-    test_slurm = pytest.importorskip("submitit.slurm.test_slurm")
     monkeypatch.setattr("benchmark.executors.max_array_size", lambda: 3)
     with test_slurm.mocked_slurm() as mock:
         yield mock

@@ -1,4 +1,4 @@
-"""Data splits, teacher caching and the sampler: the foundation every experiment stands on."""
+"""Data splits, records as JSON, teacher caching and the sampler: the foundation every experiment stands on."""
 import numpy as np
 import pytest
 import torch
@@ -25,16 +25,41 @@ def test_digit_splits_are_deterministic_and_disjoint(micro_preset):
 
 
 def test_tiny_subsets_mirror_the_paper_fractions():
-    preset = get_preset("tiny")
-    data = load_digits(preset.data)
-    s1 = stratified_subset(data.train_labels, per_class=8, seed=0)
-    s2 = stratified_subset(data.train_labels, fraction=0.10, seed=0)
-    assert np.bincount(data.train_labels[s1].numpy()).tolist() == [8] * 10
-    assert np.bincount(data.train_labels[s2].numpy()).tolist() == [40] * 10
-    assert subset_hash(s1) == subset_hash(stratified_subset(data.train_labels, per_class=8, seed=0))
-    assert subset_hash(s1) != subset_hash(stratified_subset(data.train_labels, per_class=8, seed=1))
+    """The tiny preset takes the paper preset's stage-1 images per class and stage-2 data fraction, and the
+    class-stratified subsets have exactly those counts."""
+    tiny, paper = get_preset("tiny"), get_preset("paper")
+    per_class, fraction, seed = tiny.data.stage1_per_class, tiny.stage2.data_fraction, tiny.data.split_seed
+    assert (per_class, fraction) == (paper.data.stage1_per_class, paper.stage2.data_fraction)
+    data = load_digits(tiny.data)
+    train_per_class = np.bincount(data.train_labels.numpy())
+    s1 = stratified_subset(data.train_labels, per_class=per_class, seed=seed)
+    s2 = stratified_subset(data.train_labels, fraction=fraction, seed=seed)
+    assert np.bincount(data.train_labels[s1].numpy()).tolist() == [per_class] * 10
+    assert np.bincount(data.train_labels[s2].numpy()).tolist() == np.round(fraction * train_per_class).tolist()
+    assert subset_hash(s1) == subset_hash(stratified_subset(data.train_labels, per_class=per_class, seed=seed))
+    assert subset_hash(s1) != subset_hash(stratified_subset(data.train_labels, per_class=per_class, seed=seed + 1))
     with pytest.raises(ValueError):
-        stratified_subset(data.train_labels, per_class=8, fraction=0.1)
+        stratified_subset(data.train_labels, per_class=per_class, fraction=fraction)
+
+
+def test_records_are_plain_json():
+    """``config.plain``: what every record writer hands to ``json`` (numbers from numpy / torch, arrays as lists)."""
+    import json
+    from pathlib import Path
+
+    from graft_core.config import plain, to_jsonable
+    from graft_core.plan import make_plan
+
+    plan = make_plan("mlp", "mlp", [1], num_layers=4, ratio=3)
+    record = {"b": np.float32(0.5), "a": torch.tensor(2), 3: np.arange(3), "t": torch.ones(1, 2), "p": plan,
+              "s": get_preset("micro").stage1, "path": Path("x/y"), "pair": (1, np.int64(2)), "nan": float("nan")}
+    out = plain(record)
+    assert list(out) == ["b", "a", "3", "t", "p", "s", "path", "pair", "nan"]  # order kept (records are not hashed)
+    assert out["b"] == 0.5 and type(out["b"]) is float and out["a"] == 2 and type(out["a"]) is int
+    assert out["3"] == [0, 1, 2] and out["t"] == [[1.0, 1.0]] and out["pair"] == [1, 2] and out["path"] == "x/y"
+    assert out["p"] == plan.to_dict() and out["s"] == to_jsonable(get_preset("micro").stage1)
+    assert out["nan"] != out["nan"] and plain(record, finite=True)["nan"] is None
+    json.dumps(plain(record, finite=True), allow_nan=False)
 
 
 def test_teacher_key_depends_on_config(micro_preset):

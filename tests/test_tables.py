@@ -22,7 +22,8 @@ import pytest
 
 from tables import build as build_mod
 from tables import build_target, load_summary, load_summary_with_meta, paper_highlights
-from tables.common import DASH, as_number, fmt, git_rev, latex_escape
+from graft_core import provenance
+from tables.common import DASH, as_number, fmt, latex_escape
 from tables.figures import fig2_frame, pareto_front
 from tables.loader import SummaryError
 from tables.registry import TARGETS, registry_rows
@@ -389,19 +390,23 @@ def test_number_formatting():
     assert as_number("2.5") == 2.5 and as_number(True) is None
 
 
-def test_git_rev_reads_git_files(tmp_path, monkeypatch):
+def test_headers_name_the_code_in_the_summaries_format(tmp_path, monkeypatch):
+    """One implementation (``graft_core.provenance``): the HEAD commit read from the .git files, ``-dirty`` when
+    tracked files differ, ``$GRAFTBENCH_GIT_REV`` when pinned; the table headers print that same string."""
     monkeypatch.delenv("GRAFTBENCH_GIT_REV", raising=False)
     git = tmp_path / ".git"
     (git / "refs" / "heads").mkdir(parents=True)
     (git / "HEAD").write_text("ref: refs/heads/main\n")
     (git / "packed-refs").write_text("# pack-refs\n" + "ab" * 20 + " refs/heads/main\n")
-    assert git_rev(tmp_path) == "ab" * 6
+    assert provenance.head_commit(tmp_path) == "ab" * 20
     (git / "refs" / "heads" / "main").write_text("cd" * 20 + "\n")
-    assert git_rev(tmp_path) == "cd" * 6
+    assert provenance.head_commit(tmp_path) == "cd" * 20
+    assert provenance.git_rev(tmp_path / "nowhere") is None and provenance.head_commit(tmp_path / "nowhere") is None
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", build_mod.code_rev())  # this checkout
     monkeypatch.setenv("GRAFTBENCH_GIT_REV", "pinned")
-    assert git_rev(tmp_path) == "pinned"
-    monkeypatch.delenv("GRAFTBENCH_GIT_REV")
-    assert git_rev(tmp_path / "nowhere") == "unknown"
+    assert provenance.git_rev(tmp_path) == build_mod.code_rev() == "pinned"
+    (path,) = build_target(RESULTS, "tiny", "table1", out_dir=tmp_path / "out")
+    assert "% built from graftbench @ pinned;" in path.read_text()
 
 
 def test_cli_reports_timing_and_problems(tmp_path, capsys):
