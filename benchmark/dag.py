@@ -33,10 +33,10 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from benchmark.layers import NEEDS_LOCALITY, select_layers
 from benchmark.rows import LocalityConfig, Row
 from graft_core.capture_size import capture_bytes
 from graft_core.config import stable_hash, to_jsonable
+from graft_core.plan import NEEDS_LOCALITY, select_layers
 from graft_core.presets import Preset
 
 STEP_VERSIONS = {"teacher": 1, "capture": 1, "stage1": 1, "stage2": 1, "sample": 1, "eval": 1, "floor": 1,

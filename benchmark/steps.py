@@ -9,7 +9,6 @@ time. ``execute`` is the default step runner of a job (``benchmark.jobs.RunUnit`
 from __future__ import annotations
 
 import copy
-import dataclasses
 import importlib
 import importlib.util
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmark.store import RunPaths, Store
-from graft_core.config import from_dict, stable_hash
+from graft_core.config import from_dict, plain, stable_hash
 from graft_core.presets import (ClassifierConfig, DataConfig, EvalConfig, Preset, Stage1Config, Stage2Config,
                                 TeacherConfig, get_preset)
 
@@ -205,7 +204,7 @@ def run_eval(ctx: StepContext) -> dict:
                 "samples": str(merged.relative_to(ctx.run.folder))}
     model, plan = load_model(ctx, p, c["model"])
     metrics = evaluate_model(model, p, decode=_source(p).decoder(p, job_device()))
-    record = {"metrics": _plain(metrics), "efficiency": efficiency(p, plan), "model": c["model"]}
+    record = {"metrics": plain(metrics), "efficiency": efficiency(p, plan), "model": c["model"]}
     return record
 
 
@@ -279,7 +278,7 @@ def adm_metrics(npz: Path, p: Preset) -> dict:
     if "fid_adm_stats" in m:
         out.update(fid=m["fid_adm_stats"], sfid=m["sfid_adm_stats"], fid_ref_images=m["fid"],
                    sfid_ref_images=m["sfid"])
-    return _plain(out)
+    return plain(out)
 
 
 def _write_batch(path: Path, images, labels) -> Path:
@@ -302,7 +301,7 @@ def efficiency(p: Preset, plan_dict: dict | None) -> dict:
     from graft_core.plan import GraftPlan
 
     t = p.teacher
-    return _plain(eff(GraftPlan.from_dict(plan_dict), num_layers=t.num_layers, dim=t.hidden_size,
+    return plain(eff(GraftPlan.from_dict(plan_dict), num_layers=t.num_layers, dim=t.hidden_size,
                       num_heads=t.num_attention_heads, seq_len=t.num_tokens))
 
 
@@ -316,7 +315,7 @@ def run_floor(ctx: StepContext) -> dict:
         images, labels = _source(p).real_images(p, "heldout", device=job_device())
         return {"metrics": adm_metrics(_write_batch(ctx.run.out / "floor.npz", images, labels), p),
                 "real": "prepared val latents (heldout subset), SD-VAE decoded"}
-    return {"metrics": _plain(metric_floor(p))}
+    return {"metrics": plain(metric_floor(p))}
 
 
 def run_noise(ctx: StepContext) -> dict:
@@ -336,7 +335,7 @@ def run_noise(ctx: StepContext) -> dict:
         images = np.random.default_rng(e.seed).integers(0, 256, size=(e.num_samples, res, res, 3), dtype=np.uint8)
         labels = make_labels(e.num_samples, p.teacher.num_classes, e.label_mode, e.seed)
         return {"metrics": adm_metrics(_write_batch(ctx.run.out / "noise.npz", images, labels), p)}
-    return {"metrics": _plain(noise_control(p))}
+    return {"metrics": plain(noise_control(p))}
 
 
 def run_locality(ctx: StepContext) -> dict:
@@ -384,7 +383,7 @@ def external_available(spec: str) -> str | None:
 def run_external(ctx: StepContext) -> dict:
     c = ctx.config
     fn = resolve_external(c["external"])
-    return _plain(fn(dict(c), preset=ctx.preset(), out_dir=ctx.run.out, progress=ctx.progress))
+    return plain(fn(dict(c), preset=ctx.preset(), out_dir=ctx.run.out, progress=ctx.progress))
 
 
 EXECUTORS: dict[str, Callable[[StepContext], dict]] = {
@@ -396,18 +395,3 @@ EXECUTORS: dict[str, Callable[[StepContext], dict]] = {
 def execute(ctx: StepContext) -> dict:
     """The real step runner: the graft_core function of the run's kind."""
     return EXECUTORS[ctx.kind](ctx)
-
-
-def _plain(obj):
-    """Numbers from numpy/torch → Python floats; dataclasses → dicts (what json can write)."""
-    from graft_core.config import to_jsonable
-
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(obj)
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0:
-        return obj.item()
-    return obj

@@ -111,6 +111,9 @@ def locality_config(p: Preset) -> LocalityConfig:
     grid = p.teacher.sample_size // p.teacher.patch_size
     tokens = grid * grid
     ks = tuple(k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k < tokens)
-    if p.name == "micro":
-        return LocalityConfig(num_samples=10, steps=2, ks=ks, select_k=min(2 * grid, ks[-1]))
-    return LocalityConfig(ks=ks, select_k=min(2 * grid, ks[-1]))
+    scale = LOCALITY_SCALE.get(p.name, {})
+    return LocalityConfig(ks=ks, select_k=min(2 * grid, ks[-1]), **scale)
+
+
+# Presets that run the locality protocol at a reduced scale (samples, DDIM steps); everything else as the paper.
+LOCALITY_SCALE = {"micro": {"num_samples": 10, "steps": 2}, "paper-smoke": {"num_samples": 4, "steps": 2}}
