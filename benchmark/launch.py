@@ -26,6 +26,11 @@ from benchmark.store import CorruptRecord, Store
 from benchmark.summary import build_tables, mark_tables_built, tables_up_to_date, write_summary
 
 PREP_KINDS = ("teacher", "capture")
+# On Slurm, a row's runs of these kinds form one job array (independent GPU jobs: stage-1 layers, sampling tasks) ...
+ARRAY_KINDS = ("stage1", "sample")
+# ... and its captures one job that runs them in turn: each (layer, site) capture is one teacher pass plus its writes,
+# so loading the teacher once beats a job per pair (and keeps a CI rehearsal of 56 pairs in one job).
+SEQUENTIAL_KINDS = ("capture",)
 
 
 # --------------------------------------------------------------------------------------------------------- planning
@@ -118,12 +123,17 @@ def make_units(plans: list[TargetPlan], states: dict[str, NodeState], executor: 
             if executor != "slurm":
                 new_unit(label, "row", fresh)
                 continue
-            stage1 = [n for n in fresh if n.kind == "stage1"]
+            by_kind: dict[str, list[Node]] = {}
+            for n in fresh:
+                by_kind.setdefault(n.kind, []).append(n)
             for n in fresh:
                 if n.key in where:
                     continue
-                if n.kind == "stage1":
-                    new_unit(f"stage1 ×{len(stage1)} {label}", "stage1", stage1, array=True)
+                group = by_kind[n.kind]
+                if n.kind in ARRAY_KINDS:
+                    new_unit(f"{n.kind} ×{len(group)} {label}", n.kind, group, array=True)
+                elif n.kind in SEQUENTIAL_KINDS:
+                    new_unit(f"{n.kind} ×{len(group)} {label}", n.kind, group)
                 else:
                     new_unit(f"{n.kind} {label}", n.kind, [n])
     for u in units:

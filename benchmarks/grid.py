@@ -122,13 +122,13 @@ def store_report(root: Path) -> dict:
         config = record.get("config", {})
         status = _read(folder / "status.json") or {}
         metrics = _read(folder / "metrics.json") or {}
-        meta = _read(folder / metrics["folder"] / "meta.json") if metrics.get("folder") else None
+        meta = _capture_meta(folder / metrics["folder"]) if metrics.get("folder") else None
         log = folder / "logs" / "step.log"
         starts = len(re.findall(r"\bstart capture\b", log.read_text(errors="replace"))) if log.exists() else 0
         samples = (meta or {}).get("num_samples")
         captures.append({"run_id": folder.name, "split": config.get("split"), "done": (folder / "DONE").exists(),
                          "attempts": int(status.get("attempts", 0)), "log_starts": starts,
-                         "num_samples": samples, "num_layers": (meta or {}).get("num_layers"),
+                         "num_samples": samples, "num_layers": len({p[0] for p in (meta or {}).get("pairs", [])}) or None,
                          "capture_seconds": (meta or {}).get("seconds"), "capture_batch_size": batch,
                          "teacher_forward_passes": math.ceil(samples / batch) if samples else None})
     readers: dict[str, int] = {}
@@ -255,6 +255,17 @@ def main(argv=None) -> int:
     p.add_argument("--shared-cache", action="store_true", help="cold run uses the normal GRAFTBENCH_CACHE instead of "
                                                                "a fresh one")
     return run(p.parse_args(argv))
+
+
+
+def _capture_meta(folder: Path) -> dict | None:
+    """A capture's meta (``graft_core.capture``: per-pair entries, or the older flat folder), None if unreadable."""
+    from graft_core.capture import capture_meta
+
+    try:
+        return capture_meta(folder)
+    except (OSError, ValueError):
+        return None
 
 
 if __name__ == "__main__":
