@@ -180,9 +180,11 @@ def test_slurm_submits_each_row_as_a_dag_with_afterok(tmp_path, slurm):
                              log=lambda *a: None, execute=FakeSteps())
     result = launch(launcher, plans_of(store, ["table3"], ["baseline", "attn-hyena_x-*"]))
     kinds = [u.kind for u in result.units]
-    # teacher, eval(baseline), 2 captures, then per row: stage1 array, stage2, eval
-    assert kinds == ["teacher", "eval", "capture", "capture", "stage1", "stage2", "eval", "stage1", "stage2",
+    # teacher, eval(baseline), one job for both captures (the teacher loaded once), then per row: stage1 array,
+    # stage2, eval
+    assert kinds == ["teacher", "eval", "capture", "stage1", "stage2", "eval", "stage1", "stage2",
                      "eval", "stage1", "stage2", "eval"]
+    assert [len(u.nodes) for u in result.units if u.kind == "capture"] == [2]
     arrays = [u for u in result.units if u.array]
     assert [len(u.nodes) for u in arrays] == [4, 2, 2]  # layers 1,3,5,7; then 2,6 (75 %); then 0,4 (100 %)
     # the 4-layer array is split in chunks of MaxArraySize (patched to 3): 3 + 1

@@ -483,3 +483,127 @@ def test_driver_second_launch_submits_nothing(driver_launch):
     assert again.returncode == 0, again.stderr
     assert after == before + 1, f"job ids {before} → {after}: the second launch submitted {after - before - 1} job(s)"
     assert "launched 0 runs" in again.stdout, again.stdout
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The paper-preset rehearsal: `paper-smoke` (the paper's code and settings at rehearsal scale) through the driver on
+# fake prerequisites of the paper's structure (benchmark.fakes: a 28-block DiT at reduced width in an HF cache, an
+# SD-VAE-structured VAE, JPEG ImageFolders run through `benchmark.prepare`, Inception weights in torch-fidelity's
+# format, an ADM reference batch). Baseline with floor/noise, two table3 rows (Hyena-X at 50 %, MLP r=3 at 50 %)
+# and the control, fig2's locality → fig4b's replanned top-local row, and one table2 row; stage 2 as a 2-task gloo
+# DDP job, every eval a 2-task sampling array + one ADM metrics job. Then a second launch submits nothing.
+
+SMOKE_ROWS = ("baseline,metric_floor,noise_control,attn-hyena_x-interleaved50,mlp-mlp_r3-interleaved50,"
+              "control-teacher-stage2,locality,attn-hyena_x-top_local,attn-random_init-full")
+SMOKE_TARGETS = ("baseline", "table3", "fig2", "fig4b", "table2")
+SMOKE_TIMEOUT = float(os.environ.get("GRAFTBENCH_SLURM_SMOKE_TIMEOUT", "1500"))  # s for the whole rehearsal
+
+
+def _prepare_fakes(root: Path) -> dict[str, str]:
+    """The fakes, encoded and subset with the project's own CLI, and the environment that points jobs at them."""
+    from benchmark import fakes
+
+    paths = fakes.make_all(root, classes=4, per_class=10)
+    val = fakes.make_imagefolder(root / "imagenet" / "val", classes=4, per_class=8, seed=1)
+    env = {**os.environ, **paths.environ(), "GRAFTBENCH_CACHE": str(root / "cache"),
+           "GRAFTBENCH_IMAGENET": str(root / "latents"), "GRAFTBENCH_ADM_REFERENCE": str(paths.reference),
+           "OMP_NUM_THREADS": "1"}
+    prepare = [sys.executable, "-m", "benchmark.prepare"]
+    common = ["--out", str(root / "latents"), "--num-workers", "0", "--shard-size", "16", "--batch-size", "8",
+              "--quiet"]
+    for cmd in ([*prepare, "imagenet", "--src", str(paths.imagenet), *common],
+                [*prepare, "imagenet", "--src", str(val), "--split", "val", *common],
+                [*prepare, "subsets", "--out", str(root / "latents"), "--per-class", "stage1=8",
+                 "--per-class", "heldout=8", "--per-class", "pct10=10"]):
+        p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+        assert p.returncode == 0, f"{' '.join(cmd)}\n{p.stdout}{p.stderr}"
+    return env
+
+
+def run_smoke(results: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "benchmark.run", *SMOKE_TARGETS, "--preset", "paper-smoke", "--rows", SMOKE_ROWS,
+           "--executor", "slurm", "--profile", "cpu", "--slurm", "stage2.tasks_per_node=2",
+           "--results-dir", str(results), "--quiet"]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    print(f"$ {' '.join(cmd)}\n{p.stdout}{p.stderr}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def smoke_launch(tmp_path_factory, node_cpus):
+    if node_cpus < 2:
+        pytest.skip(f"the node has {node_cpus} CPU(s); the 2-task stage-2 job needs 2")
+    wait_for(lambda: not our_jobs(), DRIVER_TIMEOUT, "earlier driver jobs to end", interval=1.0)
+    root = tmp_path_factory.mktemp("paper-smoke")
+    t0 = time.monotonic()
+    env = _prepare_fakes(root)
+    prepared = time.monotonic() - t0
+    results = root / "results"
+    first = run_smoke(results, env)
+    assert first.returncode == 0, first.stderr
+    wait_for(lambda: not our_jobs(), SMOKE_TIMEOUT, "the rehearsal's jobs to end", interval=2.0)
+    return {"results": results, "env": env, "first": first, "prepare_seconds": prepared,
+            "seconds": time.monotonic() - t0}
+
+
+def _seconds_by_kind(runs: Path) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for metrics in runs.glob("*/*/metrics.json"):
+        m = read_json_file(metrics)
+        if m.get("seconds_step") is not None:
+            out.setdefault(metrics.parent.parent.name, []).append(float(m["seconds_step"]))
+    return out
+
+
+def test_paper_smoke_rehearsal_runs_every_dit_step_on_slurm(smoke_launch):
+    import math
+
+    results = smoke_launch["results"]
+    runs = results / "paper-smoke" / "runs"
+    first = smoke_launch["first"].stdout
+    failed = {f"{p.parent.parent.name}/{p.parent.name}": read_json_file(p).get("error")
+              for p in runs.glob("*/*/status.json") if read_json_file(p).get("state") != "done"}
+    assert not failed, failed
+    assert "submitted sample ×2" in first and "submitted stage1 ×14" in first and "submitted replan" in first, first
+    wanted = {"baseline": {"baseline", "metric_floor", "noise_control"},
+              "table3": {"baseline", "attn-hyena_x-interleaved50", "mlp-mlp_r3-interleaved50",
+                         "control-teacher-stage2"},
+              "fig2": {"locality"}, "fig4b": {"attn-hyena_x-top_local"}, "table2": {"attn-random_init-full"}}
+    for target, rows in wanted.items():
+        summary = read_json_file(results / "paper-smoke" / target / "summary.json")
+        by_row = {r["row"]: r for r in summary["rows"]}
+        for row in rows:
+            r = by_row[row]
+            assert r["status"] == "done", (target, row, r["status"])
+            if target != "fig2":
+                assert all(math.isfinite(r["metrics"][m]) for m in ("fid", "sfid", "is", "precision", "recall")), r
+    # the paper protocol: FID against the reference batch's stored statistics, scored by the metrics job
+    evals = [read_json_file(p) for p in runs.glob("eval/*/metrics.json")]
+    assert evals and all("fid_adm_stats" in e["metrics"] and e["metrics"]["fid"] == e["metrics"]["fid_adm_stats"]
+                         for e in evals)
+    # stage 2 was one DDP process group of 2 tasks; the sampling tasks were array tasks
+    for env_path in runs.glob("stage2/*/environment.json"):
+        assert read_json_file(env_path)["job"]["world_size"] == 2
+    assert any("SLURM_ARRAY_TASK_ID" in read_json_file(p)["slurm"] for p in runs.glob("sample/*/environment.json"))
+    # captures hold only the planned (layer, site) pairs: one run per pair and split
+    pairs = [read_json_file(p)["config"].get("pairs") for p in runs.glob("capture/*/config.json")]
+    assert pairs and all(p is not None and len(p) == 1 for p in pairs)
+    tables = subprocess.run([sys.executable, "-m", "tables.build", "--results", str(results), "--preset",
+                             "paper-smoke"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env=smoke_launch["env"])
+    assert tables.returncode == 0, tables.stderr
+    for name in ("table2", "table3", "fig4b"):
+        tex = (results / "paper-smoke" / "tables" / f"{name}.tex").read_text()
+        assert "\\toprule" in tex and "\\bottomrule" in tex, name
+    timings = {k: f"{len(v)} runs, {sum(v):.0f} s" for k, v in sorted(_seconds_by_kind(runs).items())}
+    print(f"paper-smoke through Slurm: {smoke_launch['seconds']:.0f} s (fakes + prepare "
+          f"{smoke_launch['prepare_seconds']:.0f} s); step seconds by kind: {timings}")
+
+
+def test_paper_smoke_second_launch_submits_nothing(smoke_launch):
+    before = job_ids_used()
+    again = run_smoke(smoke_launch["results"], smoke_launch["env"])
+    after = job_ids_used()
+    assert again.returncode == 0, again.stderr
+    assert after == before + 1, f"job ids {before} → {after}: the second launch submitted {after - before - 1} job(s)"
+    assert "launched 0 runs" in again.stdout, again.stdout
