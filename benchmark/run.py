@@ -46,6 +46,17 @@ class UsageError(Exception):
     pass
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (``--jobs 0`` or ``-3`` would launch nothing, silently)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmark.run", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -62,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                    "'baseline,attn-hyena_x-*'); summaries still list every row")
     p.add_argument("--results-dir", default=os.environ.get("GRAFTBENCH_RESULTS", "results"),
                    help="results root (default: ./results or $GRAFTBENCH_RESULTS)")
-    p.add_argument("--jobs", type=int, default=1, help="--executor local: rows run at a time in subprocesses "
+    p.add_argument("--jobs", type=positive_int, default=1, help="--executor local: rows run at a time in subprocesses "
                                                       "(default 1; on 2 cores more rarely pays)")
     p.add_argument("--wait", action="store_true", help="Slurm: block until the submitted jobs end")
     p.add_argument("--dry-run", action="store_true", help="print planned runs, layers, resources and cost; write "

@@ -186,7 +186,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="folder to write to (default: the user cache)")
     parser.add_argument("--retrain", action="store_true", help="train even if a cached/shipped teacher exists")
     args = parser.parse_args(argv)
-    preset = get_preset(args.preset)
+    try:
+        preset = get_preset(args.preset)
+    except ValueError as err:
+        parser.exit(2, f"error: {err}\n")
     if preset.teacher.pretrained:
         raise SystemExit(f"preset {args.preset!r} uses a pretrained teacher ({preset.teacher.pretrained}); nothing to train")
     key = teacher_key(preset.teacher, preset.data)

@@ -20,6 +20,7 @@ from typing import Callable
 
 from graft_core import provenance
 from graft_core.operators.registry import load_plugins
+from graft_core.presets import PRESETS
 
 from .common import LATEX_PACKAGES
 from .loader import Summary, load_summary_with_meta, summary_path
@@ -161,7 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
     targets = list(dict.fromkeys(targets))
+    if not args.results.is_dir():
+        parser.exit(2, f"error: --results {args.results} is not a folder; give the result store root that "
+                       f"`python -m benchmark.run --results-dir` wrote (default: results)\n")
     presets = args.preset or discover_presets(args.results) or ["tiny"]
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown:
+        parser.exit(2, f"error: unknown preset {unknown[0]!r}; choose one of: {', '.join(sorted(PRESETS))}\n")
     rev = args.git_rev or code_rev()
     t_all = time.perf_counter()
     n_files = failures = 0

@@ -136,7 +136,13 @@ def load_classifier_dir(folder: Path) -> DigitClassifier:
 
 
 def read_meta(folder: Path) -> dict:
-    return json.loads((Path(folder) / META_FILE).read_text())
+    """``classifier.json``; a truncated or garbled one is a ``ValueError`` naming the file and the fix."""
+    path = Path(folder) / META_FILE
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err.__class__.__name__}); delete {Path(folder)} to retrain "
+                         f"the classifier") from None
 
 
 def load_classifier(preset: Preset, *, train_if_missing: bool = True) -> DigitClassifier:
