@@ -6,7 +6,7 @@ recorded in each run's status.json right away. ``launch`` is the loop every comm
 
 A launcher runs its jobs with a step runner: the real steps unless the caller passes ``execute`` (the tests pass
 ``benchmark.testing.FakeSteps``); it travels with each job (``RunUnit(execute)``), so subprocesses and Slurm jobs
-run the same one.
+run the same one, together with the profile's execution settings (``Launcher.job_settings``).
 """
 from __future__ import annotations
 
@@ -128,6 +128,13 @@ class Launcher:
     def executor(self) -> str:
         return self.name
 
+    def job_settings(self) -> dict[str, dict]:
+        """The profile's execution settings per step kind (e.g. stage 2's ``grad_accumulation``), for every job."""
+        return self.profile.all_job_settings() if self.profile is not None else {}
+
+    def unit_job(self) -> RunUnit:
+        return RunUnit(self.execute, settings=self.job_settings())
+
     def prepare(self, plans: list[TargetPlan], states: dict[str, NodeState], skip: set[str]) -> list[Unit]:
         """Write config.json of every run to launch and take corrupt records out of service."""
         units = make_units(plans, states, self.name, skip)
@@ -209,7 +216,7 @@ class ProcessLauncher(Launcher):
         if parallel > 1 and "OMP_NUM_THREADS" not in os.environ:  # share the cores between the jobs
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
         with _environ(env):
-            job = ex.submit(RunUnit(self.execute), str(self.store.results_dir), self.store.preset,
+            job = ex.submit(self.unit_job(), str(self.store.results_dir), self.store.preset,
                             [n.key for n in u.nodes], not self.inline, self.progress)
         for n in u.nodes:
             _record(self.store, n, self.name, job_id=job.job_id, pid=self.job_pid(job))
@@ -300,7 +307,7 @@ class SlurmLauncher(Launcher):
             if u.array:
                 ids = []
                 for part in chunks(u.nodes, max_array):
-                    jobs = ex.map_array(RunUnit(self.execute), [results_dir] * len(part), [preset] * len(part),
+                    jobs = ex.map_array(self.unit_job(), [results_dir] * len(part), [preset] * len(part),
                                         [[n.key] for n in part])
                     for n, job in zip(part, jobs):
                         _record(self.store, n, "slurm", job.job_id)
@@ -309,7 +316,7 @@ class SlurmLauncher(Launcher):
                 job_ids[u.index] = ids
                 u.job_ids = list(ids)
             else:
-                job = ex.submit(RunUnit(self.execute), results_dir, preset, [n.key for n in u.nodes])
+                job = ex.submit(self.unit_job(), results_dir, preset, [n.key for n in u.nodes])
                 for n in u.nodes:
                     _record(self.store, n, "slurm", job.job_id)
                 job_ids[u.index] = [str(job.job_id)]

@@ -5,7 +5,10 @@ and, on a requeue, starts again from what is on disk (DONE runs are skipped, sta
 checkpoint), never from state stored in the pickle. ``RunUnit`` is a ``submitit.helpers.Checkpointable``: on
 preemption or timeout submitit requeues the same call. What a run executes is the job's step runner:
 ``benchmark.steps.execute`` unless the launcher was given another (``RunUnit(execute=...)``, pickled with the job:
-a module-level function or a picklable object, e.g. the tests' ``benchmark.testing.FakeSteps``).
+a module-level function or a picklable object, e.g. the tests' ``benchmark.testing.FakeSteps``). The job also
+carries the profile's execution settings per step kind (``RunUnit(settings=Profile.all_job_settings())``, e.g.
+``{"stage2": {"grad_accumulation": 4}}``), handed to each step as ``StepContext.settings``: they come from the
+launch, not from config.json, because they change how a run executes, never its results or its id.
 
 Multi-task jobs (paper-preset stage 2: one task per GPU) export ``MASTER_ADDR``/``MASTER_PORT``/``RANK``/
 ``WORLD_SIZE``/``LOCAL_RANK`` from ``submitit.JobEnvironment()`` before ``graft_core.finetune`` initialises
@@ -165,11 +168,14 @@ class RunUnit(submitit.helpers.Checkpointable):
 
     A run whose inputs are not DONE is recorded as failed (not attempted); the other runs still go ahead. With
     ``raise_on_failure`` (Slurm / local executors) the job ends with an error when any run failed, so Slurm's
-    ``afterok`` dependents do not start. ``execute(ctx) -> record`` runs one step (default: the real steps).
+    ``afterok`` dependents do not start. ``execute(ctx) -> record`` runs one step (default: the real steps);
+    ``settings`` maps a step kind to its execution settings from the profile (``ctx.settings``).
     """
 
-    def __init__(self, execute: Callable[[steps.StepContext], dict] | None = None):
+    def __init__(self, execute: Callable[[steps.StepContext], dict] | None = None,
+                 settings: dict[str, dict] | None = None):
         self.execute = execute
+        self.settings = dict(settings or {})
 
     def __call__(self, results_dir: str, preset: str, keys: list[str], raise_on_failure: bool = True,
                  progress: bool = True) -> dict:
@@ -186,7 +192,8 @@ class RunUnit(submitit.helpers.Checkpointable):
                 continue
             if rank != 0 and kind != "stage2":
                 continue  # multi-task jobs exist for stage 2 only; other ranks skip everything else
-            ok = self.run_one(store, run, env, self.execute or steps.execute, progress)
+            ok = self.run_one(store, run, env, self.execute or steps.execute, progress,
+                              settings=self.settings.get(kind, {}))
             (done if ok else failed).append(key)
         if failed and raise_on_failure and rank == 0:
             raise StepsFailed(f"{len(failed)} of {len(keys)} runs failed: {', '.join(failed)} "
@@ -195,7 +202,7 @@ class RunUnit(submitit.helpers.Checkpointable):
 
     @staticmethod
     def run_one(store: Store, run: RunPaths, env: dict, execute: Callable[[steps.StepContext], dict],
-                progress: bool) -> bool:
+                progress: bool, settings: dict | None = None) -> bool:
         record = read_json(run.config)
         config, deps = record["config"], record.get("deps", [])
         desc = record.get("desc") or f"{run.kind} {run.run_id}"
@@ -222,7 +229,8 @@ class RunUnit(submitit.helpers.Checkpointable):
                     f"{store.read_status(run).get('attempts', 1)})")
                 try:
                     ctx = steps.StepContext(store=store, run=run, config=config, rank=env["rank"],
-                                            world_size=env["world_size"], progress=progress)
+                                            world_size=env["world_size"], progress=progress,
+                                            settings=dict(settings or {}))
                     metrics = execute(ctx)
                     if main:
                         atomic_write_json(run.environment, environment_record(env))

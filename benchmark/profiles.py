@@ -7,6 +7,12 @@ parameters without their ``slurm_`` prefix (``partition``, ``account``, ``qos``,
 ``max_num_timeout``, ``array_parallelism``, ``setup``, ``additional_parameters``, …). Unknown keys are refused with
 the list of valid ones, so a profile can be validated without a cluster (``python -m benchmark.run --validate``).
 
+Driver keys (``DRIVER_KEYS``) are graftbench's own execution settings, not submitit's: validated here, never passed to
+submitit, handed to the job instead (``job_settings`` → ``benchmark.jobs.RunUnit(settings=...)``). They change how a
+step runs, never its results, so they are not part of any run id. ``grad_accumulation`` (integer ≥ 1, stage 2 only,
+``"stage2": {"grad_accumulation": 4}`` or ``--slurm stage2.grad_accumulation=4``): micro-batches per GPU and step
+when the per-GPU batch does not fit in memory (``graft_core.finetune``).
+
 Command-line overrides, applied after the file: ``--slurm partition=h100`` (every kind) or
 ``--slurm stage2.timeout_min=2880`` (one kind); values are parsed as JSON when they parse (``8``, ``true``,
 ``{"a": 1}``), else kept as strings. Times are integer minutes. Keep ``signal_delay_s`` longer than a checkpoint save
@@ -28,6 +34,8 @@ SLURM_KEYS = ("account", "additional_parameters", "array_parallelism", "comment"
               "mail_type", "mail_user", "mem", "mem_per_cpu", "mem_per_gpu", "nodelist", "nodes", "ntasks_per_node",
               "num_gpus", "partition", "qos", "setup", "signal_delay_s", "srun_args", "stderr_to_stdout",
               "teardown", "time", "use_srun", "wckey", "max_num_timeout")
+# graftbench's execution settings: key -> the step kinds that read it (a key set on another kind would do nothing)
+DRIVER_KEYS = {"grad_accumulation": ("stage2",)}
 KINDS = ("teacher", "capture", "stage1", "stage2", "sample", "eval", "floor", "noise", "locality", "external",
          "collect")
 DEFAULT_PROFILE = {"paper": "paper", "paper-smoke": "paper-smoke"}  # other presets: "cpu"
@@ -45,7 +53,8 @@ def default_profile(preset: str) -> str:
     return DEFAULT_PROFILE.get(preset, "cpu")
 
 
-def _check(section: dict, where: str) -> None:
+def _check(section: dict, where: str, kind: str | None = None) -> None:
+    """Refuse unknown keys and bad values of one section (``kind`` None: the defaults of every kind)."""
     for key, value in section.items():
         if key == "slurm":
             if not isinstance(value, dict):
@@ -53,8 +62,14 @@ def _check(section: dict, where: str) -> None:
             bad = sorted(set(value) - set(SLURM_KEYS))
             if bad:
                 raise ProfileError(f"{where}.slurm: unknown key(s) {bad}; valid: {', '.join(SLURM_KEYS)}")
+        elif key in DRIVER_KEYS:
+            if kind is not None and kind not in DRIVER_KEYS[key]:
+                raise ProfileError(f"{where}.{key}: applies to {', '.join(DRIVER_KEYS[key])} only")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ProfileError(f"{where}.{key} must be an integer >= 1, got {value!r}")
         elif key not in GENERIC:
-            raise ProfileError(f"{where}: unknown key {key!r}; valid: {', '.join(GENERIC)} and a 'slurm' object")
+            raise ProfileError(f"{where}: unknown key {key!r}; valid: {', '.join(GENERIC + tuple(DRIVER_KEYS))} "
+                               f"and a 'slurm' object")
         elif key == "timeout_min" and not isinstance(value, int):
             raise ProfileError(f"{where}.timeout_min must be integer minutes, got {value!r}")
 
@@ -87,7 +102,7 @@ class Profile:
         for kind, section in self.data.get("steps", {}).items():
             if kind not in KINDS:
                 raise ProfileError(f"{self.name}.steps: unknown step kind {kind!r}; valid: {', '.join(KINDS)}")
-            _check(section, f"{self.name}.steps.{kind}")
+            _check(section, f"{self.name}.steps.{kind}", kind)
 
     def override(self, item: str) -> None:
         """Apply one ``[kind.]key=value`` override."""
@@ -107,12 +122,13 @@ class Profile:
             value = raw
         section = self.data.setdefault("defaults", {}) if kind is None else \
             self.data.setdefault("steps", {}).setdefault(kind, {})
-        if key in GENERIC:
+        if key in GENERIC or key in DRIVER_KEYS:
             section[key] = value
         elif key in SLURM_KEYS:
             section.setdefault("slurm", {})[key] = value
         else:
-            raise ProfileError(f"--slurm {item}: unknown key {key!r}; valid: {', '.join(GENERIC + SLURM_KEYS)}")
+            raise ProfileError(f"--slurm {item}: unknown key {key!r}; "
+                               f"valid: {', '.join(GENERIC + tuple(DRIVER_KEYS) + SLURM_KEYS)}")
         self.validate()
 
     def resources(self, kind: str) -> dict:
@@ -131,9 +147,18 @@ class Profile:
         init = {}
         if "max_num_timeout" in slurm:
             init["slurm_max_num_timeout"] = slurm.pop("max_num_timeout")
-        params = {k: v for k, v in res.items() if v is not None}
+        params = {k: v for k, v in res.items() if v is not None and k not in DRIVER_KEYS}
         params.update({f"slurm_{k}": v for k, v in slurm.items() if v is not None})
         return init, params
+
+    def job_settings(self, kind: str) -> dict:
+        """The driver keys that apply to ``kind`` (merged defaults + step), for the job rather than for submitit."""
+        res = self.resources(kind)
+        return {k: res[k] for k, kinds in DRIVER_KEYS.items() if kind in kinds and res.get(k) is not None}
+
+    def all_job_settings(self) -> dict[str, dict]:
+        """``job_settings`` of every kind that has any: what a job carries (``RunUnit(settings=...)``)."""
+        return {kind: s for kind in KINDS if (s := self.job_settings(kind))}
 
     def describe(self, kind: str) -> str:
         r = self.resources(kind)
@@ -145,4 +170,5 @@ class Profile:
         parts += [f"{r.get('cpus_per_task', '?')} CPU/task", f"{r.get('mem_gb', '?')} GB",
                   f"{r.get('timeout_min', '?')} min"]
         parts += [f"{k}={s[k]}" for k in ("partition", "qos", "account") if s.get(k)]
+        parts += [f"{k}={v}" for k, v in self.job_settings(kind).items()]
         return ", ".join(parts)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,6 +36,7 @@ class StepContext:
     rank: int = 0
     world_size: int = 1
     progress: bool = True
+    settings: dict = field(default_factory=dict)  # the profile's execution settings of this kind (not the config)
 
     @property
     def kind(self) -> str:
@@ -166,7 +167,9 @@ def run_stage2(ctx: StepContext) -> dict:
     p, c = ctx.preset(), ctx.config
     teacher = get_teacher(p)
     student = build_student(teacher, c["plan"], stage1_dirs(ctx, c["init"]))
-    _, metrics = finetune(student, p, out_dir=ctx.run.out, stage2=p.stage2, progress=ctx.progress and ctx.rank == 0)
+    # grad_accumulation: an execution setting of the profile (same results), so not in the config or the run id
+    _, metrics = finetune(student, p, out_dir=ctx.run.out, stage2=p.stage2, progress=ctx.progress and ctx.rank == 0,
+                          accumulation=int(ctx.settings.get("grad_accumulation", 1)))
     return metrics
 
 

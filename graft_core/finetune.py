@@ -18,6 +18,14 @@ Distributed data parallel: with ``WORLD_SIZE > 1`` in the environment the proces
 gradients — so a step equals the single-process step on the whole batch up to float summation order. Only rank 0
 writes checkpoints and the final weights.
 
+Gradient accumulation (``accumulation=k``, from the Slurm profile's ``stage2.grad_accumulation``): when a rank's
+share does not fit in GPU memory it is cut into ``k`` micro-batches (``micro_batches``), each micro-batch's loss
+weighted by its size / the share's size, gradients summed locally (DDP's all-reduce skipped with ``no_sync`` on all
+but the last) and the optimizer steps once. The random stream is still drawn for the whole global batch and sliced,
+so a run with ``k`` equals the run with ``k = 1`` up to float summation order: ``k`` is an execution setting, not
+part of ``Stage2Config`` or the run id (a run may even resume with another ``k``). Metrics record ``k`` and the
+micro-batch size.
+
 LoRA (``stage2.lora_rank``): peft ``LoraConfig(r=rank, lora_alpha=rank, target_modules=<every nn.Linear inside the
 blocks' attn1 / ff, grafted operators included>)``; the base weights are frozen, only the adapters train (and are
 EMA-averaged). For sampling the EMA adapters are **merged** into the base weights (``merge_and_unload``), so the
@@ -101,6 +109,24 @@ def global_batch(step: int, images: torch.Tensor, labels: torch.Tensor, *, stage
     x0 = images[idx]
     noise = torch.randn(x0.shape, generator=gen)
     return {"x0": x0, "labels": y, "t": t, "noise": noise}
+
+
+def micro_batches(n: int, k: int) -> list[tuple[slice, float]]:
+    """``k`` contiguous slices of a rank's ``n`` samples (sizes differ by at most one) with the weight
+    ``size / n`` of each: the weighted sum of the micro-batches' mean losses is the mean loss of all ``n``, so the
+    accumulated gradient is the whole share's gradient."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"gradient accumulation must be an integer >= 1, got {k!r}")
+    if k > n:
+        raise ValueError(f"gradient accumulation {k} exceeds the per-GPU batch of {n} samples "
+                         f"(stage2.batch_size / world size); use at most {n}")
+    base, extra = divmod(n, k)
+    out, start = [], 0
+    for i in range(k):
+        size = base + (i < extra)
+        out.append((slice(start, start + size), size / n))
+        start += size
+    return out
 
 
 class Warmup:
@@ -194,12 +220,13 @@ class Finetune:
         stop_after: stop (without a final save) once this many steps are done — to test interruption.
         data: ``(x0, labels, indices)`` replacing the built-in stage-2 subset (digits only so far), e.g. with
             ImageNet latents.
+        accumulation: micro-batches per rank and step (gradient accumulation); same results as 1, less memory.
     """
 
     def __init__(self, model: nn.Module | Callable[[], nn.Module], preset: Preset, *, out_dir: Path,
                  stage2: Stage2Config | None = None, progress: bool = True, device: str | None = None,
                  stop_after: int | None = None,
-                 data: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None = None):
+                 data: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None = None, accumulation: int = 1):
         self.model = model
         self.preset = preset
         self.out_dir = Path(out_dir)
@@ -208,6 +235,7 @@ class Finetune:
         self.device = device
         self.stop_after = stop_after
         self.data = data
+        self.accumulation = accumulation
 
     # ----------------------------------------------------------------------------------------------------------------
 
@@ -239,6 +267,7 @@ class Finetune:
         st, cfg = self.stage2, self.preset.teacher
         device = torch.device(self.device) if self.device is not None else distributed.default_device(info)
         shard = distributed.shard_slice(st.batch_size, info)
+        micro = micro_batches(shard.stop - shard.start, self.accumulation)
         images, labels, subset_idx = stage2_subset(self.preset, st) if self.data is None else self.data
         scheduler = make_train_scheduler(cfg)
 
@@ -280,18 +309,25 @@ class Finetune:
         while step < stop:
             batch = global_batch(step, images, labels, stage2=st, null_id=null_id,
                                  num_timesteps=cfg.num_train_timesteps)
-            part = {k: v[shard].to(device) for k, v in batch.items()}
-            with autocast:
-                loss = diffusion_loss(net, scheduler, part["x0"], part["labels"], t=part["t"], noise=part["noise"])
+            part = {k: v[shard] for k, v in batch.items()}
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            step_loss = 0.0
+            for i, (sl, weight) in enumerate(micro):
+                mb = {k: v[sl].to(device) for k, v in part.items()}
+                # DDP all-reduces on the last micro-batch only: the others just add to the local .grad
+                sync = net.no_sync() if info.enabled and i < len(micro) - 1 else contextlib.nullcontext()
+                with sync:
+                    with autocast:
+                        loss = diffusion_loss(net, scheduler, mb["x0"], mb["labels"], t=mb["t"], noise=mb["noise"])
+                    (loss if weight == 1.0 else loss * weight).backward()
+                step_loss += weight * loss.item()
             if st.grad_clip:
                 torch.nn.utils.clip_grad_norm_(trainable, st.grad_clip)
             opt.step()
             lr_sched.step()
             ema.update(model)
             step += 1
-            window.append(distributed.mean_over_ranks(loss.item(), info, device))
+            window.append(distributed.mean_over_ranks(step_loss, info, device))
             if step % LOG_EVERY == 0 or step == st.steps:
                 history.append({"step": step, "loss": sum(window) / len(window), "lr": lr_sched.get_last_lr()[0]})
                 bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
@@ -311,6 +347,7 @@ class Finetune:
             "trainable_params": sum(p.numel() for p in trainable),
             "total_params": sum(p.numel() for p in model.parameters()),
             "lora_rank": st.lora_rank, "world_size": info.world_size, "device": str(device),
+            "grad_accumulation": len(micro), "micro_batch_size": max(s.stop - s.start for s, _ in micro),
             "stage2": to_jsonable(st), "num_train_images": len(subset_idx), "subset_hash": _subset_hash(subset_idx),
         }
         ema_model = merge_lora(ema.model).eval()
@@ -348,6 +385,8 @@ def _subset_hash(idx: np.ndarray) -> str:
 
 
 def finetune(model: nn.Module | Callable[[], nn.Module], preset: Preset, *, out_dir: Path,
-             stage2: Stage2Config | None = None, progress: bool = True, **kwargs) -> tuple[nn.Module, dict]:
+             stage2: Stage2Config | None = None, progress: bool = True, accumulation: int = 1,
+             **kwargs) -> tuple[nn.Module, dict]:
     """Stage 2 in one call (see ``Finetune``): returns the EMA model for sampling and the metrics."""
-    return Finetune(model, preset, out_dir=out_dir, stage2=stage2, progress=progress, **kwargs)()
+    return Finetune(model, preset, out_dir=out_dir, stage2=stage2, progress=progress, accumulation=accumulation,
+                    **kwargs)()

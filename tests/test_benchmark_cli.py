@@ -27,6 +27,8 @@ def run_cli(*args, env=None, cwd=REPO):
     (["table3", "--executor", "cloud"], "unknown executor 'cloud'; choose one of: auto, debug, local, slurm"),
     (["table3", "--profile", "nope"], "unknown profile 'nope'; choose one of: cpu, paper"),
     (["table3", "--slurm", "partion=gpu"], "unknown key 'partion'"),
+    (["table3", "--slurm", "stage2.grad_accumulation=0"], "grad_accumulation must be an integer >= 1, got 0"),
+    (["table3", "--slurm", "stage2.grad_accumulation=x"], "grad_accumulation must be an integer >= 1, got 'x'"),
     ([], "no target given"),
 ])
 def test_usage_errors_are_one_line_exit_2_and_write_nothing(tmp_path, args, message):
@@ -227,6 +229,56 @@ def test_profiles_validate_and_override():
     for bad in ("stage9.mem_gb=1", "foo=1", "timeout_min=1:30", "nokey"):
         with pytest.raises(ProfileError):
             Profile.load("cpu", [bad])
+
+
+def test_grad_accumulation_is_a_validated_driver_key_not_a_submitit_parameter(tmp_path):
+    import json
+
+    from benchmark.executors import make_launcher
+    from benchmark.profiles import Profile, ProfileError
+
+    paper = Profile.load("paper")
+    assert paper.job_settings("stage2") == {"grad_accumulation": 1} and paper.job_settings("stage1") == {}
+    prof = Profile.load("paper", ["stage2.grad_accumulation=4"])
+    init, params = prof.executor_parameters("stage2")
+    assert not any("accumulation" in k for k in [*init, *params])  # submitit would refuse it
+    assert prof.all_job_settings() == {"stage2": {"grad_accumulation": 4}}
+    assert "grad_accumulation=4" in prof.describe("stage2") and "accumulation" not in prof.describe("stage1")
+    # every job of a launch carries the settings (a Slurm job reads them, not config.json)
+    unit = make_launcher("debug", Store(tmp_path, "micro"), profile=prof).unit_job()
+    assert unit.settings == {"stage2": {"grad_accumulation": 4}}
+    for value in (0, "x", -2, 1.5, True):
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps({"defaults": {}, "steps": {"stage2": {"grad_accumulation": value}}}))
+        with pytest.raises(ProfileError, match="grad_accumulation must be an integer >= 1") as err:
+            Profile.load(str(path))
+        assert "\n" not in str(err.value)
+    with pytest.raises(ProfileError, match="applies to stage2 only"):
+        Profile.load("cpu", ["stage1.grad_accumulation=2"])
+
+
+def test_grad_accumulation_reaches_stage2_without_changing_its_run_id(tmp_path, monkeypatch, capsys):
+    """``--slurm stage2.grad_accumulation=2`` on a micro run: the stage-2 record says 2 (micro-batches of 4), and a
+    launch without it finds the same run id done (accumulation is not part of the run's identity)."""
+    import json
+
+    monkeypatch.setattr("benchmark.launch.build_tables", lambda *a, **k: None)
+    args = ["table3", "--preset", "micro", "--executor", "debug", "--rows", "control-teacher-stage2",
+            "--results-dir", str(tmp_path), "--quiet"]
+    assert main(args + ["--slurm", "stage2.grad_accumulation=2"]) == 0, capsys.readouterr().out
+    (stage2,) = (tmp_path / "micro" / "runs" / "stage2").iterdir()
+    metrics = json.loads((stage2 / "metrics.json").read_text())
+    assert metrics["grad_accumulation"] == 2 and metrics["micro_batch_size"] == 4 and metrics["complete"]
+    config = json.loads((stage2 / "config.json").read_text())
+    assert "accumulation" not in json.dumps(config) and "accumulation" not in json.dumps(metrics["stage2"])
+    from benchmark.launch import all_nodes
+
+    planned = [n.run_id for n in all_nodes(plan_targets(Store(tmp_path, "micro"), targets.expand(["table3"])))
+               if n.kind == "stage2"]
+    assert stage2.name in planned
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "nothing to launch" in capsys.readouterr().out
 
 
 def test_a_teacher_whose_weights_were_deleted_is_trained_again(tmp_path):

@@ -1,4 +1,5 @@
-"""Stage 2: the loss, the data stream, exact resume, LoRA, and DDP equivalence (2 gloo processes)."""
+"""Stage 2: the loss, the data stream, exact resume, LoRA, gradient accumulation, and DDP equivalence (2 gloo
+processes)."""
 import dataclasses
 import os
 
@@ -106,6 +107,82 @@ def test_lora_trains_only_adapter_weights(micro_teacher, micro_preset, tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Gradient accumulation: an execution setting with the results of one batch
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _assert_same_training(got: torch.nn.Module, ref: torch.nn.Module, preset, atol: float = 1e-5) -> None:
+    """EMA weights equal up to float summation order. The attention key biases are checked through the outputs
+    instead: softmax is invariant to them, so their true gradient is 0 and Adam turns its round-off into ±lr steps
+    that differ between summation orders yet change nothing the model computes."""
+    from graft_core.diffusion import model_output
+
+    ref_state, got_state = ref.state_dict(), got.state_dict()
+    assert got_state.keys() == ref_state.keys()
+    for name, value in ref_state.items():
+        if not name.endswith("attn1.to_k.bias"):
+            torch.testing.assert_close(got_state[name], value, rtol=0, atol=atol, msg=name)
+    t = preset.teacher
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, t.in_channels, t.sample_size, t.sample_size, generator=gen)
+    steps, labels = torch.tensor([0, 10, 200, 500, 800, 999]), torch.tensor([0, 1, 2, 3, 4, 10])
+    with torch.no_grad():
+        out_got, out_ref = model_output(got.eval(), x, steps, labels), model_output(ref.eval(), x, steps, labels)
+    torch.testing.assert_close(out_got, out_ref, rtol=0, atol=atol)
+
+
+def test_micro_batches_cover_the_share_with_size_weights():
+    for n, k in ((8, 1), (8, 2), (8, 3), (32, 4), (5, 5)):
+        parts = ft.micro_batches(n, k)
+        assert len(parts) == k and parts[0][0].start == 0 and parts[-1][0].stop == n
+        assert all(a.stop == b.start for (a, _), (b, _) in zip(parts, parts[1:]))
+        assert max(s.stop - s.start for s, _ in parts) - min(s.stop - s.start for s, _ in parts) <= 1
+        assert sum(w for _, w in parts) == pytest.approx(1.0)
+        assert all(w == (s.stop - s.start) / n for s, w in parts)
+    assert ft.micro_batches(8, 1) == [(slice(0, 8), 1.0)]  # k = 1 is today's step, weight exactly 1
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="integer >= 1"):
+            ft.micro_batches(8, bad)
+    with pytest.raises(ValueError, match="exceeds the per-GPU batch of 8"):
+        ft.micro_batches(8, 9)
+
+
+@pytest.mark.parametrize("learned_sigma", [False, True])
+def test_accumulation_gives_the_results_of_one_batch(micro_teacher, micro_preset, tmp_path, learned_sigma):
+    """k micro-batches (2, uneven 3, 4 of the micro batch of 8) vs k = 1: same losses and EMA weights up to float
+    summation order; k is recorded in the metrics, not in the stage-2 config."""
+    model = micro_teacher
+    if learned_sigma:  # DiT-XL/2's case: the vb term is a per-sample mean too
+        from graft_core.teacher import build_dit
+
+        torch.manual_seed(0)
+        model = build_dit(dataclasses.replace(micro_preset.teacher,
+                                              out_channels=2 * micro_preset.teacher.in_channels))
+    ref_model, ref = ft.finetune(model, micro_preset, out_dir=tmp_path / "k1", progress=False)
+    assert ref["grad_accumulation"] == 1 and ref["micro_batch_size"] == micro_preset.stage2.batch_size
+    for k, micro in ((2, 4), (3, 3), (4, 2)):
+        got_model, got = ft.finetune(model, micro_preset, out_dir=tmp_path / f"k{k}", progress=False,
+                                     accumulation=k)
+        assert got["grad_accumulation"] == k and got["micro_batch_size"] == micro
+        assert got["stage2"] == ref["stage2"] and "accumulation" not in str(got["stage2"])
+        _assert_same_training(got_model, ref_model, micro_preset)
+        assert [h["step"] for h in got["history"]] == [h["step"] for h in ref["history"]]
+        for a, b in zip(got["history"], ref["history"]):
+            assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["lr"] == b["lr"]
+
+
+def test_resume_with_accumulation_matches_uninterrupted_run(micro_teacher, micro_preset, tmp_path):
+    full_model, full = ft.finetune(micro_teacher, micro_preset, out_dir=tmp_path / "full", progress=False,
+                                   accumulation=2)
+    ft.finetune(micro_teacher, micro_preset, out_dir=tmp_path / "cut", progress=False, stop_after=4, accumulation=2)
+    resumed_model, resumed = ft.finetune(micro_teacher, micro_preset, out_dir=tmp_path / "cut", progress=False,
+                                         accumulation=2)
+    assert resumed["resumed_from"] == 3 and resumed["complete"] and resumed["grad_accumulation"] == 2
+    assert _states_equal(full_model.state_dict(), resumed_model.state_dict())  # bit for bit
+    assert resumed["history"] == full["history"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # DDP: 2 gloo processes vs one process
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -131,8 +208,11 @@ def _ddp_worker(rank, world, port, model, preset, out_dir, result_dir):
     model.zero_grad(set_to_none=True)
     # (2) a whole (short) finetune under DDP; it finds the process group initialised and leaves it alone
     ema_model, metrics = ft.finetune(model, preset, out_dir=out_dir, progress=False)
+    # (3) the same with 2 micro-batches per rank (no_sync on the first): still the single-process run
+    acc_model, acc = ft.finetune(model, preset, out_dir=out_dir + "-acc2", progress=False, accumulation=2)
     if rank == 0:
-        torch.save({"ema": ema_model.state_dict(), "metrics": metrics}, os.path.join(result_dir, "finetune.pt"))
+        torch.save({"ema": ema_model.state_dict(), "metrics": metrics, "acc_ema": acc_model.state_dict(),
+                    "acc_metrics": acc}, os.path.join(result_dir, "finetune.pt"))
     distributed.cleanup(info)
 
 
@@ -163,7 +243,11 @@ def test_ddp_two_processes_match_single_process(micro_teacher, micro_preset, tmp
     assert ddp["metrics"]["world_size"] == 2
     ref_model, ref = ft.finetune(micro_teacher, preset, out_dir=tmp_path / "single", progress=False)
     assert ref["world_size"] == 1
+    assert ddp["acc_metrics"]["grad_accumulation"] == 2 and ddp["acc_metrics"]["micro_batch_size"] == 2
     for name, value in ref_model.state_dict().items():
         torch.testing.assert_close(ddp["ema"][name], value, rtol=1e-4, atol=1e-5, msg=name)
-    for a, b in zip(ddp["metrics"]["history"], ref["history"]):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    acc_model = copy.deepcopy(ref_model)
+    acc_model.load_state_dict(ddp["acc_ema"])
+    _assert_same_training(acc_model, ref_model, preset)
+    for a, b, c in zip(ddp["metrics"]["history"], ref["history"], ddp["acc_metrics"]["history"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and c["loss"] == pytest.approx(b["loss"], rel=1e-4)
