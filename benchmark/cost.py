@@ -30,6 +30,7 @@ PAPER_GPU_H = {
     "adm_metrics": 0.25,  # Inception features of 50k samples + 10k references and the k-NN precision/recall, 1 GPU
     "reference": 0.5,  # Inception features of the reference set
     "locality": 0.2,
+    "activation_stats": 0.0,  # a CPU job (no GPU in the profiles): chunked passes over the stage-1 captures
     "external": 80.0,  # PixArt-Σ LoRA / depth→width stage 2: UNKNOWN, order of a Table-4 stage 2
     "teacher": 0.0,  # downloaded
 }
@@ -40,6 +41,7 @@ CPU_S = {
     "stage2_step_64": 0.40,  # one stage-2 step at batch 64 (whole model, 64 tokens; tiny-testbed 0.32 s + graft)
     "sample_per_image_step": 0.0036,  # one CFG denoising step of one image (≈ 36 s per 1000 images at DDIM 10)
     "capture": 3.0,
+    "activation_stats": 2.0,  # statistics of every layer of one site from the all-pairs capture (tiny/micro)
     "reference": 10.0,
     "job_overhead": 4.0,  # python + torch + diffusers import per job, teacher load
 }
@@ -139,6 +141,8 @@ def node_cost(node: Node, gpu: bool) -> tuple[float, int]:
         s += share * e["num_samples"] * e["steps"] * CPU_S["sample_per_image_step"] * cfg / 2 * scale
     elif kind == "capture":
         s += CPU_S["capture"]
+    elif kind == "activation_stats":
+        s += CPU_S["activation_stats"]
     elif kind in ("floor", "noise"):
         s += CPU_S["reference"]
     elif kind == "external" and c.get("preset") == "tiny":

@@ -17,6 +17,9 @@ eval        teacher, data, classifier, EvalConfig, the model (teacher | stage-2 
 sample      the eval body + task i of ``eval.sample_tasks`` (adm protocol only)      → ``sample_at_scale``
 floor/noise data, classifier, EvalConfig                                      → ``metric_floor`` / ``noise_control``
 locality    teacher, LocalityConfig                                                  → ``graft_core.locality``
+activation_stats
+            teacher, data, site, layers, outlier σ, the stage-1 capture id of each layer's (layer, site) (Table 1
+            i/ii)                                             → ``activation_stats.activation_statistics``
 external    the whole row config, the graft_core function and that module's own settings for the preset
             (``row_settings(preset)``, e.g. PixArt's T2IConfig)                       → e.g. ``graft_core.pixart``
 ==========  =====================================================================================================
@@ -40,13 +43,14 @@ from graft_core.plan import NEEDS_LOCALITY, select_layers
 from graft_core.presets import Preset
 
 STEP_VERSIONS = {"teacher": 1, "capture": 1, "stage1": 1, "stage2": 1, "sample": 1, "eval": 1, "floor": 1,
-                 "noise": 1, "locality": 1, "external": 1}
+                 "noise": 1, "locality": 1, "external": 1, "activation_stats": 1}
 STEP_KINDS = tuple(STEP_VERSIONS)
 CAPTURE_DTYPE = "float16"
 # Above this many bytes per split for all (layer, site) pairs, each pair is its own capture run (DiT-XL/2: 528 GB
 # per split for all 56 pairs, 4.7 GB per array): a stage-1 job then waits only for its own layer, and nothing that no
 # planned run needs is stored. Below it (tiny, micro), one run captures every pair in one teacher pass.
 PER_PAIR_CAPTURE_BYTES = 2 * 10**9
+ACTIVATION_OUTLIER_SIGMA = 6.0  # Table 1 i/ii: an outlier is |x − mean| > 6σ (our choice; the paper's is UNKNOWN)
 
 
 def per_pair_captures(p: Preset) -> bool:
@@ -178,6 +182,20 @@ class Planner:
         body = {"preset": p.name, "teacher": p.teacher, "locality": cfg}
         return make_node("locality", body, [self.teacher(p)], desc=f"locality k={list(cfg.ks)}")
 
+    def activation_stats(self, p: Preset, site: str) -> tuple[list[Node], Node]:
+        """(the stage-1 captures read, the node) of one site's per-layer output statistics (paper Table 1 i/ii,
+        statistic our choice: the paper's is UNKNOWN). Every layer's stage-1 capture: the one all-pairs capture on
+        small presets, on the paper preset the per-(layer, site) captures that table3's stage-1 runs share."""
+        layers = list(range(p.teacher.num_layers))
+        caps = [self.capture(p, "stage1", (layer, site)) for layer in layers]
+        body = {"preset": p.name, "teacher": p.teacher, "data": p.data, "site": site, "layers": layers,
+                "outlier_sigma": ACTIVATION_OUTLIER_SIGMA,
+                "captures": {str(layer): n.run_id for layer, n in zip(layers, caps)}}
+        unique = list({n.key: n for n in caps}.values())
+        return unique, make_node("activation_stats", body, unique,
+                                 desc=f"activation stats {site} ({len(layers)} layers, {len(unique)} capture"
+                                      f"{'s' if len(unique) != 1 else ''})")
+
     @staticmethod
     def external(row: Row) -> Node:
         body = {"preset": row.preset.name, "external": row.external, "row_id": row.id, "row": row.preset,
@@ -207,6 +225,11 @@ class Planner:
         if row.kind == "locality":
             add(self.teacher(p))
             final = add(self.locality(p, row.locality))
+            return RowPlan(target, row, nodes, final)
+        if row.kind == "activation_stats":
+            add(self.teacher(p))
+            caps, node = self.activation_stats(p, row.site)
+            final = add(*caps, node)
             return RowPlan(target, row, nodes, final)
         if row.kind == "external":
             final = add(self.external(row))

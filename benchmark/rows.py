@@ -11,7 +11,9 @@ Row kinds:
 * ``finetune_teacher``  the "teacher + the same stage 2" control (tiny-testbed.md lesson 1): no graft, stage 2, eval;
 * ``floor`` / ``noise`` the metric floor (real vs held-out real) and the noise control of the evaluator;
 * ``locality``          band-k attention locality of the teacher (Fig. 2);
-* ``external``          a graft_core function outside the two-stage pipeline (PixArt, depth→width).
+* ``external``          a graft_core function outside the two-stage pipeline (PixArt, depth→width);
+* ``activation_stats``  per-layer statistics of the teacher's MHA or MLP outputs (``extra.site``) from its stage-1
+                        capture(s) (Table 1 i/ii).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Any
 from graft_core.plan import GraftPlan
 from graft_core.presets import Preset
 
-ROW_KINDS = ("teacher", "graft", "finetune_teacher", "floor", "noise", "locality", "external")
+ROW_KINDS = ("teacher", "graft", "finetune_teacher", "floor", "noise", "locality", "external", "activation_stats")
 GROUPS = ("Baseline", "MHA grafting", "MLP grafting", "Control", "Reference", "Analysis", "PixArt", "Depth to width")
 
 
@@ -82,10 +84,15 @@ class Row:
             raise ValueError(f"row {self.id!r}: a graft row needs a GraftSpec")
         if self.init not in ("stage1", "random"):
             raise ValueError(f"row {self.id!r}: init must be 'stage1' or 'random', not {self.init!r}")
+        if self.kind == "activation_stats" and self.extra.get("site") not in ("attn", "mlp"):
+            raise ValueError(f"row {self.id!r}: an activation_stats row needs extra.site 'attn' or 'mlp'")
 
     @property
     def site(self) -> str | None:
-        return self.graft.site if self.graft else None
+        """The grafted site; an activation_stats row's is the site it measures (the summary's ``site``)."""
+        if self.graft:
+            return self.graft.site
+        return self.extra.get("site") if self.kind == "activation_stats" else None
 
     @property
     def operator(self) -> str | None:

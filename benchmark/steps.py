@@ -356,6 +356,36 @@ def run_locality(ctx: StepContext) -> dict:
     return {"locality": {"k": ks, "layers": layers}, "select_k": cfg["select_k"]}
 
 
+def run_activation_stats(ctx: StepContext) -> dict:
+    """Per-layer statistics of one site's outputs over its stage-1 capture(s) (Table 1 i/ii). Each (layer, site)
+    is read on its own (memory-mapped, chunked) and its result kept in ``out/`` so a requeued job (56 paper pairs of
+    4.7 GB) resumes at the first layer not done yet."""
+    import json
+
+    from graft_core.activation_stats import activation_statistics
+    from graft_core.paths import atomic_write_bytes
+
+    c = ctx.config
+    site, sigma = c["site"], float(c["outlier_sigma"])
+    folders: dict[str, Path] = {}
+    rows, num_samples = [], None
+    for layer in c["layers"]:
+        done = ctx.run.out / f"layer{int(layer):03d}.{site}.json"
+        if done.exists():
+            part = json.loads(done.read_text())
+        else:
+            rid = c["captures"][str(layer)]
+            if rid not in folders:
+                folders[rid] = _capture_folder(ctx, rid)
+            stats = activation_statistics(folders[rid], sites=(site,), layers=[int(layer)], outlier_sigma=sigma)
+            part = {"num_samples": stats["num_samples"], "capture": rid, **plain(stats[site][0], finite=True)}
+            atomic_write_bytes(done, (json.dumps(part, allow_nan=False) + "\n").encode())
+        num_samples = part.pop("num_samples")  # the same for every layer: one teacher pass per capture
+        rows.append(part)
+    return {"activation_stats": {"site": site, "outlier_sigma": sigma, "num_samples": num_samples,
+                                 "split": "stage1", "layers": rows}}
+
+
 def resolve_external(spec: str) -> Callable:
     """``"module:function"`` in graft_core → the function, or ``NotImplementedStep`` saying it is not there yet."""
     module_name, _, fn_name = spec.partition(":")
@@ -392,6 +422,7 @@ def run_external(ctx: StepContext) -> dict:
 EXECUTORS: dict[str, Callable[[StepContext], dict]] = {
     "teacher": run_teacher, "capture": run_capture, "stage1": run_stage1, "stage2": run_stage2, "sample": run_sample,
     "eval": run_eval, "floor": run_floor, "noise": run_noise, "locality": run_locality, "external": run_external,
+    "activation_stats": run_activation_stats,
 }
 
 

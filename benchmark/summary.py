@@ -12,7 +12,9 @@ Schema (exactly; the ``tables`` package relies on it)::
 
 ``extra`` always carries ``layers`` (0-based indices, or null) and, where one exists, ``error`` (the last error line of
 a failed row); per target: table1 ``objective`` (+ ``stage1_val_mse``), table2 ``stage1_data``/``stage2_data`` (paper
-percentages 0.63 / 5.0 / 10.0, null for "–"), fig2 ``locality`` = ``{"k": [...], "layers": [[...]]}``, fig4a
+percentages 0.63 / 5.0 / 10.0, null for "–"), fig2 ``locality`` = ``{"k": [...], "layers": [[...]]}``, table1's activation_stats rows
+``activation_stats`` = ``{"site", "outlier_sigma", "num_samples", "split", "layers": [{"layer", "variance", "std",
+"max_abs", "p999_abs", "outlier_frac", "kurtosis", "input_variance", ...}]}``, fig4a
 ``stage2_data``, fig4b ``strategy``. Row order is the target's order.
 """
 from __future__ import annotations
@@ -59,6 +61,8 @@ def row_record(store: Store, rp: RowPlan, states: dict[str, NodeState]) -> dict:
         if "locality" in record:
             extra["locality"] = record["locality"]
             extra["select_k"] = record.get("select_k")
+        if "activation_stats" in record:
+            extra["activation_stats"] = record["activation_stats"]
         if rp.row.kind == "external":
             extra.update({k: v for k, v in record.items() if k not in ("metrics", "efficiency")})
     if error:

@@ -55,6 +55,13 @@ class FakeSteps:
             return {"locality": {"k": ks, "layers": [[k / (k + 4) * (0.3 + 0.6 * ((5 * i) % 7) / 7) for k in ks]
                                                      for i in range(layers)]},
                     "select_k": c["locality"]["select_k"]}
+        if kind == "activation_stats":  # finite, per layer: variance grows with depth (the paper's trend)
+            layers = [{"layer": layer, "mean": 0.0, "variance": 0.1 * (1 + layer), "std": (0.1 * (1 + layer)) ** 0.5,
+                       "max_abs": 2.0 + layer + _num(rid) / 100, "p999_abs": 1.0 + layer / 2,
+                       "outlier_frac": 1e-4 * (1 + layer), "kurtosis": 0.5 * layer, "input_variance": 1.0}
+                      for layer in c["layers"]]
+            return {"activation_stats": {"site": c["site"], "outlier_sigma": c["outlier_sigma"], "num_samples": 8,
+                                         "split": "stage1", "layers": layers}}
         if kind == "capture":
             ctx.run.out.mkdir(parents=True, exist_ok=True)
             return {"folder": "out", "key": rid, "split": c["split"]}

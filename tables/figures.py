@@ -1,5 +1,5 @@
-"""Figures (seaborn, Agg backend): Fig. 2 locality, Fig. 4a data scale, Fig. 4b layer selection, and the
-quality-vs-efficiency Pareto plot of every Table-4 row.
+"""Figures (seaborn, Agg backend): Table 1 (i)/(ii) activation statistics per layer, Fig. 2 locality, Fig. 4a data
+scale, Fig. 4b layer selection, and the quality-vs-efficiency Pareto plot of every Table-4 row.
 
 Each figure is two pure steps: ``<name>_frame(rows) -> DataFrame`` (the tidy numbers the figure shows; the builder
 also writes it as ``<name>.csv`` and the tests compare that, not image bytes) and ``plot_<name>(frame, preset) ->
@@ -24,6 +24,7 @@ from .common import OURS, PAPER, as_number, values_of  # noqa: E402
 from .registry import FIG4A_OPERATORS, FIG4B_SELECTIONS, SHORT_NAMES, is_grafted  # noqa: E402
 
 FIGURES = {  # target -> figure names it produces
+    "table1": ("table1_activation_stats",),
     "fig2": ("fig2_locality",),
     "fig4a": ("fig4a_data_scale",),
     "fig4b": ("fig4b_layer_selection",),
@@ -110,6 +111,57 @@ def plot_fig2(frame: pd.DataFrame, preset: str, select_k: int = 32) -> "plt.Figu
                 title += f": ours {n} of {nlayers} layers >50 % at k={select_k}"
             ax.set_title(title + f"\n({PAPER_LOCALITY_CLAIM})", fontsize=8)
             ax.legend(fontsize=7, title=None, ncol=2)
+        return fig
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Table 1 (i)/(ii) — activation statistics of MHA and MLP outputs per layer (ours only: the paper's are UNKNOWN)
+# --------------------------------------------------------------------------------------------------------------------
+
+ACTIVATION_STATS = (("variance", "variance"), ("max_abs", "max |x|"), ("outlier_frac", "outlier share (%)"))
+ACTIVATION_SITES = {"attn-activation_stats": "MHA", "mlp-activation_stats": "MLP"}
+
+
+def activation_stats_frame(rows: Sequence[dict]) -> pd.DataFrame:
+    """Columns site (MHA/MLP), layer (1-based), statistic, value — from the done ``activation_stats`` rows
+    (``extra.activation_stats.layers``); the outlier share in percent."""
+    records = []
+    for r in rows:
+        site = ACTIVATION_SITES.get(r["row"])
+        stats = (r.get("extra") or {}).get("activation_stats")
+        if site is None or r.get("origin") == "unmatched" or r["status"] != "done" or not isinstance(stats, dict):
+            continue
+        for s in stats.get("layers") or []:
+            for key, name in ACTIVATION_STATS:
+                v = as_number(s.get(key))
+                if v is not None and as_number(s.get("layer")) is not None:
+                    records.append({"site": site, "layer": int(s["layer"]) + 1, "statistic": name,
+                                    "value": float(f"{v * (100 if key == 'outlier_frac' else 1):.6g}")})
+    return pd.DataFrame(records, columns=["site", "layer", "statistic", "value"])
+
+
+def plot_activation_stats(frame: pd.DataFrame, preset: str) -> "plt.Figure":
+    with _style():
+        fig, axes = plt.subplots(1, len(ACTIVATION_STATS), figsize=(9.6, 3.0))
+        for ax, (_, name) in zip(axes, ACTIVATION_STATS):
+            data = frame[frame["statistic"] == name]
+            if data.empty:
+                _empty(ax, f"no reproduced statistics yet\n(preset {preset})")
+                ax.set_title(name, fontsize=9)
+                continue
+            sns.lineplot(data=data, x="layer", y="value", hue="site", hue_order=["MHA", "MLP"], marker="o", ax=ax,
+                         palette="deep")
+            if name != "outlier share (%)" and (data["value"] > 0).all():
+                ax.set_yscale("log")  # spans orders of magnitude across layers
+            else:
+                ax.set_ylim(bottom=0)
+            ax.set_xlabel("layer (1-based)")
+            ax.set_ylabel(name)
+            ax.set_title(name, fontsize=9)
+            ax.legend(fontsize=7, title=None)
+        fig.suptitle(f"Teacher MHA / MLP output statistics per layer, preset {preset} (ours; the paper's panel "
+                     "values are not published)", fontsize=9)
+        fig.tight_layout()
         return fig
 
 
@@ -288,7 +340,10 @@ def plot_pareto(frame: pd.DataFrame, preset: str, baselines: dict[str, float | N
 def figure_outputs(target: str, rows: Sequence[dict], preset: str) -> dict[str, bytes]:
     """``{file name: bytes}`` for every figure of ``target`` (PNG, PDF and the CSV of its data)."""
     out: dict[str, bytes] = {}
-    if target == "fig2":
+    if target == "table1":
+        frame = activation_stats_frame(rows)
+        fig, name = plot_activation_stats(frame, preset), "table1_activation_stats"
+    elif target == "fig2":
         frame = fig2_frame(rows)
         fig, name = plot_fig2(frame, preset, fig2_select_k(rows)), "fig2_locality"
     elif target == "fig4a":

@@ -149,6 +149,8 @@ def _table1() -> list[RowSpec]:
         for obj in ("l2", "l1", "huber"):
             rows.append(RowSpec(f"{site}-{obj}", label, label, site, "self_graft", None, "table1_layers",
                                 {"objective": obj}))
+    for site, label in (("attn", "MHA outputs"), ("mlp", "MLP outputs")):  # panels (i)/(ii): per-layer statistics
+        rows.append(RowSpec(f"{site}-activation_stats", label, "Activation statistics", site))
     return rows
 
 

@@ -186,7 +186,7 @@ def test_status_reads_states_from_run_folders_and_slurm(tmp_path, monkeypatch, c
     assert " failed" in lines["mlp-l2"] and "Slurm job 778_3 ended (COMPLETED) without DONE" in lines["mlp-l2"]
     assert " failed" in lines["mlp-l1"] and "no longer known to Slurm" in lines["mlp-l1"]
     assert " missing" in lines["mlp-huber"]
-    assert "7 rows: 1 done, 1 running, 1 pending, 3 failed, 1 missing" in out
+    assert "9 rows: 1 done, 1 running, 1 pending, 3 failed, 3 missing" in out  # + the 2 activation_stats rows
     assert asked == [["777", "778_3", "779"]]  # one query for every recorded job
     assert not (tmp_path / "tiny" / "table1" / "summary.json").exists()  # --status only reads
 

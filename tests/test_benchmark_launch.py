@@ -108,11 +108,11 @@ def test_a_failed_step_fails_its_row_only_and_is_relaunched(tmp_path, capsys):
     assert cli(tmp_path, "table1", "--preset", "tiny", "--executor", "debug", execute=fake_steps(fail=bad.run_id)) == 1
     rows = {r["row"]: r for r in summary(tmp_path, "tiny", "table1")["rows"]}
     assert rows["attn-l2"]["status"] == "failed" and "fake failure" in rows["attn-l2"]["extra"]["error"]
-    assert [r["status"] for k, r in rows.items() if k != "attn-l2"] == ["done"] * 6
+    assert [r["status"] for k, r in rows.items() if k != "attn-l2"] == ["done"] * 8  # incl. 2 activation_stats
     capsys.readouterr()
     assert cli(tmp_path, "table1", "--preset", "tiny", "--status") == 0
     out = capsys.readouterr().out
-    assert "7 rows: 6 done, 1 failed" in out and "FakeStepError: fake failure" in out and "step.log" in out
+    assert "9 rows: 8 done, 1 failed" in out and "FakeStepError: fake failure" in out and "step.log" in out
     assert cli(tmp_path, "table1", "--preset", "tiny", "--executor", "debug", execute=fake_steps()) == 0
     eval_of_row = tp.row_plans[1].final.key
     assert sorted(CALLS) == sorted([bad.key, eval_of_row])  # the failed layer, then the row it blocked

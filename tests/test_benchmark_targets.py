@@ -39,7 +39,7 @@ def test_registry_lists_every_paper_item():
 def test_every_target_plans_on_every_preset(tmp_path, preset):
     plans = plan(tmp_path, preset, "all", "table4")
     counts = {tp.name: len(tp.row_plans) for tp in plans}
-    assert counts == {"baseline": 3, "table1": 7, "table2": 8, "table3": 30, "table5": 2, "table6": 2, "fig2": 1,
+    assert counts == {"baseline": 3, "table1": 9, "table2": 8, "table3": 30, "table5": 2, "table6": 2, "fig2": 1,
                       "fig4a": 10, "fig4b": 4, "table4": 30}
     for tp in plans:
         for rp in tp.row_plans:

@@ -1,4 +1,10 @@
-"""``table1`` — stage-1 regression objective study (paper Table 1 iii/iv, §6).
+"""``table1`` — activation statistics (paper Table 1 i/ii) and the stage-1 regression objective study (iii/iv, §6).
+
+Panels i/ii: rows ``attn-activation_stats`` / ``mlp-activation_stats`` (kind ``activation_stats``): per layer, the
+variance, std, max |x|, 99.9th-percentile |x|, 6σ-outlier fraction and excess kurtosis of the teacher's MHA / MLP
+outputs over its stage-1 capture (``extra.activation_stats``); the paper does not say which statistic it plots
+(paper.md §6, UNKNOWN), so these are our choice. They read the stage-1 captures that the stage-1 runs (of this
+table and table3) read anyway: one all-pairs capture on tiny/micro, 28 per-(layer, site) captures per site on paper.
 
 Self-grafting (fresh MHA, or fresh r=4 MLP) trained with L2 / L1 / Huber (δ=1) at the five study layers (paper
 l = 1, 8, 17, 27, 28 → 0-based 0, 7, 16, 26, 27; the tiny teacher's 8 layers use 0, 2, 4, 6, 7), all five replaced
@@ -7,6 +13,7 @@ together, **stage 1 only** (no finetuning), then evaluated. ``extra.objective`` 
 
     python -m benchmark.run table1                  # tiny: ~6 min on 2 CPU cores
     python -m benchmark.run table1 --preset paper   # 30 stage-1 jobs (< 0.5 GPU-h each) + 6 evaluations
+                                                    # + 2 CPU statistics jobs over 56 per-pair captures
 """
 from __future__ import annotations
 
@@ -17,7 +24,8 @@ from benchmark.targets.common import SITE_NAME, baseline_row, graft_spec, num_la
 from graft_core.operators.registry import TEACHER_OPERATOR
 
 NAME = "table1"
-TITLE = "Stage-1 regression objective (self-grafting at five layers, no finetuning)"
+TITLE = ("Activation statistics per layer (i/ii) and stage-1 regression objective (iii/iv: self-grafting at five "
+         "layers, no finetuning)")
 OBJECTIVES = (("l2", "L2"), ("l1", "L1"), ("huber", "Huber (δ=1)"))
 # The study layers: paper 1-based l = 1, 8, 17, 27, 28 → 0-based 0, 7, 16, 26, 27 (of 28).
 TABLE1_LAYERS_28 = (0, 7, 16, 26, 27)
@@ -45,4 +53,7 @@ def rows(preset_name: str) -> list[Row]:
                            kind="graft", preset=q, graft=graft_spec(p, site, op, "table1_layers", opts, layers=layers),
                            finetune=False, ratio=None, name="self_graft",
                            extra={"objective": objective, "graft_operator": op, "options": opts}))
+    for site in ("attn", "mlp"):
+        out.append(Row(id=f"{site}-activation_stats", label=f"{SITE_NAME[site]} outputs", group="Analysis",
+                       kind="activation_stats", preset=p, extra={"site": site}))
     return out

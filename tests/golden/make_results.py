@@ -101,6 +101,16 @@ def table1():
         rows.append(row(f"{site}-{obj}", "done", site, "self_graft", None, "table1_layers",
                         metrics={"fid": fid}, extra={"objective": obj}))
     rows.append(row("mlp-l1", "running", "mlp", "self_graft", None, "table1_layers", extra={"objective": "l1"}))
+    # panels (i)/(ii): MHA done (8 layers; magnitudes that need both number formats), MLP failed
+    layers = [{"layer": i, "mean": 0.01 * i, "variance": 0.0004 * 3.1 ** i, "std": (0.0004 * 3.1 ** i) ** 0.5,
+               "max_abs": 0.9 * 2.2 ** i, "p999_abs": 0.3 * 1.9 ** i, "outlier_frac": 2.5e-6 * (i + 1) ** 2,
+               "kurtosis": 0.4 * i, "input_variance": 1.0} for i in range(8)]
+    rows.append(row("attn-activation_stats", "done", "attn", label="MHA outputs", group="Analysis",
+                    extra={"site": "attn", "layers": None, "activation_stats": {
+                        "site": "attn", "outlier_sigma": 6.0, "num_samples": 640, "split": "stage1",
+                        "layers": layers}}))
+    rows.append(row("mlp-activation_stats", "failed", "mlp", label="MLP outputs", group="Analysis",
+                    extra={"site": "mlp", "layers": None, "error": "RuntimeError: input run capture/x is not done"}))
     write("table1", rows)
 
 
