@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from graft_core.presets import Preset
+from graft_core.structure import hub_file as _hub_file
 
 ADM_REFERENCE_ENV = "GRAFTBENCH_ADM_REFERENCE"
 ADM_REFERENCE_FILE = "VIRTUAL_imagenet256_labeled.npz"
@@ -44,21 +45,6 @@ def prerequisite(name: str, needed: Callable[[Preset, set[str]], bool]):
 def _download_hint(repo: str) -> str:
     return (f"on a machine with internet run `huggingface-cli download {repo}` and copy ~/.cache/huggingface here "
             f"(or set HF_HOME)")
-
-
-def hub_cache() -> Path:
-    """The hub cache as the environment names it now (huggingface_hub reads HF_HOME once, at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
-    return Path(home) / "hub"
-
-
-def _hub_file(repo: str, filename: str) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo, filename, cache_dir=hub_cache())
-    return Path(found) if isinstance(found, str) else None
 
 
 def _hub_config(repo: str, filename: str) -> tuple[dict | None, str | None]:

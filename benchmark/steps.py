@@ -95,14 +95,6 @@ def get_teacher(preset: Preset, *, train_if_missing: bool = False, progress: boo
     return _TEACHERS[key]
 
 
-def model_preset(p: Preset, teacher=None) -> Preset:
-    """``p`` with the width of the checkpoint actually loaded (the preset fixes the structure, the checkpoint its
-    width: DiT-XL/2, or a reduced-width fake of its structure); unchanged for a teacher trained here."""
-    from graft_core.teacher import effective_teacher
-
-    return effective_teacher(p, teacher)
-
-
 def build_student(teacher, plan_dict: dict | None, stage1_dirs: dict[int, Path] | None):
     """Teacher copy (no plan) or ``distill.assemble`` of the plan. Operators without stage-1 weights (random-init
     rows) keep ``assemble``'s initialisation: layer ``i`` under seed ``0 + i``, whatever the preset's seeds; the
@@ -152,8 +144,10 @@ def _capture_folder(ctx: StepContext, run_id: str) -> Path:
 def run_stage1(ctx: StepContext) -> dict:
     from graft_core.distill import distill_layer
 
+    from graft_core.structure import pretrained_width
+
     p, c = ctx.preset(), ctx.config
-    t = model_preset(p).teacher
+    t = pretrained_width(p.teacher)  # the checkpoint's width, from its config file (no model loaded)
     return distill_layer(_capture_folder(ctx, c["inputs"]["capture_train"]),
                          _capture_folder(ctx, c["inputs"]["capture_heldout"]), layer=c["layer"], site=c["site"],
                          operator=c["operator"], options=c["options"], stage1=p.stage1, dim=t.hidden_size,

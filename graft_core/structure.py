@@ -8,6 +8,9 @@ the same code runs the real DiT-XL/2 and the reduced-width fake that CI uses.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+from pathlib import Path
 from typing import Any, Mapping
 
 from graft_core.presets import TeacherConfig
@@ -44,3 +47,31 @@ def check_structure(config: Mapping[str, Any], cfg: TeacherConfig, *, source: st
                                 f"structure (or another preset)")
     return dataclasses.replace(cfg, num_attention_heads=config["num_attention_heads"],
                                attention_head_dim=config["attention_head_dim"])
+
+
+def hub_cache() -> Path:
+    """The Hugging Face hub cache as the environment names it now (huggingface_hub reads HF_HOME once, at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    return Path(home) / "hub"
+
+
+def hub_file(repo: str, filename: str) -> Path | None:
+    """A file of ``repo`` in the local hub cache, or None (never downloads)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, filename, cache_dir=hub_cache())
+    return Path(found) if isinstance(found, str) else None
+
+
+def pretrained_width(cfg: TeacherConfig) -> TeacherConfig:
+    """``cfg`` with the width of its Hub checkpoint, read from ``transformer/config.json`` alone — no torch, no
+    diffusers, no weights: a stage-1 job needs only the operator's width (it trains on captures)."""
+    if not cfg.pretrained:
+        return cfg
+    path = hub_file(cfg.pretrained, "transformer/config.json")
+    if path is None:
+        raise FileNotFoundError(f"pretrained teacher {cfg.pretrained!r}: transformer/config.json is not in the "
+                                f"Hugging Face cache {hub_cache()}")
+    return check_structure(json.loads(path.read_text()), cfg, source=cfg.pretrained)

@@ -25,7 +25,7 @@ from graft_core.diffusion import (diffusion_loss, disable_builtin_label_dropout,
 from graft_core.ema import EMA
 from graft_core.paths import atomic_write_json
 from graft_core.presets import Preset, TeacherConfig, get_preset
-from graft_core.structure import check_structure
+from graft_core.structure import check_structure, pretrained_width
 from graft_core.teacher_id import WEIGHTS_FILE, teacher_dirs, teacher_key  # also imported from here
 
 
@@ -73,17 +73,9 @@ def effective_teacher(preset: Preset, model: torch.nn.Module | None = None) -> P
     cfg = preset.teacher
     if not cfg.pretrained:
         return preset
-    config = model.config if model is not None else pretrained_config(cfg)
-    return preset.replace(teacher=check_structure(config, cfg, source=cfg.pretrained))
-
-
-def pretrained_config(cfg: TeacherConfig) -> dict:
-    """The Hub checkpoint's ``transformer/config.json`` (no weights loaded: a stage-1 job needs only the width)."""
-    try:
-        return dict(DiTTransformer2DModel.load_config(cfg.pretrained, subfolder="transformer"))
-    except (OSError, ValueError) as err:
-        raise MissingWeightsError(f"pretrained teacher {cfg.pretrained!r}: no config in the Hugging Face cache "
-                                  f"({type(err).__name__})") from None
+    if model is None:
+        return preset.replace(teacher=pretrained_width(cfg))
+    return preset.replace(teacher=check_structure(model.config, cfg, source=cfg.pretrained))
 
 
 def load_teacher(preset: Preset, *, train_if_missing: bool = True, progress: bool = True) -> DiTTransformer2DModel:
