@@ -72,8 +72,9 @@ def setup_distributed(env: dict) -> None:
 
 
 def environment_record(env: dict) -> dict:
-    record = {**provenance(), "python": platform.python_version(),
-              "host": socket.gethostname(), "platform": platform.platform(), "job": env, "time": now(),
+    # not platform.platform(): it forks `uname -p`, which a mocked subprocess (submitit's test cluster) refuses
+    record = {**provenance(), "python": platform.python_version(), "host": socket.gethostname(),
+              "platform": f"{platform.system()}-{platform.release()}-{platform.machine()}", "job": env, "time": now(),
               "slurm": {k: v for k, v in os.environ.items() if k.startswith("SLURM_") and k in SLURM_VARS}}
     if "torch" in sys.modules:  # only describe the device once a step has loaded torch
         import torch
