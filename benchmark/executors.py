@@ -30,7 +30,7 @@ from benchmark.jobs import PREFIX, RunUnit
 from benchmark.launch import (TargetPlan, Unit, all_nodes, collect_job, make_units, plan_targets,
                               refresh_blocked)
 from benchmark.profiles import Profile
-from benchmark.status import NodeState, node_states
+from benchmark.status import NodeState, node_states, repair_records
 from benchmark.store import Store
 
 DEFAULT_MAX_ARRAY = 1001
@@ -136,7 +136,9 @@ class Launcher:
         return RunUnit(self.execute, settings=self.job_settings())
 
     def prepare(self, plans: list[TargetPlan], states: dict[str, NodeState], skip: set[str]) -> list[Unit]:
-        """Write config.json of every run to launch and take corrupt records out of service."""
+        """Write config.json of every run to launch, take corrupt records out of service and rewrite the bad
+        config/status records of finished runs (``repair_records``)."""
+        repair_records(self.store, all_nodes(plans), states, self.log)
         units = make_units(plans, states, self.name, skip)
         for u in units:
             for n in u.nodes:

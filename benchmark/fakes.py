@@ -187,6 +187,31 @@ def make_all(root: Path, *, classes: int = 4, per_class: int = 6, reference_imag
     return paths
 
 
+def prepare_rehearsal(root: Path, *, classes: int = 4, per_class: int = 10, val_per_class: int = 8) -> dict[str, str]:
+    """Everything a paper-smoke rehearsal needs under ``root``: the fakes, a val ImageFolder, both encoded and the
+    subsets written by the project's own CLI (``python -m benchmark.prepare``); returns the full environment
+    (os.environ plus the variables that point the suite at them) for the driver and its jobs."""
+    import os
+    import subprocess
+
+    root = Path(root)
+    paths = make_all(root, classes=classes, per_class=per_class)
+    val = make_imagefolder(root / "imagenet" / "val", classes=classes, per_class=val_per_class, seed=1)
+    env = {**os.environ, **paths.environ(), "GRAFTBENCH_CACHE": str(root / "cache"),
+           "GRAFTBENCH_IMAGENET": str(root / "latents"), "GRAFTBENCH_ADM_REFERENCE": str(paths.reference)}
+    prepare = [sys.executable, "-m", "benchmark.prepare"]
+    common = ["--out", str(root / "latents"), "--num-workers", "0", "--shard-size", "16", "--batch-size", "8",
+              "--quiet"]
+    for cmd in ([*prepare, "imagenet", "--src", str(paths.imagenet), *common],
+                [*prepare, "imagenet", "--src", str(val), "--split", "val", *common],
+                [*prepare, "subsets", "--out", str(root / "latents"), "--per-class", f"stage1={min(8, per_class)}",
+                 "--per-class", f"heldout={min(8, val_per_class)}", "--per-class", f"pct10={per_class}"]):
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{p.stdout}{p.stderr}")
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.fakes", description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=Path, help="folder to write the fakes into")

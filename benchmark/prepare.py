@@ -57,12 +57,21 @@ def cmd_imagenet(args) -> dict:
     shard_index, num_shards = shard_task(args.shard_index, args.num_shards)
     shard_index = int(os.environ.get("RANK", 0)) if shard_index is None else shard_index
     num_shards = int(os.environ.get("WORLD_SIZE", 1)) if num_shards is None else num_shards
-    load_or_build_index(args.src, Path(args.out) / args.split)  # a wrong layout fails here, before the VAE loads
+    index = load_or_build_index(args.src, Path(args.out) / args.split)  # a bad layout fails here, before the VAE
+    report_skipped(index, Path(args.out) / args.split)
     vae = load_vae(args.vae, device=device)
     return encode_imagenet(args.src, args.out, vae=vae, vae_name=str(args.vae or VAE_ID), split=args.split,
                            shard_size=args.shard_size, shard_index=shard_index, num_shards=num_shards,
                            batch_size=args.batch_size, resolution=args.resolution, seed=args.seed,
                            num_workers=args.num_workers, device=device, progress=not args.quiet)
+
+
+def report_skipped(index, split_dir: Path) -> None:
+    """One stderr line when the index left out images PIL cannot decode (the list is ``index/skipped.txt``)."""
+    if index.skipped:
+        first, why = index.skipped[0]
+        print(f"note: skipped {len(index.skipped)} image(s) that cannot be decoded, listed in "
+              f"{split_dir / 'index' / 'skipped.txt'} (first: {first}: {why})", file=sys.stderr)
 
 
 def cmd_subsets(args) -> dict:

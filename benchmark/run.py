@@ -11,12 +11,14 @@ A second run of the same command launches nothing new (finished runs are found o
 failed or corrupt runs are launched again. A command plans its targets once and hands the plans to the launch and
 the summaries. Results: ``results/<preset>/runs/<kind>/<id>/`` and one
 ``results/<preset>/<target>/summary.json`` per target (then ``tables.build``). Exit codes: 0 ok, 1 some runs failed,
-2 usage or setup error (one line on stderr, nothing launched).
+2 usage or setup error (one line on stderr, nothing launched; also an OS error such as a full disk or a read-only
+results folder, after which the same command resumes: ``--debug`` shows the traceback instead).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib
 import os
 import signal
@@ -89,6 +91,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", metavar="MODULE:FUNCTION",
                    help="run every step through this function instead of graft_core (a driver check, e.g. "
                         "benchmark.testing:fake_execute: records derived from the run ids, no torch)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an OS or setup error instead of "
+                                                        "its one-line summary")
     return p.parse_args(argv)
 
 
@@ -97,6 +101,46 @@ def fail(msg: str) -> int:
     for line in msg.splitlines() or [""]:
         print(f"error: {line}", file=sys.stderr)
     return 2
+
+
+def results_dir_problem(results_dir, *, write: bool) -> str | None:
+    """Why ``--results-dir`` cannot hold the store (None when it can). Checked before anything reads or writes there,
+    so that a file in its place or a read-only folder is one line instead of a traceback from deep in a launch.
+    ``write``: probe with a real file (``os.access`` says yes to root on a read-only folder)."""
+    import tempfile
+    from pathlib import Path
+
+    path = Path(results_dir).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())  # "/" always exists
+    if not existing.is_dir():
+        return (f"--results-dir {results_dir}: {existing} is a file, not a folder; pass a folder (it is created "
+                f"if missing) or move the file away")
+    if not write:
+        return None
+    try:  # in the nearest folder that exists: a refused launch must not leave a new empty folder behind
+        with tempfile.TemporaryFile(dir=existing, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        return (f"--results-dir {results_dir}: cannot write in {existing} ({err.strerror or err}); pass a folder "
+                f"you can write to, or fix its permissions")
+    return None
+
+
+def os_error_line(err: OSError, results_dir) -> str:
+    """One line for an OS error of the store: the path, what went wrong, what to do. Finished runs are never touched
+    by the failed write (every record is written atomically), so the advice is always "fix it and run again"."""
+    where = err.filename or f"a file under {results_dir}"
+    what = err.strerror or str(err) or type(err).__name__
+    again = "then run the same command again: finished runs are kept and not redone"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        todo = f"free space on that disk (or pass --results-dir on another one), {again}"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        todo = f"pass a --results-dir you can write to or fix the folder's permissions, {again}"
+    elif err.errno in (errno.ENOTDIR, errno.EEXIST):
+        todo = f"a file is in the place of a folder there; move it away, {again}"
+    else:
+        todo = f"fix the cause, {again}"
+    return f"{where}: {what}; {todo}"
 
 
 # ------------------------------------------------------------------------------------------------------------ views
@@ -295,6 +339,9 @@ def main(argv: list[str] | None = None, *, execute: Callable | None = None) -> i
             execute = load_steps(args.steps)
         except UsageError as err:
             return fail(str(err))
+    problem = results_dir_problem(args.results_dir, write=not (args.status or args.dry_run))
+    if problem:
+        return fail(problem)
     store = Store(args.results_dir, args.preset)
     row_patterns = [r.strip() for r in (args.rows or "").split(",") if r.strip()]
     plans = plan_targets(store, modules)  # the one planning of this command
@@ -321,11 +368,15 @@ def main(argv: list[str] | None = None, *, execute: Callable | None = None) -> i
         result = launch(launcher, selected, skip=skip)
     except LaunchError as err:
         return fail(str(err))
+    except OSError as err:  # no space, permissions, a file in the way: the launcher's own record writes
+        if args.debug:
+            raise
+        return fail(os_error_line(err, args.results_dir))
     except KeyboardInterrupt:
         print("interrupted; finished runs are kept, a re-run resumes", file=sys.stderr)
         return 130
     except Exception as err:  # the errors the graft_core functions raise for missing weights / metrics
-        if _is_setup_error(err):
+        if _is_setup_error(err) and not args.debug:
             return fail(with_hint(err).splitlines()[0])
         raise
     finally:
@@ -333,8 +384,13 @@ def main(argv: list[str] | None = None, *, execute: Callable | None = None) -> i
             signal.signal(signal.SIGTERM, previous)
     if executor == "slurm" and args.wait and result.jobs:
         wait_for_slurm(store, plans, log)
-    plans = refresh_blocked(store, plans)  # rows whose locality result arrived during the launch
-    summaries = write_summaries(store, plans, log=log)
+    try:
+        plans = refresh_blocked(store, plans)  # rows whose locality result arrived during the launch
+        summaries = write_summaries(store, plans, log=log)
+    except OSError as err:  # the runs are recorded; only the summaries are missing
+        if args.debug:
+            raise
+        return fail(os_error_line(err, args.results_dir))
     launched = result.launched
     if launched:
         log(f"launched {launched} run{'s' if launched != 1 else ''} in {len(result.units)} job"

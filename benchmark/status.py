@@ -2,7 +2,9 @@
 
 Decision order for one run (design-lessons.md §5):
 
-1. ``DONE`` exists → **done** (a metrics.json that does not parse → **failed** "corrupt", and the run is re-run);
+1. ``DONE`` exists → **done** (a metrics.json that does not parse → **failed** "corrupt", and the run is re-run; a
+   config.json or status.json that does not parse, or a config.json that is not the planned config, keeps the run
+   done and is rewritten by the next launch: ``NodeState.repair``, ``repair_records``);
 2. status.json says failed → **failed** (with its error line, else the last error line of the log tail);
 3. a recorded job that the scheduler knows as pending / running → **pending** / **running**; for local jobs the
    recorded process must still be alive on this host;
@@ -25,7 +27,7 @@ from typing import Iterable
 from benchmark import liveness
 from benchmark.dag import Node, RowPlan
 from benchmark.liveness import SLURM_ALIVE
-from benchmark.store import CorruptRecord, Store, last_error_line, tail
+from benchmark.store import CorruptRecord, Store, error_line, last_error_line, tail
 
 
 @dataclass
@@ -35,6 +37,7 @@ class NodeState:
     job_id: str | None = None
     cluster: str | None = None
     corrupt: bool = False
+    repair: tuple[tuple[str, str], ...] = ()  # (record, why) of a done run's records to rewrite: "config", "status"
 
     @property
     def alive(self) -> bool:
@@ -67,7 +70,9 @@ def _state(store: Store, node: Node, status: dict | None, slurm: dict[str, str],
         weights = record.get("weights_dir") if node.kind == "teacher" else None
         if weights and not os.path.exists(weights):  # the trained teacher was deleted since: train it again
             return NodeState("failed", error=f"the teacher's weights are gone ({weights})", corrupt=True)
-        return NodeState("done")
+        repair = tuple((what, why) for what, why in (("config", store.config_problem(run, node.config)),
+                                                     ("status", store.status_problem(run))) if why)
+        return NodeState("done", repair=repair)
     if not status:
         return NodeState("missing")
     state, job, cluster = status.get("state"), status.get("job_id"), status.get("cluster")
@@ -83,18 +88,56 @@ def _state(store: Store, node: Node, status: dict | None, slurm: dict[str, str],
                 return NodeState(state, error="Slurm did not answer; state as recorded", job_id=job, cluster=cluster)
             why = f"Slurm job {job} ended ({s}) without DONE" if s else \
                 f"Slurm job {job} is no longer known to Slurm and left no DONE"
-            err = last_error_line(tail(run.log))
+            err = log_error(store, run, status)
             return NodeState("failed", error=why + (f"; log: {err}" if err else ""), job_id=job, cluster=cluster)
         pid = status.get("pid") if state == "running" else (status.get("pid") or job)
         host = status.get("host") or status.get("submit_host")
         if host in (None, socket.gethostname()) and liveness.pid_alive(pid):
             return NodeState(state, job_id=job, cluster=cluster)
-        err = last_error_line(tail(run.log))
+        err = log_error(store, run, status)
         return NodeState("failed", error=f"{cluster or 'local'} job {job} is gone without DONE"
                          + (f"; log: {err}" if err else ""), job_id=job, cluster=cluster)
     if state == "done":
         return NodeState("failed", error="status says done but the DONE marker is missing", job_id=job)
     return NodeState("missing")
+
+
+def repair_records(store: Store, nodes: Iterable[Node], states: dict[str, NodeState], log=print) -> int:
+    """Rewrite the bad config.json / status.json of finished runs (the bad file is set aside), before a launch runs
+    anything that reads them: a dependent step reads its input's config (stage 2's plan), so a corrupt one used to
+    fail that step on every re-run. The metrics and artefacts are valid, so nothing is re-run. Returns the count."""
+    count = 0
+    for n in {n.key: n for n in nodes}.values():
+        state = states.get(n.key)
+        for what, why in state.repair if state is not None else ():
+            run = store.run(n.kind, n.run_id)
+            log(f"rewriting {what}.json of {n.key} (kept done, nothing re-run): {why}")
+            if what == "config":
+                store.restore_config(run, n.config, n.deps, n.desc)
+            else:
+                store.restore_done_status(run, why)
+            count += 1
+    return count
+
+
+def log_error(store: Store, run, status: dict) -> str | None:
+    """The "log:" of a job that ended without DONE: what the scheduler said when it killed the job (Slurm's
+    "CANCELLED ... DUE TO TIME LIMIT" or an OOM kill, in the job's stderr), else the last error line of the run's
+    step log. Progress bars are never shown: a killed process leaves its bar as the last text, which is no reason.
+    The job's stderr is read for the scheduler's lines only: a job runs several steps, and the others' errors are
+    their own."""
+    job = str(status.get("job_id") or "")
+    if job:
+        folder = status.get("submitit_folder") or store.submitit_dir
+        lines = tail(os.path.join(folder, job, f"{job}_0_log.err"), 200)  # submitit's %j folder, task 0
+        found = error_line([line for line in lines if any(m in line for m in _SCHEDULER_MARKS)])
+        if found:
+            return found[:300]
+    found = error_line(tail(run.log, 200))
+    return found[:300] if found else None
+
+
+_SCHEDULER_MARKS = ("slurmstepd", "oom-kill", "oom_kill", "Killed", "DUE TO TIME LIMIT", "CANCELLED AT")
 
 
 # ------------------------------------------------------------------------------------------------------ rows

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -114,6 +115,48 @@ class Store:
                                            "desc": desc, "created": now()})
         return run
 
+    def config_problem(self, run: RunPaths, config: dict) -> str | None:
+        """Why config.json of ``run`` is not the record of ``config`` (None when it is): a later step reads it (stage
+        2's plan, the eval's inputs), so a finished run whose config does not parse would fail its dependents on
+        every re-run."""
+        try:
+            record = read_json(run.config)
+        except CorruptRecord as err:
+            return str(err)
+        if record is None:
+            return f"{run.config} is missing"
+        if not isinstance(record, dict) or record.get("config") != config:
+            return f"{run.config}: not the record of this run's config"
+        return None
+
+    def restore_config(self, run: RunPaths, config: dict, deps: tuple[str, ...] = (), desc: str = "") -> None:
+        """Set a bad config.json aside and write it again from the plan. Nothing is re-run: the run id is the hash
+        of the config, so the planned config is exactly the one the finished run was made with."""
+        self.set_aside(run.config)
+        self.ensure_config(run.kind, run.run_id, config, deps, desc)
+
+    def status_problem(self, run: RunPaths) -> str | None:
+        """Why status.json of ``run`` cannot be read as a status record (None when it can, or when it is absent)."""
+        try:
+            record = read_json(run.status)
+        except CorruptRecord as err:
+            return str(err)
+        return None if record is None or isinstance(record, dict) else f"{run.status}: expected a JSON object"
+
+    def restore_done_status(self, run: RunPaths, reason: str) -> None:
+        """A finished run's unreadable status.json: set aside, replaced by a plain "done" record (DONE decides)."""
+        self.set_aside(run.status)
+        atomic_write_json(run.status, {"state": "done", "error": None, "updated": now(),
+                                       "note": f"rewritten: {reason}"})
+
+    def set_aside(self, path: Path) -> Path | None:
+        """Rename a bad record to ``<name>.invalid-<time>`` (kept for a post-mortem, never read again)."""
+        if not path.exists():
+            return None
+        aside = path.with_name(f"{path.name}.invalid-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
+        return aside
+
     def read_config(self, run: RunPaths) -> dict:
         record = read_json(run.config)
         if record is None:
@@ -163,33 +206,56 @@ class Store:
 
     def invalidate(self, run: RunPaths, reason: str) -> None:
         """Take a finished run out of service without deleting anything: DONE and the bad record are renamed."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
         for path in (run.done, run.metrics):
-            if path.exists():
-                os.replace(path, path.with_name(f"{path.name}.invalid-{stamp}"))
+            self.set_aside(path)
         self.update_status(run, state="failed", error=f"invalidated: {reason}")
 
 
 def tail(path: Path, lines: int = 20) -> list[str]:
-    """Last ``lines`` lines of a text file ([] when absent)."""
+    """Last ``lines`` lines of a text file ([] when absent), as a terminal shows them: a progress bar redraws its
+    line with ``\r``, so only the text after a line's last ``\r`` is kept (not one "line" per redraw)."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - 64 * 1024))
             data = f.read().decode(errors="replace")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    return data.splitlines()[-lines:]
+    shown = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in data.split("\n")]
+    return shown[-lines:]
+
+
+# tqdm's bar ("stage2:  40%|████      | 1000/2500 [00:10<00:15, 97.3it/s, loss=0.1]") and its form without a total
+# ("capture: 12it [00:03, 3.9it/s]"): progress, never the reason a run failed
+_PROGRESS_BAR = re.compile(r"^.*?(\d+%\|.*?\|\s*\S+/\S+\s*|\d+it\s*)\[[^\]]*\]")
+_ERROR_MARKS = ("Error", "Exception", "error:", "Killed", "CANCELLED", "DUE TO TIME LIMIT", "oom-kill", "oom_kill",
+                "Segmentation fault", "core dumped")
+
+
+def _without_progress(line: str) -> str:
+    """``line`` without a leading progress bar (text printed right after an unterminated bar stays)."""
+    return _PROGRESS_BAR.sub("", line, count=1).strip()
+
+
+def error_line(lines: list[str]) -> str | None:
+    """The last line of a log tail that reports an error (exception, Slurm's "CANCELLED ... DUE TO TIME LIMIT", an
+    OOM kill), progress bars removed; None when there is none (a killed process often prints nothing)."""
+    for line in reversed(lines):
+        s = _without_progress(line)
+        if s and any(m in s for m in _ERROR_MARKS) and not s.startswith("File "):
+            return s
+    return None
 
 
 def last_error_line(lines: list[str]) -> str | None:
-    """The most informative line of a log tail: the last exception line, else the last non-empty line."""
+    """The most informative line of a log tail: the last error line, else the last non-empty line that is not a
+    progress bar."""
+    found = error_line(lines)
+    if found is not None:
+        return found
     for line in reversed(lines):
-        s = line.strip()
-        if s and ("Error" in s or "Exception" in s) and not s.startswith("File "):
+        s = _without_progress(line)
+        if s:
             return s
-    for line in reversed(lines):
-        if line.strip():
-            return line.strip()
     return None

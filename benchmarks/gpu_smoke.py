@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmark.fakes import prepare_rehearsal  # noqa: E402
 from benchmarks.common import RESULTS_DIR, machine_info  # noqa: E402
 from graft_core.config import plain  # noqa: E402
 
@@ -50,24 +51,6 @@ def nccl_check() -> dict:
     except Exception as err:  # noqa: BLE001 — reported as a failed step
         return {"step": "nccl", "ok": False, "device": "cuda:0", "seconds": round(time.time() - t0, 2),
                 "error": f"{type(err).__name__}: {err}"}
-
-
-def prepare_fakes(root: Path) -> dict[str, str]:
-    from benchmark import fakes
-
-    paths = fakes.make_all(root, classes=4, per_class=10)
-    val = fakes.make_imagefolder(root / "imagenet" / "val", classes=4, per_class=8, seed=1)
-    env = {**os.environ, **paths.environ(), "GRAFTBENCH_CACHE": str(root / "cache"),
-           "GRAFTBENCH_IMAGENET": str(root / "latents"), "GRAFTBENCH_ADM_REFERENCE": str(paths.reference)}
-    prep = [sys.executable, "-m", "benchmark.prepare"]
-    common = ["--out", str(root / "latents"), "--num-workers", "0", "--shard-size", "16", "--batch-size", "8",
-              "--quiet"]
-    for cmd in ([*prep, "imagenet", "--src", str(paths.imagenet), *common],
-                [*prep, "imagenet", "--src", str(val), "--split", "val", *common],
-                [*prep, "subsets", "--out", str(root / "latents"), "--per-class", "stage1=8", "--per-class",
-                 "heldout=8", "--per-class", "pct10=10"]):
-        subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, text=True)
-    return env
 
 
 def step_lines(results: Path) -> list[dict]:
@@ -99,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="graftbench-gpu-smoke-"))
     records = [nccl_check()]
     t0 = time.time()
-    env = dict(os.environ) if args.real else prepare_fakes(work)
+    env = dict(os.environ) if args.real else prepare_rehearsal(work)
     records.append({"step": "prerequisites", "ok": True, "device": "-", "seconds": round(time.time() - t0, 2),
                     "what": "real (environment)" if args.real else "fakes + benchmark.prepare"})
     results = work / "results"

@@ -10,6 +10,8 @@ Layout under ``out/<split>/`` (written by :func:`encode_imagenet`)::
     index/files.txt        sorted relative paths ("n01440764/n01440764_10026.JPEG"): the global order
     index/labels.npy       int64 class ids (position of the class folder in sorted order, as ImageFolder)
     index/classes.txt      class folder names
+    index/skipped.txt      files with an image extension that PIL cannot decode ("<relpath>\t<reason>"): left out
+                           of files.txt at scan time, so every global index is fixed before any shard is encoded
     index/meta.json        counts, index hash and the encoding settings (a rerun with other settings is refused)
     shards/latents_00000.npy   float32 [n, 4, R/8, R/8]   (images [s·shard_size, (s+1)·shard_size) of the index)
     shards/labels_00000.npy, shards/flips_00000.npy, shards/files_00000.txt
@@ -74,6 +76,7 @@ class ImageIndex:
     files: tuple[str, ...]  # sorted relative paths, "class/file"
     labels: np.ndarray  # int64 [N]
     classes: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...] = ()  # (relative path, reason) of the files that cannot be decoded
 
     @property
     def hash(self) -> str:
@@ -81,40 +84,73 @@ class ImageIndex:
         return hashlib.sha256("\n".join(self.files).encode()).hexdigest()[:16]
 
 
-def scan_image_folder(src: Path) -> ImageIndex:
-    """Classes = sorted sub-folders, images = files with an image extension (recursively), as ``ImageFolder``."""
+def undecodable(path: Path) -> str | None:
+    """Why PIL cannot decode ``path`` (None when it can). ImageNet ships a few CMYK and PNG-in-JPEG files, which PIL
+    reads (``load_image`` converts them to RGB); a file it cannot read would abort a whole shard, so the scan leaves
+    it out. JPEGs are decoded at 1/8 scale (``draft``): every byte is still read, at a fraction of the cost."""
+    try:
+        with Image.open(path) as img:
+            img.draft(None, (1, 1))
+            img.load()
+    except Exception as err:  # noqa: BLE001 — whatever PIL raises on a bad file (OSError, SyntaxError, bombs, ...)
+        # without the folder it was read from, so that skipped.txt is the same wherever the copy is mounted
+        return f"{type(err).__name__}: {err}".replace(str(path), path.name).splitlines()[0][:200]
+    return None
+
+
+def scan_image_folder(src: Path, *, workers: int | None = None) -> ImageIndex:
+    """Classes = sorted sub-folders, images = files with an image extension (recursively), as ``ImageFolder``.
+
+    Each image is decoded once here (threads: PIL releases the GIL); the ones that fail are left out of the index and
+    listed in ``ImageIndex.skipped``, so the global order never depends on which shard would have hit them. A class
+    left without a single image is a ``DataLayoutError`` (ImageFolder refuses an empty class too).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     src = Path(src)
     if not src.is_dir():
         raise DataLayoutError(f"{src} is not a folder; expected an ImageNet train folder <root>/<class>/<image>.JPEG")
     classes = sorted(d.name for d in os.scandir(src) if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise DataLayoutError(f"{src} has no class sub-folders; expected the ImageFolder layout <root>/<class>/<image>")
-    files, labels = [], []
-    for label, name in enumerate(classes):
-        found = sorted(
-            str(Path(dirpath, f).relative_to(src).as_posix())
-            for dirpath, _, names in os.walk(src / name, followlinks=True)
-            for f in names if f.lower().endswith(IMAGE_EXTENSIONS))
-        files.extend(found)
-        labels.extend([label] * len(found))
-    if not files:
+    found = [sorted(str(Path(dirpath, f).relative_to(src).as_posix())
+                    for dirpath, _, names in os.walk(src / name, followlinks=True)
+                    for f in names if f.lower().endswith(IMAGE_EXTENSIONS)) for name in classes]
+    if not any(found):
         raise DataLayoutError(f"{src} has {len(classes)} class folders but no images ({', '.join(IMAGE_EXTENSIONS)})")
-    return ImageIndex(tuple(files), np.asarray(labels, dtype=np.int64), tuple(classes))
+    workers = workers or min(16, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # map keeps the order: the index is deterministic
+        reasons = [list(pool.map(lambda rel: undecodable(src / rel), names)) for names in found]
+    files, labels, skipped = [], [], []
+    for label, (name, names, why) in enumerate(zip(classes, found, reasons)):
+        good = [f for f, r in zip(names, why) if r is None]
+        skipped += [(f, r) for f, r in zip(names, why) if r is not None]
+        if not good:
+            what = f"all {len(names)} of its images cannot be decoded" if names else "it holds no images"
+            raise DataLayoutError(f"class folder {src / name}: {what}; add readable images or remove the folder")
+        files.extend(good)
+        labels.extend([label] * len(good))
+    return ImageIndex(tuple(files), np.asarray(labels, dtype=np.int64), tuple(classes), tuple(skipped))
 
 
 def write_index(index: ImageIndex, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(folder / "files.txt", ("\n".join(index.files) + "\n").encode())
     atomic_write_bytes(folder / "classes.txt", ("\n".join(index.classes) + "\n").encode())
+    atomic_write_bytes(folder / "skipped.txt", "".join(f"{f}\t{r}\n" for f, r in index.skipped).encode())
     buf = _npy_bytes(index.labels)
-    atomic_write_bytes(folder / "labels.npy", buf)
+    atomic_write_bytes(folder / "labels.npy", buf)  # last: its presence marks a complete index
 
 
 def read_index(folder: Path) -> ImageIndex:
     folder = Path(folder)
     files = tuple((folder / "files.txt").read_text().splitlines())
     classes = tuple((folder / "classes.txt").read_text().splitlines())
-    return ImageIndex(files, np.load(folder / "labels.npy"), classes)
+    try:  # absent in an index made before undecodable images were skipped (it then has none)
+        skipped = tuple(tuple(line.split("\t", 1)) for line in (folder / "skipped.txt").read_text().splitlines())
+    except FileNotFoundError:
+        skipped = ()
+    return ImageIndex(files, np.load(folder / "labels.npy"), classes, skipped)
 
 
 def load_or_build_index(src: Path | None, split_dir: Path) -> ImageIndex:
@@ -232,7 +268,8 @@ def encode_imagenet(src: Path, out: Path, *, vae, vae_name: str = VAE_ID, split:
     """Encode this task's shards of ``src`` into ``out/<split>/shards``; shards with a DONE marker are skipped.
 
     This call is task ``shard_index`` of ``num_shards`` parallel ones. Returns ``{"split_dir", "index_hash",
-    "num_images", "num_shard_files", "encoded", "skipped", "seconds"}``.
+    "num_images", "num_shard_files", "encoded", "skipped", "undecodable", "seconds"}`` (``skipped``: shards already
+    done; ``undecodable``: images left out of the index, listed in ``index/skipped.txt``).
     """
     from tqdm.auto import tqdm
 
@@ -244,7 +281,8 @@ def encode_imagenet(src: Path, out: Path, *, vae, vae_name: str = VAE_ID, split:
                 "shard_size": shard_size, "resolution": resolution, "seed": seed, "latent_scale": LATENT_SCALE,
                 "vae_weights": module_digest(vae), "posterior": "sample",
                 "flip": "one random horizontal flip per image", "crop": "adm center_crop_arr"}
-    _check_meta(split_dir / "index" / "meta.json", settings, info={"vae": vae_name})
+    _check_meta(split_dir / "index" / "meta.json", settings,
+                info={"vae": vae_name, "num_skipped": len(index.skipped), "skipped_list": "index/skipped.txt"})
     total = num_shards_of(len(index.files), shard_size)
     mine = [s for s in range(total) if s % num_shards == shard_index]
     encoded, skipped, start = [], [], time.time()
@@ -273,7 +311,7 @@ def encode_imagenet(src: Path, out: Path, *, vae, vae_name: str = VAE_ID, split:
         encoded.append(s)
     return {"split_dir": str(split_dir), "index_hash": index.hash, "num_images": len(index.files),
             "num_shard_files": total, "encoded": encoded, "skipped": skipped,
-            "seconds": round(time.time() - start, 2)}
+            "undecodable": len(index.skipped), "seconds": round(time.time() - start, 2)}
 
 
 def module_digest(module: torch.nn.Module) -> str:

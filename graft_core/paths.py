@@ -39,8 +39,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno is not None and err.filename is None:
+            # a failed write/fsync (no space, quota) names no file: name the record, so the error line can
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
 
 

@@ -8,7 +8,10 @@
 Reads ``<results>/<preset>/<target>/summary.json`` and writes ``<results>/<preset>/tables/<target>.tex`` and
 ``<results>/<preset>/figures/<name>.{png,pdf,csv}``; a full build also writes ``tables/all.tex``, a standalone
 document that inputs every table. Problems in the result store (missing or malformed files, rows not yet done) are
-listed on stderr; they never stop the build. The benchmark driver calls ``build_target`` when a target finishes.
+listed on stderr; they never stop the build. A target whose summary.json exists but cannot be read (truncated,
+not JSON) is skipped with a stderr line and its files already rendered are left as they are (exit code 1): a
+corrupt summary never replaces a table with "not yet run" placeholders. The benchmark driver calls
+``build_target`` when a target finishes.
 """
 from __future__ import annotations
 
@@ -82,7 +85,7 @@ def build_target(results_dir: str | Path, preset: str, target: str, *, git_rev: 
     """Render one target of one preset and write its files; returns the paths written.
 
     ``out_dir`` defaults to ``<results_dir>/<preset>``; ``git_rev`` (the code revision named in every header)
-    defaults to ``code_rev()``. Never raises on bad or missing results.
+    defaults to ``code_rev()``. Never raises on bad or missing results; writes nothing for an unreadable summary.
     """
     if target in NO_OUTPUT:
         return []
@@ -93,6 +96,8 @@ def _build(results_dir, preset, target, rev, out_dir) -> tuple[list[Path], Summa
     results_dir = Path(results_dir)
     canonical_target(target)  # an unknown name fails here, listing the known ones
     summary = load_summary_with_meta(results_dir, preset, target)
+    if summary.unreadable:  # keep what an earlier, good summary rendered: placeholders would be worse
+        return [], summary
     out_dir = Path(out_dir) if out_dir else results_dir / preset
     files = render_target(summary, git_rev_=rev or code_rev(), results_dir=results_dir)
     return [_write(out_dir / rel, data) for rel, data in sorted(files.items())], summary
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: unknown preset {unknown[0]!r}; choose one of: {', '.join(sorted(PRESETS))}\n")
     rev = args.git_rev or code_rev()
     t_all = time.perf_counter()
-    n_files = failures = 0
+    n_files = failures = skipped = 0
     for preset in presets:
         built_tables = []
         for target in targets:
@@ -184,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:  # a bug in one renderer must not stop the other targets
                 failures += 1
                 print(f"{preset}/{target}: FAILED ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
+                continue
+            if summary.unreadable:
+                skipped += 1
+                print(f"{preset}/{target}: SKIPPED, its files left as they were: {summary.unreadable}",
+                      file=sys.stderr, flush=True)
                 continue
             n_files += len(paths)
             dt = time.perf_counter() - t0
@@ -202,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             n_files += 1
     total = time.perf_counter() - t_all
     print(f"built {n_files} files for preset(s) {', '.join(presets)} in {total:.2f} s")
-    return 1 if failures else 0
+    return 1 if failures or skipped else 0
 
 
 if __name__ == "__main__":

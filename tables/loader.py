@@ -48,6 +48,7 @@ class Summary:
     rows: list[dict]
     problems: list[str] = field(default_factory=list)
     name: str = ""  # the target as requested (``table4`` for the alias): names the output files
+    unreadable: str | None = None  # why the summary file exists but cannot be used (then ``found`` is False)
 
     def __post_init__(self):
         self.name = self.name or self.target
@@ -132,6 +133,7 @@ def load_summary_with_meta(results_dir: str | Path, preset: str, target: str, *,
     problems: list[str] = []
     disk_rows: list[dict] = []
     git_rev = None
+    unreadable = None
     found = path.exists()
     if found:
         try:
@@ -140,7 +142,7 @@ def load_summary_with_meta(results_dir: str | Path, preset: str, target: str, *,
             if strict:
                 raise
             problems.append(f"{e} [all {canon} rows treated as missing]")
-            found = False
+            found, unreadable = False, str(e)
         else:
             git_rev = data.get("git_rev")
             for i, raw in enumerate(data["rows"]):
@@ -190,7 +192,7 @@ def load_summary_with_meta(results_dir: str | Path, preset: str, target: str, *,
 
     if canon == "fig4a":
         _borrow_table3(results_dir, preset, rows, problems)
-    return Summary(canon, preset, path, found, git_rev, rows, problems, name=target)
+    return Summary(canon, preset, path, found, git_rev, rows, problems, name=target, unreadable=unreadable)
 
 
 def _borrow_table3(results_dir, preset, rows, problems) -> None:

@@ -1,4 +1,5 @@
 """Bad input ends in one clear line and the right exit code (issue: faults and bad input). Each case runs in seconds."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +47,243 @@ def test_a_truncated_classifier_record_names_its_file(tmp_path):
     (tmp_path / META_FILE).write_text('{"sha256": "ab')
     with pytest.raises(ValueError, match=f"{META_FILE} is not valid JSON.*delete .* to retrain"):
         read_meta(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# prepare imagenet: undecodable images are skipped at index time and listed; CMYK / greyscale JPEGs are converted
+# ---------------------------------------------------------------------------------------------------------------------
+def _tiny_vae_folder(folder: Path) -> Path:
+    """A random-init 8×-downsampling AutoencoderKL saved as a ``--vae`` folder (the SD-VAE's structure, tiny)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
+                  up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4,
+                  latent_channels=4, sample_size=32).save_pretrained(folder)
+    return folder
+
+
+def _bad_imagenet(root: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = lambda: rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)  # noqa: E731
+    for c in ("n01", "n02"):
+        (root / c).mkdir(parents=True)
+        Image.fromarray(pixels()).save(root / c / f"{c}_rgb.JPEG")
+    Image.fromarray(pixels()).convert("CMYK").save(root / "n01" / "n01_cmyk.JPEG")
+    Image.fromarray(pixels()).convert("L").save(root / "n02" / "n02_grey.JPEG")
+    Image.fromarray(pixels()).save(root / "n02" / "n02_png.JPEG", format="PNG")  # PNG-in-JPEG, as ImageNet has
+    (root / "n01" / "x.JPEG").write_bytes(np.random.default_rng(1).bytes(4096))  # not an image at all
+    good = (root / "n02" / "n02_rgb.JPEG").read_bytes()
+    (root / "n02" / "n02_trunc.JPEG").write_bytes(good[: len(good) // 2])  # cut off mid-scan
+    return root
+
+
+def test_prepare_imagenet_skips_undecodable_images_and_lists_them(tmp_path, capsys):
+    from benchmark.prepare import main
+    from graft_core import imagenet as inet
+
+    src, out = _bad_imagenet(tmp_path / "train"), tmp_path / "out"
+    args = ["imagenet", "--src", str(src), "--out", str(out), "--vae", str(_tiny_vae_folder(tmp_path / "vae")),
+            "--resolution", "32", "--shard-size", "2", "--num-workers", "0", "--quiet", "--device", "cpu"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "skipped 2 image(s) that cannot be decoded" in captured.err and "skipped.txt" in captured.err
+    index = inet.read_index(out / "train" / "index")
+    assert index.files == ("n01/n01_cmyk.JPEG", "n01/n01_rgb.JPEG", "n02/n02_grey.JPEG", "n02/n02_png.JPEG",
+                           "n02/n02_rgb.JPEG")
+    listed = (out / "train" / "index" / "skipped.txt").read_text().splitlines()
+    assert [line.split("\t")[0] for line in listed] == ["n01/x.JPEG", "n02/n02_trunc.JPEG"]
+    assert str(src) not in "".join(listed)  # the same list wherever the copy is mounted
+    assert json.loads((out / "train" / "index" / "meta.json").read_text())["num_skipped"] == 2
+    assert inet.done_shards(out / "train") == [0, 1, 2]  # every shard encoded: the CMYK/grey/PNG files too
+    latents, labels = inet.load_latents(out / "train")
+    assert latents.shape == (5, 4, 4, 4) and labels.tolist() == [0, 0, 1, 1, 1]
+    assert json.loads(captured.out)["undecodable"] == 2
+
+
+def test_prepare_imagenet_fails_in_one_line_when_a_class_ends_up_empty(tmp_path, capsys):
+    from benchmark.prepare import main
+
+    src = _bad_imagenet(tmp_path / "train")
+    for f in (src / "n01").glob("*_*.JPEG"):  # only the undecodable x.JPEG is left in n01
+        f.unlink()
+    assert main(["imagenet", "--src", str(src), "--out", str(tmp_path / "out"), "--vae", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "n01: all 1 of its images cannot be decoded" in err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# benchmark.run: a results dir that is a file / read-only / a full disk → one line, exit 2, nothing lost
+# ---------------------------------------------------------------------------------------------------------------------
+def test_driver_refuses_a_results_dir_that_is_a_file(tmp_path):
+    (tmp_path / "results").write_text("")
+    for extra in ((), ("--status",), ("--dry-run",)):
+        p = cli("-m", "benchmark.run", "table3", "--preset", "micro", "--executor", "debug", "--results-dir",
+                str(tmp_path / "results" / "sub"), *extra)
+        line = one_error_line(p)
+        assert p.returncode == 2 and f"{tmp_path / 'results'} is a file, not a folder" in line, p.stderr
+
+
+def _driver(tmp_path, *args):
+    from benchmark.run import main
+
+    return main(["table3", "--preset", "micro", "--executor", "debug", "--quiet", "--results-dir", str(tmp_path),
+                 "--steps", "benchmark.testing:fake_execute", *args])
+
+
+def _error_lines(capsys) -> list[str]:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def test_driver_refuses_a_read_only_results_dir(tmp_path, capsys, monkeypatch):
+    import os
+
+    results = tmp_path / "ro"
+    results.mkdir()
+    if os.geteuid() == 0:  # root writes through 0555: refuse creating files there as a read-only mount would
+        real_open = os.open
+
+        def read_only(path, flags, *a, **k):
+            if flags & (os.O_WRONLY | os.O_RDWR) and Path(path).resolve().is_relative_to(results):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, flags, *a, **k)
+
+        monkeypatch.setattr(os, "open", read_only)
+    else:
+        results.chmod(0o555)
+    try:
+        assert _driver(results, "--rows", "baseline") == 2
+    finally:
+        results.chmod(0o755)
+    (line,) = _error_lines(capsys)
+    assert line.startswith(f"error: --results-dir {results}: cannot write in {results}") and "pass a folder" in line
+    assert not any(results.iterdir())
+
+
+def test_a_full_disk_during_a_launch_is_one_line_and_loses_nothing(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    from benchmark import targets
+    from benchmark.launch import all_nodes, plan_targets, select_rows
+    from benchmark.store import Store
+
+    assert _driver(tmp_path, "--rows", "attn-hyena_x-interleaved50") == 0  # teacher, captures, stage 1/2, eval
+    store = Store(tmp_path, "micro")
+    first = select_rows(plan_targets(store, targets.expand(["table3"])), ["attn-hyena_x-interleaved50"])
+    done_before = {n.key: store.run(n.kind, n.run_id).done.stat().st_mtime_ns for n in all_nodes(first)}
+    capsys.readouterr()
+
+    real_fsync, calls = os.fsync, []
+
+    def fsync_fills_the_disk(fd):  # the 40th record write onward: the disk is full
+        calls.append(fd)
+        if len(calls) >= 40:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_fills_the_disk)
+    assert _driver(tmp_path) == 2
+    lines = _error_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path}") and "No space left on device" in lines[0]
+    assert "free space" in lines[0] and "finished runs are kept" in lines[0]
+    assert not list(tmp_path.rglob(".*.tmp"))  # the atomic writer leaves no half-written temp files
+
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    for key, mtime in done_before.items():  # nothing finished before the fault was touched
+        assert store.run(*key.split("/")).done.stat().st_mtime_ns == mtime
+    # space freed: the same command, from a new process (the runs this launcher had queued name it as their owner)
+    p = cli("-m", "benchmark.run", "table3", "--preset", "micro", "--executor", "debug", "--quiet", "--results-dir",
+            str(tmp_path), "--steps", "benchmark.testing:fake_execute")
+    assert p.returncode == 0, p.stderr
+    for key, mtime in done_before.items():  # ... without redoing what was finished
+        assert store.run(*key.split("/")).done.stat().st_mtime_ns == mtime
+    summary = json.loads((tmp_path / "micro" / "table3" / "summary.json").read_text())
+    assert {r["status"] for r in summary["rows"]} == {"done"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# a finished run's corrupt config.json / status.json: rewritten from the plan, its dependents run, nothing redone
+# ---------------------------------------------------------------------------------------------------------------------
+def test_a_corrupt_config_of_a_finished_stage2_is_rewritten_and_its_eval_runs(tmp_path, capsys):
+    from benchmark import targets
+    from benchmark.launch import plan_targets, select_rows
+    from benchmark.status import node_states
+    from benchmark.store import Store
+
+    row = "attn-hyena_x-interleaved50"
+    assert _driver(tmp_path, "--rows", row) == 0
+    store = Store(tmp_path, "micro")
+    (rp,) = select_rows(plan_targets(store, targets.expand(["table3"])), [row])[0].row_plans
+    s2 = next(n for n in rp.nodes if n.kind == "stage2")
+    s2_run, eval_run = store.run(s2.kind, s2.run_id), store.run(rp.final.kind, rp.final.run_id)
+    s2_done = s2_run.done.stat().st_mtime_ns
+    s2_run.config.write_text('{"run_id": "' + s2.run_id[:5])  # truncated
+    s2_run.status.write_text("{")
+    store.invalidate(eval_run, "test: the eval must run again and read stage 2's config")
+    assert node_states(store, rp.nodes, ask_slurm=False)[s2.key].repair  # detected where the state is decided
+    capsys.readouterr()
+
+    assert _driver(tmp_path, "--rows", row) == 0
+    out = capsys.readouterr().out
+    assert f"rewriting config.json of {s2.key}" in out and f"rewriting status.json of {s2.key}" in out
+    assert s2_run.done.stat().st_mtime_ns == s2_done  # stage 2 kept, not re-run
+    assert store.read_config(s2_run) == s2.config and store.read_status(s2_run)["state"] == "done"
+    assert list(s2_run.folder.glob("config.json.invalid-*")) and list(s2_run.folder.glob("status.json.invalid-*"))
+    assert eval_run.done.exists() and store.read_metrics(eval_run)
+    assert not node_states(store, rp.nodes, ask_slurm=False)[s2.key].repair
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# tables.build on a truncated summary keeps the table it rendered before
+# ---------------------------------------------------------------------------------------------------------------------
+def test_tables_build_keeps_a_rendered_table_when_its_summary_is_truncated(tmp_path):
+    results = tmp_path / "results"
+    summary = results / "micro" / "table5" / "summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps({"target": "table5", "preset": "micro", "git_rev": "x", "rows": [
+        {"row": "baseline", "status": "done", "metrics": {"fid": 12.5, "is": 3.0}}]}))
+    p = cli("-m", "tables.build", "--results", str(results), "--git-rev", "r")
+    table = results / "micro" / "tables" / "table5.tex"
+    assert p.returncode == 0, p.stderr
+    good = table.read_bytes()
+    assert b"12.5" in good
+    summary.write_text(summary.read_text()[:40])  # truncated mid-write
+    p = cli("-m", "tables.build", "--results", str(results), "--git-rev", "r")
+    assert p.returncode == 1, p.stderr
+    assert table.read_bytes() == good  # not replaced by "not yet run" placeholders
+    (line,) = [x for x in p.stderr.splitlines() if "SKIPPED" in x]
+    assert line.startswith("micro/table5: SKIPPED") and str(summary) in line and "invalid JSON" in line
+    assert "Traceback" not in p.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# --status "log:" shows the error, never a progress bar
+# ---------------------------------------------------------------------------------------------------------------------
+def test_status_log_field_shows_the_error_line_not_the_progress_bar(tmp_path):
+    from benchmark.status import log_error
+    from benchmark.store import RunPaths, Store, last_error_line, tail
+
+    store = Store(tmp_path, "micro")
+    run = RunPaths(tmp_path / "micro" / "runs" / "stage2" / "abc")
+    run.logs.mkdir(parents=True)
+    bar = "".join(f"\rstage2:  {p}%|{'█' * (p // 10):<10}| {p * 25}/2500 [00:{p:02d}<00:15, 97.3it/s, loss=0.1]"
+                  for p in range(0, 41, 4))
+    run.log.write_text("[graftbench] start stage2 x (stage2/abc, job 7, attempt 1)\n"
+                       "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+                       "RuntimeError: CUDA error: an illegal memory access was encountered\n" + bar)
+    assert len(tail(run.log)) == 5  # a redrawn bar is one line, as on a terminal
+    assert log_error(store, run, {}) == "RuntimeError: CUDA error: an illegal memory access was encountered"
+    err = tmp_path / "micro" / "submitit" / "7" / "7_0_log.err"
+    err.parent.mkdir(parents=True)
+    err.write_text(bar + "\nslurmstepd: error: *** JOB 7 ON n1 CANCELLED AT 2026-01-01T00:00 DUE TO TIME LIMIT ***\n")
+    assert "DUE TO TIME LIMIT" in log_error(store, run, {"job_id": "7"})
+    run.log.write_text("[graftbench] start stage2 x\n" + bar)  # killed: no error anywhere → no "log:" at all
+    assert log_error(store, run, {}) is None
+    assert last_error_line(tail(run.log)) == "[graftbench] start stage2 x"

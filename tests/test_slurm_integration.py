@@ -499,27 +499,6 @@ SMOKE_TARGETS = ("baseline", "table3", "fig2", "fig4b", "table2")
 SMOKE_TIMEOUT = float(os.environ.get("GRAFTBENCH_SLURM_SMOKE_TIMEOUT", "1500"))  # s for the whole rehearsal
 
 
-def _prepare_fakes(root: Path) -> dict[str, str]:
-    """The fakes, encoded and subset with the project's own CLI, and the environment that points jobs at them."""
-    from benchmark import fakes
-
-    paths = fakes.make_all(root, classes=4, per_class=10)
-    val = fakes.make_imagefolder(root / "imagenet" / "val", classes=4, per_class=8, seed=1)
-    env = {**os.environ, **paths.environ(), "GRAFTBENCH_CACHE": str(root / "cache"),
-           "GRAFTBENCH_IMAGENET": str(root / "latents"), "GRAFTBENCH_ADM_REFERENCE": str(paths.reference),
-           "OMP_NUM_THREADS": "1"}
-    prepare = [sys.executable, "-m", "benchmark.prepare"]
-    common = ["--out", str(root / "latents"), "--num-workers", "0", "--shard-size", "16", "--batch-size", "8",
-              "--quiet"]
-    for cmd in ([*prepare, "imagenet", "--src", str(paths.imagenet), *common],
-                [*prepare, "imagenet", "--src", str(val), "--split", "val", *common],
-                [*prepare, "subsets", "--out", str(root / "latents"), "--per-class", "stage1=8",
-                 "--per-class", "heldout=8", "--per-class", "pct10=10"]):
-        p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
-        assert p.returncode == 0, f"{' '.join(cmd)}\n{p.stdout}{p.stderr}"
-    return env
-
-
 def run_smoke(results: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "benchmark.run", *SMOKE_TARGETS, "--preset", "paper-smoke", "--rows", SMOKE_ROWS,
            "--executor", "slurm", "--profile", "cpu", "--slurm", "stage2.tasks_per_node=2",
@@ -536,7 +515,9 @@ def smoke_launch(tmp_path_factory, node_cpus):
     wait_for(lambda: not our_jobs(), DRIVER_TIMEOUT, "earlier driver jobs to end", interval=1.0)
     root = tmp_path_factory.mktemp("paper-smoke")
     t0 = time.monotonic()
-    env = _prepare_fakes(root)
+    from benchmark.fakes import prepare_rehearsal
+
+    env = {**prepare_rehearsal(root), "OMP_NUM_THREADS": "1"}
     prepared = time.monotonic() - t0
     results = root / "results"
     first = run_smoke(results, env)
