@@ -28,7 +28,7 @@ from benchmark import liveness, targets
 from benchmark.dag import Node
 from benchmark.jobs import PREFIX, RunUnit
 from benchmark.launch import (TargetPlan, Unit, all_nodes, collect_job, make_units, plan_targets,
-                              refresh_blocked)
+                              refresh_blocked, select_rows)
 from benchmark.profiles import Profile
 from benchmark.status import NodeState, node_states, repair_records
 from benchmark.store import Store
@@ -114,13 +114,14 @@ class Launcher:
 
     def __init__(self, store: Store, *, profile: Profile | None = None, jobs: int = 1, progress: bool = True,
                  log=print, target_names: list[str] | None = None, profile_overrides: list[str] | None = None,
-                 execute: Callable | None = None):
+                 execute: Callable | None = None, rows: list[str] | None = None):
         self.store = store
         self.profile = profile
         self.jobs = max(1, jobs)
         self.progress = progress
         self.log = log
         self.target_names = target_names or []
+        self.rows = rows or []  # --rows patterns: a replan job plans these rows only, as the launch did
         self.profile_overrides = profile_overrides or []
         self.execute = execute  # the jobs' step runner; None = the real steps
 
@@ -333,7 +334,8 @@ class SlurmLauncher(Launcher):
             if ids:
                 ex = self._executor("collect", folder, "gb-replan", ids, "afterok")
                 job = ex.submit(replan_job, str(self.store.results_dir), self.store.preset, self.target_names,
-                                self.profile.name if self.profile else None, self.profile_overrides, self.execute)
+                                self.profile.name if self.profile else None, self.profile_overrides, self.execute,
+                                self.rows)
                 self.log(f"submitted replan for the rows waiting on a locality result: job {job.job_id} "
                          f"(after {', '.join(ids)})")
                 result.jobs.append(str(job.job_id))
@@ -392,13 +394,14 @@ def launch(launcher: Launcher, plans: list[TargetPlan], *, skip: set[str] = froz
 
 
 def replan_job(results_dir: str, preset: str, target_names: list[str], profile: str | None,
-               overrides: list[str], execute: Callable | None = None) -> dict:
-    """Slurm job run once a locality result exists: plan again and submit what is still missing."""
+               overrides: list[str], execute: Callable | None = None, rows: list[str] | None = None) -> dict:
+    """Slurm job run once a locality result exists: plan again and submit what is still missing among the rows the
+    launch selected (``rows``: its --rows patterns; all rows when empty)."""
     store = Store(results_dir, preset)
     prof = Profile.load(profile, overrides) if profile else None
     launcher = SlurmLauncher(store, profile=prof, target_names=target_names, profile_overrides=overrides,
-                             execute=execute)
-    result = launch(launcher, plan_targets(store, targets.expand(target_names)))
+                             execute=execute, rows=rows)
+    result = launch(launcher, select_rows(plan_targets(store, targets.expand(target_names)), rows))
     return {"jobs": result.jobs, "tasks": result.tasks}
 
 

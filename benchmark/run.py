@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None, *, execute: Callable | None = None) -> i
         skip = preflight(store, selected, executor, explicit, log, real_steps=execute is None)
         launcher = make_launcher(executor, store, profile=profile, jobs=args.jobs, progress=not args.quiet, log=log,
                                  target_names=[m.NAME for m in modules], profile_overrides=args.slurm,
-                                 execute=execute)
+                                 execute=execute, rows=row_patterns)
         result = launch(launcher, selected, skip=skip)
     except LaunchError as err:
         return fail(str(err))
