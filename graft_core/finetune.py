@@ -43,6 +43,8 @@ import contextlib
 import copy
 import hashlib
 import json
+import os
+import pickle
 import random
 import time
 from pathlib import Path
@@ -183,6 +185,22 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return paths[-1] if paths else None
 
 
+def load_latest_checkpoint(out_dir: Path) -> tuple[Path | None, dict | None]:
+    """The newest checkpoint that loads, newest first. One that does not (truncated by a kill or a full disk, though
+    written atomically) is renamed aside to ``*.corrupt`` with a line saying so, and the next older one is tried —
+    that is why two are kept — so a retry resumes instead of failing on the same file forever."""
+    for path in sorted((Path(out_dir) / CHECKPOINT_DIR).glob("step_*.pt"), reverse=True):
+        try:
+            return path, torch.load(path, map_location="cpu", weights_only=False)
+        except (RuntimeError, EOFError, OSError, ValueError, KeyError, pickle.UnpicklingError) as err:
+            aside = path.with_name(path.name + ".corrupt")
+            with contextlib.suppress(FileNotFoundError):  # another DDP rank set it aside first
+                os.replace(path, aside)
+            print(f"stage 2: checkpoint {path} does not load ({type(err).__name__}); set aside as {aside.name}, "
+                  f"trying the previous one", flush=True)
+    return None, None
+
+
 def _rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -282,9 +300,8 @@ class Finetune:
         lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, Warmup(st.warmup_steps))
         step, history, window, seconds_before, resumed_from = 0, [], [], 0.0, None
 
-        ckpt_path = latest_checkpoint(self.out_dir)
-        if ckpt_path is not None:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt_path, ckpt = load_latest_checkpoint(self.out_dir)
+        if ckpt is not None:
             if ckpt["stage2"] != to_jsonable(st):
                 raise ValueError(f"{ckpt_path} was written with another Stage2Config; use a new out_dir "
                                  f"(checkpoint: {ckpt['stage2']}, now: {to_jsonable(st)})")

@@ -251,3 +251,20 @@ def test_ddp_two_processes_match_single_process(micro_teacher, micro_preset, tmp
     _assert_same_training(acc_model, ref_model, preset)
     for a, b, c in zip(ddp["metrics"]["history"], ref["history"], ddp["acc_metrics"]["history"]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and c["loss"] == pytest.approx(b["loss"], rel=1e-4)
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_older_one(micro_teacher, micro_preset, tmp_path):
+    """A kill or a full disk can leave the newest checkpoint unreadable: the resume sets it aside and continues
+    from the previous one, ending bit-identical to an uninterrupted run (before: every retry failed on it)."""
+    import dataclasses
+
+    p = micro_preset.replace(stage2=dataclasses.replace(micro_preset.stage2, steps=8, checkpoint_every=2))
+    full_model, _ = ft.finetune(micro_teacher, p, out_dir=tmp_path / "full", progress=False)
+    _, part = ft.finetune(micro_teacher, p, out_dir=tmp_path / "cut", progress=False, stop_after=5)
+    newest = ft.latest_checkpoint(tmp_path / "cut")
+    assert newest.name == "step_00000004.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated
+    resumed_model, resumed = ft.finetune(micro_teacher, p, out_dir=tmp_path / "cut", progress=False)
+    assert resumed["resumed_from"] == 2 and resumed["complete"]
+    assert (newest.parent / "step_00000004.pt.corrupt").exists()
+    assert _states_equal(full_model.state_dict(), resumed_model.state_dict())
