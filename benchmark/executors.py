@@ -10,6 +10,7 @@ run the same one, together with the profile's execution settings (``Launcher.job
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import shutil
@@ -105,7 +106,7 @@ class LaunchResult:
         return sum(len(u.nodes) for u in self.units)
 
 
-class Launcher:
+class Launcher(abc.ABC):
     """A backend: turns the units of a launch into jobs. ``prepare`` is shared; ``run`` is the backend's."""
 
     name = ""
@@ -150,8 +151,9 @@ class Launcher:
                 self.store.ensure_config(n.kind, n.run_id, n.config, n.deps, n.desc)
         return units
 
+    @abc.abstractmethod
     def run(self, units: list[Unit], plans: list[TargetPlan]) -> LaunchResult:
-        raise NotImplementedError
+        """Submit or run ``units`` (each backend's own way) and return what was launched."""
 
 
 # ------------------------------------------------------------------------------------------------ this machine

@@ -279,15 +279,13 @@ def adm_metrics(npz: Path, p: Preset) -> dict:
 
 
 def _write_batch(path: Path, images, labels) -> Path:
-    import io
-
+    """An ADM-layout batch (``arr_0`` uint8 images, ``arr_1`` labels), written as the sampler writes its shards."""
     import numpy as np
 
     from graft_core.paths import atomic_write_bytes
+    from graft_core.sample_at_scale import npz_bytes
 
-    buf = io.BytesIO()
-    np.savez(buf, arr_0=images, arr_1=np.asarray(labels, dtype=np.int64))
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, npz_bytes(arr_0=images, arr_1=np.asarray(labels, dtype=np.int64)))
     return path
 
 

@@ -109,7 +109,7 @@ def sample_shards(model, teacher: TeacherConfig, out_dir: Path, *, vae=None, num
                          seed=shard_seed(global_seed, s), batch_size=batch_size, bf16=bf16, progress=progress,
                          guidance_channels=guidance_channels)
         images = decode_latents(vae, latents)
-        atomic_write_bytes(npz, _npz_bytes(arr_0=images, arr_1=y.numpy()))
+        atomic_write_bytes(npz, npz_bytes(arr_0=images, arr_1=y.numpy()))
         atomic_write_json(done, {"shard": s, "count": len(y), "seed": shard_seed(global_seed, s),
                                  "seconds": round(time.time() - t0, 2)})
         sampled.append(s)
@@ -189,7 +189,7 @@ def _check_plan(path: Path, plan: dict) -> None:
         atomic_write_json(path, plan)
 
 
-def _npz_bytes(**arrays) -> bytes:
+def npz_bytes(**arrays) -> bytes:
     import io
 
     buf = io.BytesIO()

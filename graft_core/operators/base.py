@@ -6,6 +6,8 @@ diffusers calls ``attn1(x, encoder_hidden_states=None, attention_mask=None, **cr
 """
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,7 +18,7 @@ except ImportError:  # pragma: no cover - not installable on CPU machines
     _causal_conv1d_fn = None
 
 
-class GraftOperator(nn.Module):
+class GraftOperator(nn.Module, metaclass=abc.ABCMeta):
     """Base class: ``forward`` checks the call and delegates to ``mix``; subclasses set ``self.dim``."""
 
     dim: int
@@ -35,8 +37,9 @@ class GraftOperator(nn.Module):
                              f"got {tuple(hidden_states.shape)}")
         return self.mix(hidden_states)
 
-    def mix(self, u: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def mix(self, u: torch.Tensor) -> torch.Tensor:
+        """``[B, N, D] → [B, N, D]``: the operator itself (each operator defines it)."""
 
 
 class CausalDepthwiseConv1d(nn.Conv1d):
