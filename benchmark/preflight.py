@@ -194,7 +194,8 @@ def check_adm_reference(p: Preset, kinds: set[str]) -> str | None:
 
 
 def problems(preset_kinds: dict[str, tuple[Preset, set[str]]]) -> list[str]:
-    """One line per unmet prerequisite, over every preset of the plan (``{preset name: (preset, step kinds)}``)."""
+    """One line per unmet prerequisite, over every distinct row preset of the plan (``{key: (preset, step
+    kinds)}``); a problem shared by several presets is reported once."""
     out: list[str] = []
     for preset, kinds in preset_kinds.values():
         for req in PREREQUISITES:
