@@ -4,9 +4,10 @@ Why: these machines have no internet and no GPU, so the paper path can only be r
 exactly the structure the paper code depends on (and checks) — a Hugging Face cache whose DiT has 28 blocks, 32×32×4
 latents, patch 2 (256 tokens), learned σ (8 output channels) and 1000 classes, at a reduced width; an AutoencoderKL
 with the SD-VAE's block structure (8× downsampling, 4 latent channels, scale 0.18215 applied by the caller) at a
-reduced width; a small ImageFolder of real JPEG files of mixed sizes and modes; Inception-v3 weights in
-torch-fidelity's format (random values); an ADM-format reference batch (``arr_0`` + ``mu, sigma, mu_s, sigma_s``).
-The values are random, so metrics computed on them are meaningless; the point is that every code path runs.
+reduced width; PixArt-Σ 2K's transformer at a reduced width and sample size with a tiny T5 encoder, a T5 tokenizer
+trained here and an SD-XL-structured VAE, plus a prompt file; a small ImageFolder of real JPEG files of mixed sizes
+and modes; Inception-v3 weights in torch-fidelity's format (random values); an ADM-format reference batch
+(``arr_0`` + ``mu, sigma, mu_s, sigma_s``). The values are random, so metrics computed on them are meaningless; the point is that every code path runs.
 
 Only tests and ``benchmarks/`` import this module; production code never does (``tests/test_import_graph.py``).
 
@@ -26,6 +27,19 @@ DIT_REPO = "facebook/DiT-XL-2-256"
 VAE_REPO = "stabilityai/sd-vae-ft-ema"
 FAKE_REVISION = "0" * 40  # snapshot folder name; any 40-hex string works for an offline cache
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+PIXART_REPO = "PixArt-alpha/PixArt-Sigma-XL-2-2K-MS"
+PIXART_PIPELINE_REPO = "PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers"
+PIXART_PROMPTS_ENV = "GRAFTBENCH_PIXART_PROMPTS"  # graft_core.text.PROMPTS_ENV
+FAKE_PROMPTS = (
+    "a photo of a cat sitting on a red sofa",
+    "two dogs playing in the snow",
+    "a bowl of green apples on a wooden table",
+    "an astronaut riding a horse on the moon",
+    "a watercolor painting of a city at night",
+    "a yellow school bus parked next to a tree",
+    "three birds on a telephone wire at sunset",
+    "a close-up of a blue flower in the rain",
+)
 POOL_DIM, SPATIAL_DIM = 2048, 2023  # ADM's pool_3 and mixed_6/conv[..., :7] feature sizes
 
 
@@ -37,10 +51,14 @@ class FakePaths:
     imagenet: Path
     inception: Path
     reference: Path
+    pixart_prompts: Path | None = None
 
     def environ(self) -> dict[str, str]:
-        return {"HF_HOME": str(self.hf_home), "HF_HUB_OFFLINE": "1",
-                "GRAFTBENCH_INCEPTION_WEIGHTS": str(self.inception)}
+        env = {"HF_HOME": str(self.hf_home), "HF_HUB_OFFLINE": "1",
+               "GRAFTBENCH_INCEPTION_WEIGHTS": str(self.inception)}
+        if self.pixart_prompts is not None:
+            env[PIXART_PROMPTS_ENV] = str(self.pixart_prompts)
+        return env
 
 
 def _snapshot(hf_home: Path, repo: str) -> Path:
@@ -88,6 +106,85 @@ def make_vae(hf_home: Path, *, width: int = 16, seed: int = 0, repo: str = VAE_R
     out = save_to if save_to is not None else _snapshot(hf_home, repo)
     vae.save_pretrained(out)
     return out
+
+
+def make_t5_tokenizer(out: Path, *, sentences=FAKE_PROMPTS, vocab_size: int = 64) -> Path:
+    """A T5 tokenizer folder as PixArt-Σ's (``spiece.model`` + ``tokenizer_config.json``, T5's ids: pad 0, eos 1,
+    unk 2, 100 sentinels): a unigram sentencepiece model trained here on ``sentences``. Loading it goes through the
+    sentencepiece conversion the real one needs (so a missing ``sentencepiece``/``protobuf`` shows in the rehearsal)."""
+    import io
+
+    import sentencepiece as spm
+
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(list(sentences) * 4), model_writer=buf,
+                                   vocab_size=vocab_size, model_type="unigram", pad_id=0, eos_id=1, unk_id=2,
+                                   bos_id=-1, hard_vocab_limit=False, character_coverage=1.0, minloglevel=2,
+                                   num_threads=1)
+    (out / "spiece.model").write_bytes(buf.getvalue())
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "T5Tokenizer", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
+        "extra_ids": 100, "model_max_length": 300}))
+    return out
+
+
+def make_pixart(hf_home: Path, *, num_attention_heads: int = 2, attention_head_dim: int = 8, num_layers: int = 28,
+                sample_size: int = 8, caption_channels: int = 32, vae_width: int = 8, seed: int = 0) -> dict[str, Path]:
+    """PixArt-Σ 2K's prerequisites at reduced width, in the Hub cache layout:
+
+    * ``PixArt-alpha/PixArt-Sigma-XL-2-2K-MS`` ``transformer/``: a ``PixArtTransformer2DModel`` with PixArt-Σ's
+      structure (28 blocks so the paper's layers 8..27 exist, 4 latent channels, learned σ → 8 output channels,
+      patch 2, adaLN-single, cross-attention at the model width on ``caption_channels``-wide captions, no
+      resolution/aspect conditions, its bias/activation/norm settings) at width ``heads × head_dim`` and a small
+      ``sample_size`` (PixArt-Σ 2K: 256 → 16,384 tokens, beyond a CPU rehearsal);
+    * ``PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers``: ``text_encoder/`` a T5 v1.1 encoder (gated GELU, as
+      t5-v1_1-xxl) with ``d_model = caption_channels``, ``tokenizer/`` from ``make_t5_tokenizer``, ``vae/`` the SD-XL
+      VAE's structure (4 blocks → 8× downsampling, 4 latent channels, scale 0.13025) at ``vae_width`` channels.
+    """
+    import torch
+    from diffusers import AutoencoderKL, PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    width = num_attention_heads * attention_head_dim
+    model = PixArtTransformer2DModel(
+        num_attention_heads=num_attention_heads, attention_head_dim=attention_head_dim, in_channels=4,
+        out_channels=8, num_layers=num_layers, sample_size=sample_size, patch_size=2, attention_bias=True,
+        cross_attention_dim=width, activation_fn="gelu-approximate", num_embeds_ada_norm=1000,
+        norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=caption_channels,
+        interpolation_scale=4, use_additional_conditions=False)
+    with torch.no_grad():  # a non-zero output layer, so samples and captures are not constant
+        model.proj_out.weight.normal_(0, 0.05)
+    transformer = _snapshot(hf_home, PIXART_REPO) / "transformer"
+    model.save_pretrained(transformer)
+    (transformer.parent / "model_index.json").write_text(json.dumps({
+        "_class_name": "PixArtSigmaPipeline", "transformer": ["diffusers", "PixArtTransformer2DModel"]}))
+    pipe = _snapshot(hf_home, PIXART_PIPELINE_REPO)
+    tokenizer = make_t5_tokenizer(pipe / "tokenizer")
+    vocab = 64 + 100  # sentencepiece pieces (hard_vocab_limit off: at most 64) + T5's sentinels
+    t5 = T5EncoderModel(T5Config(vocab_size=vocab, d_model=caption_channels, d_kv=8, d_ff=2 * caption_channels,
+                                 num_layers=2, num_heads=4, feed_forward_proj="gated-gelu",
+                                 relative_attention_num_buckets=8, relative_attention_max_distance=16,
+                                 dropout_rate=0.0, is_encoder_decoder=False, use_cache=False))
+    t5.save_pretrained(pipe / "text_encoder")
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(vae_width,) * 4,
+                        layers_per_block=2, latent_channels=4, norm_num_groups=min(8, vae_width), sample_size=1024,
+                        scaling_factor=0.13025)
+    vae.save_pretrained(pipe / "vae")
+    (pipe / "model_index.json").write_text(json.dumps({
+        "_class_name": "PixArtSigmaPipeline", "text_encoder": ["transformers", "T5EncoderModel"],
+        "tokenizer": ["transformers", "T5Tokenizer"], "vae": ["diffusers", "AutoencoderKL"]}))
+    return {"transformer": transformer, "text_encoder": pipe / "text_encoder", "tokenizer": tokenizer,
+            "vae": pipe / "vae"}
+
+
+def make_prompts(path: Path, prompts=FAKE_PROMPTS) -> Path:
+    """A prompt file for ``$GRAFTBENCH_PIXART_PROMPTS`` (one prompt a line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(p + "\n" for p in prompts))
+    return path
 
 
 def make_imagefolder(root: Path, *, classes: int = 4, per_class: int = 6, seed: int = 0) -> Path:
@@ -173,14 +270,16 @@ def make_adm_reference(path: Path, *, num_images: int = 16, resolution: int = 25
 
 
 def make_all(root: Path, *, classes: int = 4, per_class: int = 6, reference_images: int = 16) -> FakePaths:
-    """Every fake prerequisite of the DiT targets under ``root``; returns their paths and environment."""
+    """Every fake prerequisite of the DiT and PixArt targets under ``root``; returns their paths and environment."""
     root = Path(root)
     hf_home = root / "hf"
     make_dit(hf_home)
     make_vae(hf_home)
+    make_pixart(hf_home)
     paths = FakePaths(hf_home=hf_home, imagenet=root / "imagenet" / "train",
                       inception=root / "inception" / INCEPTION_FILE,
-                      reference=root / "adm" / "VIRTUAL_imagenet256_labeled.npz")
+                      reference=root / "adm" / "VIRTUAL_imagenet256_labeled.npz",
+                      pixart_prompts=make_prompts(root / "pixart" / "prompts.txt"))
     make_imagefolder(paths.imagenet, classes=classes, per_class=per_class)
     make_inception_weights(paths.inception)
     make_adm_reference(paths.reference, num_images=reference_images, inception=paths.inception)

@@ -50,9 +50,10 @@ from graft_core.config import plain, stable_hash, to_jsonable
 from graft_core.paths import ASSETS_DIR, atomic_write_json, cache_root
 from graft_core.plan import pixart_layers  # the driver plans the same layers without torch
 from graft_core.presets import DataConfig, Preset, TeacherConfig, get_preset
+from graft_core.structure import hub_cache  # the cache HF_HOME names now (huggingface_hub reads it once)
 from graft_core.teacher import MissingWeightsError, lr_at, sha256_file
-from graft_core.text import (TEMPLATES, HashTextEncoder, PromptTable, T5Prompts, TextConditioned,
-                             digit_prompts, read_prompts)
+from graft_core.text import (TEMPLATES, CachedPrompts, HashTextEncoder, PromptTable, TextConditioned, digit_prompts,
+                             encode_prompts, module_fingerprint, read_prompts)
 
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 META_FILE = "pixart.json"
@@ -110,7 +111,7 @@ PAPER_PIXART = PixArtConfig(pretrained=PAPER_TRANSFORMER, num_layers=28, num_att
 MICRO_PIXART = PixArtConfig(num_layers=2, num_attention_heads=2, attention_head_dim=8, sample_size=8,
                             caption_channels=16, max_tokens=6, train_steps=20, train_batch_size=16, train_warmup=2,
                             train_bf16=False)
-PIXART_PRESETS = {"paper": PAPER_PIXART, "tiny": PixArtConfig(), "micro": MICRO_PIXART}
+PIXART_PRESETS = {"paper": PAPER_PIXART, "paper-smoke": PAPER_PIXART, "tiny": PixArtConfig(), "micro": MICRO_PIXART}
 
 
 def pixart_config(preset: Preset) -> PixArtConfig:
@@ -275,40 +276,180 @@ def _write_pixart(preset: Preset, tmp: Path, resume: Path, *, progress: bool = T
 # Paper teacher: PixArt-Σ from the local Hugging Face cache, captions through T5
 # --------------------------------------------------------------------------------------------------------------------
 
-def load_paper_teacher(cfg: PixArtConfig, prompts: list[str] | None = None) -> TextConditioned:
-    """PixArt-Σ 2K (transformer) + T5 from the local HF cache, driven by ids of ``prompts`` (default: the file)."""
+PROMPT_CACHE = "t5_prompts"  # cache_root()/t5_prompts/<key>: the encoded prompt sets (text.encode_prompts)
+TOKENIZER_PACKAGES = "sentencepiece protobuf"  # what T5Tokenizer needs to read PixArt-Σ's spiece.model
+
+
+def _hub(what: str, fn):
+    """``fn()``, with a missing file or package turned into one line naming what to download or install."""
+    try:
+        return fn()
+    except ImportError as err:
+        raise MissingWeightsError(
+            f"{what} cannot be loaded: a package is missing ({err}); run `pip install {TOKENIZER_PACKAGES}` (they "
+            f"are dependencies of graftbench: `pip install -e .` installs them)") from None
+    except (OSError, ValueError) as err:
+        raise MissingWeightsError(
+            f"{what} is not in the Hugging Face cache; on a machine with internet run `huggingface-cli download "
+            f"{PAPER_TRANSFORMER}` and `huggingface-cli download {PAPER_PIPELINE}`, copy ~/.cache/huggingface here "
+            f"(or set HF_HOME), see REPRODUCE.md ({type(err).__name__})") from None
+
+
+# Fixed by the paper's plans: depth (layer indices 8..27), latent channels and learned σ, patch size, the adaLN-single
+# block with cross-attention on captions, no resolution/aspect conditions. Free (read from the checkpoint): width,
+# caption channels (T5's d_model) and sample size — the rehearsal's fake cannot afford PixArt-Σ 2K's 16,384 tokens on
+# a CPU, and every token-dependent size (operator seq_len, latency) is read from the config returned here.
+PIXART_FIXED = ("num_layers", "in_channels", "out_channels", "patch_size", "norm_type", "use_additional_conditions",
+                "num_embeds_ada_norm")
+
+
+def pretrained_pixart(cfg: PixArtConfig, config: dict | None = None) -> PixArtConfig:
+    """``cfg`` with the width, caption channels and sample size of its Hub checkpoint (``transformer/config.json``,
+    no weights read), after refusing one of another structure (``PIXART_FIXED``; one line naming the fields)."""
+    from graft_core.structure import StructureMismatch, hub_file
+
+    if not cfg.pretrained:
+        return cfg
+    if config is None:
+        path = hub_file(cfg.pretrained, "transformer/config.json")
+        if path is None:
+            raise MissingWeightsError(f"PixArt-Σ ({cfg.pretrained}): transformer/config.json is not in the Hugging "
+                                      f"Face cache {hub_cache()}; run `huggingface-cli download {cfg.pretrained}`")
+        config = json.loads(path.read_text())
+    want = {"num_layers": cfg.num_layers, "in_channels": cfg.in_channels, "out_channels": cfg.out_channels,
+            "patch_size": cfg.patch_size, "norm_type": "ada_norm_single", "use_additional_conditions": False,
+            "num_embeds_ada_norm": cfg.num_train_timesteps}
+    got = {k: config.get(k) for k in PIXART_FIXED}
+    if got["use_additional_conditions"] is None:  # diffusers' default: on exactly for sample_size 128
+        got["use_additional_conditions"] = config.get("sample_size") == 128
+    inner = config["num_attention_heads"] * config["attention_head_dim"]
+    diff = [f"{k} {got[k]} (expected {want[k]})" for k in PIXART_FIXED if got[k] != want[k]]
+    if config.get("cross_attention_dim") not in (None, inner):
+        diff.append(f"cross_attention_dim {config.get('cross_attention_dim')} (expected the width {inner})")
+    if diff:
+        raise StructureMismatch(f"{cfg.pretrained}: checkpoint structure differs from PixArt-Σ's: {', '.join(diff)}; "
+                                f"these fix the grafted layers and the latent space")
+    return dataclasses.replace(cfg, num_attention_heads=config["num_attention_heads"],
+                               attention_head_dim=config["attention_head_dim"],
+                               caption_channels=config["caption_channels"], sample_size=config["sample_size"])
+
+
+def _file_id(path: Path, whole_below: int = 64 << 20) -> str:
+    """sha256 of a small file; of a large one its size and the sha256 of its first and last 4 MiB."""
+    import hashlib
+
+    from graft_core.cache import sha256_file
+
+    size = path.stat().st_size
+    if size < whole_below:
+        return sha256_file(path)
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(4 << 20))
+        f.seek(size - (4 << 20))
+        h.update(f.read())
+    return h.hexdigest()
+
+
+def _hub_folder_id(repo: str, subfolder: str) -> str:
+    """Identity of a Hub folder without loading its weights: the hub cache names each file's blob by its sha256 /
+    etag, so a linked file is named by its blob; a plain file (a cache copied with its links resolved, the
+    rehearsal fake) by ``_file_id`` — T5-XXL's 19 GB are not hashed for a key."""
+    from graft_core.structure import hub_file
+
+    config = hub_file(repo, f"{subfolder}/config.json")
+    if config is None:
+        raise MissingWeightsError(f"{repo}/{subfolder} is not in the Hugging Face cache")
+    parts = []
+    for f in sorted(config.parent.iterdir()):
+        parts.append(f"{f.name}={f.resolve().name if f.is_symlink() else _file_id(f)}")
+    return stable_hash(parts)
+
+
+def load_t5(device: torch.device | str | None = None):
+    """PixArt-Σ's T5 tokenizer and T5 encoder from the local HF cache (encoder on ``device``)."""
+    from transformers import T5EncoderModel
+
+    tokenizer = load_t5_tokenizer()
+    encoder = _hub(f"the T5 encoder ({PAPER_PIPELINE})",
+                   lambda: T5EncoderModel.from_pretrained(PAPER_PIPELINE, subfolder="text_encoder",
+                                                          cache_dir=hub_cache()))
+    return tokenizer, encoder.to(device or "cpu").eval().requires_grad_(False)
+
+
+def missing_tokenizer_packages() -> list[str]:
+    """The packages of ``TOKENIZER_PACKAGES`` that do not import (T5Tokenizer converts PixArt-Σ's ``spiece.model``
+    with sentencepiece and reads its proto with protobuf; without them transformers falls back to a tiktoken reader
+    and fails with an unrelated message)."""
+    import importlib
+
+    missing = []
+    for package, module in (("sentencepiece", "sentencepiece"), ("protobuf", "google.protobuf")):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(package)
+    return missing
+
+
+def load_t5_tokenizer():
+    """PixArt-Σ's T5 tokenizer from the local HF cache; a missing tokenizer package is one line naming it."""
+    from transformers import T5Tokenizer
+
+    what = f"the T5 tokenizer ({PAPER_PIPELINE})"
+    missing = missing_tokenizer_packages()
+    if missing:
+        raise MissingWeightsError(f"{what} cannot be loaded: {' and '.join(missing)} missing; run `pip install "
+                                  f"{' '.join(missing)}` (dependencies of graftbench: `pip install -e .` installs "
+                                  f"them)")
+    return _hub(what, lambda: T5Tokenizer.from_pretrained(PAPER_PIPELINE, subfolder="tokenizer",
+                                                          cache_dir=hub_cache()))
+
+
+def paper_prompts(prompts: list[str], max_tokens: int, *, device: torch.device | str | None = None,
+                  batch_size: int = 32, progress: bool = False) -> CachedPrompts:
+    """``prompts`` encoded once by PixArt-Σ's T5 (``text.encode_prompts`` in ``cache_root()/t5_prompts``): T5 is
+    loaded only when the set is not cached yet, runs on ``device`` (default: CUDA when there is one) and is freed
+    afterwards."""
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
+                                                                         else "cpu")
+    tokenizer = load_t5_tokenizer()
+    encoder_id = _hub(f"the T5 encoder ({PAPER_PIPELINE})", lambda: _hub_folder_id(PAPER_PIPELINE, "text_encoder"))
+
+    def load_encoder():
+        return load_t5(device)[1]
+
+    folder = encode_prompts(prompts, tokenizer, load_encoder, max_tokens, cache_root() / PROMPT_CACHE,
+                            device=device, batch_size=batch_size, encoder_id=encoder_id, progress=progress)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the loader's T5 is garbage once encode_prompts returns
+    return CachedPrompts(folder)
+
+
+def load_paper_teacher(cfg: PixArtConfig, prompts: list[str] | None = None, *,
+                       device: torch.device | str | None = None, progress: bool = False) -> TextConditioned:
+    """PixArt-Σ 2K (transformer) from the local HF cache, driven by ids of ``prompts`` (default: the file), whose
+    T5 states are computed once (``paper_prompts``, T5 on ``device``/the GPU) and read from the cache."""
     from diffusers import PixArtTransformer2DModel
 
-    def hub(what, fn):
-        try:
-            return fn()
-        except (OSError, ValueError) as err:
-            raise MissingWeightsError(
-                f"{what} is not in the Hugging Face cache; on a machine with internet run `huggingface-cli download "
-                f"{PAPER_TRANSFORMER}` and `huggingface-cli download {PAPER_PIPELINE}`, copy ~/.cache/huggingface here "
-                f"(or set HF_HOME), see REPRODUCE.md ({type(err).__name__})") from None
-
-    transformer = hub(f"PixArt-Σ ({cfg.pretrained})",
-                      lambda: PixArtTransformer2DModel.from_pretrained(cfg.pretrained, subfolder="transformer"))
-    from transformers import T5EncoderModel, T5Tokenizer
-
-    tokenizer = hub(f"the T5 tokenizer ({PAPER_PIPELINE})",
-                    lambda: T5Tokenizer.from_pretrained(PAPER_PIPELINE, subfolder="tokenizer"))
-    encoder = hub(f"the T5 encoder ({PAPER_PIPELINE})",
-                  lambda: T5EncoderModel.from_pretrained(PAPER_PIPELINE, subfolder="text_encoder"))
+    pretrained_pixart(cfg)  # a checkpoint of another structure stops here, before any weights are read
+    transformer = _hub(f"PixArt-Σ ({cfg.pretrained})",
+                       lambda: PixArtTransformer2DModel.from_pretrained(cfg.pretrained, subfolder="transformer",
+                                                                    cache_dir=hub_cache()))
     prompts = read_prompts() if prompts is None else prompts
-    return TextConditioned(transformer, T5Prompts(prompts, tokenizer, encoder, cfg.max_tokens)).eval()
+    table = paper_prompts(prompts, cfg.max_tokens, device=device, progress=progress)
+    if table.dim != transformer.config.caption_channels:
+        raise ValueError(f"T5 states have {table.dim} channels but {cfg.pretrained} expects "
+                         f"{transformer.config.caption_channels}")
+    return TextConditioned(transformer, table).eval()
 
 
 def paper_decoder():
     """SD-XL VAE of PixArt-Σ: latents → [-1, 1] RGB images."""
     from diffusers import AutoencoderKL
 
-    try:
-        vae = AutoencoderKL.from_pretrained(PAPER_PIPELINE, subfolder="vae").eval()
-    except (OSError, ValueError) as err:
-        raise MissingWeightsError(f"the PixArt-Σ VAE ({PAPER_PIPELINE}) is not in the Hugging Face cache "
-                                  f"({type(err).__name__})") from None
+    vae = _hub(f"the PixArt-Σ VAE ({PAPER_PIPELINE})",
+               lambda: AutoencoderKL.from_pretrained(PAPER_PIPELINE, subfolder="vae", cache_dir=hub_cache())).eval()
     return lambda z: vae.decode(z.to(vae.dtype) / vae.config.scaling_factor).sample.float().clamp(-1, 1)
 
 
@@ -347,6 +488,10 @@ T2I_PRESETS = {
     # (the class-conditional preset's), 59 % at 3.0 and 78 % at 4.5 (300 samples, measured).
     "tiny": T2IConfig(guidance_scale=4.5),
     "micro": T2IConfig(synthetic_pairs=40, stage1_pairs=24, lora_rank=2, long_tokens=256, speed_repeats=2),
+    # the paper's settings at rehearsal scale (fake prerequisites, benchmark.fakes.make_pixart): only counts change
+    "paper-smoke": T2IConfig(synthetic_pairs=8, stage1_pairs=4, lora_rank=64, stage2_lr=None, long_tokens=None,
+                             speed_repeats=2, eval_stage1=False, control=False, scheduler="ddim", steps=2,
+                             guidance_scale=4.5),
 }
 
 
@@ -391,6 +536,146 @@ def synthetic_pairs(teacher: TextConditioned, preset: Preset, pix: PixArtConfig,
     pairs = {"x0": x0.clamp(-1, 1) if pix.pretrained is None else x0, "prompts": ids}
     atomic_torch_save(pairs, path)
     return pairs
+
+
+def diffusion_of(model: nn.Module) -> TeacherConfig:
+    """The sampler's ``TeacherConfig`` read from a (wrapped) PixArt's own config: sizes from the checkpoint, PixArt's
+    1000-step linear β schedule (the DiT one). Why: the sampler needs no preset, so a paper checkpoint of any
+    admitted width or sample size samples at its own size."""
+    cfg = model.config
+    return TeacherConfig(pretrained=None, num_layers=len(model.transformer_blocks),
+                         num_attention_heads=cfg.num_attention_heads, attention_head_dim=cfg.attention_head_dim,
+                         in_channels=cfg.in_channels, out_channels=cfg.out_channels, sample_size=cfg.sample_size,
+                         patch_size=cfg.patch_size, num_classes=int(cfg.num_embeds_ada_norm))
+
+
+SHARD_META = "synthetic.json"
+
+
+def shard_path(out_dir: Path, shard: int) -> Path:
+    return Path(out_dir) / f"shard_{shard:05d}.pt"
+
+
+def num_shards(num_pairs: int, shard_size: int) -> int:
+    return -(-int(num_pairs) // int(shard_size))
+
+
+def synthetic_shards(teacher: TextConditioned, out_dir: Path, *, num_pairs: int, shard_size: int, rank: int = 0,
+                     world_size: int = 1, seed: int = 0, scheduler: str = "ddim", steps: int = 20,
+                     guidance_scale: float = 4.5, batch_size: int = 64, bf16: bool = False,
+                     device: torch.device | str | None = None, clamp: bool = False,
+                     progress: bool = False) -> list[Path]:
+    """Task ``rank`` of ``world_size`` draws the synthetic pairs of the shards ``s ≡ rank (mod world_size)``:
+    teacher samples ``x0`` (model space; ``clamp`` → clipped to [-1, 1], for pixel-space teachers) for the prompt ids
+    ``arange(num_pairs) % null_id`` (cycled over the prompt list), one atomically written file per shard of
+    ``shard_size`` pairs. Returns the files of this task's shards.
+
+    Why: 12k PixArt-Σ 2K samples are hours of GPU time, so they run as a resumable array job — a shard already on
+    disk is skipped, a killed task loses at most the shard in progress. Shard ``s`` draws its noise from seeds
+    ``seed + s·⌈shard_size/batch_size⌉ + i`` (batch ``i``, as ``graft_core.sampler.sample``): disjoint ranges, so
+    the pairs depend on ``seed``, ``shard_size`` and ``batch_size`` but not on ``world_size``. ``synthetic.json``
+    records the settings; a folder holding another set is refused rather than mixed.
+    """
+    from graft_core.paths import atomic_torch_save
+    from graft_core.sampler import sample
+
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    if num_pairs < 1 or shard_size < 1:
+        raise ValueError(f"num_pairs and shard_size must be positive (got {num_pairs}, {shard_size})")
+    out_dir = Path(out_dir)
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
+                                                                         else "cpu")
+    null_id = teacher.prompts.null_id
+    diffusion = diffusion_of(teacher)
+    meta = {"num_pairs": int(num_pairs), "shard_size": int(shard_size), "num_shards": num_shards(num_pairs, shard_size),
+            "seed": int(seed), "scheduler": scheduler, "steps": int(steps), "guidance_scale": float(guidance_scale),
+            "batch_size": int(batch_size), "bf16": bool(bf16), "clamp": bool(clamp), "null_id": int(null_id),
+            "prompts": getattr(teacher.prompts, "key", None) or stable_hash(teacher.prompts.prompts),
+            "teacher": to_jsonable(diffusion), "weights": module_fingerprint(teacher)}
+    meta_file = out_dir / SHARD_META
+    if meta_file.exists():
+        old = json.loads(meta_file.read_text())
+        if old != meta:
+            changed = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+            raise ValueError(f"{out_dir} holds synthetic pairs of other settings ({', '.join(changed)} differ); use "
+                             f"another folder")
+    else:
+        atomic_write_json(meta_file, meta)
+    per_shard = -(-int(shard_size) // int(batch_size))
+    home = next(teacher.parameters()).device
+    mine = list(range(rank, meta["num_shards"], world_size))
+    todo = [s for s in mine if not shard_path(out_dir, s).exists()]
+    if todo:
+        teacher.to(device)
+    try:
+        for s in todo:
+            lo, hi = s * shard_size, min(num_pairs, (s + 1) * shard_size)
+            ids = torch.arange(lo, hi) % null_id
+            x0 = sample(teacher, ids, teacher=diffusion, scheduler=scheduler, steps=steps,
+                        guidance_scale=guidance_scale, seed=seed + s * per_shard, batch_size=batch_size, bf16=bf16,
+                        device=device, progress=progress)
+            atomic_torch_save({"x0": x0.clamp(-1, 1) if clamp else x0, "ids": ids, "shard": s, "lo": lo, "hi": hi},
+                              shard_path(out_dir, s))
+    finally:
+        if todo:
+            teacher.to(home)
+    return [shard_path(out_dir, s) for s in mine]
+
+
+def load_synthetic(folders: Path | str | list, num_pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x0 [num_pairs, C, H, W], ids [num_pairs])``: the shards of ``synthetic_shards`` merged in order, from one
+    folder or several (tasks that wrote elsewhere); every folder must hold the same set (``synthetic.json``) and
+    every shard must be present — else one error naming the first missing shard and the task that draws it."""
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    metas = []
+    for f in folders:
+        if not (f / SHARD_META).exists():
+            raise FileNotFoundError(f"{f} holds no synthetic pairs ({SHARD_META} missing); run synthetic_shards")
+        metas.append(json.loads((f / SHARD_META).read_text()))
+    if any(m != metas[0] for m in metas[1:]):
+        raise ValueError(f"the folders {[str(f) for f in folders]} hold different synthetic sets")
+    meta = metas[0]
+    if num_pairs > meta["num_pairs"]:
+        raise ValueError(f"{num_pairs} pairs asked for, the set in {folders[0]} has {meta['num_pairs']}")
+    x0, ids = [], []
+    for s in range(num_shards(num_pairs, meta["shard_size"])):
+        path = next((shard_path(f, s) for f in folders if shard_path(f, s).exists()), None)
+        if path is None:
+            lo, hi = s * meta["shard_size"], min(meta["num_pairs"], (s + 1) * meta["shard_size"])
+            raise FileNotFoundError(f"synthetic pair shard {s} (pairs {lo}..{hi - 1}) is missing from "
+                                    f"{', '.join(str(f) for f in folders)}: its task (rank s mod world_size) did not "
+                                    f"finish; rerun it")
+        shard = torch.load(path, map_location="cpu", weights_only=True)
+        x0.append(shard["x0"])
+        ids.append(shard["ids"])
+    return torch.cat(x0)[:num_pairs], torch.cat(ids)[:num_pairs]
+
+
+def synthetic_identity(folder: Path | str) -> str:
+    """A name for a synthetic set (hash of its ``synthetic.json``): what a capture of it must be keyed by."""
+    return stable_hash(json.loads((Path(folder) / SHARD_META).read_text()))
+
+
+@dataclass(frozen=True)
+class SyntheticSubset:
+    """Pairs ``[start, stop)`` of a synthetic set in the ``graft_core.data.sources.Subset`` shape that
+    ``capture.capture_activations(data=...)`` reads; ``identity`` keys the capture by the set and the range (a
+    plain ``(x0, ids, indices)`` tuple would be keyed by the indices alone, the same for every synthetic set)."""
+
+    x0: torch.Tensor
+    labels: torch.Tensor
+    indices: np.ndarray
+    identity: str
+
+
+def synthetic_subset(folders, start: int, stop: int, *, teacher_id: str = "") -> SyntheticSubset:
+    """Pairs ``start..stop-1`` of the synthetic set (paper: 0..8k for stage 1, the rest held out); ``teacher_id``
+    (e.g. ``pixart_key``) enters the identity too, since the capture key names the teacher only by its sizes."""
+    first = Path(folders) if isinstance(folders, (str, Path)) else Path(list(folders)[0])
+    x0, ids = load_synthetic(folders, stop)
+    return SyntheticSubset(x0=x0[start:stop], labels=ids[start:stop], indices=np.arange(start, stop),
+                           identity=f"synthetic-{synthetic_identity(first)}-{teacher_id}-{start}-{stop}")
 
 
 @torch.inference_mode()
@@ -459,16 +744,17 @@ def evaluate_t2i(model: TextConditioned, preset: Preset, pix: PixArtConfig, cfg:
     """Prompt following and sample quality. Tiny/micro: ``preset.eval.num_samples`` samples for prompts cycled over
     the list, the full metric set against the real digits (``class_acc`` = prompt accuracy). Paper: GenEval."""
     if pix.pretrained:
-        from graft_core.text import geneval_score
+        from graft_core.text import geneval_metadata, geneval_paths, geneval_score
 
         decode = paper_decoder()
+        texts_all = sorted({m["prompt"] for m in geneval_metadata(geneval_paths()[0])})
+        wrapper = TextConditioned(model.transformer, paper_prompts(texts_all, pix.max_tokens))  # T5 once, cached
+        index = {text: i for i, text in enumerate(texts_all)}
 
         def generate(texts: list[str], seed: int):
             from graft_core.sampler import to_uint8
 
-            prompts = T5Prompts(texts, model.prompts._tokenizer, model.prompts._encoder.module, pix.max_tokens)
-            wrapper = TextConditioned(model.transformer, prompts)
-            z = sampling(wrapper, torch.arange(len(texts)), preset, pix, cfg, seed=seed)
+            z = sampling(wrapper, torch.tensor([index[t] for t in texts]), preset, pix, cfg, seed=seed)
             with torch.inference_mode():
                 return to_uint8(decode(z))
 
@@ -551,7 +837,7 @@ def run_row(row_config: dict, *, preset: Preset, out_dir: Path, progress: bool =
     from graft_core.finetune import finetune
     from graft_core.plan import GraftPlan
 
-    pix, cfg = pixart_config(preset), t2i_config(preset)
+    pix, cfg = pretrained_pixart(pixart_config(preset)), t2i_config(preset)
     out_dir = Path(out_dir)
     teacher = load_pixart_teacher(preset, progress=progress)
     eval_spec = {"pixart": pix, "data": preset.data, "eval": preset.eval, "classifier": preset.classifier,

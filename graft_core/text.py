@@ -17,6 +17,10 @@ p % 10`` is the digit a prompt asks for. The id ``len(prompts)`` is the empty ca
 ``forward(x, timestep=, class_labels=prompt_ids)`` looks the captions up and calls PixArt with
 ``encoder_hidden_states`` / ``encoder_attention_mask``. Its ``config.num_embeds_ada_norm`` is the empty-caption id,
 so ``graft_core.sampler``, ``graft_core.finetune`` and ``graft_core.capture.record_sites`` work on it unchanged.
+
+**Paper** (PixArt-Σ's T5): ``encode_prompts`` runs T5 once per prompt (on the job's device) into an artefact-cache
+entry of float16 memory maps; ``CachedPrompts`` serves rows of it with ``PromptTable``'s interface, so T5 is neither
+in the module tree nor run at any denoising step.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import re
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -149,10 +154,12 @@ class TextConditioned(nn.Module):
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor | None = None,
                 class_labels: torch.Tensor | None = None, return_dict: bool = True, **kwargs):
         if class_labels is None:
-            class_labels = torch.full((hidden_states.shape[0],), self.prompts.null_id, dtype=torch.long)
+            class_labels = torch.full((hidden_states.shape[0],), self.prompts.null_id, dtype=torch.long,
+                                      device=hidden_states.device)
         states, mask = self.prompts(class_labels)
-        return self.transformer(hidden_states, encoder_hidden_states=states.to(hidden_states.dtype),
-                                timestep=timestep, encoder_attention_mask=mask,
+        return self.transformer(hidden_states, encoder_hidden_states=states.to(hidden_states.device,
+                                                                               hidden_states.dtype),
+                                timestep=timestep, encoder_attention_mask=mask.to(hidden_states.device),
                                 added_cond_kwargs={"resolution": None, "aspect_ratio": None},
                                 return_dict=return_dict, **kwargs)
 
@@ -164,37 +171,172 @@ class TextConditioned(nn.Module):
 PROMPTS_ENV = "GRAFTBENCH_PIXART_PROMPTS"  # text file, one prompt per line (the paper's 30k prompt set is unnamed)
 
 
-class _Shared:
-    """Holds a large frozen module outside the module tree: copies share it (``finetune``/EMA deep-copy models)."""
+PROMPT_EMBEDDINGS = "embeddings.npy"  # [P + 1, max_tokens, D] float16: row P is the empty caption
+PROMPT_MASK = "mask.npy"  # [P + 1, max_tokens] uint8
+PROMPT_META = "prompts.json"  # the prompt list, sizes and identity of the entry
 
-    def __init__(self, module: nn.Module):
-        self.module = module
+
+def module_fingerprint(module: nn.Module) -> str:
+    """A cheap identity of a module's weights: its config, every parameter's name, shape and dtype, and the bytes of
+    the first 1024 values of each (hashing all of T5-XXL's 4.7 B parameters would cost more than encoding)."""
+    h = hashlib.sha256()
+    config = getattr(module, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        cfg = {k: v for k, v in config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+        h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, p in module.state_dict().items():
+            h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+            h.update(p.detach().reshape(-1)[:1024].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _tokenize_all(tokenizer, texts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    tok = tokenizer(texts, padding="max_length", max_length=max_tokens, truncation=True, add_special_tokens=True,
+                    return_tensors="pt")
+    return tok.input_ids, tok.attention_mask
+
+
+def prompts_key(prompts: Sequence[str], tokenizer, encoder_id: str, max_tokens: int) -> str:
+    """Identity of an encoded prompt set: the prompts, the token ids the tokenizer gives them (so another tokenizer
+    or vocabulary is another key without naming it), the encoder's identity and ``max_tokens``."""
+    ids, mask = _tokenize_all(tokenizer, list(prompts) + [""], max_tokens)
+    h = hashlib.sha256()
+    for blob in (json.dumps(list(prompts)).encode(), ids.to(torch.int64).numpy().tobytes(),
+                 mask.to(torch.int64).numpy().tobytes(), f"{encoder_id}:{max_tokens}".encode()):
+        h.update(hashlib.sha256(blob).digest())
+    return h.hexdigest()[:16]
+
+
+def encode_prompts(prompts: Sequence[str], tokenizer, encoder, max_tokens: int, folder: str | Path, *,
+                   device: torch.device | str | None = None, batch_size: int = 32, encoder_id: str | None = None,
+                   progress: bool = False) -> Path:
+    """Encode every prompt (and the empty caption, row ``len(prompts)``) once with T5 on ``device`` and store the
+    result as float16 ``.npy`` memory maps in the artefact cache entry ``folder/<prompts_key>``; returns the entry.
+
+    Why: the denoiser needs the same 300-token T5 states for a prompt at every step, sample and epoch, and T5-XXL
+    (4.7 B parameters) costs more than a PixArt forward; at paper scale (12k prompts × 300 × 4096 fp16 ≈ 29 GB)
+    the result cannot be one in-RAM tensor, so each batch goes straight into the maps.
+
+    ``encoder`` is the T5 encoder module, or a zero-argument callable that loads it (called only when the entry
+    must be built, so a cached set never loads T5). ``encoder_id`` names the encoder in the key (default: the
+    module's ``module_fingerprint``; required when ``encoder`` is a loader).
+    """
+    from graft_core import cache
+    from graft_core.paths import atomic_write_json
+
+    prompts = list(prompts)
+    if encoder_id is None:
+        if not isinstance(encoder, nn.Module):
+            raise ValueError("encode_prompts: pass encoder_id when encoder is a loader, not a module")
+        encoder_id = module_fingerprint(encoder)
+    key = prompts_key(prompts, tokenizer, encoder_id, max_tokens)
+    entry = Path(folder) / key
+
+    def build(tmp: Path) -> None:
+        from tqdm.auto import tqdm
+
+        module = encoder if isinstance(encoder, nn.Module) else encoder()
+        dev = torch.device(device) if device is not None else next(module.parameters()).device
+        home = next(module.parameters()).device
+        was_training = module.training
+        module.to(dev).eval()
+        texts = prompts + [""]
+        arrays = {}
+        nonfinite = 0
+        try:
+            with torch.inference_mode():
+                for lo in tqdm(range(0, len(texts), batch_size), desc="T5 prompts", disable=not progress):
+                    chunk = texts[lo:lo + batch_size]
+                    ids, mask = _tokenize_all(tokenizer, chunk, max_tokens)
+                    states = module(ids.to(dev), attention_mask=mask.to(dev))[0]
+                    states = states.to(torch.float16)
+                    nonfinite += int((~torch.isfinite(states)).sum())
+                    if not arrays:
+                        arrays[PROMPT_EMBEDDINGS] = np.lib.format.open_memmap(
+                            tmp / PROMPT_EMBEDDINGS, mode="w+", dtype=np.float16,
+                            shape=(len(texts), max_tokens, states.shape[-1]))
+                        arrays[PROMPT_MASK] = np.lib.format.open_memmap(
+                            tmp / PROMPT_MASK, mode="w+", dtype=np.uint8, shape=(len(texts), max_tokens))
+                    arrays[PROMPT_EMBEDDINGS][lo:lo + len(chunk)] = states.cpu().numpy()
+                    arrays[PROMPT_MASK][lo:lo + len(chunk)] = mask.to(torch.uint8).numpy()
+        finally:
+            module.to(home).train(was_training)
+        if nonfinite:
+            raise ValueError(f"encode_prompts: {nonfinite} T5 output values are not finite in float16")
+        dim = arrays[PROMPT_EMBEDDINGS].shape[-1]
+        for arr in arrays.values():
+            arr.flush()
+        arrays.clear()
+        atomic_write_json(tmp / PROMPT_META, {"key": key, "prompts": prompts, "num_prompts": len(prompts),
+                                             "max_tokens": max_tokens, "dim": dim, "encoder": encoder_id,
+                                             "device": str(dev), "dtype": "float16"})
+
+    return cache.get_or_build(entry, build)
+
+
+class _Rows:
+    """The memory maps of an encoded prompt set, opened lazily in each process. Copies share it and a pickle holds
+    only the folder: ``finetune``/EMA deep-copy models and DDP pickles them, and copying a memmap reads it whole."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = (np.load(self.folder / PROMPT_EMBEDDINGS, mmap_mode="r"),
+                            np.load(self.folder / PROMPT_MASK, mmap_mode="r"))
+        return self._arrays
 
     def __deepcopy__(self, memo):
         return self
 
+    def __getstate__(self):
+        return {"folder": self.folder, "_arrays": None}
 
-class T5Prompts(nn.Module):
-    """A prompt list encoded on the fly by PixArt-Σ's T5 (300 tokens); id ``len(prompts)`` is the empty caption."""
 
-    def __init__(self, prompts: list[str], tokenizer, encoder: nn.Module, max_tokens: int = 300):
+class CachedPrompts(nn.Module):
+    """A prompt set encoded once by ``encode_prompts``, read row by row from its memory maps: the same interface as
+    ``PromptTable`` (``forward(ids) -> (states, mask)`` on the ids' device, ``null_id`` = the empty caption).
+
+    Why: T5 is then needed neither in the module tree (``.to(cuda)`` would move 19 GB) nor at any denoising step,
+    and only the rows of a batch are ever in memory. The module holds no parameters or buffers.
+    """
+
+    def __init__(self, folder: str | Path, *, verify: bool = True):
         super().__init__()
-        self.prompts, self.max_tokens = list(prompts), max_tokens
-        self._tokenizer, self._encoder = tokenizer, _Shared(encoder.eval().requires_grad_(False))
+        from graft_core import cache
+
+        folder = Path(folder)
+        if verify:
+            cache.verify(folder)
+        meta = json.loads((folder / PROMPT_META).read_text())
+        self.prompts, self.max_tokens, self.dim = list(meta["prompts"]), int(meta["max_tokens"]), int(meta["dim"])
+        self.key = meta["key"]
+        self._rows = _Rows(folder)
+
+    @property
+    def folder(self) -> Path:
+        return self._rows.folder
 
     @property
     def null_id(self) -> int:
         return len(self.prompts)
 
-    @torch.no_grad()
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        texts = [self.prompts[i] if i < len(self.prompts) else "" for i in ids.tolist()]
-        tok = self._tokenizer(texts, padding="max_length", max_length=self.max_tokens, truncation=True,
-                              add_special_tokens=True, return_tensors="pt")
-        encoder = self._encoder.module
-        device = next(encoder.parameters()).device
-        mask = tok.attention_mask.to(device)
-        return encoder(tok.input_ids.to(device), attention_mask=mask)[0], mask
+        ids = torch.as_tensor(ids)
+        flat = ids.detach().reshape(-1).long().cpu().numpy()
+        if flat.size and (int(flat.min()) < 0 or int(flat.max()) > self.null_id):
+            raise ValueError(f"prompt ids must lie in 0..{self.null_id} (the last is the empty caption)")
+        states, mask = self._rows.arrays()
+        # sorted unique rows: a memmap gather reads each page once; the inverse restores the batch order
+        rows, inverse = np.unique(flat, return_inverse=True)
+        s = torch.from_numpy(np.ascontiguousarray(states[rows]))[torch.from_numpy(inverse)]
+        m = torch.from_numpy(np.ascontiguousarray(mask[rows])).long()[torch.from_numpy(inverse)]
+        shape = tuple(ids.shape)
+        return (s.reshape(shape + s.shape[1:]).to(ids.device, non_blocking=True),
+                m.reshape(shape + m.shape[1:]).to(ids.device, non_blocking=True))
 
 
 def read_prompts(path: str | Path | None = None) -> list[str]:
