@@ -31,6 +31,10 @@ PAPER_GPU_H = {
     "reference": 0.5,  # Inception features of the reference set
     "locality": 0.2,
     "activation_stats": 0.0,  # a CPU job (no GPU in the profiles): chunked passes over the stage-1 captures
+    "latency": 0.05,  # a few hundred forward passes at batch 2
+    # stage 1 of one depth→width block pair (two DiT-XL/2 blocks + merge, 200 epochs): UNKNOWN in the paper; ours:
+    # 2× an operator's
+    "stage1_block_pair_200ep": 1.0,
     "external": 80.0,  # PixArt-Σ LoRA / depth→width stage 2: UNKNOWN, order of a Table-4 stage 2
     "teacher": 0.0,  # downloaded
 }
@@ -43,13 +47,12 @@ CPU_S = {
     "capture": 3.0,
     "activation_stats": 2.0,  # statistics of every layer of one site from the all-pairs capture (tiny/micro)
     "reference": 10.0,
+    "latency": 5.0,  # teacher, eager and fused parallel model, 30 interleaved forward passes each at batch 2
     "job_overhead": 4.0,  # python + torch + diffusers import per job, teacher load
 }
 # CPU seconds of one external row on the tiny preset, measured on 2 cores by this suite (process CPU time of the job,
 # ``cpu_seconds_step`` in the run's metrics.json); other presets fall back to the job overhead
 CPU_S_EXTERNAL_TINY = {
-    # stage 1 for 4 block pairs, stage 2 600 steps, the same stage 2 on the teacher (control), 3 evaluations
-    ("graft_core.depth_width:run_row", False): 1140.0,
     # PixArt: the shipped teacher's evaluation (training it anew, if its asset is gone, adds ~32 CPU-min)
     ("graft_core.pixart:run_row", False): 130.0,
     # synthetic pairs, stage 1 for 4 layers, LoRA stage 2, the control, 3 evaluations
@@ -103,7 +106,8 @@ def node_cost(node: Node, gpu: bool) -> tuple[float, int]:
         if kind == "stage2":
             return PAPER_GPU_H["stage2_per_50k_x_256"] * samples / (50_000 * 256), samples
         if kind == "stage1":
-            return PAPER_GPU_H["stage1_per_layer_200ep"] * c["stage1"]["epochs"] / 200, 0
+            per = "stage1_block_pair_200ep" if c["site"] == "block_pair" else "stage1_per_layer_200ep"
+            return PAPER_GPU_H[per] * c["stage1"]["epochs"] / 200, 0
         if kind == "capture":  # one teacher pass + writing the pairs (the paper's figure is for all 2·layers pairs)
             n = c["data"]["stage1_per_class"] * c["teacher"]["num_classes"]
             share = len(c["pairs"]) / (2 * c["teacher"]["num_layers"]) if c.get("pairs") else 1.0
@@ -131,7 +135,11 @@ def node_cost(node: Node, gpu: bool) -> tuple[float, int]:
     elif kind == "stage1":
         n = c["data"]["stage1_per_class"] * c["teacher"]["num_classes"]
         steps = c["stage1"]["epochs"] * -(-n // c["stage1"]["batch_size"])
-        s += steps * CPU_S["stage1_step"] * max(1.0, c["stage1"]["batch_size"] / 64) * scale
+        if c["site"] == "block_pair":  # two of the model's blocks, forward + backward, on min(batch, n) samples
+            s += (steps * CPU_S["stage2_step_64"] * 2 / c["teacher"]["num_layers"]
+                  * min(n, c["stage1"]["batch_size"]) / 64 * scale)
+        else:
+            s += steps * CPU_S["stage1_step"] * max(1.0, c["stage1"]["batch_size"] / 64) * scale
     elif kind == "stage2":
         s += c["stage2"]["steps"] * CPU_S["stage2_step_64"] * c["stage2"]["batch_size"] / 64 * scale
     elif kind in ("eval", "sample"):
@@ -143,6 +151,8 @@ def node_cost(node: Node, gpu: bool) -> tuple[float, int]:
         s += CPU_S["capture"]
     elif kind == "activation_stats":
         s += CPU_S["activation_stats"]
+    elif kind == "latency":
+        s += CPU_S["latency"]
     elif kind in ("floor", "noise"):
         s += CPU_S["reference"]
     elif kind == "external" and c.get("preset") == "tiny":

@@ -20,9 +20,17 @@ locality    teacher, LocalityConfig                                             
 activation_stats
             teacher, data, site, layers, outlier σ, the stage-1 capture id of each layer's (layer, site) (Table 1
             i/ii)                                             → ``activation_stats.activation_statistics``
+latency     teacher, the model (as eval), batch and repeats         → ``depth_width.measure_speedup`` (Table 6)
 external    the whole row config, the graft_core function and that module's own settings for the preset
-            (``row_settings(preset)``, e.g. PixArt's T2IConfig)                       → e.g. ``graft_core.pixart``
+            (``row_settings(preset)``, PixArt's T2IConfig; Table 5 only, until it is split into steps)
+                                                                                     → ``graft_core.pixart``
 ==========  =====================================================================================================
+
+Depth→width (Table 6) uses the same kinds: a capture of site ``block`` (every block's input and output; on the
+paper preset one capture run per pair of blocks), a ``stage1`` run per block pair (site ``block_pair``, operator
+``parallel_pair``, L1 at lr 1e-4 resolved into its Stage1Config), a ``stage2`` whose plan is
+``{"restructure": "parallel_pairs"}`` and whose init names the pairs' stage-1 runs, an ``eval`` and a ``latency``
+run; the row's result is the eval record plus the latency record (``RowPlan.extras``).
 
 Two rows that need the same step get the same node (same key ``kind/run_id``), so it runs once: the 50 % and 75 %
 rows of an operator reuse the stage-1 layers of its 100 % row, fig4a's 10 % rows are table3's 50 % rows, etc.
@@ -42,8 +50,11 @@ from graft_core.config import stable_hash, to_jsonable
 from graft_core.plan import NEEDS_LOCALITY, select_layers
 from graft_core.presets import Preset
 
+PARALLEL_PAIRS = {"restructure": "parallel_pairs"}  # the stage-2 / eval plan of the depth→width student (Table 6)
+BLOCK_PAIR_STAGE1 = {"objective": "l1", "lr": 1e-4}  # paper §4.9: L1; the stage-1 lr of §3.1
+
 STEP_VERSIONS = {"teacher": 1, "capture": 1, "stage1": 1, "stage2": 1, "sample": 1, "eval": 1, "floor": 1,
-                 "noise": 1, "locality": 1, "external": 1, "activation_stats": 1}
+                 "noise": 1, "locality": 1, "external": 1, "activation_stats": 1, "latency": 1}
 STEP_KINDS = tuple(STEP_VERSIONS)
 CAPTURE_DTYPE = "float16"
 # Above this many bytes per split for all (layer, site) pairs, each pair is its own capture run (DiT-XL/2: 528 GB
@@ -97,6 +108,7 @@ class RowPlan:
     final: Node | None  # the node whose record is the row's result
     waiting_for: Node | None = None  # set when the row's layers depend on a locality run not done yet
     layers: tuple[int, ...] | None = None
+    extras: tuple[Node, ...] = ()  # runs whose records join the final one in the row's result (Table 6 latency)
 
     @property
     def blocked(self) -> bool:
@@ -133,6 +145,36 @@ class Planner:
             where = f" L{pair[0]} {pair[1]}"
         return make_node("capture", body, [t], desc=f"capture {split}{where}")
 
+    def block_capture(self, p: Preset, split: str, index: int) -> Node:
+        """Every block's input and output (site ``block``) in one run, or on the paper preset only blocks
+        ``2·index`` and ``2·index + 1`` (what stage 1 of pair ``index`` reads) in one teacher pass."""
+        t = self.teacher(p)
+        body = {"preset": p.name, "teacher": p.teacher, "data": p.data, "split": split, "seed": p.stage1.seed,
+                "dtype": CAPTURE_DTYPE}
+        if p.stage1.capture_input != "noised":
+            body["capture_input"] = p.stage1.capture_input
+        if per_pair_captures(p):
+            body["pairs"] = [[2 * index, "block"], [2 * index + 1, "block"]]
+            where = f" blocks {2 * index},{2 * index + 1}"
+        else:
+            body["sites"], where = ["block"], " blocks"
+        return make_node("capture", body, [t], desc=f"capture {split}{where}")
+
+    def stage1_pair(self, p: Preset, index: int) -> Node:
+        s1 = dataclasses.replace(p.stage1, **BLOCK_PAIR_STAGE1)
+        train, held = self.block_capture(p, "stage1", index), self.block_capture(p, "heldout", index)
+        body = {"preset": p.name, "teacher": p.teacher, "data": p.data, "stage1": s1, "site": "block_pair",
+                "operator": "parallel_pair", "options": {}, "layer": index, "bf16": p.stage2.bf16,
+                "inputs": {"capture_train": train.run_id, "capture_heldout": held.run_id}}
+        return make_node("stage1", body, [train, held],
+                         desc=f"stage1 block pair {index} (blocks {2 * index},{2 * index + 1}) {s1.objective} "
+                              f"{s1.epochs}ep")
+
+    def latency(self, p: Preset, model: dict, deps: list[Node], settings: dict) -> Node:
+        body = {"preset": p.name, "teacher": p.teacher, "data": p.data, "model": model, "latency": settings}
+        return make_node("latency", body, [self.teacher(p), *deps],
+                         desc=f"latency (batch {settings['batch']}, {settings['repeats']} repeats)")
+
     def captures(self, p: Preset, site: str, layer: int) -> tuple[Node, Node]:
         return self.capture(p, "stage1", (layer, site)), self.capture(p, "heldout", (layer, site))
 
@@ -148,7 +190,8 @@ class Planner:
     def stage2(self, p: Preset, plan: dict | None, init, deps: list[Node]) -> Node:
         body = {"preset": p.name, "teacher": p.teacher, "data": p.data, "stage2": p.stage2, "plan": plan,
                 "init": init}
-        what = "teacher (no graft)" if plan is None else f"{plan['site']}:{plan['operator']}{_opts(plan['options'])}"
+        what = ("teacher (no graft)" if plan is None else "parallel pairs" if plan == PARALLEL_PAIRS
+                else f"{plan['site']}:{plan['operator']}{_opts(plan['options'])}")
         return make_node("stage2", body, [self.teacher(p), *deps],
                          desc=f"stage2 {what} {p.stage2.steps} steps, data {p.stage2.data_fraction:g}")
 
@@ -234,6 +277,8 @@ class Planner:
         if row.kind == "external":
             final = add(self.external(row))
             return RowPlan(target, row, nodes, final, layers=row.graft.layers if row.graft else None)
+        if row.kind == "parallel_pairs":
+            return self.parallel_pairs(target, row, add, nodes)
         if row.kind == "finetune_teacher":
             add(self.teacher(p))
             s2 = add(self.stage2(p, None, None, []))
@@ -269,6 +314,26 @@ class Planner:
             final = add(*self.evaluate(p, {"source": "assembled", "plan": plan, "init": init}, deps,
                                       what + (" (random init)" if init == "random" else " (stage 1 only)")))
         return RowPlan(target, row, nodes, final, layers=graft.layers)
+
+
+    def parallel_pairs(self, target: str, row: Row, add, nodes: list[Node]) -> RowPlan:
+        """Depth→width: captures → stage 1 per block pair → stage 2 (``row.finetune``) → eval, + latency."""
+        p = row.preset
+        add(self.teacher(p))
+        pairs = []
+        for index in range(p.teacher.num_layers // 2):
+            add(self.block_capture(p, "stage1", index), self.block_capture(p, "heldout", index))
+            pairs.append(add(self.stage1_pair(p, index)))
+        init = {"stage1": {str(n.config["layer"]): n.run_id for n in pairs}}
+        if not row.finetune:
+            model = {"source": "assembled", "plan": PARALLEL_PAIRS, "init": init}
+            final = add(*self.evaluate(p, model, pairs, "parallel pairs (stage 1 only)"))
+            return RowPlan(target, row, nodes, final)
+        s2 = add(self.stage2(p, PARALLEL_PAIRS, init, pairs))
+        model = {"source": "stage2", "run": s2.run_id}
+        final = add(*self.evaluate(p, model, [s2], "parallel pairs + stage 2"))
+        latency = add(self.latency(p, model, [s2], row.extra["latency"]))
+        return RowPlan(target, row, nodes, final, extras=(latency,))
 
 
 def _opts(options: dict) -> str:

@@ -1,7 +1,7 @@
 """Slurm resource profiles: ``slurm/profiles/<name>.json``, chosen with ``--profile``, overridden with ``--slurm``.
 
 A profile has ``defaults`` (every step kind) and ``steps.<kind>`` overrides (kinds: teacher, capture, stage1, stage2,
-sample, eval, floor, noise, locality, external, activation_stats, collect). Keys are submitit's generic ones
+sample, eval, floor, noise, locality, external, activation_stats, latency, collect). Keys are submitit's generic ones
 (``timeout_min``, ``nodes``, ``tasks_per_node``, ``cpus_per_task``, ``gpus_per_node``, ``mem_gb``) plus a ``slurm``
 dict of submitit's Slurm parameters without their ``slurm_`` prefix (``partition``, ``account``, ``qos``,
 ``constraint``, ``signal_delay_s``, ``max_num_timeout``, ``array_parallelism``, ``setup``, ``additional_parameters``,
@@ -38,7 +38,7 @@ SLURM_KEYS = ("account", "additional_parameters", "array_parallelism", "comment"
 # graftbench's execution settings: key -> the step kinds that read it (a key set on another kind would do nothing)
 DRIVER_KEYS = {"grad_accumulation": ("stage2",)}
 KINDS = ("teacher", "capture", "stage1", "stage2", "sample", "eval", "floor", "noise", "locality", "external",
-         "activation_stats", "collect")
+         "activation_stats", "latency", "collect")
 DEFAULT_PROFILE = {"paper": "paper", "paper-smoke": "paper-smoke"}  # other presets: "cpu"
 
 

@@ -11,7 +11,9 @@ Row kinds:
 * ``finetune_teacher``  the "teacher + the same stage 2" control (tiny-testbed.md lesson 1): no graft, stage 2, eval;
 * ``floor`` / ``noise`` the metric floor (real vs held-out real) and the noise control of the evaluator;
 * ``locality``          band-k attention locality of the teacher (Fig. 2);
-* ``external``          a graft_core function outside the two-stage pipeline (PixArt, depth→width);
+* ``parallel_pairs``    depth→width (Table 6): block pairs run side by side, stage 1 per pair, stage 2
+                        (``finetune``) with ``extra.latency`` = {batch, repeats} for the speed-up run;
+* ``external``          a graft_core function outside the two-stage pipeline (PixArt, Table 5);
 * ``activation_stats``  per-layer statistics of the teacher's MHA or MLP outputs (``extra.site``) from its stage-1
                         capture(s) (Table 1 i/ii).
 """
@@ -24,7 +26,8 @@ from typing import Any
 from graft_core.plan import GraftPlan
 from graft_core.presets import Preset
 
-ROW_KINDS = ("teacher", "graft", "finetune_teacher", "floor", "noise", "locality", "external", "activation_stats")
+ROW_KINDS = ("teacher", "graft", "finetune_teacher", "floor", "noise", "locality", "external", "activation_stats",
+             "parallel_pairs")
 GROUPS = ("Baseline", "MHA grafting", "MLP grafting", "Control", "Reference", "Analysis", "PixArt", "Depth to width")
 
 
@@ -84,6 +87,8 @@ class Row:
             raise ValueError(f"row {self.id!r}: a graft row needs a GraftSpec")
         if self.init not in ("stage1", "random"):
             raise ValueError(f"row {self.id!r}: init must be 'stage1' or 'random', not {self.init!r}")
+        if self.kind == "parallel_pairs" and self.finetune and not isinstance(self.extra.get("latency"), dict):
+            raise ValueError(f"row {self.id!r}: a parallel_pairs row needs extra.latency {{batch, repeats}}")
         if self.kind == "activation_stats" and self.extra.get("site") not in ("attn", "mlp"):
             raise ValueError(f"row {self.id!r}: an activation_stats row needs extra.site 'attn' or 'mlp'")
 

@@ -36,7 +36,7 @@ from benchmark.launch import all_nodes, plan_targets, refresh_blocked, select_ro
 from benchmark.preflight import problems as prerequisite_problems
 from benchmark.profiles import Profile, ProfileError, available as available_profiles, default_profile
 from benchmark.status import counts_line, node_states, row_state
-from benchmark.steps import external_available, preset_from_config
+from benchmark.steps import capture_pairs, external_available, preset_from_config
 from benchmark.store import Store
 from graft_core.accounting import efficiency
 from graft_core.capture_size import capture_bytes, format_bytes
@@ -252,7 +252,7 @@ def _table4_columns(rp) -> str:
 
 def capture_disk(node) -> int:
     """Bytes that one capture run writes (``graft_core.capture_size``: its pairs, or all of them, of one split)."""
-    return capture_bytes(preset_from_config(node.config), node.config.get("pairs"), dtype=node.config["dtype"])
+    return capture_bytes(preset_from_config(node.config), capture_pairs(node.config), dtype=node.config["dtype"])
 
 
 # ------------------------------------------------------------------------------------------------------------ checks
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None, *, execute: Callable | None = None) -> i
         skip = preflight(store, selected, executor, explicit, log, real_steps=execute is None)
         launcher = make_launcher(executor, store, profile=profile, jobs=args.jobs, progress=not args.quiet, log=log,
                                  target_names=[m.NAME for m in modules], profile_overrides=args.slurm,
-                                 execute=execute, rows=row_patterns)
+                                 execute=execute, rows=row_patterns, debug=args.debug)
         result = launch(launcher, selected, skip=skip)
     except LaunchError as err:
         return fail(str(err))

@@ -142,8 +142,9 @@ _SCHEDULER_MARKS = ("slurmstepd", "oom-kill", "oom_kill", "Killed", "DUE TO TIME
 
 # ------------------------------------------------------------------------------------------------------ rows
 def row_state(rp: RowPlan, states: dict[str, NodeState]) -> tuple[str, str | None]:
-    """(state, error) of a row from its runs: done when its final record is done, else the worst of its runs."""
-    if rp.final is not None and states[rp.final.key].state == "done":
+    """(state, error) of a row from its runs: done when its final record (and each of its extras) is done, else the
+    worst of its runs."""
+    if rp.final is not None and all(states[n.key].state == "done" for n in (rp.final, *rp.extras)):
         return "done", None
     own = [states[n.key] for n in rp.nodes]
     for wanted in ("failed", "running", "pending"):

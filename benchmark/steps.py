@@ -101,6 +101,10 @@ def build_student(teacher, plan_dict: dict | None, stage1_dirs: dict[int, Path] 
     global RNG is left untouched."""
     if plan_dict is None:
         return copy.deepcopy(teacher).eval()
+    if plan_dict.get("restructure") == "parallel_pairs":  # Table 6: stage-1 dirs are per block pair
+        from graft_core.depth_width import assemble_pairs
+
+        return assemble_pairs(teacher, stage1_dirs)
     from graft_core.distill import assemble
     from graft_core.plan import GraftPlan
 
@@ -132,9 +136,19 @@ def run_capture(ctx: StepContext) -> dict:
 
     p, c = ctx.preset(), ctx.config
     folder = capture_activations(get_teacher(p), p, split=c["split"], root=ctx.run.out, seed=c["seed"],
-                                 dtype=c["dtype"], pairs=c.get("pairs"), capture_input=c.get("capture_input", "noised"),
+                                 dtype=c["dtype"], pairs=capture_pairs(c), capture_input=c.get("capture_input", "noised"),
                                  device=job_device(), progress=ctx.progress)
     return {"folder": str(Path(folder).relative_to(ctx.run.folder)), "key": Path(folder).name, "split": c["split"]}
+
+
+def capture_pairs(config: dict) -> list | None:
+    """The (layer, site) pairs a capture run stores: its ``pairs``, every layer of its ``sites`` (``["block"]`` for
+    depth→width), or None = every layer × both operator sites."""
+    if config.get("pairs"):
+        return config["pairs"]
+    if config.get("sites"):
+        return [[layer, site] for layer in range(config["teacher"]["num_layers"]) for site in config["sites"]]
+    return None
 
 
 def _capture_folder(ctx: StepContext, run_id: str) -> Path:
@@ -142,11 +156,18 @@ def _capture_folder(ctx: StepContext, run_id: str) -> Path:
 
 
 def run_stage1(ctx: StepContext) -> dict:
+    """One operator for one (layer, site), or — site ``block_pair`` (Table 6) — one block pair of the teacher."""
     from graft_core.distill import distill_layer
 
     from graft_core.structure import pretrained_width
 
     p, c = ctx.preset(), ctx.config
+    if c["site"] == "block_pair":
+        from graft_core.depth_width import distill_pair
+
+        return distill_pair(get_teacher(p), c["layer"], _capture_folder(ctx, c["inputs"]["capture_train"]),
+                            _capture_folder(ctx, c["inputs"]["capture_heldout"]), stage1=p.stage1,
+                            out_dir=ctx.run.out, device=job_device(), bf16=c["bf16"], progress=ctx.progress)
     t = pretrained_width(p.teacher)  # the checkpoint's width, from its config file (no model loaded)
     return distill_layer(_capture_folder(ctx, c["inputs"]["capture_train"]),
                          _capture_folder(ctx, c["inputs"]["capture_heldout"]), layer=c["layer"], site=c["site"],
@@ -290,7 +311,9 @@ def _write_batch(path: Path, images, labels) -> Path:
 
 
 def efficiency(p: Preset, plan_dict: dict | None) -> dict:
-    if plan_dict is None:
+    """Table 4's ΔFLOPs/Δparams of a graft plan (none for the teacher or a restructured model: the latency run
+    reports those)."""
+    if plan_dict is None or "restructure" in plan_dict:
         return {}
     from graft_core.accounting import efficiency as eff
     from graft_core.plan import GraftPlan
@@ -378,6 +401,24 @@ def run_activation_stats(ctx: StepContext) -> dict:
                                  "split": "stage1", "layers": rows}}
 
 
+def run_latency(ctx: StepContext) -> dict:
+    """Forward latency of the teacher and the parallel-pair model (eager and fused), and the parameter counts
+    (Table 6's speed-up and Params columns), on the job's device."""
+    from graft_core.accounting import count_params
+    from graft_core.depth_width import measure_speedup
+
+    p, c = ctx.preset(), ctx.config
+    teacher = get_teacher(p)
+    model, _ = load_model(ctx, p, c["model"])
+    speed = measure_speedup(teacher, model.to(job_device()), p.teacher, batch=int(c["latency"]["batch"]),
+                            repeats=int(c["latency"]["repeats"]))
+    params, teacher_params = count_params(model), count_params(teacher)
+    return plain({"speedup": speed["speedup"], "speedup_eager": speed["speedup_eager"], "latency": speed,
+                  "depth": len(model.transformer_blocks), "teacher_depth": len(teacher.transformer_blocks),
+                  "params_m": params / 1e6, "teacher_params_m": teacher_params / 1e6,
+                  "params_delta_pct": 100.0 * (params - teacher_params) / teacher_params})
+
+
 def resolve_external(spec: str) -> Callable:
     """``"module:function"`` in graft_core → the function, or ``NotImplementedStep`` saying it is not there yet."""
     module_name, _, fn_name = spec.partition(":")
@@ -414,7 +455,7 @@ def run_external(ctx: StepContext) -> dict:
 EXECUTORS: dict[str, Callable[[StepContext], dict]] = {
     "teacher": run_teacher, "capture": run_capture, "stage1": run_stage1, "stage2": run_stage2, "sample": run_sample,
     "eval": run_eval, "floor": run_floor, "noise": run_noise, "locality": run_locality, "external": run_external,
-    "activation_stats": run_activation_stats,
+    "activation_stats": run_activation_stats, "latency": run_latency,
 }
 
 

@@ -12,7 +12,9 @@ Schema (exactly; the ``tables`` package relies on it)::
 
 ``extra`` always carries ``layers`` (0-based indices, or null) and, where one exists, ``error`` (the last error line of
 a failed row); per target: table1 ``objective`` (+ ``stage1_val_mse``), table2 ``stage1_data``/``stage2_data`` (paper
-percentages 0.63 / 5.0 / 10.0, null for "–"), fig2 ``locality`` = ``{"k": [...], "layers": [[...]]}``, table1's activation_stats rows
+percentages 0.63 / 5.0 / 10.0, null for "–"), table6's parallel row the latency record (``speedup``,
+``speedup_eager``, ``latency``, ``params_m``, ``teacher_params_m``, ``params_delta_pct``, ``depth``, ``teacher_depth``),
+fig2 ``locality`` = ``{"k": [...], "layers": [[...]]}``, table1's activation_stats rows
 ``activation_stats`` = ``{"site", "outlier_sigma", "num_samples", "split", "layers": [{"layer", "variance", "std",
 "max_abs", "p999_abs", "outlier_frac", "kurtosis", "input_variance", ...}]}``, fig4a
 ``stage2_data``, fig4b ``strategy``. Row order is the target's order.
@@ -65,6 +67,11 @@ def row_record(store: Store, rp: RowPlan, states: dict[str, NodeState]) -> dict:
             extra["activation_stats"] = record["activation_stats"]
         if rp.row.kind == "external":
             extra.update({k: v for k, v in record.items() if k not in ("metrics", "efficiency")})
+        for node in rp.extras:  # e.g. Table 6's latency run: speed-up, latencies, parameter counts
+            try:
+                extra.update(store.read_metrics(store.run(node.kind, node.run_id)) or {})
+            except CorruptRecord as err:
+                state, error = "failed", str(err)
     if error:
         extra["error"] = error
     if rp.blocked:

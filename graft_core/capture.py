@@ -55,8 +55,11 @@ from graft_core.diffusion import make_train_scheduler
 from graft_core.paths import atomic_torch_save, atomic_write_bytes, atomic_write_json, cache_root
 from graft_core.presets import Preset
 
-SITES = ("attn", "mlp")
+SITES = ("attn", "mlp")  # operator sites: what stage 1 of a graft distils (and what ``pairs=None`` captures)
 SITE_MODULES = {"attn": "attn1", "mlp": "ff"}  # our site name → attribute of a diffusers BasicTransformerBlock
+# "block": the whole block's input hidden state → its output (depth→width distils block pairs from it, Table 6)
+BLOCK_SITE = "block"
+CAPTURE_SITES = SITES + (BLOCK_SITE,)
 SPLITS = ("stage1", "heldout")
 KINDS = ("inputs", "targets")
 # numpy storage dtype per capture dtype; bfloat16 has none in numpy, so its bit pattern is stored as int16
@@ -65,7 +68,7 @@ CAPTURE_INPUTS = ("noised", "clean")  # ours (x_t) | the official extraction (cl
 CAPTURE_VERSION = 1  # bump when the stored content changes meaning
 MARKER = "DONE"
 PROGRESS = "progress.json"
-_PAIR_DIR = re.compile(r"^layer(\d{3})\.(attn|mlp)$")
+_PAIR_DIR = re.compile(r"^layer(\d{3})\.(attn|mlp|block)$")
 
 Pair = tuple[int, str]
 
@@ -88,7 +91,8 @@ def blocks_of(model: nn.Module) -> nn.ModuleList:
 def record_sites(model: nn.Module, sites: tuple[str, ...] = SITES, layers: tuple[int, ...] | None = None, *,
                  pairs: Iterable[Pair] | None = None,
                  sink: Callable[[Pair, torch.Tensor, torch.Tensor], None] | None = None):
-    """Hook ``attn1`` / ``ff`` of the chosen blocks (``pairs``, or every layer of ``layers`` × ``sites``).
+    """Hook ``attn1`` / ``ff`` of the chosen blocks (``pairs``, or every layer of ``layers`` × ``sites``), or the
+    block itself for site ``block`` (its input hidden state and its output).
 
     Yields a dict ``{(layer, site): (input, output)}`` that every forward overwrites with detached tensors — or, with
     ``sink``, calls ``sink((layer, site), input, output)`` instead and keeps nothing (so a capture holds one pair's
@@ -98,23 +102,24 @@ def record_sites(model: nn.Module, sites: tuple[str, ...] = SITES, layers: tuple
         layers = tuple(range(len(blocks))) if layers is None else tuple(layers)
         pairs = [(layer, site) for layer in layers for site in sites]
     pairs = [(int(layer), str(site)) for layer, site in pairs]
-    unknown = {site for _, site in pairs} - set(SITES)
+    unknown = {site for _, site in pairs} - set(CAPTURE_SITES)
     if unknown:
-        raise ValueError(f"unknown sites {sorted(unknown)}; choose from {SITES}")
+        raise ValueError(f"unknown sites {sorted(unknown)}; choose from {CAPTURE_SITES}")
     record: dict[Pair, tuple[torch.Tensor, torch.Tensor]] = {}
     handles = []
     for layer, site in pairs:
         if getattr(blocks[layer], "_chunk_size", None) is not None:  # ff would run per chunk: one hook call each
             raise ValueError(f"block {layer} uses feed-forward chunking; call model.disable_forward_chunking() first")
-        module = getattr(blocks[layer], SITE_MODULES[site])
+        module = blocks[layer] if site == BLOCK_SITE else getattr(blocks[layer], SITE_MODULES[site])
 
-        def hook(mod, args, output, _key=(layer, site)):
+        def hook(mod, args, kwargs, output, _key=(layer, site)):
+            inp = (args[0] if args else kwargs["hidden_states"]).detach()
             if sink is not None:
-                sink(_key, args[0].detach(), output.detach())
+                sink(_key, inp, output.detach())
             else:
-                record[_key] = (args[0].detach(), output.detach())
+                record[_key] = (inp, output.detach())
 
-        handles.append(module.register_forward_hook(hook))
+        handles.append(module.register_forward_hook(hook, with_kwargs=True))
     try:
         yield record
     finally:
@@ -149,8 +154,8 @@ def normalize_pairs(pairs: Iterable[Sequence] | None, num_layers: int) -> list[P
         return [(layer, site) for layer in range(num_layers) for site in SITES]
     out = sorted({(int(layer), str(site)) for layer, site in pairs})
     for layer, site in out:
-        if site not in SITES:
-            raise ValueError(f"unknown site {site!r}; choose one of {SITES}")
+        if site not in CAPTURE_SITES:
+            raise ValueError(f"unknown site {site!r}; choose one of {CAPTURE_SITES}")
         if not 0 <= layer < num_layers:
             raise ValueError(f"layer {layer} is out of range for a teacher of {num_layers} blocks")
     return out
@@ -512,8 +517,8 @@ def load_capture(folder: Path, layer: int, site: str, *, dtype: torch.dtype = to
     backed by the files, in the stored dtype (for captures larger than RAM: pages are read as rows are indexed).
     Both files are checked against the pair's manifest first (streamed, once per process).
     """
-    if site not in SITES:
-        raise ValueError(f"unknown site {site!r}; choose one of {SITES}")
+    if site not in CAPTURE_SITES:
+        raise ValueError(f"unknown site {site!r}; choose one of {CAPTURE_SITES}")
     folder = Path(folder)
     if not has_pair(folder, layer, site):
         raise _missing(folder, layer, site)

@@ -45,6 +45,7 @@ METRICS_FILE = "metrics.json"  # written last: its presence marks a finished lay
 EVAL_CHUNK = 512  # samples per forward when measuring MSE over a whole capture
 IN_MEMORY_BYTES = 2 << 30  # a pair's two arrays above this are memory-mapped instead of loaded into RAM
 GPU_FRACTION = 0.6  # share of the free GPU memory the captures may take; beyond it batches stream from the map
+KIND_INDEX = {"inputs": 0, "targets": 1}  # position in load_capture's (inputs, targets)
 
 
 def regression_loss(objective: str, pred: torch.Tensor, target: torch.Tensor, huber_delta: float = 1.0) -> torch.Tensor:
@@ -65,7 +66,7 @@ def lr_source(stage1: Stage1Config) -> str:
 
 @torch.no_grad()
 def mse_over(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, device: torch.device,
-             bf16: bool = False) -> float:
+             bf16: bool = False, conditioning: dict[str, torch.Tensor] | None = None) -> float:
     """Mean squared error of ``op`` over a whole capture, in chunks, in eval mode."""
     was_training = op.training
     op.eval()
@@ -74,11 +75,19 @@ def mse_over(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, devi
         x = inputs[lo:lo + EVAL_CHUNK].to(device, torch.float32)
         y = targets[lo:lo + EVAL_CHUNK].to(device, torch.float32)
         with _autocast(device, bf16):
-            pred = op(x)
+            pred = op(x, **_rows(conditioning, slice(lo, lo + EVAL_CHUNK), device))
         total += F.mse_loss(pred.float(), y, reduction="sum").item()
         count += y.numel()
     op.train(was_training)
     return total / max(1, count)
+
+
+def _rows(conditioning: dict[str, torch.Tensor] | None, index, device: torch.device) -> dict[str, torch.Tensor]:
+    """The per-sample keyword inputs of a module (a block pair's ``timestep`` and ``class_labels``) at ``index``."""
+    if not conditioning:
+        return {}
+    return {k: v[index.to(v.device) if isinstance(index, torch.Tensor) else index].to(device)
+            for k, v in conditioning.items()}
 
 
 def _autocast(device: torch.device, bf16: bool):
@@ -104,7 +113,7 @@ class OfficialSchedule:
     """
 
     def __init__(self, opt: torch.optim.Optimizer, site: str):
-        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", min_lr=STAGE1_MIN_LR[site],
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", min_lr=STAGE1_MIN_LR.get(site, STAGE1_MIN_LR["attn"]),
                                                                   **STAGE1_PLATEAU)
         self.step_lr = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(STAGE1_MILESTONES),
                                                             gamma=STAGE1_GAMMA)
@@ -149,11 +158,15 @@ def _gpu_budget(device: torch.device) -> int:
 
 def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, stage1: Stage1Config, site: str,
                    seed: int, val_inputs: torch.Tensor | None = None, val_targets: torch.Tensor | None = None,
-                   device: torch.device | str = "cpu", bf16: bool = False, progress: bool = False
+                   device: torch.device | str = "cpu", bf16: bool = False, progress: bool = False,
+                   conditioning: dict[str, torch.Tensor] | None = None,
+                   val_conditioning: dict[str, torch.Tensor] | None = None,
                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Fit ``op`` to ``inputs → targets`` (``[S, N, D]`` each). Returns the best-train-MSE state dict and metrics.
 
-    Deterministic given ``seed`` (batch order) and the operator's initial weights.
+    The one stage-1 loop: ``op`` is an operator (called ``op(x)``) or any module that also needs per-sample keyword
+    inputs, given as ``conditioning`` (e.g. a depth→width block pair: ``pair(h, timestep=t, class_labels=y)``).
+    Deterministic given ``seed`` (batch order) and the module's initial weights.
     """
     from tqdm.auto import tqdm
 
@@ -174,9 +187,13 @@ def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *
     n = len(inputs)
 
     def val_mse() -> float | None:
-        return mse_over(op, val_inputs, val_targets, device=device, bf16=bf16) if has_val else None
+        return (mse_over(op, val_inputs, val_targets, device=device, bf16=bf16, conditioning=val_conditioning)
+                if has_val else None)
 
-    initial_train, initial_val = mse_over(op, inputs, targets, device=device, bf16=bf16), val_mse()
+    def train_mse() -> float:
+        return mse_over(op, inputs, targets, device=device, bf16=bf16, conditioning=conditioning)
+
+    initial_train, initial_val = train_mse(), val_mse()
     history = [{"epoch": 0, "train_loss": None, "train_mse": initial_train, "val_mse": initial_val, "lr": lr}]
     # the untrained operator is the fallback: a run that never improves (or diverges) keeps it, never a NaN state
     best_mse, best_epoch = initial_train, 0
@@ -192,7 +209,7 @@ def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *
             x = inputs[perms[inputs.device][lo:lo + stage1.batch_size]].to(device)
             y = targets[perms[targets.device][lo:lo + stage1.batch_size]].to(device)
             with _autocast(device, bf16):
-                pred = op(x.float())
+                pred = op(x.float(), **_rows(conditioning, perm[lo:lo + stage1.batch_size], device))
             loss = regression_loss(objective, pred.float(), y.float(), stage1.huber_delta)
             if not torch.isfinite(loss):  # diverged (seen with Mamba-2 at lr 5e-4): stop, keep the best state
                 diverged_at = epoch
@@ -208,13 +225,12 @@ def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *
             break
         checked = None
         if epoch % stage1.eval_every == 0 or epoch == stage1.epochs:
-            train_mse = mse_over(op, inputs, targets, device=device, bf16=bf16)
-            epoch_val = val_mse()
-            history.append({"epoch": epoch, "train_loss": loss_sum / batches, "train_mse": train_mse,
+            epoch_train, epoch_val = train_mse(), val_mse()
+            history.append({"epoch": epoch, "train_loss": loss_sum / batches, "train_mse": epoch_train,
                             "val_mse": epoch_val, "lr": epoch_lr})
-            checked = epoch_val if has_val else train_mse
-            if math.isfinite(train_mse) and train_mse < best_mse:
-                best_mse, best_epoch = train_mse, epoch
+            checked = epoch_val if has_val else epoch_train
+            if math.isfinite(epoch_train) and epoch_train < best_mse:
+                best_mse, best_epoch = epoch_train, epoch
                 best_state = {k: v.detach().clone() for k, v in op.state_dict().items()}
         if schedule is not None:
             schedule.end_of_epoch(epoch, checked)
@@ -263,8 +279,8 @@ def distill_layer(train_capture: Path, val_capture: Path | None, *, layer: int, 
                         num_heads=num_heads, seq_len=seq_len, bf16=bf16, train_capture=train_capture,
                         val_capture=val_capture)
     spec_hash = stable_hash(spec)
-    done = read_metrics(out_dir)
-    if done is not None and done.get("spec_hash") == spec_hash and (out_dir / WEIGHTS_FILE).exists():
+    done = finished(out_dir, spec_hash)
+    if done is not None:
         return done
     seed = stage1.seed + layer
     with torch.random.fork_rng(devices=[]):
@@ -275,24 +291,44 @@ def distill_layer(train_capture: Path, val_capture: Path | None, *, layer: int, 
     state, metrics = train_operator(op, x, y, val_inputs=vx, val_targets=vy, stage1=stage1, site=site, seed=seed,
                                     device=device, bf16=bf16, progress=progress)
     metrics.update(layer=layer, site=site, operator=operator, options=dict(options or {}),
-                   num_params=sum(p.numel() for p in op.parameters()), spec=to_jsonable(spec), spec_hash=spec_hash)
-    atomic_torch_save({k: v.cpu() for k, v in state.items()}, out_dir / WEIGHTS_FILE)
-    atomic_write_json(out_dir / METRICS_FILE, metrics)
+                   num_params=sum(p.numel() for p in op.parameters()))
+    return save_result(out_dir, state, metrics, spec)
+
+
+def finished(out_dir: Path, spec_hash: str) -> dict | None:
+    """The metrics of ``out_dir`` when it holds a finished result of the same spec, else None (train again)."""
+    done = read_metrics(out_dir)
+    if done is not None and done.get("spec_hash") == spec_hash and (Path(out_dir) / WEIGHTS_FILE).exists():
+        return done
+    return None
+
+
+def save_result(out_dir: Path, state: dict[str, torch.Tensor], metrics: dict, spec: dict) -> dict:
+    """Write the trained weights, then the metrics with the spec (their presence marks the result finished)."""
+    metrics = {**metrics, "spec": to_jsonable(spec), "spec_hash": stable_hash(spec)}
+    atomic_torch_save({k: v.cpu() for k, v in state.items()}, Path(out_dir) / WEIGHTS_FILE)
+    atomic_write_json(Path(out_dir) / METRICS_FILE, metrics)
     return metrics
 
 
 def load_pair(capture: Path, layer: int, site: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """One (layer, site) of a capture for stage 1. Up to ``IN_MEMORY_BYTES``: in memory, fp32 on CPU (faster) and
-    the stored 16-bit dtype on a GPU (half the memory; batches are cast to fp32). Larger: memory-mapped in the stored
-    dtype, never read whole into RAM (``train_operator`` copies it to the GPU in chunks or streams batches)."""
-    x, y = load_capture(capture, layer, site, mmap=True)  # maps only: nothing is read yet
+    """One (layer, site) of a capture for stage 1: ``(inputs, targets)`` as :func:`load_array` places them."""
+    return load_array(capture, layer, site, "inputs", device), load_array(capture, layer, site, "targets", device)
+
+
+def load_array(capture: Path, layer: int, site: str, kind: str, device: torch.device) -> torch.Tensor:
+    """The ``inputs`` or ``targets`` of one (layer, site). While the pair's arrays fit ``IN_MEMORY_BYTES``: in
+    memory, fp32 on CPU (faster) and the stored 16-bit dtype on a GPU (half the memory; batches are cast to fp32).
+    Larger: memory-mapped in the stored dtype, never read whole into RAM (``train_operator`` copies it to the GPU in
+    chunks or streams batches)."""
+    x = load_capture(capture, layer, site, mmap=True)[KIND_INDEX[kind]]  # maps only: nothing is read yet
     if pair_nbytes(capture, layer, site) > IN_MEMORY_BYTES:
-        return x, y
+        return x
     if device.type == "cuda":
         dtype = torch.bfloat16 if x.dtype == torch.bfloat16 else torch.float16
     else:
         dtype = torch.float32
-    return x.to(dtype, copy=True), y.to(dtype, copy=True)
+    return x.to(dtype, copy=True)
 
 
 def read_metrics(out_dir: Path) -> dict | None:

@@ -3,8 +3,8 @@
 What one step does (global batch ``stage2.batch_size`` from the class-stratified ``stage2.data_fraction`` subset):
 label dropout with ``stage2.label_dropout`` (once per batch, ours — diffusers' per-block dropout is switched off),
 ``t ~ U{0..999}``, ε-MSE plus the variational-bound term when σ is learned (``graft_core.diffusion``), bf16 autocast
-when ``stage2.bf16``, AdamW, gradient clipping, linear warm-up then constant lr, EMA update. The EMA weights are the
-ones returned for sampling.
+when ``stage2.bf16``, AdamW, gradient clipping, linear warm-up then constant lr (halved at ``stage2.lr_milestones``),
+EMA update. The EMA weights are the ones returned for sampling.
 
 Determinism and exact resume. Every random draw of step ``k`` (batch indices, dropped labels, timesteps, noise) comes
 from generators derived from ``(stage2.seed, k)`` — a shuffled epoch permutation for the indices — so the data stream
@@ -132,13 +132,14 @@ def micro_batches(n: int, k: int) -> list[tuple[slice, float]]:
 
 
 class Warmup:
-    """LambdaLR factor: linear warm-up over ``steps`` optimizer steps, then constant (picklable, unlike a lambda)."""
+    """LambdaLR factor: linear warm-up over ``steps`` optimizer steps, then constant, halved at each of
+    ``milestones`` (``Stage2Config.lr_milestones``; Table 6 halves at 75k and 150k). Picklable, unlike a lambda."""
 
-    def __init__(self, steps: int):
-        self.steps = steps
+    def __init__(self, steps: int, milestones: tuple[int, ...] = ()):
+        self.steps, self.milestones = steps, tuple(milestones)
 
     def __call__(self, step: int) -> float:
-        return min(1.0, (step + 1) / max(1, self.steps))
+        return min(1.0, (step + 1) / max(1, self.steps)) * 0.5 ** sum(step >= m for m in self.milestones)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -297,7 +298,7 @@ class Finetune:
         trainable = [p for p in model.parameters() if p.requires_grad]
         ema = EMA(model, st.ema_decay)
         opt = torch.optim.AdamW(trainable, lr=st.lr, weight_decay=st.weight_decay)
-        lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, Warmup(st.warmup_steps))
+        lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, Warmup(st.warmup_steps, st.lr_milestones))
         step, history, window, seconds_before, resumed_from = 0, [], [], 0.0, None
 
         ckpt_path, ckpt = load_latest_checkpoint(self.out_dir)

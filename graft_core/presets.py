@@ -155,6 +155,8 @@ class Stage2Config:
     bf16: bool = True
     checkpoint_every: int = 5000
     seed: int = 0
+    # added later (config.added_field): optimizer steps at which the lr is halved after warm-up (Table 6: 75k, 150k)
+    lr_milestones: tuple[int, ...] = added_field(())
 
 
 @dataclass(frozen=True)

@@ -197,11 +197,17 @@ def _table5() -> list[RowSpec]:
     ]
 
 
+TABLE6_DIAGNOSTICS = ("parallel_stage1", "teacher_stage2")  # small-preset rows only (benchmark/targets/table6.py)
+
+
 def _table6() -> list[RowSpec]:
     return [
         RowSpec("baseline", "DiT-XL/2 (teacher)", "Grafting", extra={"depth": 28}),
         RowSpec("parallel-depth14", "Grafting (parallel pairs)", "Grafting", None, "parallel", None, "parallel",
                 {"depth": 14}),
+        RowSpec("parallel-depth14-stage1", "Parallel pairs (stage 1 only)", "Grafting", None, "parallel_stage1",
+                None, "parallel", {"depth": 14}),
+        RowSpec("control-teacher-stage2", "Teacher + same stage 2 (control)", "Control", None, "teacher_stage2"),
     ]
 
 
@@ -245,8 +251,9 @@ def registry_rows(target: str) -> list[RowSpec]:
 
 
 def match_key(target: str, row: dict) -> tuple:
-    """What identifies a row on disk: its exact id — except Table 6's grafted row, whose id names the teacher's
-    depth (``parallel-depth14`` for DiT-XL/2, ``parallel-depth4`` for the 8-layer tiny teacher): its operator."""
-    if canonical_target(target) == "table6" and row.get("operator") == "parallel":
-        return ("parallel",)
+    """What identifies a row on disk: its exact id — except Table 6's parallel-pair rows, whose ids name the
+    teacher's depth (``parallel-depth14`` for DiT-XL/2, ``parallel-depth4`` for the 8-layer tiny teacher): their
+    operator."""
+    if canonical_target(target) == "table6" and row.get("operator") in ("parallel", "parallel_stage1"):
+        return (row["operator"],)
     return (row.get("row"),)

@@ -8,9 +8,7 @@ from .common import (DASH, METRICS, OURS, PAPER, PAPER_METRICS, Body, arrow, as_
                      fmt_speedup, has_paper, header_comment, latex_escape, preset_note, render, sanitize_label,
                      src_label, status_notes, values_of)
 from .paper import table6_baselines
-
-
-CONTROL_LABEL = "Teacher + same stage 2 (control)"
+from .registry import TABLE6_DIAGNOSTICS
 
 
 def _iters(value) -> str:
@@ -44,9 +42,12 @@ def render_table6(rows: Sequence[dict], *, preset: str = "tiny", git_rev: str = 
     body.group("Comparison rows (paper only; from TinyFusion Table 1)", 2, len(headers))
     for b in table6_baselines():
         body.add((latex_escape(b["label"]), PAPER), _cells(b["metrics"], b["extra"]))
+    teacher_params = next((as_number(r.get("extra", {}).get("teacher_params_m")) for r in rows
+                           if r["status"] == "done" and r.get("extra", {}).get("teacher_params_m")), None)
     group = None
-    control = None
     for r in rows:
+        if r.get("operator") in TABLE6_DIAGNOSTICS and r["status"] == "missing":
+            continue  # planned on the small presets only
         if r["group"] != group:
             group = r["group"]
             body.group(group, 2, len(headers))
@@ -54,28 +55,21 @@ def render_table6(rows: Sequence[dict], *, preset: str = "tiny", git_rev: str = 
             if src == PAPER:
                 cells = _cells(r["paper"]["metrics"], r["paper"]["extra"])
             else:
-                done = r["status"] == "done"
-                cells = _cells(values_of(r, OURS, "metrics"), r.get("extra", {}))
-                if not done:  # keep the planned depth, blank everything measured
+                extra = dict(r.get("extra", {}))
+                if extra.get("params_m") is None and r.get("operator") != "parallel_stage1":
+                    extra["params_m"] = teacher_params  # the teacher's and the control's: the sequential model
+                cells = _cells(values_of(r, OURS, "metrics"), extra)
+                if r["status"] != "done":  # keep the planned depth, blank everything measured
                     cells = cells[:1] + [DASH] * (len(cells) - 1)
             body.add((r["label"], src_label(r, src)), cells)
-            extra = r.get("extra", {}) if src == OURS and r["status"] == "done" else {}
-            if extra.get("stage1_only_metrics"):
-                body.add((r["label"], "ours, stage 1 only"),
-                         _cells(extra["stage1_only_metrics"], {"depth": extra.get("depth")}))
-            if extra.get("control_teacher_stage2_metrics"):
-                control = (extra["control_teacher_stage2_metrics"],
-                           {"depth": extra.get("teacher_depth"), "params_m": extra.get("teacher_params_m"),
-                            "iters": extra.get("iters"), "speedup": 1.0})
         body.statuses.append(r["status"])
-    if control:
-        body.add((CONTROL_LABEL, OURS), _cells(*control))
     notes = [
         "Speed-up: one forward pass relative to DiT-XL/2 (paper: H100, batch 2). The paper's comparison rows are "
         "copied from TinyFusion Table 1 (TinyDiT-D14 appears at 100K and 500K iterations; which one the paper used "
         "is UNKNOWN). \\emph{ours} = reproduced, \\emph{paper} = published. --: not published (UNKNOWN).",
-        ("\\emph{stage 1 only}: the parallel-pair model before stage 2. The control row is the sequential teacher "
-         "put through the identical stage 2." if control else ""),
+        ("Stage 1 only: the parallel-pair model before stage 2. The control row is the sequential teacher put "
+         "through the identical stage 2." if any(r.get("operator") in TABLE6_DIAGNOSTICS and r["status"] != "missing"
+                                                   for r in rows) else ""),
         status_notes(body.statuses),
         preset_note(preset),
     ]

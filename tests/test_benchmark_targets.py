@@ -39,7 +39,8 @@ def test_registry_lists_every_paper_item():
 def test_every_target_plans_on_every_preset(tmp_path, preset):
     plans = plan(tmp_path, preset, "all", "table4")
     counts = {tp.name: len(tp.row_plans) for tp in plans}
-    assert counts == {"baseline": 3, "table1": 9, "table2": 8, "table3": 30, "table5": 2, "table6": 2, "fig2": 1,
+    table6 = 2 if preset == "paper" else 4  # + the stage-1-only row and the control on the small presets
+    assert counts == {"baseline": 3, "table1": 9, "table2": 8, "table3": 30, "table5": 2, "table6": table6, "fig2": 1,
                       "fig4a": 10, "fig4b": 4, "table4": 30}
     for tp in plans:
         for rp in tp.row_plans:
@@ -205,21 +206,42 @@ def test_dry_run_finds_the_shipped_teacher_from_the_planned_config(tmp_path, mon
 
 
 def test_external_module_settings_are_part_of_the_run_identity(monkeypatch):
-    """table5/table6 rows run graft_core code configured by its own presets (T2IConfig, DepthWidthConfig): changing
-    them must change the run id, or a re-run would reuse results computed under other settings."""
+    """table5 rows run graft_core code configured by its own presets (T2IConfig): changing them must change the run
+    id, or a re-run would reuse results computed under other settings."""
     import dataclasses
 
     from benchmark.dag import Planner
-    from graft_core import depth_width, pixart
+    from graft_core import pixart
 
     def ids(target):
         (tp,) = [t for t in targets.expand([target])]
         return [Planner.external(r).run_id for r in tp.rows("tiny") if r.kind == "external"]
 
-    before5, before6 = ids("table5"), ids("table6")
+    before5 = ids("table5")
     monkeypatch.setitem(pixart.T2I_PRESETS, "tiny", dataclasses.replace(pixart.T2I_PRESETS["tiny"], steps=11))
-    monkeypatch.setitem(depth_width.DEPTH_WIDTH_PRESETS, "tiny",
-                        dataclasses.replace(depth_width.DEPTH_WIDTH_PRESETS["tiny"], stage2_steps=601))
-    after5, after6 = ids("table5"), ids("table6")
+    after5 = ids("table5")
     assert len(before5) == 2 and not set(before5) & set(after5)
-    assert len(before6) == 1 and not set(before6) & set(after6)
+
+
+def test_table6_is_ordinary_steps_sharing_stage1_between_its_rows(tmp_path):
+    """Depth→width expands into captures, one stage-1 run per block pair, stage 2 with the lr halvings, eval and
+    latency; the stage-1-only row reuses the pairs' runs; the paper preset captures per pair of blocks."""
+    (tp,) = plan(tmp_path, "tiny", "table6")
+    rps = {rp.row.id: rp for rp in tp.row_plans}
+    par, s1only = rps["parallel-depth4"], rps["parallel-depth4-stage1"]
+    kinds = [n.kind for n in par.nodes]
+    assert kinds.count("stage1") == 4 and kinds.count("capture") == 2 and [n.kind for n in par.extras] == ["latency"]
+    s2 = next(n for n in par.nodes if n.kind == "stage2")
+    assert s2.config["plan"] == {"restructure": "parallel_pairs"}
+    assert s2.config["stage2"]["lr_milestones"] == [300, 450] and s2.config["stage2"]["data_fraction"] == 0.25
+    assert {n.key for n in par.nodes if n.kind == "stage1"} == {n.key for n in s1only.nodes if n.kind == "stage1"}
+    pair = next(n for n in par.nodes if n.kind == "stage1")
+    assert pair.config["site"] == "block_pair" and pair.config["stage1"]["objective"] == "l1"
+    assert pair.config["stage1"]["lr"] == 1e-4
+    (paper,) = plan(tmp_path, "paper", "table6")
+    caps = [n for rp in paper.row_plans for n in rp.nodes if n.kind == "capture"]
+    assert len({n.key for n in caps}) == 28 and caps[0].config["pairs"] == [[0, "block"], [1, "block"]]
+    s2 = next(n for rp in paper.row_plans for n in rp.nodes if n.kind == "stage2")
+    assert s2.config["stage2"]["steps"] == 200_000 and s2.config["stage2"]["lr_milestones"] == [75_000, 150_000]
+
+

@@ -1,41 +1,53 @@
-"""Depth → width (Table 6) on the micro preset: the [I, I] merge starts at the sequential pair, stage 1 per pair,
-the fused pair equals the eager pair, the lr halvings reach finetune, and the row runs end to end and resumes."""
+"""Depth → width (Table 6) on the micro preset: block captures hold the sequential pair, the [I, I] merge starts at
+it, stage 1 per pair goes through the one stage-1 loop, the fused pair equals the eager pair, the lr halvings are
+part of ``finetune``, and the table6 target runs end to end through the driver and resumes a killed stage 2."""
 import copy
+import dataclasses
 import json
 
 import pytest
 import torch
 
 from graft_core import depth_width as dw
+from graft_core.capture import capture_activations, load_capture, load_conditioning
 from graft_core.restructure import ParallelPair, to_parallel_pairs
+
+BLOCKS = [(0, "block"), (1, "block")]
 
 
 @pytest.fixture(scope="module")
-def captures(micro_teacher, micro_preset):
-    return {split: dw.capture_boundaries(micro_teacher, micro_preset, split) for split in ("stage1", "heldout")}
+def captures(micro_teacher, micro_preset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("blocks")
+    return {split: capture_activations(micro_teacher, micro_preset, split=split, root=root, dtype="float32",
+                                       pairs=BLOCKS, device="cpu") for split in ("stage1", "heldout")}
 
 
-def rel_error_of_delta(pair, capture, index=0):
+def boundary(folder):
+    """(input of block 0, output of block 1, timesteps, labels) of a block capture."""
+    cond = load_conditioning(folder, 0, "block")
+    return load_capture(folder, 0, "block")[0], load_capture(folder, 1, "block")[1], cond["timesteps"], cond["labels"]
+
+
+def rel_error_of_delta(pair, folder):
     """‖pair(h) − h_seq‖ / ‖h_seq − h‖ on a captured pair boundary (relative to the delta, not to h)."""
-    h_in, h_out, t, y = capture["h"][index], capture["h"][index + 1], capture["t"], capture["y"]
+    h_in, h_out, t, y = boundary(folder)
     with torch.no_grad():
         pred = pair(h_in, timestep=t, class_labels=y)
     return ((pred - h_out).norm() / (h_out - h_in).norm()).item()
 
 
-def test_capture_boundaries_reproduce_the_sequential_pair(micro_teacher, captures):
-    cap = captures["stage1"]
-    assert cap["h"].shape[0] == len(micro_teacher.transformer_blocks) // 2 + 1
+def test_block_captures_reproduce_the_sequential_pair(micro_teacher, captures):
+    h_in, h_out, t, y = boundary(captures["stage1"])
     a, b = micro_teacher.transformer_blocks[0], micro_teacher.transformer_blocks[1]
     with torch.no_grad():
-        seq = b(a(cap["h"][0], timestep=cap["t"], class_labels=cap["y"]), timestep=cap["t"], class_labels=cap["y"])
-    torch.testing.assert_close(seq, cap["h"][1])
+        seq = b(a(h_in, timestep=t, class_labels=y), timestep=t, class_labels=y)
+    torch.testing.assert_close(seq, h_out)
+    torch.testing.assert_close(load_capture(captures["stage1"], 1, "block")[0], a(h_in, timestep=t, class_labels=y))
 
 
 def test_identity_merge_starts_close_to_the_sequential_pair(micro_teacher, captures):
     """W = [I, I] matches the sequential pair to first order: smaller error than averaging or dropping a block."""
-    blocks = micro_teacher.transformer_blocks
-    pair = ParallelPair(copy.deepcopy(blocks[0]), copy.deepcopy(blocks[1]), blocks[0].attn1.to_q.in_features).eval()
+    pair = dw.pair_module(micro_teacher, 0).eval()
     errors = {"identity": rel_error_of_delta(pair, captures["stage1"])}
     d = pair.merge.out_features
     eye = torch.eye(d)
@@ -48,18 +60,23 @@ def test_identity_merge_starts_close_to_the_sequential_pair(micro_teacher, captu
     assert errors["identity"] < 0.5 * min(errors["average"], errors["first_only"]), errors
 
 
-def test_stage1_pair_distillation_is_deterministic_and_does_not_get_worse(micro_teacher, micro_preset, captures):
-    cfg = dw.depth_width_config(micro_preset)
-    results = []
-    for _ in range(2):
-        pair = to_parallel_pairs(copy.deepcopy(micro_teacher)).transformer_blocks[0]
-        state, metrics = dw.distill_pair(pair, captures["stage1"], captures["heldout"], 0, preset=micro_preset,
-                                         cfg=cfg, bf16=False)
-        results.append((state, metrics))
-    (s1, m1), (s2, m2) = results
-    assert all(torch.equal(s1[k], s2[k]) for k in s1) and m1["train_mse"] == m2["train_mse"]
-    assert m1["objective"] == "l1" and m1["train_mse"] <= m1["initial_train_mse"]
+def test_stage1_pair_distillation_is_deterministic_reused_and_does_not_get_worse(micro_teacher, micro_preset,
+                                                                                 captures, tmp_path):
+    s1 = dataclasses.replace(micro_preset.stage1, objective=dw.PAIR_OBJECTIVE, lr=dw.PAIR_LR)
+    runs = [dw.distill_pair(micro_teacher, 0, captures["stage1"], captures["heldout"], stage1=s1,
+                            out_dir=tmp_path / name, device=torch.device("cpu")) for name in ("a", "b")]
+    (m1, m2) = runs
+    states = [torch.load(tmp_path / name / "operator.pt") for name in ("a", "b")]
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0]) and m1["train_mse"] == m2["train_mse"]
+    assert m1["objective"] == "l1" and m1["lr"] == 1e-4 and m1["train_mse"] <= m1["initial_train_mse"]
     assert m1["val_mse"] is not None and m1["blocks"] == [0, 1]
+    (tmp_path / "a" / "operator.pt").touch()
+    again = dw.distill_pair(micro_teacher, 0, captures["stage1"], captures["heldout"], stage1=s1,
+                            out_dir=tmp_path / "a", device=torch.device("cpu"))
+    assert again["seconds"] == m1["seconds"]  # the finished result is returned, not retrained
+    # the student built from it carries exactly those weights in pair 0
+    model = dw.assemble_pairs(micro_teacher, {0: tmp_path / "a"})
+    assert all(torch.equal(v, states[0][k]) for k, v in model.transformer_blocks[0].state_dict().items())
 
 
 def test_fused_pairs_equal_eager_pairs(micro_teacher, micro_preset):
@@ -75,33 +92,66 @@ def test_fused_pairs_equal_eager_pairs(micro_teacher, micro_preset):
         torch.testing.assert_close(call_fused(), call_eager(), rtol=1e-5, atol=1e-5)
 
 
-def test_warmup_then_halvings_and_the_schedule_check():
-    sched = dw.WarmupHalvings(4, (10, 20))
-    assert [sched(s) for s in (0, 3, 9, 10, 19, 20, 100)] == [0.25, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
-    import graft_core.finetune as ft
+def test_warmup_then_halvings_are_part_of_finetune(micro_teacher, micro_preset, tmp_path):
+    from graft_core.finetune import Warmup, finetune
 
-    original = ft.Warmup
-    with dw.lr_halvings((10,)):
-        assert ft.Warmup(4)(12) == 0.5
-    assert ft.Warmup is original
-    from graft_core.presets import Stage2Config
+    sched = Warmup(4, (10, 20))
+    assert [sched(s) for s in (0, 3, 9, 10, 19, 20, 50)] == [0.25, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
+    s2 = dataclasses.replace(micro_preset.stage2, steps=30, warmup_steps=2, lr_milestones=(10, 20),
+                             checkpoint_every=30)
+    _, metrics = finetune(to_parallel_pairs(copy.deepcopy(micro_teacher)), micro_preset, out_dir=tmp_path, stage2=s2,
+                          progress=False)
+    lrs = {h["step"]: h["lr"] for h in metrics["history"]}
+    assert lrs[10] == pytest.approx(s2.lr * 0.5) and lrs[20] == pytest.approx(s2.lr * 0.25)
+    assert metrics["stage2"]["lr_milestones"] == [10, 20]
+    # at their default the halvings stay out of the config's canonical form: earlier run ids are unchanged
+    from graft_core.config import to_jsonable
 
-    s2 = Stage2Config(lr=1e-3, warmup_steps=2)
-    dw.check_schedule([{"step": 10, "lr": 1e-3}, {"step": 20, "lr": 5e-4}], s2, (15,))
-    with pytest.raises(RuntimeError, match="halving schedule was not applied"):
-        dw.check_schedule([{"step": 20, "lr": 1e-3}], s2, (15,))
+    assert "lr_milestones" not in to_jsonable(micro_preset.stage2)
 
 
-def test_run_row_micro_end_to_end_and_resume(micro_preset, tmp_path):
-    out = dw.run_row({}, preset=micro_preset, out_dir=tmp_path, progress=False)
-    assert {"is", "fid", "sfid", "precision", "recall", "class_acc"} <= set(out["metrics"])
-    assert out["depth"] == 1 and out["teacher_depth"] == 2 and out["iters"] == 6 and out["stage2_data"] == 25.0
-    d = micro_preset.teacher.hidden_size
-    assert round((out["params_m"] - out["teacher_params_m"]) * 1e6) == 2 * d * d + d  # one merge per pair
-    assert out["speedup"] > 0 and out["speedup_eager"] > 0 and out["latency"]["fused_max_abs_diff"] < 1e-4
-    assert out["stage1_only_metrics"] is not None and len(out["stage1_pairs"]) == 1
-    assert "fid" in out["control_teacher_stage2_metrics"]  # the teacher through the identical stage 2
-    assert (tmp_path / "stage1" / "pair_00" / "pair.pt").exists() and (tmp_path / "eval_final.json").exists()
-    again = dw.run_row({}, preset=micro_preset, out_dir=tmp_path, progress=False)
-    assert again["metrics"] == out["metrics"] and again["stage1_pairs"] == out["stage1_pairs"]
-    assert json.dumps(out)
+def test_table6_runs_through_the_driver_and_a_killed_stage2_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """micro table6 through ``python -m benchmark.run``: the first stage 2 of the parallel model dies after its step-3
+    checkpoint; the relaunch resumes it there, every row finishes with finite metrics and a speed-up, and a third
+    launch runs nothing."""
+    from benchmark import steps
+    from benchmark.run import main
+    from graft_core import finetune as ft
+
+    killed = []
+
+    def crash_once(ctx):
+        if ctx.kind == "stage2" and ctx.config["plan"] is not None and not killed:
+            killed.append(ctx.run.run_id)
+            with monkeypatch.context() as m:
+                m.setattr(ft.Finetune, "__init__", _stopping_init(ft.Finetune.__init__, 3))
+                steps.execute(ctx)
+            raise RuntimeError("simulated kill after the step-3 checkpoint")
+        return steps.execute(ctx)
+
+    args = ["table6", "--preset", "micro", "--executor", "debug", "--results-dir", str(tmp_path), "--quiet"]
+    assert main(args, execute=crash_once) == 1
+    assert main(args) == 0
+    s2 = json.loads((tmp_path / "micro" / "runs" / "stage2" / killed[0] / "metrics.json").read_text())
+    assert s2["resumed_from"] == 3 and s2["steps"] == 6 and s2["complete"]
+    summary = json.loads((tmp_path / "micro" / "table6" / "summary.json").read_text())
+    rows = {r["row"]: r for r in summary["rows"]}
+    assert set(rows) == {"baseline", "parallel-depth1", "parallel-depth1-stage1", "control-teacher-stage2"}
+    assert all(r["status"] == "done" and r["metrics"]["fid"] > 0 for r in rows.values())
+    parallel = rows["parallel-depth1"]["extra"]
+    assert parallel["depth"] == 1 and parallel["teacher_depth"] == 2 and parallel["speedup"] > 0
+    assert parallel["lr_halvings"] == [3, 5] and parallel["stage1_val_mse"] is not None
+    assert (tmp_path / "micro" / "tables" / "table6.tex").exists()
+    def records():
+        return {str(p): p.stat().st_mtime_ns for p in (tmp_path / "micro" / "runs").rglob("metrics.json")}
+
+    before = records()
+    assert main(args) == 0
+    assert records() == before and len(before) >= 11  # one per run, plus stage-1/stage-2 outputs
+
+
+def _stopping_init(init, stop_after):
+    def patched(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.stop_after = stop_after
+    return patched
