@@ -25,6 +25,12 @@ One row of ``python -m benchmark.run table5`` is ``run_row`` (the ``table5`` tar
    64 tokens attention is cheap and the speed-up is ~1 — of the same blocks at ``long_tokens`` (4096) tokens.
    With ``control`` (tiny), the teacher also goes through the identical LoRA stage 2 on the same pairs and is scored.
 
+**Engine pieces for the step graph** (what the ``table5`` steps call, one job each): ``load_paper_teacher`` (PixArt-Σ
+with its prompts' T5 states computed once, ``paper_prompts`` → ``text.encode_prompts`` / ``CachedPrompts``),
+``pretrained_pixart`` (structure check; width, caption channels and sample size from the checkpoint),
+``synthetic_shards`` / ``load_synthetic`` / ``synthetic_subset`` (the synthetic pairs as a resumable sampling array,
+and a stage-1 range of them keyed for ``capture.capture_activations``).
+
 Layer indices are **0-based** (``transformer_blocks[i]``): the paper's 8, 10, 12, 14, 16, 18, 20–27 are read as
 code indices (index 27 only exists 0-based, §12.8). Other depths use the same rule (``pixart_layers``): half of the
 layers, an interleaved run of even indices from ``round(8/28·L)`` plus the contiguous tail of ``round(8/28·L)``

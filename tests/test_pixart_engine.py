@@ -176,3 +176,23 @@ def test_capture_activations_on_a_pixart_teacher(micro_preset, micro_pixart, tmp
     assert capture.capture_activations(micro_pixart, preset, data=other, pairs=[(1, "attn")], root=tmp_path / "cap",
                                        dtype="float32", device="cpu", batch_size=4) != folder
     assert np.array_equal(data.indices, np.arange(10))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_paper_pieces_on_cuda(fake_env, micro_preset, tmp_path):
+    """On a GPU: T5 encodes there, the cached rows follow the ids onto it, the sampler and the capture run there."""
+    teacher = pixart.load_paper_teacher(pixart.PAPER_PIXART, device="cuda")
+    assert json.loads((teacher.prompts.folder / "prompts.json").read_text())["device"].startswith("cuda")
+    teacher.to("cuda")
+    states, mask = teacher.prompts(torch.tensor([0, teacher.prompts.null_id], device="cuda"))
+    assert states.device.type == mask.device.type == "cuda"
+    pixart.synthetic_shards(teacher, tmp_path / "pairs", num_pairs=4, shard_size=2, steps=2, batch_size=2,
+                            device="cuda", bf16=True)
+    data = pixart.synthetic_subset(tmp_path / "pairs", 0, 4, teacher_id="fake")
+    assert torch.isfinite(data.x0).all() and data.x0.device.type == "cpu"
+    pix = pixart.pretrained_pixart(pixart.PAPER_PIXART)
+    folder = capture.capture_activations(teacher, micro_preset.replace(teacher=pix.diffusion()), data=data,
+                                         pairs=[(8, "attn"), (27, "attn")], root=tmp_path / "cap", device="cuda")
+    inputs, targets = capture.load_capture(folder, 27, "attn")
+    assert inputs.shape == targets.shape == (4, 16, 16) and torch.isfinite(targets).all()
+    assert capture.capture_meta(folder, 27, "attn")["device"].startswith("cuda")
