@@ -115,7 +115,7 @@ class Launcher(abc.ABC):
 
     def __init__(self, store: Store, *, profile: Profile | None = None, jobs: int = 1, progress: bool = True,
                  log=print, target_names: list[str] | None = None, profile_overrides: list[str] | None = None,
-                 execute: Callable | None = None, rows: list[str] | None = None):
+                 execute: Callable | None = None, rows: list[str] | None = None, debug: bool = False):
         self.store = store
         self.profile = profile
         self.jobs = max(1, jobs)
@@ -125,6 +125,7 @@ class Launcher(abc.ABC):
         self.rows = rows or []  # --rows patterns: a replan job plans these rows only, as the launch did
         self.profile_overrides = profile_overrides or []
         self.execute = execute  # the jobs' step runner; None = the real steps
+        self.debug = debug  # --debug: tracebacks where they happen (and submitit's post-mortem in the debug executor)
 
     @property
     def executor(self) -> str:
