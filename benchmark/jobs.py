@@ -25,6 +25,7 @@ import socket
 import sys
 import time
 import traceback
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -128,39 +129,110 @@ def tee_output(path: Path):
 
 
 # --------------------------------------------------------------------------------------------------------- locks
+LOCK_WRITE_GRACE = 30.0  # seconds an unreadable lock counts as being written (O_EXCL creates it empty first)
+_HELD: set[str] = set()  # lock files this process holds now: two threads of one process are two holders
+
+
 @contextlib.contextmanager
 def run_lock(run: RunPaths, env: dict, poll: float = 2.0):
-    """Exclusive lock on a run folder (O_EXCL file); waits while a live process holds it, breaks a stale one."""
+    """Exclusive lock on a run folder (O_EXCL file): waits while a live process holds it, breaks a stale one
+    atomically (``_break_stale``) and takes over one that names the asking job itself (``_names_me``)."""
     run.folder.mkdir(parents=True, exist_ok=True)
     me = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": env["job_id"], "cluster": env["cluster"],
-          "since": now()}
+          "since": now(), "token": uuid.uuid4().hex}
     announced = False
-    while True:
-        try:
-            fd = os.open(run.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = read_json(run.lock) or {}
-            except ValueError:
-                holder = {}
-            if holder and holder_alive(holder):
-                if not announced:
-                    say(f"waiting for {run.kind}/{run.run_id}: locked by pid {holder.get('pid')} on "
-                        f"{holder.get('host')}")
-                    announced = True
-                time.sleep(poll)
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(run.lock)
+    while not _create_lock(run.lock, me):
+        raw, holder = _read_lock(run.lock)
+        if raw is None:  # released meanwhile
             continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        break
+        if holder is not None and _names_me(holder, me, run.lock):
+            say(f"taking over the lock of {run.kind}/{run.run_id}: it names this job ({me['cluster']} job "
+                f"{me['job_id']}) itself, left by an earlier attempt (killed, then requeued)")
+            atomic_write_json(run.lock, me)
+            break
+        if _held(run.lock, holder):
+            if not announced:
+                say(f"waiting for {run.kind}/{run.run_id}: locked by pid {holder.get('pid') if holder else '?'} on "
+                    f"{holder.get('host') if holder else '?'}")
+                announced = True
+            time.sleep(poll)
+            continue
+        _break_stale(run.lock, raw)
+    _HELD.add(str(run.lock))
     try:
         yield
     finally:
+        _HELD.discard(str(run.lock))
+        _release_lock(run.lock, me["token"])
+
+
+def _create_lock(path: Path, me: dict) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+    return True
+
+
+def _read_lock(path: Path) -> tuple[bytes | None, dict | None]:
+    """The lock's bytes (None: it is gone) and its record (None: it does not parse, e.g. still being written)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    try:
+        holder = json.loads(raw)
+    except ValueError:
+        return raw, None
+    return raw, holder if isinstance(holder, dict) else None
+
+
+def _held(path: Path, holder: dict | None) -> bool:
+    """A live process holds the lock; an unreadable lock is one being written unless it is old."""
+    if holder is None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(run.lock)
+            return time.time() - path.stat().st_mtime < LOCK_WRITE_GRACE
+        return False
+    return holder_alive(holder)
+
+
+def _names_me(holder: dict, me: dict, path: Path) -> bool:
+    """The lock was left by the asking job itself: a Slurm job requeued after a hard kill keeps its job id (and
+    Slurm reports it alive, so it would wait on itself forever); a process is itself by host and pid. A lock this
+    process holds right now (another thread) is not a leftover."""
+    if str(path) in _HELD:
+        return False
+    if me["cluster"] == "slurm" and holder.get("cluster") == "slurm":
+        return str(holder.get("job_id")) == str(me["job_id"])
+    return holder.get("host") == me["host"] and str(holder.get("pid")) == str(me["pid"])
+
+
+def _break_stale(path: Path, raw: bytes) -> bool:
+    """Remove the stale lock whose bytes were ``raw``, atomically against other waiters: rename it aside to a name
+    of this waiter's own, then check that the renamed file is the one judged stale. A waiter that renamed a newer
+    lock (another waiter broke the stale one and took the lock in between) puts it back and waits again."""
+    aside = path.with_name(f"{path.name}.stale-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:  # another waiter broke it first
+        return False
+    if aside.read_bytes() == raw:
+        aside.unlink()
+        return True
+    with contextlib.suppress(FileExistsError):  # never over a lock taken meanwhile
+        os.link(aside, path)
+    aside.unlink()
+    return False
+
+
+def _release_lock(path: Path, token: str) -> None:
+    """Remove the lock if it still is this holder's (never another holder's, whatever happened meanwhile)."""
+    _, holder = _read_lock(path)
+    if holder is not None and holder.get("token") == token:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 # --------------------------------------------------------------------------------------------------------- the job

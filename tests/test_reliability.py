@@ -287,3 +287,82 @@ def test_status_log_field_shows_the_error_line_not_the_progress_bar(tmp_path):
     run.log.write_text("[graftbench] start stage2 x\n" + bar)  # killed: no error anywhere → no "log:" at all
     assert log_error(store, run, {}) is None
     assert last_error_line(tail(run.log)) == "[graftbench] start stage2 x"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# run locks: a requeued job takes over its own lock; two waiters breaking one stale lock never both take it
+# ---------------------------------------------------------------------------------------------------------------------
+def test_a_requeued_slurm_job_takes_over_the_lock_it_left_itself(tmp_path, monkeypatch, capsys):
+    import threading
+
+    from submitit.core import utils
+
+    from benchmark.jobs import RunUnit
+    from benchmark.store import Store
+    from benchmark.testing import FakeSteps
+
+    store = Store(tmp_path, "micro")
+    run = store.ensure_config("teacher", "abc", {"kind": "teacher"})
+    # left by the first attempt of job 4242 on another node, hard-killed there; Slurm requeued the job
+    run.lock.write_text(json.dumps({"host": "node-7", "pid": 4321, "job_id": "4242", "cluster": "slurm"}))
+    monkeypatch.setattr("benchmark.liveness.slurm_states", lambda ids: {str(j): "RUNNING" for j in ids})
+    out = {}
+
+    def requeued_job():
+        with utils.environment_variables(SUBMITIT_EXECUTOR="slurm", SLURM_JOB_ID="4242"):
+            out.update(RunUnit(FakeSteps())(str(tmp_path), "micro", ["teacher/abc"], progress=False))
+
+    job = threading.Thread(target=requeued_job, daemon=True)
+    job.start()
+    job.join(15)
+    assert not job.is_alive(), "the requeued job waits on its own lock"
+    assert out["done"] == ["teacher/abc"] and run.done.exists() and not run.lock.exists()
+    assert "taking over the lock of teacher/abc: it names this job (slurm job 4242) itself" in capsys.readouterr().out
+
+
+def test_two_waiters_breaking_one_stale_lock_never_both_take_it(tmp_path, monkeypatch):
+    import os
+    import threading
+    import time
+
+    from benchmark import jobs
+    from benchmark.store import Store
+
+    run = Store(tmp_path, "micro").run("eval", "abc")
+    run.folder.mkdir(parents=True)
+    run.lock.write_text(json.dumps({"host": "gone-node", "pid": 1, "job_id": "9", "cluster": "local"}))  # stale
+    real_alive, first = jobs.holder_alive, {}
+
+    def alive(holder):  # the second waiter found the lock stale; before it breaks it, the first breaks and takes it
+        if holder.get("host") == "gone-node" and not first:
+            first["lock"] = jobs.run_lock(run, {"job_id": "1", "cluster": "local"}, poll=0.05)
+            first["lock"].__enter__()
+            first["record"] = json.loads(run.lock.read_text())
+        return real_alive(holder)
+
+    monkeypatch.setattr(jobs, "holder_alive", alive)
+    second = threading.Event()
+
+    def wait_then_take(env):
+        with jobs.run_lock(run, env, poll=0.05):
+            second.set()
+
+    t = threading.Thread(target=wait_then_take, args=({"job_id": "2", "cluster": "local"},), daemon=True)
+    t.start()
+    time.sleep(0.5)
+    assert first["record"]["job_id"] == "1" and not second.is_set()  # the second waiter lost the race: it waits
+    assert json.loads(run.lock.read_text()) == first["record"]  # the first's lock, put back where it was
+    first["lock"].__exit__(None, None, None)
+    assert second.wait(5)
+    t.join(5)
+    assert not run.lock.exists() and not list(run.folder.glob("*.stale-*"))
+
+    run.lock.write_text("")  # just created by O_EXCL, its record not written yet: being written, not stale
+    second.clear()
+    t = threading.Thread(target=wait_then_take, args=({"job_id": "3", "cluster": "local"},), daemon=True)
+    t.start()
+    time.sleep(0.3)
+    assert not second.is_set()
+    os.utime(run.lock, (time.time() - 60, time.time() - 60))  # an old unreadable lock is stale
+    assert second.wait(5)
+    t.join(5)
