@@ -5,8 +5,9 @@ exactly the structure the paper code depends on (and checks) — a Hugging Face 
 latents, patch 2 (256 tokens), learned σ (8 output channels) and 1000 classes, at a reduced width; an AutoencoderKL
 with the SD-VAE's block structure (8× downsampling, 4 latent channels, scale 0.18215 applied by the caller) at a
 reduced width; PixArt-Σ 2K's transformer at a reduced width and sample size with a tiny T5 encoder, a T5 tokenizer
-trained here and an SD-XL-structured VAE, plus a prompt file; a small ImageFolder of real JPEG files of mixed sizes
-and modes; Inception-v3 weights in torch-fidelity's format (random values); an ADM-format reference batch
+trained here and an SD-XL-structured VAE, plus a prompt file; a GenEval-structured checkout whose evaluator has
+GenEval's interface and a fake detector (a fixed rule on image intensity); a small ImageFolder of real JPEG files of
+mixed sizes and modes; Inception-v3 weights in torch-fidelity's format (random values); an ADM-format reference batch
 (``arr_0`` + ``mu, sigma, mu_s, sigma_s``). The values are random, so metrics computed on them are meaningless; the point is that every code path runs.
 
 Only tests and ``benchmarks/`` import this module; production code never does (``tests/test_import_graph.py``).
@@ -40,6 +41,18 @@ FAKE_PROMPTS = (
     "three birds on a telephone wire at sunset",
     "a close-up of a blue flower in the rain",
 )
+GENEVAL_ENV, GENEVAL_DETECTOR_ENV = "GRAFTBENCH_GENEVAL", "GRAFTBENCH_GENEVAL_DETECTOR"  # graft_core.text's
+GENEVAL_DETECTOR_FILE = "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth"  # graft_core.text.GENEVAL_DETECTOR_FILE
+# A few entries in the form of GenEval's prompts/evaluation_metadata.jsonl (its 553 prompts over 6 task tags)
+FAKE_GENEVAL_METADATA = (
+    {"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"},
+    {"tag": "two_object", "include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1}],
+     "prompt": "a photo of a cat and a dog"},
+    {"tag": "counting", "include": [{"class": "apple", "count": 3}], "exclude": [{"class": "apple", "count": 4}],
+     "prompt": "a photo of three apples"},
+    {"tag": "colors", "include": [{"class": "car", "count": 1, "color": "red"}], "prompt": "a photo of a red car"},
+)
+FAKE_GENEVAL_THRESHOLD = 127.5  # fake detector: an image is "correct" when its mean intensity (0..255) is above this
 POOL_DIM, SPATIAL_DIM = 2048, 2023  # ADM's pool_3 and mixed_6/conv[..., :7] feature sizes
 
 
@@ -52,12 +65,18 @@ class FakePaths:
     inception: Path
     reference: Path
     pixart_prompts: Path | None = None
+    geneval: Path | None = None  # GenEval-structured checkout (make_geneval)
+    geneval_detector: Path | None = None  # its detector folder
 
     def environ(self) -> dict[str, str]:
         env = {"HF_HOME": str(self.hf_home), "HF_HUB_OFFLINE": "1",
                "GRAFTBENCH_INCEPTION_WEIGHTS": str(self.inception)}
         if self.pixart_prompts is not None:
             env[PIXART_PROMPTS_ENV] = str(self.pixart_prompts)
+        if self.geneval is not None:
+            env[GENEVAL_ENV] = str(self.geneval)
+        if self.geneval_detector is not None:
+            env[GENEVAL_DETECTOR_ENV] = str(self.geneval_detector)
         return env
 
 
@@ -187,6 +206,95 @@ def make_prompts(path: Path, prompts=FAKE_PROMPTS) -> Path:
     return path
 
 
+# evaluation/evaluate_images.py of make_geneval (str.format'ted with the threshold and the detector file name)
+FAKE_EVALUATE_IMAGES = r"""'''FAKE GenEval evaluator, written by graftbench's benchmark.fakes.make_geneval: NOT GenEval.
+
+It has the interface of GenEval's evaluation/evaluate_images.py (positional image folder, --outfile, --model-path,
+--model-config, --options) and reads GenEval's folder layout (<imagedir>/<index:05d>/metadata.jsonl and
+samples/<k:04d>.png), and writes one JSON line per image with GenEval's fields (filename, tag, prompt, correct,
+reason, metadata, details). Only the detector is a stand-in: an image counts as correct when its mean intensity
+(0..255, over all pixels and channels) is above THRESHOLD: a deterministic rule, meaningless as a score.
+'''
+import argparse
+import json
+import os
+import re
+
+import numpy as np
+from PIL import Image
+
+THRESHOLD = {threshold!r}
+DETECTOR_FILE = {detector_file!r}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("imagedir", type=str)
+    parser.add_argument("--outfile", type=str, default="results.jsonl")
+    parser.add_argument("--model-config", type=str, default=None)
+    parser.add_argument("--model-path", type=str, default="./")
+    parser.add_argument("--options", nargs="*", type=str, default=[])
+    args = parser.parse_args()
+    args.options = dict(opt.split("=", 1) for opt in args.options)
+    return args
+
+
+def evaluate_image(filepath, metadata):
+    mean = float(np.asarray(Image.open(filepath).convert("RGB"), dtype=np.float64).mean())
+    correct = mean > THRESHOLD
+    return {{"filename": filepath, "tag": metadata["tag"], "prompt": metadata["prompt"], "correct": bool(correct),
+            "reason": "" if correct else f"fake detector: mean intensity {{mean:.1f}} <= {{THRESHOLD}}",
+            "metadata": json.dumps(metadata), "details": json.dumps({{"fake_mean_intensity": mean}})}}
+
+
+def main(args):
+    checkpoint = os.path.join(args.model_path, DETECTOR_FILE)
+    if not os.path.isfile(checkpoint):  # the real evaluator fails loading the detector too
+        raise SystemExit(f"detector checkpoint {{checkpoint}} not found")
+    full_results = []
+    for subfolder in sorted(os.listdir(args.imagedir)):
+        folderpath = os.path.join(args.imagedir, subfolder)
+        if not os.path.isdir(folderpath) or not subfolder.isdigit():
+            continue
+        with open(os.path.join(folderpath, "metadata.jsonl")) as fp:
+            metadata = json.load(fp)
+        for imagename in sorted(os.listdir(os.path.join(folderpath, "samples"))):
+            imagepath = os.path.join(folderpath, "samples", imagename)
+            if not os.path.isfile(imagepath) or not re.match(r"\d+\.png", imagename):
+                continue
+            full_results.append(evaluate_image(imagepath, metadata))
+    if os.path.dirname(args.outfile):
+        os.makedirs(os.path.dirname(args.outfile), exist_ok=True)
+    with open(args.outfile, "w") as fp:
+        for row in full_results:
+            fp.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main(parse_args())
+"""
+
+
+def make_geneval(root: Path, *, metadata=FAKE_GENEVAL_METADATA, threshold: float = FAKE_GENEVAL_THRESHOLD) -> Path:
+    """A checkout with GenEval's structure (github.com/djghosh13/geneval) under ``root``, for
+    ``$GRAFTBENCH_GENEVAL``: ``prompts/evaluation_metadata.jsonl`` (``metadata``: a few entries in the real file's
+    form, over several task tags), ``models/<GENEVAL_DETECTOR_FILE>`` (a non-empty placeholder where
+    ``download_models.sh`` puts the Mask2Former weights; ``$GRAFTBENCH_GENEVAL_DETECTOR`` = that folder) and
+    ``evaluation/evaluate_images.py`` with GenEval's CLI, input layout and output fields whose *detector* is fake:
+    an image is correct when its mean intensity is above ``threshold`` (see ``FAKE_EVALUATE_IMAGES``). Scores from
+    it mean nothing; it exercises ``graft_core.text.geneval_score`` end to end (subprocess, layout, summary)."""
+    root = Path(root)
+    (root / "evaluation").mkdir(parents=True, exist_ok=True)
+    (root / "prompts").mkdir(parents=True, exist_ok=True)
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    (root / "evaluation" / "evaluate_images.py").write_text(
+        FAKE_EVALUATE_IMAGES.format(threshold=float(threshold), detector_file=GENEVAL_DETECTOR_FILE))
+    (root / "prompts" / "evaluation_metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metadata))
+    (root / "models" / GENEVAL_DETECTOR_FILE).write_bytes(b"FAKE detector weights (benchmark.fakes.make_geneval)\n")
+    (root / "README.md").write_text("FAKE GenEval checkout written by graftbench's benchmark/fakes.py; not GenEval.\n")
+    return root
+
+
 def make_imagefolder(root: Path, *, classes: int = 4, per_class: int = 6, seed: int = 0) -> Path:
     """Real JPEG files of mixed sizes and modes (RGB, greyscale, CMYK; smaller and larger than 256 px, as ImageNet
     has) in ImageNet's ``train/<wnid>/<wnid>_<i>.JPEG`` layout; smooth random images, so JPEG keeps some structure."""
@@ -279,7 +387,8 @@ def make_all(root: Path, *, classes: int = 4, per_class: int = 6, reference_imag
     paths = FakePaths(hf_home=hf_home, imagenet=root / "imagenet" / "train",
                       inception=root / "inception" / INCEPTION_FILE,
                       reference=root / "adm" / "VIRTUAL_imagenet256_labeled.npz",
-                      pixart_prompts=make_prompts(root / "pixart" / "prompts.txt"))
+                      pixart_prompts=make_prompts(root / "pixart" / "prompts.txt"),
+                      geneval=make_geneval(root / "geneval"), geneval_detector=root / "geneval" / "models")
     make_imagefolder(paths.imagenet, classes=classes, per_class=per_class)
     make_inception_weights(paths.inception)
     make_adm_reference(paths.reference, num_images=reference_images, inception=paths.inception)
@@ -304,7 +413,8 @@ def prepare_rehearsal(root: Path, *, classes: int = 4, per_class: int = 10, val_
     for cmd in ([*prepare, "imagenet", "--src", str(paths.imagenet), *common],
                 [*prepare, "imagenet", "--src", str(val), "--split", "val", *common],
                 [*prepare, "subsets", "--out", str(root / "latents"), "--per-class", f"stage1={min(8, per_class)}",
-                 "--per-class", f"heldout={min(8, val_per_class)}", "--per-class", f"pct10={per_class}"]):
+                 "--per-class", f"heldout={min(8, val_per_class)}", "--per-class", f"pct10={per_class}",
+                 "--per-class", f"pct25={per_class}"]):  # Table 6's 25 %; nested: pct10 ⊆ pct25
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if p.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{p.stdout}{p.stderr}")

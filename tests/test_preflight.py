@@ -127,3 +127,149 @@ def test_the_teacher_loader_refuses_another_structure_and_takes_the_width(prereq
     env["HF_HOME"] = str(tmp_path / "hf")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "num_layers 12 (preset: 28)" in out.stderr
+
+
+# ---------------------------------------------------------------------------------------------- text to image (table5)
+T2I_KINDS = {"t2i:teacher", "t2i:synthetic", "t2i:capture", "t2i:stage1", "t2i:stage2", "t2i:eval", "t2i:latency"}
+PIXART_REPOS = (fakes.PIXART_REPO, fakes.PIXART_PIPELINE_REPO)
+
+
+def test_complete_fake_prerequisites_pass_with_t2i_rows(env):
+    """make_all's set covers the DiT rows and the Table-5 rows of one launch."""
+    assert problems({"paper": (get_preset("paper"), KINDS | T2I_KINDS)}) == []
+
+
+@pytest.fixture(scope="module")
+def t2i_prereqs(tmp_path_factory):
+    """Only what the t2i rows need: PixArt-Σ's fakes (no DiT, no ImageNet), the prompt file, a GenEval checkout."""
+    root = tmp_path_factory.mktemp("t2i-prereqs")
+    fakes.make_pixart(root / "hf")
+    return {"hf": root / "hf", "prompts": fakes.make_prompts(root / "prompts.txt"),
+            "geneval": fakes.make_geneval(root / "geneval")}
+
+
+def _repo_dir(hf, repo):
+    return hf / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / fakes.FAKE_REVISION
+
+
+@pytest.fixture
+def t2i_env(t2i_prereqs, monkeypatch, tmp_path):
+    """A private copy of the fakes (tests break pieces of it) and the environment pointing at it."""
+    hf = tmp_path / "hf"
+    for repo in PIXART_REPOS:
+        name = f"models--{repo.replace('/', '--')}"
+        shutil.copytree(t2i_prereqs["hf"] / "hub" / name, hf / "hub" / name)
+    prompts = tmp_path / "prompts.txt"
+    shutil.copy(t2i_prereqs["prompts"], prompts)
+    geneval = tmp_path / "geneval"
+    shutil.copytree(t2i_prereqs["geneval"], geneval)
+    monkeypatch.setenv("HF_HOME", str(hf))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("GRAFTBENCH_PIXART_PROMPTS", str(prompts))
+    monkeypatch.setenv("GRAFTBENCH_GENEVAL", str(geneval))
+    monkeypatch.setenv("GRAFTBENCH_GENEVAL_DETECTOR", str(geneval / "models"))
+    monkeypatch.delenv("GRAFTBENCH_GENEVAL_PYTHON", raising=False)
+    # nothing of the DiT/ImageNet side: a t2i-only plan must not ask for it
+    monkeypatch.delenv("GRAFTBENCH_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setenv("GRAFTBENCH_IMAGENET", str(tmp_path / "nolatents"))
+    monkeypatch.setenv("GRAFTBENCH_ADM_REFERENCE", str(tmp_path / "none.npz"))
+    return {"hf": hf, "transformer": _repo_dir(hf, fakes.PIXART_REPO) / "transformer",
+            "pipe": _repo_dir(hf, fakes.PIXART_PIPELINE_REPO), "prompts": prompts, "geneval": geneval}
+
+
+def t2i_plan(name="paper", kinds=T2I_KINDS):
+    return {name: (get_preset(name), set(kinds))}
+
+
+def test_complete_t2i_fakes_pass_without_any_dit_prerequisite(t2i_env):
+    assert problems(t2i_plan()) == []
+    assert problems(t2i_plan("paper-smoke")) == []
+    # the small presets train their PixArt here: nothing to check, even with nothing present
+    for name in ("tiny", "micro"):
+        assert problems(t2i_plan(name)) == []
+
+
+def _edit_json(path, **changes):
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def _shard_t5(e):
+    """Split the T5 weights as the real (sharded) text_encoder is, then lose one shard."""
+    folder = e["pipe"] / "text_encoder"
+    weights = folder / "model.safetensors"
+    shutil.copy(weights, folder / "model-00001-of-00002.safetensors")
+    weights.unlink()
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {
+        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+
+
+BREAKS = {  # name → (break the fakes, text the one line must hold)
+    "transformer config missing": (lambda e: (e["transformer"] / "config.json").unlink(),
+                                   "huggingface-cli download PixArt-alpha/PixArt-Sigma-XL-2-2K-MS"),
+    "transformer of another structure": (lambda e: _edit_json(e["transformer"] / "config.json", num_layers=12),
+                                         "num_layers 12 (expected 28)"),
+    "transformer weights missing": (lambda e: (e["transformer"] / "diffusion_pytorch_model.safetensors").unlink(),
+                                    "no weights file in transformer/"),
+    "transformer weights empty": (lambda e: (e["transformer"] / "diffusion_pytorch_model.safetensors").write_bytes(b""),
+                                  "no weights file in transformer/"),
+    "T5 encoder missing": (lambda e: shutil.rmtree(e["pipe"] / "text_encoder"), "T5 encoder: "),
+    "T5 of another width": (lambda e: _edit_json(e["pipe"] / "text_encoder" / "config.json", d_model=48),
+                            "d_model 48 differs from the PixArt-Σ transformer's caption_channels 32"),
+    "T5 weights empty": (lambda e: (e["pipe"] / "text_encoder" / "model.safetensors").write_bytes(b""),
+                         "no weights file in text_encoder/"),
+    "T5 shard missing": (_shard_t5, "text_encoder/model-00002-of-00002.safetensors of model.safetensors.index.json "
+                                    "is missing"),
+    "tokenizer missing": (lambda e: (e["pipe"] / "tokenizer" / "spiece.model").unlink(),
+                          "tokenizer/spiece.model is not in the Hugging Face cache"),
+    "tokenizer junk": (lambda e: (e["pipe"] / "tokenizer" / "spiece.model").write_bytes(b"junk" * 10),
+                       "is not a sentencepiece model"),
+    "VAE missing": (lambda e: shutil.rmtree(e["pipe"] / "vae"), "PixArt-Σ VAE: "),
+    "VAE of another structure": (lambda e: _edit_json(e["pipe"] / "vae" / "config.json", latent_channels=16),
+                                 "latent_channels=16"),
+    "VAE weights missing": (lambda e: (e["pipe"] / "vae" / "diffusion_pytorch_model.safetensors").unlink(),
+                            "no weights file in vae/"),
+    "prompt file missing": (lambda e: e["prompts"].unlink(), "set GRAFTBENCH_PIXART_PROMPTS"),
+    "prompt file empty": (lambda e: e["prompts"].write_text("\n  \n"), "has no prompt"),
+    "GenEval missing": (lambda e: shutil.rmtree(e["geneval"] / "evaluation"), "git clone https://github.com/djghosh13"),
+    "GenEval detector missing": (lambda e: shutil.rmtree(e["geneval"] / "models"), "download_models.sh"),
+    "GenEval detector empty": (lambda e: (e["geneval"] / "models" / fakes.GENEVAL_DETECTOR_FILE).write_bytes(b""),
+                               "are empty (placeholder?)"),
+    "GenEval metadata junk": (lambda e: (e["geneval"] / "prompts" / "evaluation_metadata.jsonl").write_text("{junk\n"),
+                              "evaluation_metadata.jsonl does not parse"),
+    "GenEval metadata without prompt": (
+        lambda e: (e["geneval"] / "prompts" / "evaluation_metadata.jsonl").write_text('{"tag": "colors"}\n'),
+        "entry 1 of"),
+}
+
+
+@pytest.mark.parametrize("piece", sorted(BREAKS))
+def test_each_missing_t2i_piece_is_one_line_naming_its_fix(t2i_env, piece):
+    breaks, text = BREAKS[piece]
+    breaks(t2i_env)
+    lines = problems(t2i_plan())
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert text in lines[0], lines[0]
+
+
+def test_missing_tokenizer_packages_are_one_line(t2i_env, monkeypatch):
+    from graft_core import pixart
+
+    monkeypatch.setattr(pixart, "missing_tokenizer_packages", lambda: ["sentencepiece", "protobuf"])
+    (line,) = problems(t2i_plan())
+    assert "pip install sentencepiece protobuf" in line
+
+
+def test_vae_and_geneval_are_needed_only_by_the_t2i_eval(t2i_env, monkeypatch):
+    shutil.rmtree(t2i_env["pipe"] / "vae")
+    monkeypatch.delenv("GRAFTBENCH_GENEVAL")
+    monkeypatch.delenv("GRAFTBENCH_GENEVAL_DETECTOR")
+    assert len(problems(t2i_plan())) == 2
+    assert problems(t2i_plan(kinds=T2I_KINDS - {"t2i:eval"})) == []
+
+
+def test_geneval_python_must_be_an_interpreter(t2i_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("GRAFTBENCH_GENEVAL_PYTHON", str(tmp_path / "no-python"))
+    (line,) = problems(t2i_plan())
+    assert "GRAFTBENCH_GENEVAL_PYTHON" in line and "not an executable interpreter" in line
