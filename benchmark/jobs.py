@@ -33,7 +33,7 @@ import submitit
 
 from benchmark import steps
 from benchmark.hints import with_hint
-from benchmark.liveness import holder_alive
+from benchmark.liveness import holder_alive, status_alive
 from benchmark.provenance import provenance
 from benchmark.store import RunPaths, Store, atomic_write_json, now, read_json
 
@@ -235,11 +235,42 @@ def _release_lock(path: Path, token: str) -> None:
             os.unlink(path)
 
 
+# --------------------------------------------------------------------------------------------------------- inputs
+def wait_for_inputs(store: Store, keys: list[str], *, announce: bool, poll: float = 2.0) -> str | None:
+    """Wait for inputs that another live launcher or job is producing (overlapping launches share the teacher and
+    the captures); returns the first input that is not done with nobody producing it any more, else None."""
+    for key in keys:
+        run = store.run(*key.split("/"))
+        announced = False
+        while not run.done.exists():
+            status = store.read_status(run)
+            if not status_alive(status):
+                if status.get("state") == "done":  # its DONE marker is written right after its status
+                    time.sleep(poll)
+                if run.done.exists():
+                    break
+                return key
+            if announce and not announced:
+                say(f"waiting for input {key}: {_producer(status)}")
+                announced = True
+            time.sleep(poll)
+    return None
+
+
+def _producer(status: dict) -> str:
+    """Who produces a run, from its status.json: e.g. "running in local job 812 (pid 815 on n1)"."""
+    cluster, job, pid = status.get("cluster") or "local", status.get("job_id"), status.get("pid")
+    who = f"{cluster} job {job}" if job else "a launcher's queue"
+    where = f" (pid {pid} on {status.get('host') or status.get('submit_host')})" if pid and cluster != "slurm" else ""
+    return f"{status.get('state')} in {who}{where}"
+
+
 # --------------------------------------------------------------------------------------------------------- the job
 class RunUnit(submitit.helpers.Checkpointable):
     """``RunUnit()(results_dir, preset, keys)``: run the listed step runs in order; returns {"done", "failed"}.
 
-    A run whose inputs are not DONE is recorded as failed (not attempted); the other runs still go ahead. With
+    A run waits for inputs that another live launcher or job is producing; one whose inputs are not DONE and that
+    nobody produces is recorded as failed (not attempted); the other runs still go ahead. With
     ``raise_on_failure`` (Slurm / local executors) the job ends with an error when any run failed, so Slurm's
     ``afterok`` dependents do not start. ``execute(ctx) -> record`` runs one step (default: the real steps);
     ``settings`` maps a step kind to its execution settings from the profile (``ctx.settings``).
@@ -280,12 +311,12 @@ class RunUnit(submitit.helpers.Checkpointable):
         config, deps = record["config"], record.get("deps", [])
         desc = record.get("desc") or f"{run.kind} {run.run_id}"
         main = env["rank"] == 0
-        missing = [d for d in deps if not store.run(*d.split("/")).done.exists()]
+        missing = wait_for_inputs(store, deps, announce=main)
         if missing:
             if main:
-                store.update_status(run, state="failed", error=f"not run: input {missing[0]} is not done",
+                store.update_status(run, state="failed", error=f"not run: input {missing} is not done",
                                     ended=now())
-                say(f"skip {desc}: input {missing[0]} is not done")
+                say(f"skip {desc}: input {missing} is not done")
             return False
         lock = run_lock(run, env) if main else contextlib.nullcontext()
         with lock:

@@ -6,6 +6,9 @@
 * Units (= jobs): on Slurm one per step run, except the stage-1 layers of a row, which form one job array; each waits
   on its inputs (``afterok``). Locally one ``prep`` job for the shared teacher and captures, then one job per row
   (the row's stage-1 layers in one process, tiny-testbed.md lesson 4).
+* An input that an earlier, still live launch is producing is not launched again: on Slurm the unit waits on that
+  job (``Unit.wait_jobs`` → ``afterok``); locally the run waits for it inside its job, and fails only if nobody
+  produces it any more (``benchmark.jobs.wait_for_inputs``).
 * Rows whose layers come from a locality result (Fig. 4b top/low-local) wait for it: locally the plan is simply
   redone once it exists; on Slurm a small ``replan`` job (``afterok`` on the locality job) submits the rest, and a
   final ``collect`` job (``afterany``) writes the summaries and builds the tables.

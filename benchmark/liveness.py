@@ -132,3 +132,18 @@ def holder_alive(record: dict) -> bool:
     if not job or record.get("cluster") != "slurm":
         return False
     return slurm_states([job]).get(job) in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED")
+
+
+def status_alive(status: dict) -> bool:
+    """The job or process that a run's status.json names as producing the run (state pending / running) still
+    exists, decided as ``benchmark.status`` decides it: a Slurm job by Slurm's answer (trusted as recorded when Slurm
+    does not answer), else the recorded process on this host (the job's, or the local launcher's that queued it)."""
+    state = status.get("state")
+    if state not in ("pending", "running"):
+        return False
+    if status.get("cluster") == "slurm":
+        job = str(status.get("job_id") or "")
+        known = slurm_states([job]).get(job) if job else None
+        return known in SLURM_ALIVE if known is not None else bool(job) and not slurm_responds()
+    pid = status.get("pid") if state == "running" else (status.get("pid") or status.get("job_id"))
+    return (status.get("host") or status.get("submit_host")) in (None, socket.gethostname()) and pid_alive(pid)

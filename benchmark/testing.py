@@ -8,6 +8,7 @@ jobs run it too. Records are deterministic functions of the run id. Production m
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -27,10 +28,14 @@ def _num(run_id: str, salt: int = 0) -> float:
 @dataclass(frozen=True)
 class FakeSteps:
     """``execute(ctx) -> record`` for every step kind. ``fail``: comma-separated step kinds or run-id prefixes that
-    raise ``FakeStepError``; ``sleep``: seconds each step takes."""
+    raise ``FakeStepError``; ``sleep``: seconds each step takes (only the steps of the comma-separated kinds in
+    ``slow``, when given). ``gate``: the name of an environment variable; when it names a path, those steps also
+    wait until that file exists (a test holds a step running for as long as it needs, in any process)."""
 
     fail: str = ""
     sleep: float = 0.0
+    slow: str = ""
+    gate: str = ""
 
     def __call__(self, ctx) -> dict:
         kind, rid = ctx.kind, ctx.run.run_id
@@ -38,7 +43,9 @@ class FakeSteps:
         fail = {f.strip() for f in self.fail.split(",") if f.strip()}
         if kind in fail or any(rid.startswith(f) for f in fail):
             raise FakeStepError(f"fake failure of {kind}/{rid}")
-        time.sleep(self.sleep)
+        if not self.slow or kind in {s.strip() for s in self.slow.split(",")}:
+            time.sleep(self.sleep)
+            self._wait_for_gate()
         c = ctx.config
         if kind in ("eval", "floor", "noise"):
             record = {"metrics": {m: _num(rid, i) for i, m in enumerate(SUMMARY_METRICS)}}
@@ -72,7 +79,16 @@ class FakeSteps:
         return {"fake": True}
 
 
+    def _wait_for_gate(self) -> None:
+        gate = os.environ.get(self.gate) if self.gate else None
+        while gate and not os.path.exists(gate):
+            time.sleep(0.05)
+
+
 fake_execute = FakeSteps()  # the plain fake, for ``--steps benchmark.testing:fake_execute``
+# a teacher that runs until the file $GRAFTBENCH_FAKE_GATE exists: a launch to interrupt mid-step, or one that a
+# second launch overlaps
+gated_teacher_execute = FakeSteps(slow="teacher", gate="GRAFTBENCH_FAKE_GATE")
 
 
 def fake_steps(fail: str = "", sleep: float = 0.0) -> FakeSteps:

@@ -366,3 +366,69 @@ def test_two_waiters_breaking_one_stale_lock_never_both_take_it(tmp_path, monkey
     os.utime(run.lock, (time.time() - 60, time.time() - 60))  # an old unreadable lock is stale
     assert second.wait(5)
     t.join(5)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# local launches: a second launch waits for the teacher the first is producing; Ctrl-C is one line, rows "missing"
+# ---------------------------------------------------------------------------------------------------------------------
+GATED = ("-m", "benchmark.run", "table3", "--preset", "micro", "--executor", "local",
+         "--steps", "benchmark.testing:gated_teacher_execute")
+
+
+def _launch(tmp_path, gate, *args, **popen):
+    import os
+
+    env = {**os.environ, "GRAFTBENCH_FAKE_GATE": str(gate), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, *GATED, "--results-dir", str(tmp_path), *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _wait_for(condition, what, timeout=90.0):
+    import time
+
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _teacher_state(tmp_path):
+    found = list((tmp_path / "micro" / "runs" / "teacher").glob("*/status.json"))
+    return json.loads(found[0].read_text()).get("state") if found else None
+
+
+def _lines_of(proc, lines):
+    import threading
+
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+
+
+def test_an_overlapping_local_launch_waits_for_the_teacher_another_one_produces(tmp_path):
+    from benchmark import targets
+    from benchmark.launch import plan_targets, select_rows
+    from benchmark.status import node_states
+    from benchmark.store import Store
+
+    gate = tmp_path / "teacher may finish"
+    first = _launch(tmp_path, gate, "--rows", "attn-hyena_x-interleaved50")
+    try:
+        _wait_for(lambda: _teacher_state(tmp_path) == "running", "the first launch's teacher to run")
+        second, lines = _launch(tmp_path, gate, "--rows", "baseline"), []
+        _lines_of(second, lines)
+        _wait_for(lambda: any("waiting for input teacher/" in line for line in lines), "the second launch to wait")
+        gate.write_text("")
+        assert second.wait(120) == 0, second.stderr.read()
+        assert first.wait(120) == 0, first.stderr.read()
+    finally:
+        for p in (first, *([second] if "second" in locals() else [])):
+            p.kill()
+    (line,) = [line for line in lines if "waiting for input teacher/" in line]
+    assert "running in local job" in line and "(pid " in line
+    assert not any("is not done" in line for line in lines)
+    store = Store(tmp_path, "micro")
+    plans = select_rows(plan_targets(store, targets.expand(["table3"])), ["baseline", "attn-hyena_x-interleaved50"])
+    rows = plans[0].row_plans
+    states = node_states(store, [n for rp in rows for n in rp.nodes], ask_slurm=False)
+    assert {states[rp.final.key].state for rp in rows} == {"done"}
+    teacher = next(n for n in rows[0].nodes if n.kind == "teacher")
+    assert store.read_status(store.run(teacher.kind, teacher.run_id))["attempts"] == 1  # produced once
