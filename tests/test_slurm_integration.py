@@ -490,13 +490,15 @@ def test_driver_second_launch_submits_nothing(driver_launch):
 # fake prerequisites of the paper's structure (benchmark.fakes: a 28-block DiT at reduced width in an HF cache, an
 # SD-VAE-structured VAE, JPEG ImageFolders run through `benchmark.prepare`, Inception weights in torch-fidelity's
 # format, an ADM reference batch). Baseline with floor/noise, two table3 rows (Hyena-X at 50 %, MLP r=3 at 50 %)
-# and the control, fig2's locality → fig4b's replanned top-local row, and one table2 row; stage 2 as a 2-task gloo
-# DDP job, every eval a 2-task sampling array + one ADM metrics job. Then a second launch submits nothing.
+# and the control, fig2's locality → fig4b's replanned top-local row, one table2 row, and table6's parallel-pair row
+# (block captures of 2 blocks each, a stage-1 array over the 14 pairs, stage 2 on the 25 % subset, eval, latency);
+# stage 2 as a 2-task gloo DDP job, every eval a 2-task sampling array + one ADM metrics job. Then a second launch
+# submits nothing.
 
 SMOKE_ROWS = ("baseline,metric_floor,noise_control,attn-hyena_x-interleaved50,mlp-mlp_r3-interleaved50,"
-              "control-teacher-stage2,locality,attn-hyena_x-top_local,attn-random_init-full")
-SMOKE_TARGETS = ("baseline", "table3", "fig2", "fig4b", "table2")
-SMOKE_TIMEOUT = float(os.environ.get("GRAFTBENCH_SLURM_SMOKE_TIMEOUT", "1500"))  # s for the whole rehearsal
+              "control-teacher-stage2,locality,attn-hyena_x-top_local,attn-random_init-full,parallel-depth14")
+SMOKE_TARGETS = ("baseline", "table3", "fig2", "fig4b", "table2", "table6")
+SMOKE_TIMEOUT = float(os.environ.get("GRAFTBENCH_SLURM_SMOKE_TIMEOUT", "2400"))  # s for the whole rehearsal
 
 
 def run_smoke(results: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
@@ -549,7 +551,8 @@ def test_paper_smoke_rehearsal_runs_every_dit_step_on_slurm(smoke_launch):
     wanted = {"baseline": {"baseline", "metric_floor", "noise_control"},
               "table3": {"baseline", "attn-hyena_x-interleaved50", "mlp-mlp_r3-interleaved50",
                          "control-teacher-stage2"},
-              "fig2": {"locality"}, "fig4b": {"attn-hyena_x-top_local"}, "table2": {"attn-random_init-full"}}
+              "fig2": {"locality"}, "fig4b": {"attn-hyena_x-top_local"}, "table2": {"attn-random_init-full"},
+              "table6": {"baseline", "parallel-depth14"}}
     for target, rows in wanted.items():
         summary = read_json_file(results / "paper-smoke" / target / "summary.json")
         by_row = {r["row"]: r for r in summary["rows"]}
@@ -558,6 +561,11 @@ def test_paper_smoke_rehearsal_runs_every_dit_step_on_slurm(smoke_launch):
             assert r["status"] == "done", (target, row, r["status"])
             if target != "fig2":
                 assert all(math.isfinite(r["metrics"][m]) for m in ("fid", "sfid", "is", "precision", "recall")), r
+    # table6: the parallel-pair model's latency run gives a finite speed-up over the depth-28 teacher
+    table6 = {r["row"]: r for r in read_json_file(results / "paper-smoke" / "table6" / "summary.json")["rows"]}
+    speedup = table6["parallel-depth14"]["extra"].get("speedup")
+    assert isinstance(speedup, (int, float)) and math.isfinite(speedup) and speedup > 0, table6["parallel-depth14"]
+    assert table6["parallel-depth14"]["extra"].get("depth") == 14, table6["parallel-depth14"]["extra"]
     # the paper protocol: FID against the reference batch's stored statistics, scored by the metrics job
     evals = [read_json_file(p) for p in runs.glob("eval/*/metrics.json")]
     assert evals and all("fid_adm_stats" in e["metrics"] and e["metrics"]["fid"] == e["metrics"]["fid_adm_stats"]
@@ -566,14 +574,20 @@ def test_paper_smoke_rehearsal_runs_every_dit_step_on_slurm(smoke_launch):
     for env_path in runs.glob("stage2/*/environment.json"):
         assert read_json_file(env_path)["job"]["world_size"] == 2
     assert any("SLURM_ARRAY_TASK_ID" in read_json_file(p)["slurm"] for p in runs.glob("sample/*/environment.json"))
-    # captures hold only the planned (layer, site) pairs: one run per pair and split
+    # captures hold only the planned (layer, site) pairs: one run per (layer, site) and split for the DiT operators,
+    # one per block pair and split for table6 (site "block", blocks 2i and 2i + 1: what stage 1 of pair i reads)
     pairs = [read_json_file(p)["config"].get("pairs") for p in runs.glob("capture/*/config.json")]
-    assert pairs and all(p is not None and len(p) == 1 for p in pairs)
+    assert pairs and all(p is not None for p in pairs), pairs
+    blocks = [p for p in pairs if any(site == "block" for _, site in p)]
+    assert all(len(p) == 1 and p[0][1] in ("attn", "mlp") for p in pairs if p not in blocks), pairs
+    assert all(len(p) == 2 and p[0][1] == p[1][1] == "block" and p[0][0] % 2 == 0 and p[1][0] == p[0][0] + 1
+               for p in blocks), blocks
+    assert sorted(p[0][0] // 2 for p in blocks) == sorted(list(range(14)) * 2), blocks  # stage1 + heldout splits
     tables = subprocess.run([sys.executable, "-m", "tables.build", "--results", str(results), "--preset",
                              "paper-smoke"], cwd=REPO, capture_output=True, text=True, timeout=300,
                             env=smoke_launch["env"])
     assert tables.returncode == 0, tables.stderr
-    for name in ("table2", "table3", "fig4b"):
+    for name in ("table2", "table3", "fig4b", "table6"):
         tex = (results / "paper-smoke" / "tables" / f"{name}.tex").read_text()
         assert "\\toprule" in tex and "\\bottomrule" in tex, name
     timings = {k: f"{len(v)} runs, {sum(v):.0f} s" for k, v in sorted(_seconds_by_kind(runs).items())}
