@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,7 +160,8 @@ class Launcher(abc.ABC):
 
 # ------------------------------------------------------------------------------------------------ this machine
 class ProcessLauncher(Launcher):
-    """Units in dependency order on this machine through a submitit executor of the backend's ``name``."""
+    """Units in dependency order on this machine through a submitit executor of the backend's ``name``. On Ctrl-C
+    the running jobs are stopped and every run this launch still held goes back to missing."""
 
     inline = False  # the job runs in this process, at submission
 
@@ -193,8 +195,9 @@ class ProcessLauncher(Launcher):
                     pending.remove(u)
                     counter += 1
                     running[u.index] = self.start(ex, u, counter, len(units), parallel)
-                    if self.inline:  # it ran in this process, right now
-                        self._finish(running.pop(u.index), result)
+                    if self.inline:  # it runs in this process, right now
+                        self._finish(running[u.index], result)
+                        running.pop(u.index)
                         finished.add(u.index)
                 for idx, r in list(running.items()):
                     r["seen"] = self._forward(r["job"].paths.stdout, r["seen"])
@@ -209,11 +212,24 @@ class ProcessLauncher(Launcher):
         except KeyboardInterrupt:
             for r in running.values():
                 _cancel_local(r["job"])
-            for u in pending:  # never started: "cancelled" reads as missing, not "gone without DONE"
-                for n in u.nodes:
-                    self.store.update_status(self.store.run(n.kind, n.run_id), state="cancelled", pid=None)
+            self._release_interrupted([*pending, *(r["unit"] for r in running.values())],
+                                      {str(r["job"].job_id) for r in running.values()})
             raise
         return result
+
+    def _release_interrupted(self, units: list[Unit], job_ids: set[str]) -> None:
+        """After Ctrl-C, the runs of the interrupted and never-started units that this launcher or its jobs still
+        hold go back to missing ("cancelled"), not "gone without DONE". A run that another launcher's job took, a
+        failed one and a finished one keep their records."""
+        mine = job_ids | {str(os.getpid())}
+        for u in units:
+            for n in u.nodes:
+                run = self.store.run(n.kind, n.run_id)
+                status = self.store.read_status(run)
+                if run.done.exists() or status.get("state") not in ("pending", "running"):
+                    continue
+                if str(status.get("job_id")) in mine or str(status.get("pid")) in mine:
+                    self.store.update_status(run, state="cancelled", pid=None)
 
     def start(self, ex, u: Unit, i: int, total: int, parallel: int) -> dict:
         kinds = ", ".join(f"{k}×{c}" if c > 1 else k for k, c in _kind_counts(u.nodes).items())
@@ -221,12 +237,16 @@ class ProcessLauncher(Launcher):
         env = {}
         if parallel > 1 and "OMP_NUM_THREADS" not in os.environ:  # share the cores between the jobs
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
-        with _environ(env):
+        with _environ(env), self.submitting():
             job = ex.submit(self.unit_job(), str(self.store.results_dir), self.store.preset,
                             [n.key for n in u.nodes], not self.inline, self.progress)
         for n in u.nodes:
             _record(self.store, n, self.name, job_id=job.job_id, pid=self.job_pid(job))
         return {"unit": u, "job": job, "start": time.time(), "seen": 0, "label": f"[{i}/{total}] {u.name}"}
+
+    def submitting(self):
+        """Context of a submission (see ``LocalLauncher``)."""
+        return contextlib.nullcontext()
 
     def _finish(self, r: dict, result: LaunchResult) -> None:
         job, u = r["job"], r["unit"]
@@ -280,6 +300,12 @@ class LocalLauncher(ProcessLauncher):
 
     def job_pid(self, job) -> int:
         return int(job.job_id) if str(job.job_id).isdigit() else os.getpid()
+
+    def submitting(self):
+        """submitit's job controller inherits this process's stderr and prints a KeyboardInterrupt traceback there on
+        Ctrl-C (or on a cancel): it gets ``submitit/local-controllers.err`` instead (its jobs log to their own
+        files), so an interrupted launch ends in the launcher's one line."""
+        return _stderr_to(self.store.submitit_dir / "local-controllers.err")
 
 
 # ------------------------------------------------------------------------------------------------ Slurm
@@ -425,6 +451,22 @@ def _cancel_local(job, grace: float = 3.0) -> None:
     for pid in children + ([proc.pid] if proc.poll() is None else []):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path):
+    """File descriptor 2 of this process points at ``path`` (appended) inside: what starts a subprocess here hands it
+    that stderr."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as f:
+            os.dup2(f.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @contextlib.contextmanager

@@ -432,3 +432,27 @@ def test_an_overlapping_local_launch_waits_for_the_teacher_another_one_produces(
     assert {states[rp.final.key].state for rp in rows} == {"done"}
     teacher = next(n for n in rows[0].nodes if n.kind == "teacher")
     assert store.read_status(store.run(teacher.kind, teacher.run_id))["attempts"] == 1  # produced once
+
+
+def test_ctrl_c_of_a_local_launch_is_one_line_and_leaves_the_rows_missing(tmp_path):
+    import os
+    import signal
+
+    from benchmark import targets
+    from benchmark.launch import all_nodes, plan_targets
+    from benchmark.status import node_states
+    from benchmark.store import Store
+
+    proc = _launch(tmp_path, tmp_path / "never", "--rows", "baseline", start_new_session=True)
+    try:
+        _wait_for(lambda: _teacher_state(tmp_path) == "running", "the teacher to run")
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the launcher, submitit's controller, the job
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.splitlines() == ["interrupted; finished runs are kept, a re-run resumes"]
+    assert "Traceback" not in out
+    store = Store(tmp_path, "micro")
+    states = node_states(store, all_nodes(plan_targets(store, targets.expand(["table3"]))), ask_slurm=False)
+    assert {s.state for s in states.values()} == {"missing"}
