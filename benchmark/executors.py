@@ -113,6 +113,7 @@ class Launcher(abc.ABC):
     name = ""
     ask_slurm = False  # the states of recorded jobs need Slurm's answer
     passes = True  # repeat the launch while rows wait for a locality result (Slurm instead submits a replan job)
+    inline = False  # the job runs in this process, at submission (its output is the user's terminal)
 
     def __init__(self, store: Store, *, profile: Profile | None = None, jobs: int = 1, progress: bool = True,
                  log=print, target_names: list[str] | None = None, profile_overrides: list[str] | None = None,
@@ -137,7 +138,7 @@ class Launcher(abc.ABC):
         return self.profile.all_job_settings() if self.profile is not None else {}
 
     def unit_job(self) -> RunUnit:
-        return RunUnit(self.execute, settings=self.job_settings())
+        return RunUnit(self.execute, settings=self.job_settings(), in_terminal=self.inline and not self.debug)
 
     def prepare(self, plans: list[TargetPlan], states: dict[str, NodeState], skip: set[str]) -> list[Unit]:
         """Write config.json of every run to launch, take corrupt records out of service and rewrite the bad
@@ -162,8 +163,6 @@ class Launcher(abc.ABC):
 class ProcessLauncher(Launcher):
     """Units in dependency order on this machine through a submitit executor of the backend's ``name``. On Ctrl-C
     the running jobs are stopped and every run this launch still held goes back to missing."""
-
-    inline = False  # the job runs in this process, at submission
 
     def parallel(self) -> int:
         return 1
@@ -258,6 +257,8 @@ class ProcessLauncher(Launcher):
             lines = str(err).strip().splitlines()
             self.log(f"  job {job.job_id} failed: {lines[-1] if lines else type(err).__name__}")
             outcome = {"failed": [n.key for n in u.nodes]}
+        if isinstance(outcome, dict) and outcome.get("os_error"):  # in this process: a full disk, a read-only folder
+            raise outcome["os_error"]
         failed = outcome.get("failed", []) if isinstance(outcome, dict) else []
         self.log(f"{r['label']}: {'ok' if not failed else f'{len(failed)} failed'} in {time.time() - r['start']:.0f} s")
         if failed:

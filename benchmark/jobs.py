@@ -274,12 +274,17 @@ class RunUnit(submitit.helpers.Checkpointable):
     ``raise_on_failure`` (Slurm / local executors) the job ends with an error when any run failed, so Slurm's
     ``afterok`` dependents do not start. ``execute(ctx) -> record`` runs one step (default: the real steps);
     ``settings`` maps a step kind to its execution settings from the profile (``ctx.settings``).
+
+    ``in_terminal``: the job prints to the user's terminal (the debug executor without ``--debug``), so a failed
+    step's traceback goes to its step.log only, and an OS error of the records (a full disk) is returned as
+    ``"os_error"`` for the launcher to report in one line, instead of entering submitit's post-mortem debugger.
     """
 
     def __init__(self, execute: Callable[[steps.StepContext], dict] | None = None,
-                 settings: dict[str, dict] | None = None):
+                 settings: dict[str, dict] | None = None, in_terminal: bool = False):
         self.execute = execute
         self.settings = dict(settings or {})
+        self.in_terminal = in_terminal
 
     def __call__(self, results_dir: str, preset: str, keys: list[str], raise_on_failure: bool = True,
                  progress: bool = True) -> dict:
@@ -296,8 +301,13 @@ class RunUnit(submitit.helpers.Checkpointable):
                 continue
             if rank != 0 and kind != "stage2":
                 continue  # multi-task jobs exist for stage 2 only; other ranks skip everything else
-            ok = self.run_one(store, run, env, self.execute or steps.execute, progress,
-                              settings=self.settings.get(kind, {}))
+            try:
+                ok = self.run_one(store, run, env, self.execute or steps.execute, progress,
+                                  settings=self.settings.get(kind, {}), in_terminal=self.in_terminal)
+            except OSError as err:
+                if not self.in_terminal:
+                    raise
+                return {"done": done, "failed": failed + [key], "os_error": err}
             (done if ok else failed).append(key)
         if failed and raise_on_failure and rank == 0:
             raise StepsFailed(f"{len(failed)} of {len(keys)} runs failed: {', '.join(failed)} "
@@ -306,7 +316,7 @@ class RunUnit(submitit.helpers.Checkpointable):
 
     @staticmethod
     def run_one(store: Store, run: RunPaths, env: dict, execute: Callable[[steps.StepContext], dict],
-                progress: bool, settings: dict | None = None) -> bool:
+                progress: bool, settings: dict | None = None, in_terminal: bool = False) -> bool:
         record = read_json(run.config)
         config, deps = record["config"], record.get("deps", [])
         desc = record.get("desc") or f"{run.kind} {run.run_id}"
@@ -328,7 +338,7 @@ class RunUnit(submitit.helpers.Checkpointable):
                                     started=now(), host=socket.gethostname(), pid=os.getpid(),
                                     job_id=env["job_id"], cluster=status.get("cluster", env["cluster"]), error=None)
             start, cpu_start = time.time(), time.process_time()
-            with tee_output(run.log) if main else contextlib.nullcontext():
+            with tee_output(run.log) if main else contextlib.nullcontext() as log:
                 say(f"start {desc} ({run.kind}/{run.run_id}, job {env['job_id']}, attempt "
                     f"{store.read_status(run).get('attempts', 1)})")
                 try:
@@ -345,9 +355,11 @@ class RunUnit(submitit.helpers.Checkpointable):
                     say(f"done  {desc} in {time.time() - start:.1f} s")
                     return True
                 except Exception as err:  # noqa: BLE001 — recorded, reported, the next run goes ahead
-                    traceback.print_exc()
+                    quiet = in_terminal and log is not None
+                    traceback.print_exc(file=log if quiet else None)  # None: the job's stderr (and the log)
                     if main:
                         line = f"{type(err).__name__}: {with_hint(err)}".splitlines()[0][:500]
                         store.update_status(run, state="failed", error=line, ended=now())
-                    say(f"FAILED {desc}: {type(err).__name__}: {err}")
+                    say(f"FAILED {desc}: {type(err).__name__}: {err}"
+                        + (f" (traceback in {run.log})" if quiet else ""))
                     return False

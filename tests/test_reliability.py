@@ -456,3 +456,43 @@ def test_ctrl_c_of_a_local_launch_is_one_line_and_leaves_the_rows_missing(tmp_pa
     store = Store(tmp_path, "micro")
     states = node_states(store, all_nodes(plan_targets(store, targets.expand(["table3"]))), ask_slurm=False)
     assert {s.state for s in states.values()} == {"missing"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# --executor debug: a step that fills the disk inside its own job is one line too
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("lasting", [True, False], ids=["disk-stays-full", "space-freed-at-once"])
+def test_a_full_disk_inside_a_step_of_the_debug_executor_is_one_line(tmp_path, capsys, monkeypatch, lasting):
+    import errno
+    import os
+
+    from benchmark.run import main
+    from benchmark.store import atomic_write_json
+    from benchmark.testing import FakeSteps
+
+    fake, real_fsync = FakeSteps(), os.fsync
+
+    def full(fd):
+        if not lasting:
+            monkeypatch.setattr(os, "fsync", real_fsync)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def step(ctx):  # the disk fills up while the eval writes its samples
+        if ctx.kind == "eval":
+            monkeypatch.setattr(os, "fsync", full)
+            atomic_write_json(ctx.run.out / "samples.json", {"n": 40})
+        return fake(ctx)
+
+    rc = main(["table3", "--preset", "micro", "--executor", "debug", "--rows", "baseline", "--results-dir",
+               str(tmp_path)], execute=step)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err, captured.out + captured.err
+    (log,) = (tmp_path / "micro" / "runs" / "eval").glob("*/logs/step.log")
+    assert "Traceback" in log.read_text()  # the traceback is kept, in the step's log
+    if lasting:  # the failure cannot even be recorded: the launch stops, in one line
+        (line,) = [x for x in captured.err.splitlines() if x.strip()]
+        assert rc == 2 and line.startswith("error: ") and "No space left on device" in line and "free space" in line
+    else:  # recorded as a failed run: one progress line says why and where the traceback is
+        (line,) = [x for x in captured.out.splitlines() if "FAILED" in x]
+        assert rc == 1 and not captured.err.strip()
+        assert "samples.json" in line and "No space left on device" in line and f"(traceback in {log})" in line
