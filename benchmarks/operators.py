@@ -22,6 +22,7 @@ Target (issue 9): at N=16384 Hyena-X and Hyena-Y reach ≥ 0.8× of their FLOP-r
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -228,9 +229,20 @@ def run(args) -> int:
     return 0
 
 
+def token_count(text: str) -> int:
+    """argparse type of ``--n``: a sequence length >= 1 (at N = 0 the operators have no FLOPs to compare)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a sequence length >= 1, got {text!r}")
+    return value
+
+
 def main(argv=None) -> int:
     p = common.base_parser(__doc__)
-    p.add_argument("--n", type=int, nargs="+", help="sequence lengths (default 256 1024 4096 16384)")
+    p.add_argument("--n", type=token_count, nargs="+", help="sequence lengths (default 256 1024 4096 16384)")
     p.add_argument("--ops", nargs="+", choices=OPERATORS + EXTRA_OPERATORS,
                    help="operators to time (MHA always included)")
     p.add_argument("--dim", type=int, default=1152)

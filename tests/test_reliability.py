@@ -496,3 +496,22 @@ def test_a_full_disk_inside_a_step_of_the_debug_executor_is_one_line(tmp_path, c
         (line,) = [x for x in captured.out.splitlines() if "FAILED" in x]
         assert rc == 1 and not captured.err.strip()
         assert "samples.json" in line and "No space left on device" in line and f"(traceback in {log})" in line
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# seq_len = 0: the one command line that takes a sequence length refuses it in one line
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", ["0", "-4"])
+def test_the_operator_benchmark_refuses_a_sequence_length_below_one(n):
+    p = cli("-m", "benchmarks.operators", "--quick", "--n", "64", n)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr  # was a ZeroDivisionError at N = 0
+    assert p.stderr.splitlines()[-1] == f"operators.py: error: argument --n: expected a sequence length >= 1, got '{n}'"
+
+
+def test_a_plan_refuses_seq_len_zero_however_it_is_made():
+    from graft_core.plan import GraftPlan, make_plan
+
+    for make in (lambda: make_plan("mlp", "mlp_hyena_x", "full", num_layers=4, seq_len=0),
+                 lambda: GraftPlan.from_dict({"site": "mlp", "operator": "mlp_hyena_x", "layers": [0], "seq_len": 0})):
+        with pytest.raises(ValueError, match=r"^seq_len must be a positive int or None, got 0$"):
+            make()
