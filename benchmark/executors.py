@@ -191,9 +191,9 @@ class ProcessLauncher(Launcher):
                         break
                     if not u.deps <= finished:
                         continue
-                    pending.remove(u)
                     counter += 1
                     running[u.index] = self.start(ex, u, counter, len(units), parallel)
+                    pending.remove(u)  # after the start: a unit interrupted while starting is released with the rest
                     if self.inline:  # it runs in this process, right now
                         self._finish(running[u.index], result)
                         running.pop(u.index)
