@@ -35,7 +35,6 @@ PAPER_GPU_H = {
     # stage 1 of one depth→width block pair (two DiT-XL/2 blocks + merge, 200 epochs): UNKNOWN in the paper; ours:
     # 2× an operator's
     "stage1_block_pair_200ep": 1.0,
-    "external": 80.0,  # PixArt-Σ LoRA / depth→width stage 2: UNKNOWN, order of a Table-4 stage 2
     "teacher": 0.0,  # downloaded
 }
 # seconds on 2 CPU cores (bf16 autocast where the preset asks for it)
@@ -49,14 +48,6 @@ CPU_S = {
     "reference": 10.0,
     "latency": 5.0,  # teacher, eager and fused parallel model, 30 interleaved forward passes each at batch 2
     "job_overhead": 4.0,  # python + torch + diffusers import per job, teacher load
-}
-# CPU seconds of one external row on the tiny preset, measured on 2 cores by this suite (process CPU time of the job,
-# ``cpu_seconds_step`` in the run's metrics.json); other presets fall back to the job overhead
-CPU_S_EXTERNAL_TINY = {
-    # PixArt: the shipped teacher's evaluation (training it anew, if its asset is gone, adds ~32 CPU-min)
-    ("graft_core.pixart:run_row", False): 130.0,
-    # synthetic pairs, stage 1 for 4 layers, LoRA stage 2, the control, 3 evaluations
-    ("graft_core.pixart:run_row", True): 1211.0,
 }
 
 
@@ -89,6 +80,8 @@ def _fmt(x: float) -> str:
 
 def teacher_present(config: dict) -> bool:
     """A trained teacher is shipped (graft_core/assets) or cached; a pretrained one is assumed downloaded."""
+    if "pixart" in config:
+        return _pixart_present(config)
     teacher = from_dict(TeacherConfig, config["teacher"])
     if teacher.pretrained:
         return True
@@ -96,9 +89,81 @@ def teacher_present(config: dict) -> bool:
     return any((d / WEIGHTS_FILE).exists() for d in teacher_dirs(key))
 
 
+# Text-to-image (Table 5) runs, from the DiT figures above scaled by compute per sample, our arithmetic: a block costs
+# ∝ N·(24·D² + 4·N·D) FLOPs at N tokens and width D (linear layers + attention), so PixArt-Σ 2K (N = 16,384,
+# D = 1152) is ~208× DiT-XL/2 (N = 256) per sample, and a Hyena-X operator (linear in N) 64×. The paper gives none of
+# these costs (UNKNOWN); GenEval draws 553 prompts × 4 images.
+GENEVAL_IMAGES = 553 * 4
+DIT_TOKENS, DIT_WIDTH = 256, 1152
+
+
+def _t2i_scale(pix: dict) -> tuple[float, float]:
+    """(model, operator) compute per sample of the PixArt teacher relative to DiT-XL/2."""
+    n, d = (pix["sample_size"] // pix["patch_size"]) ** 2, pix["num_attention_heads"] * pix["attention_head_dim"]
+    block = n * (24 * d * d + 4 * n * d) / (DIT_TOKENS * (24 * DIT_WIDTH ** 2 + 4 * DIT_TOKENS * DIT_WIDTH))
+    return block, n * d / (DIT_TOKENS * DIT_WIDTH)
+
+
+def t2i_cost(node: Node, gpu: bool) -> tuple[float, int]:
+    """(GPU-h or CPU-min, stage-2 samples) of a text-to-image run (its config carries ``pixart``)."""
+    c, kind, pix = node.config, node.kind, node.config["pixart"]
+    model, operator = _t2i_scale(pix)
+    sampler = c["synthetic"] if kind == "synthetic" else c.get("t2i", {})
+    cfg = 2 if sampler.get("guidance_scale", 1.0) != 1.0 else 1
+    samples = c["stage2"]["steps"] * c["stage2"]["batch_size"] if kind == "stage2" else 0
+    if kind == "synthetic":
+        images = c["synthetic"]["num_pairs"] / c["tasks"]
+    elif kind == "eval":
+        images = GENEVAL_IMAGES if sampler["protocol"] == "geneval" else c["eval"]["num_samples"]
+    else:
+        images = 0
+    if gpu:
+        per_image_step = PAPER_GPU_H["sample_per_50k_250steps"] / (50_000 * 250) * model
+        if kind in ("synthetic", "eval"):
+            return images * sampler["steps"] * per_image_step, 0
+        if kind == "capture":
+            n = c["range"][1] - c["range"][0]
+            return PAPER_GPU_H["teacher_pass_per_8k"] * model * n / 8000, 0
+        if kind == "stage1":
+            return PAPER_GPU_H["stage1_per_layer_200ep"] * operator * c["stage1"]["epochs"] / 200, 0
+        if kind == "stage2":
+            return PAPER_GPU_H["stage2_per_50k_x_256"] * model * samples / (50_000 * 256), samples
+        return PAPER_GPU_H.get(kind, 0.0), samples
+    s = CPU_S["job_overhead"]
+    tokens = (pix["sample_size"] // pix["patch_size"]) ** 2 / 64
+    if kind == "teacher" and not _pixart_present(c):
+        s += pix["train_steps"] * CPU_S["teacher_step_64"] * pix["train_batch_size"] / 64 * tokens
+    elif kind in ("synthetic", "eval"):
+        s += images * sampler["steps"] * CPU_S["sample_per_image_step"] * cfg / 2 * tokens
+    elif kind == "capture":
+        s += CPU_S["capture"]
+    elif kind == "stage1":
+        steps = c["stage1"]["epochs"] * -(-c["num_samples"] // c["stage1"]["batch_size"])
+        s += steps * CPU_S["stage1_step"] * max(1.0, c["stage1"]["batch_size"] / 64) * tokens
+    elif kind == "stage2":
+        s += c["stage2"]["steps"] * CPU_S["stage2_step_64"] * c["stage2"]["batch_size"] / 64 * tokens
+    elif kind == "latency":
+        s += 2 * CPU_S["latency"]  # also at ``long_tokens``
+    return s / 60.0, samples
+
+
+def _pixart_present(config: dict) -> bool:
+    """The tiny PixArt teacher is shipped or cached (a pretrained one is assumed downloaded)."""
+    from graft_core.config import from_dict as rebuild
+    from graft_core.pixart import PixArtConfig, pixart_dirs, pixart_key, WEIGHTS_FILE as PIXART_WEIGHTS
+
+    pix = rebuild(PixArtConfig, config["pixart"])
+    if pix.pretrained:
+        return True
+    key = pixart_key(pix, from_dict(DataConfig, config["data"]))
+    return any((d / PIXART_WEIGHTS).exists() for d in pixart_dirs(key))
+
+
 def node_cost(node: Node, gpu: bool) -> tuple[float, int]:
     """(cost in GPU-h or CPU-min, stage-2 samples) of one run."""
     c, kind = node.config, node.kind
+    if "pixart" in c:
+        return t2i_cost(node, gpu)
     samples = 0
     if kind == "stage2":
         samples = c["stage2"]["steps"] * c["stage2"]["batch_size"]
@@ -155,8 +220,6 @@ def node_cost(node: Node, gpu: bool) -> tuple[float, int]:
         s += CPU_S["latency"]
     elif kind in ("floor", "noise"):
         s += CPU_S["reference"]
-    elif kind == "external" and c.get("preset") == "tiny":
-        s += CPU_S_EXTERNAL_TINY.get((c["external"], bool(c.get("graft"))), 0.0)
     elif kind == "locality":
         loc = c["locality"]
         s += loc["num_samples"] * loc["steps"] * CPU_S["sample_per_image_step"] * 1.5 * scale

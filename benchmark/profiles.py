@@ -1,7 +1,7 @@
 """Slurm resource profiles: ``slurm/profiles/<name>.json``, chosen with ``--profile``, overridden with ``--slurm``.
 
 A profile has ``defaults`` (every step kind) and ``steps.<kind>`` overrides (kinds: teacher, capture, stage1, stage2,
-sample, eval, floor, noise, locality, external, activation_stats, latency, collect). Keys are submitit's generic ones
+sample, eval, floor, noise, locality, activation_stats, latency, synthetic, collect). Keys are submitit's generic ones
 (``timeout_min``, ``nodes``, ``tasks_per_node``, ``cpus_per_task``, ``gpus_per_node``, ``mem_gb``) plus a ``slurm``
 dict of submitit's Slurm parameters without their ``slurm_`` prefix (``partition``, ``account``, ``qos``,
 ``constraint``, ``signal_delay_s``, ``max_num_timeout``, ``array_parallelism``, ``setup``, ``additional_parameters``,
@@ -36,9 +36,10 @@ SLURM_KEYS = ("account", "additional_parameters", "array_parallelism", "comment"
               "num_gpus", "partition", "qos", "setup", "signal_delay_s", "srun_args", "stderr_to_stdout",
               "teardown", "time", "use_srun", "wckey", "max_num_timeout")
 # graftbench's execution settings: key -> the step kinds that read it (a key set on another kind would do nothing)
-DRIVER_KEYS = {"grad_accumulation": ("stage2",)}
-KINDS = ("teacher", "capture", "stage1", "stage2", "sample", "eval", "floor", "noise", "locality", "external",
-         "activation_stats", "latency", "collect")
+DRIVER_KEYS = {"grad_accumulation": ("stage2",), "activation_checkpointing": ("stage2",)}
+BOOL_KEYS = ("activation_checkpointing",)  # driver keys that are true/false (the others: integers >= 1)
+KINDS = ("teacher", "capture", "stage1", "stage2", "sample", "eval", "floor", "noise", "locality",
+         "activation_stats", "latency", "synthetic", "collect")
 DEFAULT_PROFILE = {"paper": "paper", "paper-smoke": "paper-smoke"}  # other presets: "cpu"
 
 
@@ -66,7 +67,10 @@ def _check(section: dict, where: str, kind: str | None = None) -> None:
         elif key in DRIVER_KEYS:
             if kind is not None and kind not in DRIVER_KEYS[key]:
                 raise ProfileError(f"{where}.{key}: applies to {', '.join(DRIVER_KEYS[key])} only")
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if key in BOOL_KEYS:
+                if not isinstance(value, bool):
+                    raise ProfileError(f"{where}.{key} must be true or false, got {value!r}")
+            elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ProfileError(f"{where}.{key} must be an integer >= 1, got {value!r}")
         elif key not in GENERIC:
             raise ProfileError(f"{where}: unknown key {key!r}; valid: {', '.join(GENERIC + tuple(DRIVER_KEYS))} "

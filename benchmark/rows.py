@@ -13,7 +13,10 @@ Row kinds:
 * ``locality``          band-k attention locality of the teacher (Fig. 2);
 * ``parallel_pairs``    depth→width (Table 6): block pairs run side by side, stage 1 per pair, stage 2
                         (``finetune``) with ``extra.latency`` = {batch, repeats} for the speed-up run;
-* ``external``          a graft_core function outside the two-stage pipeline (PixArt, Table 5);
+* ``t2i``               text-to-image grafting of the PixArt teacher (Table 5; ``t2i`` = the experiment's
+                        settings, ``benchmark.targets.table5.T2IConfig``): synthetic pairs → capture → stage 1 per
+                        layer → LoRA stage 2 → evaluation (+ latency); no ``graft``: the teacher (+ stage 2 with
+                        ``finetune``, the control);
 * ``activation_stats``  per-layer statistics of the teacher's MHA or MLP outputs (``extra.site``) from its stage-1
                         capture(s) (Table 1 i/ii).
 """
@@ -26,8 +29,8 @@ from typing import Any
 from graft_core.plan import GraftPlan
 from graft_core.presets import Preset
 
-ROW_KINDS = ("teacher", "graft", "finetune_teacher", "floor", "noise", "locality", "external", "activation_stats",
-             "parallel_pairs")
+ROW_KINDS = ("teacher", "graft", "finetune_teacher", "floor", "noise", "locality", "activation_stats",
+             "parallel_pairs", "t2i")
 GROUPS = ("Baseline", "MHA grafting", "MLP grafting", "Control", "Reference", "Analysis", "PixArt", "Depth to width")
 
 
@@ -76,8 +79,8 @@ class Row:
     finetune: bool = True  # run stage 2 before evaluating
     ratio: int | None = None  # 50 | 75 | 100 (summary column)
     locality: LocalityConfig | None = None  # kind "locality", or the source of top/low-local layers
-    external: str | None = None  # kind "external": "module:function" in graft_core
     name: str | None = None  # the summary's "operator" (tables' registry name: hyena_x, mlp_r3, self_graft, ...)
+    t2i: Any = None  # kind "t2i": the text-to-image experiment settings (a frozen dataclass, hashed into run ids)
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
@@ -87,6 +90,8 @@ class Row:
             raise ValueError(f"row {self.id!r}: a graft row needs a GraftSpec")
         if self.init not in ("stage1", "random"):
             raise ValueError(f"row {self.id!r}: init must be 'stage1' or 'random', not {self.init!r}")
+        if self.kind == "t2i" and self.t2i is None:
+            raise ValueError(f"row {self.id!r}: a t2i row needs its experiment settings (t2i)")
         if self.kind == "parallel_pairs" and self.finetune and not isinstance(self.extra.get("latency"), dict):
             raise ValueError(f"row {self.id!r}: a parallel_pairs row needs extra.latency {{batch, repeats}}")
         if self.kind == "activation_stats" and self.extra.get("site") not in ("attn", "mlp"):

@@ -36,7 +36,7 @@ from benchmark.launch import all_nodes, plan_targets, refresh_blocked, select_ro
 from benchmark.preflight import problems as prerequisite_problems
 from benchmark.profiles import Profile, ProfileError, available as available_profiles, default_profile
 from benchmark.status import counts_line, node_states, row_state
-from benchmark.steps import capture_pairs, external_available, preset_from_config
+from benchmark.step_context import capture_pairs, preset_from_config
 from benchmark.store import Store
 from graft_core.accounting import efficiency
 from graft_core.capture_size import capture_bytes, format_bytes
@@ -252,33 +252,27 @@ def _table4_columns(rp) -> str:
 
 def capture_disk(node) -> int:
     """Bytes that one capture run writes (``graft_core.capture_size``: its pairs, or all of them, of one split)."""
-    return capture_bytes(preset_from_config(node.config), capture_pairs(node.config), dtype=node.config["dtype"])
+    c = node.config
+    if "pixart" in c:  # text-to-image: the PixArt teacher's sizes, the synthetic pairs of its range
+        from graft_core.config import from_dict
+        from graft_core.pixart import PixArtConfig
+
+        p = preset_from_config(c).replace(teacher=from_dict(PixArtConfig, c["pixart"]).diffusion())
+        return capture_bytes(p, c["pairs"], split_count=c["range"][1] - c["range"][0], dtype=c["dtype"])
+    return capture_bytes(preset_from_config(c), capture_pairs(c), dtype=c["dtype"])
 
 
 # ------------------------------------------------------------------------------------------------------------ checks
-def preflight(store: Store, plans, executor: str, explicit: list[str], log=print,
-              real_steps: bool = True) -> set[str]:
-    """Problems that must stop a launch (LaunchError) and external steps to skip (returned keys); ``real_steps``:
-    the jobs run graft_core (not a ``--steps`` stand-in), so an untrained teacher will be trained."""
-    skip: set[str] = set()
-    for tp in plans:
-        for rp in tp.row_plans:
-            for n in rp.nodes:
-                if n.kind != "external":
-                    continue
-                why = external_available(n.config["external"])
-                if why is None:
-                    continue
-                if tp.name in explicit:
-                    raise LaunchError(f"{tp.name}: {why}; nothing launched")
-                if n.key not in skip:
-                    log(f"skipping {tp.name}/{rp.row.id}: {why}")
-                skip.add(n.key)
+def preflight(store: Store, plans, log=print, real_steps: bool = True) -> None:
+    """Problems that must stop a launch (LaunchError); ``real_steps``: the jobs run graft_core (not a ``--steps``
+    stand-in), so every prerequisite is checked by content and an untrained teacher will be trained."""
     if real_steps:  # a --steps stand-in needs no data; the real steps need every prerequisite, checked by content
         needed: dict[str, tuple] = {}
         for tp in plans:
             for rp in tp.row_plans:
-                kinds = {n.kind for n in rp.nodes if n.key not in skip and not store.run(n.kind, n.run_id).done.exists()}
+                # a text-to-image row's steps need the PixArt prerequisites, not the DiT/ImageNet ones
+                prefix = "t2i:" if rp.row.kind == "t2i" else ""
+                kinds = {prefix + n.kind for n in rp.nodes if not store.run(n.kind, n.run_id).done.exists()}
                 if kinds:
                     # rows of one preset differ in their stage-2 data (table2: 0.63/5/10 %, fig4a: 20 %): each
                     # distinct row preset is checked, so every subset the launch needs is
@@ -290,10 +284,9 @@ def preflight(store: Store, plans, executor: str, explicit: list[str], log=print
     teachers = {n.key: n for tp in plans for rp in tp.row_plans for n in rp.nodes if n.kind == "teacher"}
     for n in teachers.values() if real_steps else ():
         if not store.run(n.kind, n.run_id).done.exists() and not teacher_present(n.config):
-            t = n.config["teacher"]
+            t = n.config.get("teacher") or n.config["pixart"]
             log(f"note: no trained {n.config['preset']} teacher in graft_core/assets or the cache: it will be "
                 f"trained first ({t['train_steps']} steps, ~{t['train_steps'] * 0.36 / 60:.0f} min on 2 CPU cores)")
-    return skip
 
 
 # ------------------------------------------------------------------------------------------------------------ main
@@ -363,12 +356,11 @@ def main(argv: list[str] | None = None, *, execute: Callable | None = None) -> i
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         executor = resolve_executor(args.executor, log)
-        explicit = [m.NAME for m in modules if m.NAME in requested]
-        skip = preflight(store, selected, executor, explicit, log, real_steps=execute is None)
+        preflight(store, selected, log, real_steps=execute is None)
         launcher = make_launcher(executor, store, profile=profile, jobs=args.jobs, progress=not args.quiet, log=log,
                                  target_names=[m.NAME for m in modules], profile_overrides=args.slurm,
                                  execute=execute, rows=row_patterns, debug=args.debug)
-        result = launch(launcher, selected, skip=skip)
+        result = launch(launcher, selected)
     except LaunchError as err:
         return fail(str(err))
     except OSError as err:  # no space, permissions, a file in the way: the launcher's own record writes

@@ -1,6 +1,7 @@
 """Job side: execute one step run by calling graft_core (imports of torch and graft_core happen here, lazily).
 
-``execute(ctx)`` dispatches on the step kind through ``EXECUTORS``; each executor rebuilds the preset from the run's
+``execute(ctx)`` dispatches on the step kind through ``EXECUTORS`` (text-to-image runs through
+``benchmark.steps_t2i.EXECUTORS``); each executor rebuilds the preset from the run's
 config.json (written at plan time) and returns the JSON record that becomes metrics.json; artefacts go to
 ``run/out``. Inputs of other runs are found through the run ids in the config, never through paths stored at plan
 time. ``execute`` is the default step runner of a job (``benchmark.jobs.RunUnit``); a caller that wants other steps
@@ -9,78 +10,14 @@ time. ``execute`` is the default step runner of a job (``benchmark.jobs.RunUnit`
 from __future__ import annotations
 
 import copy
-import importlib
-import importlib.util
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmark.store import RunPaths, Store
-from graft_core.config import from_dict, plain, stable_hash
-from graft_core.presets import (ClassifierConfig, DataConfig, EvalConfig, Preset, Stage1Config, Stage2Config,
-                                TeacherConfig, get_preset)
+from benchmark.step_context import StepContext, capture_folder, capture_pairs, job_device, stage1_dirs
+from graft_core.config import plain, stable_hash
+from graft_core.presets import Preset
 
-_PRESET_PARTS = {"teacher": TeacherConfig, "data": DataConfig, "classifier": ClassifierConfig, "stage1": Stage1Config,
-                 "stage2": Stage2Config, "eval": EvalConfig}
-
-
-class NotImplementedStep(RuntimeError):
-    """The graft_core function a step needs does not exist in this build."""
-
-
-@dataclass
-class StepContext:
-    store: Store
-    run: RunPaths
-    config: dict
-    rank: int = 0
-    world_size: int = 1
-    progress: bool = True
-    settings: dict = field(default_factory=dict)  # the profile's execution settings of this kind (not the config)
-
-    @property
-    def kind(self) -> str:
-        return self.config["kind"]
-
-    def preset(self) -> Preset:
-        return preset_from_config(self.config)
-
-    def dep(self, kind: str, run_id: str) -> RunPaths:
-        return self.store.run(kind, run_id)
-
-    def dep_metrics(self, kind: str, run_id: str) -> dict:
-        run = self.dep(kind, run_id)
-        if not run.done.exists():
-            raise RuntimeError(f"input run {kind}/{run_id} is not done")
-        return self.store.read_metrics(run) or {}
-
-
-def preset_from_config(config: dict) -> Preset:
-    """``get_preset(name)`` with every preset part the config carries put back (``dataclasses.replace``); an
-    external step carries the row's whole preset under ``row``."""
-    base = get_preset(config["preset"])
-    source = config["row"] if isinstance(config.get("row"), dict) else config
-    parts = {name: from_dict(cls, source[name]) for name, cls in _PRESET_PARTS.items()
-             if isinstance(source.get(name), dict)}
-    return base.replace(**parts)
-
-
-# ------------------------------------------------------------------------------------------------------- models
 _TEACHERS: dict[str, Any] = {}
-
-
-def job_device():
-    """The job's device: ``cuda:LOCAL_RANK`` when the job has a GPU (TF32 matmuls on, as DiT's sampling does),
-    else the CPU. Every step puts its models here; only stage 1 and stage 2 pick it themselves."""
-    import torch
-
-    from graft_core.distributed import default_device, env_info
-
-    device = default_device(env_info())
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return device
 
 
 def get_teacher(preset: Preset, *, train_if_missing: bool = False, progress: bool = False):
@@ -112,12 +49,6 @@ def build_student(teacher, plan_dict: dict | None, stage1_dirs: dict[int, Path] 
     return assemble(teacher, GraftPlan.from_dict(plan_dict), stage1_dirs).to(device)
 
 
-def stage1_dirs(ctx: StepContext, init) -> dict[int, Path] | None:
-    if not isinstance(init, dict):
-        return None
-    return {int(layer): ctx.dep("stage1", rid).out for layer, rid in init["stage1"].items()}
-
-
 # ------------------------------------------------------------------------------------------------------- executors
 def run_teacher(ctx: StepContext) -> dict:
     from graft_core.teacher import WEIGHTS_FILE, teacher_dirs, teacher_key
@@ -141,20 +72,6 @@ def run_capture(ctx: StepContext) -> dict:
     return {"folder": str(Path(folder).relative_to(ctx.run.folder)), "key": Path(folder).name, "split": c["split"]}
 
 
-def capture_pairs(config: dict) -> list | None:
-    """The (layer, site) pairs a capture run stores: its ``pairs``, every layer of its ``sites`` (``["block"]`` for
-    depth→width), or None = every layer × both operator sites."""
-    if config.get("pairs"):
-        return config["pairs"]
-    if config.get("sites"):
-        return [[layer, site] for layer in range(config["teacher"]["num_layers"]) for site in config["sites"]]
-    return None
-
-
-def _capture_folder(ctx: StepContext, run_id: str) -> Path:
-    return ctx.dep("capture", run_id).folder / ctx.dep_metrics("capture", run_id)["folder"]
-
-
 def run_stage1(ctx: StepContext) -> dict:
     """One operator for one (layer, site), or — site ``block_pair`` (Table 6) — one block pair of the teacher."""
     from graft_core.distill import distill_layer
@@ -165,12 +82,12 @@ def run_stage1(ctx: StepContext) -> dict:
     if c["site"] == "block_pair":
         from graft_core.depth_width import distill_pair
 
-        return distill_pair(get_teacher(p), c["layer"], _capture_folder(ctx, c["inputs"]["capture_train"]),
-                            _capture_folder(ctx, c["inputs"]["capture_heldout"]), stage1=p.stage1,
+        return distill_pair(get_teacher(p), c["layer"], capture_folder(ctx, c["inputs"]["capture_train"]),
+                            capture_folder(ctx, c["inputs"]["capture_heldout"]), stage1=p.stage1,
                             out_dir=ctx.run.out, device=job_device(), bf16=c["bf16"], progress=ctx.progress)
     t = pretrained_width(p.teacher)  # the checkpoint's width, from its config file (no model loaded)
-    return distill_layer(_capture_folder(ctx, c["inputs"]["capture_train"]),
-                         _capture_folder(ctx, c["inputs"]["capture_heldout"]), layer=c["layer"], site=c["site"],
+    return distill_layer(capture_folder(ctx, c["inputs"]["capture_train"]),
+                         capture_folder(ctx, c["inputs"]["capture_heldout"]), layer=c["layer"], site=c["site"],
                          operator=c["operator"], options=c["options"], stage1=p.stage1, dim=t.hidden_size,
                          num_heads=t.num_attention_heads, seq_len=t.num_tokens, out_dir=ctx.run.out,
                          bf16=c["bf16"], progress=ctx.progress)
@@ -182,9 +99,11 @@ def run_stage2(ctx: StepContext) -> dict:
     p, c = ctx.preset(), ctx.config
     teacher = get_teacher(p)
     student = build_student(teacher, c["plan"], stage1_dirs(ctx, c["init"]))
-    # grad_accumulation: an execution setting of the profile (same results), so not in the config or the run id
+    # grad_accumulation, activation_checkpointing: execution settings of the profile (same results), so not in the
+    # config or the run id
     _, metrics = finetune(student, p, out_dir=ctx.run.out, stage2=p.stage2, progress=ctx.progress and ctx.rank == 0,
-                          accumulation=int(ctx.settings.get("grad_accumulation", 1)))
+                          accumulation=int(ctx.settings.get("grad_accumulation", 1)),
+                          checkpointing=bool(ctx.settings.get("activation_checkpointing", False)))
     return metrics
 
 
@@ -391,7 +310,7 @@ def run_activation_stats(ctx: StepContext) -> dict:
         else:
             rid = c["captures"][str(layer)]
             if rid not in folders:
-                folders[rid] = _capture_folder(ctx, rid)
+                folders[rid] = capture_folder(ctx, rid)
             stats = activation_statistics(folders[rid], sites=(site,), layers=[int(layer)], outlier_sigma=sigma)
             part = {"num_samples": stats["num_samples"], "capture": rid, **plain(stats[site][0], finite=True)}
             atomic_write_bytes(done, (json.dumps(part, allow_nan=False) + "\n").encode())
@@ -419,46 +338,23 @@ def run_latency(ctx: StepContext) -> dict:
                   "params_delta_pct": 100.0 * (params - teacher_params) / teacher_params})
 
 
-def resolve_external(spec: str) -> Callable:
-    """``"module:function"`` in graft_core → the function, or ``NotImplementedStep`` saying it is not there yet."""
-    module_name, _, fn_name = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name and module_name.startswith(err.name):
-            raise NotImplementedStep(f"{module_name} is not implemented yet in this build (needs {spec})") from None
-        raise
-    fn = getattr(module, fn_name, None)
-    if fn is None:
-        raise NotImplementedStep(f"{spec} is not implemented yet in this build ({module_name} has no {fn_name!r})")
-    return fn
-
-
-def external_available(spec: str) -> str | None:
-    """None when ``spec`` can run, else why not (the module is imported only when it exists)."""
-    module_name, _, fn_name = spec.partition(":")
-    if importlib.util.find_spec(module_name) is None:
-        return f"{module_name} is not implemented yet in this build (needs {spec})"
-    try:
-        resolve_external(spec)
-    except NotImplementedStep as err:
-        return str(err)
-    return None
-
-
-def run_external(ctx: StepContext) -> dict:
-    c = ctx.config
-    fn = resolve_external(c["external"])
-    return plain(fn(dict(c), preset=ctx.preset(), out_dir=ctx.run.out, progress=ctx.progress))
-
-
 EXECUTORS: dict[str, Callable[[StepContext], dict]] = {
     "teacher": run_teacher, "capture": run_capture, "stage1": run_stage1, "stage2": run_stage2, "sample": run_sample,
-    "eval": run_eval, "floor": run_floor, "noise": run_noise, "locality": run_locality, "external": run_external,
+    "eval": run_eval, "floor": run_floor, "noise": run_noise, "locality": run_locality,
     "activation_stats": run_activation_stats, "latency": run_latency,
 }
 
 
+def executors_of(config: dict) -> dict[str, Callable[[StepContext], dict]]:
+    """The executors of a run's model family: text-to-image runs (their config carries ``pixart``, Table 5) are
+    ``benchmark.steps_t2i``'s, every other run is a DiT run."""
+    if "pixart" in config:
+        from benchmark.steps_t2i import EXECUTORS as T2I
+
+        return T2I
+    return EXECUTORS
+
+
 def execute(ctx: StepContext) -> dict:
-    """The real step runner: the graft_core function of the run's kind."""
-    return EXECUTORS[ctx.kind](ctx)
+    """The real step runner: the graft_core function of the run's kind (and model family)."""
+    return executors_of(ctx.config)[ctx.kind](ctx)

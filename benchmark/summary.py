@@ -14,6 +14,9 @@ Schema (exactly; the ``tables`` package relies on it)::
 a failed row); per target: table1 ``objective`` (+ ``stage1_val_mse``), table2 ``stage1_data``/``stage2_data`` (paper
 percentages 0.63 / 5.0 / 10.0, null for "–"), table6's parallel row the latency record (``speedup``,
 ``speedup_eager``, ``latency``, ``params_m``, ``teacher_params_m``, ``params_delta_pct``, ``depth``, ``teacher_depth``),
+table5's rows the eval record (``geneval_or_acc``: GenEval overall on paper, prompt accuracy on tiny; ``params_m``;
+``prompt_acc_by_template`` or ``geneval_tasks``) and on the grafted row the latency record (``speedup``,
+``speedup_long`` at ``long_tokens``, ``teacher_params_m``),
 fig2 ``locality`` = ``{"k": [...], "layers": [[...]]}``, table1's activation_stats rows
 ``activation_stats`` = ``{"site", "outlier_sigma", "num_samples", "split", "layers": [{"layer", "variance", "std",
 "max_abs", "p999_abs", "outlier_frac", "kurtosis", "input_variance", ...}]}``, fig4a
@@ -65,8 +68,8 @@ def row_record(store: Store, rp: RowPlan, states: dict[str, NodeState]) -> dict:
             extra["select_k"] = record.get("select_k")
         if "activation_stats" in record:
             extra["activation_stats"] = record["activation_stats"]
-        if rp.row.kind == "external":
-            extra.update({k: v for k, v in record.items() if k not in ("metrics", "efficiency")})
+        if rp.row.kind == "t2i":  # prompt following: geneval_or_acc, per-template accuracy / GenEval tasks, params
+            extra.update({k: v for k, v in record.items() if k not in ("metrics", "efficiency", "model")})
         for node in rp.extras:  # e.g. Table 6's latency run: speed-up, latencies, parameter counts
             try:
                 extra.update(store.read_metrics(store.run(node.kind, node.run_id)) or {})

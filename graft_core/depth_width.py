@@ -21,16 +21,14 @@ disturbed by other processes on a shared machine; the medians are reported too).
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from graft_core.config import plain, stable_hash
+from graft_core.config import stable_hash
 from graft_core.latency import interleaved_latency
-from graft_core.paths import atomic_write_json
 from graft_core.presets import Stage1Config, TeacherConfig
 from graft_core.restructure import ParallelPair, to_parallel_pairs
 
@@ -180,15 +178,3 @@ def measure_speedup(teacher: nn.Module, student: nn.Module, cfg: TeacherConfig, 
             "speedup": lat["teacher"]["min"] / lat["parallel_fused"]["min"],
             "speedup_eager": lat["teacher"]["min"] / lat["parallel_eager"]["min"],
             "speedup_median": lat["teacher"]["median"] / lat["parallel_fused"]["median"]}
-
-
-def cached_json(path: Path, spec_hash: str, compute) -> dict:
-    """``compute()`` once: the record is stored in ``path`` with ``spec_hash`` and reused while the hash matches.
-    Only ``graft_core.pixart.run_row`` still uses it (Table 5 is not yet split into steps)."""
-    if path.exists():
-        record = json.loads(path.read_text())
-        if record.get("spec_hash") == spec_hash:
-            return record
-    record = {**plain(compute()), "spec_hash": spec_hash}
-    atomic_write_json(path, record)
-    return record

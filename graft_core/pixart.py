@@ -1,35 +1,32 @@
 """Text-to-image grafting (paper Table 5, §8): Hyena-X in half of PixArt's self-attention layers, two stages, LoRA.
 
-One row of ``python -m benchmark.run table5`` is ``run_row`` (the ``table5`` target's external step):
+The models and operations of the ``table5`` steps (``benchmark/targets/table5.py`` says what a row does; each item
+below is one job):
 
-1. **Teacher.** ``paper``: PixArt-Σ 2K (``PixArtTransformer2DModel.from_pretrained(
+1. **Teacher** (``load_pixart_teacher``). ``paper``: PixArt-Σ 2K (``PixArtTransformer2DModel.from_pretrained(
    "PixArt-alpha/PixArt-Sigma-XL-2-2K-MS", subfolder="transformer")``, T5 + VAE from
    ``PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers``; weights from the local HF cache, else ``MissingWeightsError``;
-   the prompts of the synthetic pairs from ``$GRAFTBENCH_PIXART_PROMPTS``). ``tiny``: a text-conditioned
+   the prompts from ``$GRAFTBENCH_PIXART_PROMPTS``, their T5 states computed once on the job's device and read from
+   the cache: ``paper_prompts`` → ``text.encode_prompts`` / ``CachedPrompts``; ``pretrained_pixart`` checks the
+   structure and reads width, caption channels and sample size from the checkpoint). ``tiny``: a text-conditioned
    ``PixArtTransformer2DModel`` with the tiny DiT teacher's sizes (16×16 digits, patch 2 → 64 tokens, 8 layers, width
    128, ``ada_norm_single``, cross-attention on captions from ``graft_core.text.HashTextEncoder``), trained here on
    the digits with captions such as "a handwritten seven" and cached by config hash like ``graft_core.teacher``
    (shipped under ``graft_core/assets/pixart/<key>/`` when present).
-2. **Synthetic pairs.** The teacher generates ``synthetic_pairs`` images for prompts cycled over the prompt list
-   (paper: 12k pairs, the first 8k for stage 1 [W]; tiny: 600 / 400).
-3. **Stage 1.** The frozen teacher runs once over the stage-1 pairs (one uniform timestep each); for every grafted
-   layer the input of ``attn1`` and its ungated output are recorded (``capture.record_sites``) and a Hyena-X is fitted
-   with L1 (``distill.train_operator``, the MHA objective of Table 1); the remaining pairs are the validation set.
-4. **Stage 2.** LoRA (peft, ``stage2.lora_rank``; paper rank 64) on every ``nn.Linear`` of ``attn1``/``ff``, grafted
+2. **Synthetic pairs** (``synthetic_shards``, a resumable sampling array; ``load_synthetic`` merges it): teacher
+   samples for prompts cycled over the prompt list (paper: 12k pairs, the first 8k for stage 1 [W]; tiny: 600 / 400).
+3. **Capture and stage 1**: ``capture.capture_activations`` on a range of the pairs (``synthetic_subset``; inputs
+   and ungated outputs of ``attn1`` on disk), then ``distill.distill_layer`` per grafted layer (L1, the MHA
+   objective of Table 1); the remaining pairs are the validation set.
+4. **Stage 2**: LoRA (peft, ``stage2.lora_rank``; paper rank 64) on every ``nn.Linear`` of ``attn1``/``ff``, grafted
    operators included, trained with the diffusion loss on all synthetic pairs (``graft_core.finetune``). The
    cross-attention ``attn2`` and every base weight stay frozen.
-5. **Evaluation.** Prompt following — paper: GenEval overall (``graft_core.text.geneval_score``, detector supplied
-   by the user); tiny: the fraction of samples that the digit classifier assigns to the prompted digit, plus the
-   full metric set against the real digits (FID on the classifier's features). Speed-up: wall-clock of one forward
-   pass (batch 2, as Table 6) of teacher vs student on this machine, at the model's token count and — because at
-   64 tokens attention is cheap and the speed-up is ~1 — of the same blocks at ``long_tokens`` (4096) tokens.
-   With ``control`` (tiny), the teacher also goes through the identical LoRA stage 2 on the same pairs and is scored.
-
-**Engine pieces for the step graph** (what the ``table5`` steps call, one job each): ``load_paper_teacher`` (PixArt-Σ
-with its prompts' T5 states computed once, ``paper_prompts`` → ``text.encode_prompts`` / ``CachedPrompts``),
-``pretrained_pixart`` (structure check; width, caption channels and sample size from the checkpoint),
-``synthetic_shards`` / ``load_synthetic`` / ``synthetic_subset`` (the synthetic pairs as a resumable sampling array,
-and a stage-1 range of them keyed for ``capture.capture_activations``).
+5. **Evaluation** (``evaluate_t2i``). Prompt following — paper: GenEval overall (``graft_core.text.geneval_score``,
+   detector supplied by the user); tiny: the fraction of samples that the digit classifier assigns to the prompted
+   digit, plus the full metric set against the real digits (FID on the classifier's features).
+6. **Latency** (``measure_speedup``): one forward pass (batch 2, as Table 6) of teacher vs student on the job's
+   device, at the model's token count and — because at 64 tokens attention is cheap and the speed-up is ~1 — of the
+   same blocks at ``long_tokens`` (4096) tokens.
 
 Layer indices are **0-based** (``transformer_blocks[i]``): the paper's 8, 10, 12, 14, 16, 18, 20–27 are read as
 code indices (index 27 only exists 0-based, §12.8). Other depths use the same rule (``pixart_layers``): half of the
@@ -39,7 +36,6 @@ layers — (2, 4, 6, 7) for the 8-layer tiny teacher.
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import functools
 import json
@@ -52,9 +48,9 @@ import torch
 from torch import nn
 
 from graft_core import cache
-from graft_core.config import plain, stable_hash, to_jsonable
+from graft_core.config import stable_hash, to_jsonable
 from graft_core.paths import ASSETS_DIR, atomic_write_json, cache_root
-from graft_core.plan import pixart_layers  # the driver plans the same layers without torch
+from graft_core.plan import pixart_layers  # noqa: F401  (re-exported: the rule lives in plan, torch-free)
 from graft_core.presets import DataConfig, Preset, TeacherConfig, get_preset
 from graft_core.structure import hub_cache  # the cache HF_HOME names now (huggingface_hub reads it once)
 from graft_core.teacher import MissingWeightsError, lr_at, sha256_file
@@ -162,11 +158,16 @@ def pixart_dirs(key: str) -> list[Path]:
     return [ASSETS_DIR / "pixart" / key, cache_root() / "pixart" / key]
 
 
-def load_pixart_teacher(preset: Preset, *, train_if_missing: bool = True, progress: bool = False) -> TextConditioned:
-    """The preset's text-to-image teacher in eval mode (trained and cached when absent; paper: Hub cache)."""
+def load_pixart_teacher(preset: Preset, *, train_if_missing: bool = True, progress: bool = False,
+                        num_prompts: int | None = None, device: torch.device | str | None = None) -> TextConditioned:
+    """The preset's text-to-image teacher in eval mode (trained and cached when absent; paper: Hub cache, driven by
+    the first ``num_prompts`` prompts of the prompt file — the synthetic pairs cycle over them — with their T5
+    states encoded once on ``device``)."""
     cfg = pixart_config(preset)
     if cfg.pretrained:
-        return load_paper_teacher(cfg)
+        prompts = read_prompts()
+        return load_paper_teacher(cfg, prompts[:num_prompts] if num_prompts else prompts, device=device,
+                                  progress=progress)
     key = pixart_key(cfg, preset.data)
     folder = cache.find(pixart_dirs(key), WEIGHTS_FILE)
     if folder is not None:
@@ -450,98 +451,31 @@ def load_paper_teacher(cfg: PixArtConfig, prompts: list[str] | None = None, *,
     return TextConditioned(transformer, table).eval()
 
 
-def paper_decoder():
-    """SD-XL VAE of PixArt-Σ: latents → [-1, 1] RGB images."""
+def paper_decoder(device: torch.device | str = "cpu"):
+    """SD-XL VAE of PixArt-Σ on ``device``: latents → [-1, 1] RGB images."""
     from diffusers import AutoencoderKL
 
     vae = _hub(f"the PixArt-Σ VAE ({PAPER_PIPELINE})",
                lambda: AutoencoderKL.from_pretrained(PAPER_PIPELINE, subfolder="vae", cache_dir=hub_cache())).eval()
-    return lambda z: vae.decode(z.to(vae.dtype) / vae.config.scaling_factor).sample.float().clamp(-1, 1)
+    vae = vae.to(device)
+    return lambda z: vae.decode(z.to(device, vae.dtype) / vae.config.scaling_factor).sample.float().clamp(-1, 1)
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# The Table-5 row
+# Operations of the Table-5 steps (the experiment itself is ``benchmark/targets/table5.py``)
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class T2IConfig:
-    """The text-to-image grafting experiment around the preset (paper §8; UNKNOWN values are ours, marked)."""
-
-    operator: str = "hyena_x"
-    synthetic_pairs: int = 600  # paper: 12k synthetic pairs for stage 2 [W]
-    stage1_pairs: int = 400  # paper: 8k for stage 1 [W] — here the first ones of the same set
-    lora_rank: int = 8  # paper: 64 at width 1152; ours ≈ 64·128/1152 rounded up to a power of 2
-    stage2_lr: float | None = 1e-3  # UNKNOWN in the paper; LoRA adapters get 2× the tiny full-finetune lr
-    speed_batch: int = 2
-    long_tokens: int | None = 4096  # also time the same models at this many tokens (None: skip)
-    speed_repeats: int = 20
-    eval_stage1: bool = True  # also score the grafted model before stage 2
-    control: bool = True  # also the teacher + the identical LoRA stage 2 on the same pairs (tiny-testbed.md lesson 1)
-    # sampler for the synthetic pairs and the evaluation; None → the preset's (``preset.eval``)
-    scheduler: str | None = None
-    steps: int | None = None
-    guidance_scale: float | None = None
-
-
-T2I_PRESETS = {
-    # Sampler, steps and CFG of the paper's generation and GenEval runs are UNKNOWN (§8); PixArt-Σ's defaults are a
-    # 20-step DPM-Solver at CFG 4.5 — we use 20 DDIM steps at CFG 4.5.
-    "paper": T2IConfig(synthetic_pairs=12_000, stage1_pairs=8_000, lora_rank=64, stage2_lr=None, long_tokens=None,
-                       speed_repeats=10, eval_stage1=False, control=False, scheduler="ddim", steps=20,
-                       guidance_scale=4.5),
-    # CFG 4.5 as PixArt-Σ (and the paper preset): the tiny teacher's prompt accuracy at DDIM 10 was 25 % at CFG 1.5
-    # (the class-conditional preset's), 59 % at 3.0 and 78 % at 4.5 (300 samples, measured).
-    "tiny": T2IConfig(guidance_scale=4.5),
-    "micro": T2IConfig(synthetic_pairs=40, stage1_pairs=24, lora_rank=2, long_tokens=256, speed_repeats=2),
-    # the paper's settings at rehearsal scale (fake prerequisites, benchmark.fakes.make_pixart): only counts change
-    "paper-smoke": T2IConfig(synthetic_pairs=8, stage1_pairs=4, lora_rank=64, stage2_lr=None, long_tokens=None,
-                             speed_repeats=2, eval_stage1=False, control=False, scheduler="ddim", steps=2,
-                             guidance_scale=4.5),
-}
-
-
-def row_settings(preset_name: str) -> dict:
-    """This module's own settings for a preset: part of the ``table5`` runs' identity (``benchmark.dag``)."""
-    return {"pixart": PIXART_PRESETS.get(preset_name), "t2i": T2I_PRESETS.get(preset_name)}
-
-
-def t2i_config(preset: Preset) -> T2IConfig:
-    try:
-        return T2I_PRESETS[preset.name]
-    except KeyError:
-        raise ValueError(f"no text-to-image config for preset {preset.name!r}; known: {', '.join(T2I_PRESETS)}"
-                         ) from None
-
-
-def sampler_settings(preset: Preset, cfg: T2IConfig) -> dict:
-    """Scheduler, steps and CFG scale of the experiment (``cfg`` overrides of ``preset.eval``)."""
-    ev = preset.eval
-    return {"scheduler": cfg.scheduler or ev.scheduler, "steps": cfg.steps or ev.steps,
-            "guidance_scale": cfg.guidance_scale if cfg.guidance_scale is not None else ev.guidance_scale}
-
-
-def sampling(model: nn.Module, prompt_ids: torch.Tensor, preset: Preset, pix: PixArtConfig, cfg: T2IConfig, *,
-             seed: int, progress: bool = False) -> torch.Tensor:
-    """Samples of ``model`` for ``prompt_ids`` (``sampler_settings``; batch size and bf16 from ``preset.eval``)."""
+def sampling(model: nn.Module, prompt_ids: torch.Tensor, preset: Preset, sampler: dict, *, seed: int,
+             progress: bool = False) -> torch.Tensor:
+    """Samples of ``model`` for ``prompt_ids`` with ``sampler`` (scheduler, steps, guidance_scale) at the model's own
+    size (``diffusion_of``); batch size and bf16 from ``preset.eval``, on the model's device."""
     from graft_core.sampler import sample
 
-    return sample(model, prompt_ids, teacher=pix.diffusion(), seed=seed, batch_size=preset.eval.batch_size,
-                  bf16=preset.eval.bf16, progress=progress, **sampler_settings(preset, cfg))
-
-
-def synthetic_pairs(teacher: TextConditioned, preset: Preset, pix: PixArtConfig, cfg: T2IConfig, path: Path,
-                    progress: bool = False) -> dict[str, torch.Tensor]:
-    """``cfg.synthetic_pairs`` teacher samples for prompt ids cycled over the prompt list (cached in ``path``)."""
-    from graft_core.paths import atomic_torch_save
-
-    if path.exists():
-        return torch.load(path, map_location="cpu", weights_only=True)
-    ids = torch.arange(cfg.synthetic_pairs) % teacher.prompts.null_id
-    x0 = sampling(teacher, ids, preset, pix, cfg, seed=preset.stage1.seed + 1_000_003, progress=progress)
-    pairs = {"x0": x0.clamp(-1, 1) if pix.pretrained is None else x0, "prompts": ids}
-    atomic_torch_save(pairs, path)
-    return pairs
+    device = next(model.parameters()).device
+    return sample(model, prompt_ids, teacher=diffusion_of(model), seed=seed, batch_size=preset.eval.batch_size,
+                  bf16=preset.eval.bf16 or device.type == "cuda", device=device, progress=progress,
+                  scheduler=sampler["scheduler"], steps=sampler["steps"], guidance_scale=sampler["guidance_scale"])
 
 
 def diffusion_of(model: nn.Module) -> TeacherConfig:
@@ -684,87 +618,29 @@ def synthetic_subset(folders, start: int, stop: int, *, teacher_id: str = "") ->
                            identity=f"synthetic-{synthetic_identity(first)}-{teacher_id}-{start}-{stop}")
 
 
-@torch.inference_mode()
-def capture_attn(teacher: TextConditioned, x0: torch.Tensor, prompts: torch.Tensor, layers: tuple[int, ...],
-                 pix: PixArtConfig, seed: int, batch_size: int = 200) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """Operator inputs and ungated outputs of ``attn1`` in ``layers`` for noised ``x0`` (one uniform timestep each,
-    the true prompt) — the stage-1 data, as ``capture.capture_activations`` records it for DiT."""
-    from graft_core.capture import record_sites
-    from graft_core.diffusion import make_train_scheduler
-
-    gen = torch.Generator().manual_seed(seed)
-    t = torch.randint(0, pix.num_train_timesteps, (len(x0),), generator=gen)
-    x_t = make_train_scheduler(pix.diffusion()).add_noise(x0, torch.randn(x0.shape, generator=gen), t)
-    parts: dict[int, list] = {layer: [] for layer in layers}
-    with record_sites(teacher, sites=("attn",), layers=layers) as record:
-        for lo in range(0, len(x0), batch_size):
-            teacher(x_t[lo:lo + batch_size], timestep=t[lo:lo + batch_size],
-                    class_labels=prompts[lo:lo + batch_size], return_dict=False)
-            for layer in layers:
-                parts[layer].append(tuple(v.float() for v in record[(layer, "attn")]))
-    return {layer: (torch.cat([p[0] for p in v]), torch.cat([p[1] for p in v])) for layer, v in parts.items()}
-
-
-def stage1(teacher: TextConditioned, pairs: dict, plan, preset: Preset, pix: PixArtConfig, cfg: T2IConfig,
-           out_root: Path, *, pairs_key: str = "", progress: bool = False) -> tuple[dict[int, Path], list[dict]]:
-    """Distil one operator per grafted layer on the first ``stage1_pairs`` pairs (the rest: validation); a layer
-    whose folder holds a finished operator for the same spec (``pairs_key`` names the synthetic set) is reused."""
-    from graft_core import operators
-    from graft_core.distill import METRICS_FILE, WEIGHTS_FILE as OP_FILE, read_metrics, train_operator
-    from graft_core.paths import atomic_torch_save
-
-    dims = {"dim": pix.hidden_size, "num_heads": pix.num_attention_heads,
-            "seq_len": (pix.sample_size // pix.patch_size) ** 2}
-    dirs, results, captures = {}, [], None
-    for layer in plan.layers:
-        folder = dirs[layer] = Path(out_root) / f"layer_{layer:03d}"
-        spec_hash = stable_hash({"pixart": pix, "cfg": cfg, "stage1": preset.stage1, "layer": layer, "pairs": pairs_key,
-                                 "operator": plan.operator, "options": plan.option_dict, "bf16": preset.stage2.bf16})
-        done = read_metrics(folder)
-        if done is not None and done.get("spec_hash") == spec_hash and (folder / OP_FILE).exists():
-            results.append(done)
-            continue
-        if captures is None:
-            n1 = cfg.stage1_pairs
-            captures = [capture_attn(teacher, pairs["x0"][sl], pairs["prompts"][sl], plan.layers, pix,
-                                     seed=preset.stage1.seed + k)
-                        for k, sl in enumerate((slice(0, n1), slice(n1, None)))]
-        seed = preset.stage1.seed + layer
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            op = operators.build(plan.operator, dims["dim"], num_heads=dims["num_heads"], seq_len=dims["seq_len"],
-                                 **plan.option_dict)
-        (x, y), (vx, vy) = captures[0][layer], captures[1][layer]
-        state, metrics = train_operator(op, x, y, val_inputs=vx if len(vx) else None,
-                                        val_targets=vy if len(vy) else None, stage1=preset.stage1, site="attn",
-                                        seed=seed, bf16=preset.stage2.bf16, progress=progress)
-        metrics.update(layer=layer, operator=plan.operator, spec_hash=spec_hash)
-        atomic_torch_save(state, folder / OP_FILE)
-        atomic_write_json(folder / METRICS_FILE, plain(metrics))
-        results.append(metrics)
-    return dirs, results
-
-
-def evaluate_t2i(model: TextConditioned, preset: Preset, pix: PixArtConfig, cfg: T2IConfig, *, out_dir: Path,
+def evaluate_t2i(model: TextConditioned, preset: Preset, sampler: dict, *, out_dir: Path, max_tokens: int = 300,
                  progress: bool = False) -> dict:
-    """Prompt following and sample quality. Tiny/micro: ``preset.eval.num_samples`` samples for prompts cycled over
-    the list, the full metric set against the real digits (``class_acc`` = prompt accuracy). Paper: GenEval."""
-    if pix.pretrained:
+    """Prompt following and sample quality of a text-to-image model. Digits (tiny/micro): ``preset.eval.num_samples``
+    samples for prompts cycled over the list, the full metric set against the real digits and the fraction the digit
+    classifier assigns to the prompted digit (``prompt_acc``). ``sampler["protocol"] == "geneval"`` (paper): GenEval's
+    prompts (T5 states of ``max_tokens`` encoded once), four images each, scored by the user's GenEval detector;
+    resumable in ``out_dir/geneval``."""
+    if sampler["protocol"] == "geneval":
         from graft_core.text import geneval_metadata, geneval_paths, geneval_score
 
-        decode = paper_decoder()
+        decode = paper_decoder(next(model.parameters()).device)
         texts_all = sorted({m["prompt"] for m in geneval_metadata(geneval_paths()[0])})
-        wrapper = TextConditioned(model.transformer, paper_prompts(texts_all, pix.max_tokens))  # T5 once, cached
+        wrapper = TextConditioned(model.transformer, paper_prompts(texts_all, max_tokens))
         index = {text: i for i, text in enumerate(texts_all)}
 
         def generate(texts: list[str], seed: int):
             from graft_core.sampler import to_uint8
 
-            z = sampling(wrapper, torch.tensor([index[t] for t in texts]), preset, pix, cfg, seed=seed)
+            z = sampling(wrapper, torch.tensor([index[t] for t in texts]), preset, sampler, seed=seed)
             with torch.inference_mode():
                 return to_uint8(decode(z))
 
-        score = geneval_score(generate, out_dir=out_dir / "geneval", seed=preset.eval.seed)
+        score = geneval_score(generate, out_dir=Path(out_dir) / "geneval", seed=preset.eval.seed)
         return {"metrics": {}, "geneval_or_acc": score["geneval_overall"], **score}
     from graft_core.evaluate import real_images
     from graft_core.metrics import compute_metrics, load_classifier
@@ -773,156 +649,47 @@ def evaluate_t2i(model: TextConditioned, preset: Preset, pix: PixArtConfig, cfg:
 
     ids = torch.arange(preset.eval.num_samples) % model.prompts.null_id
     start = time.time()
-    images = to_uint8(sampling(model, ids, preset, pix, cfg, seed=preset.eval.seed, progress=progress))
+    images = to_uint8(sampling(model, ids, preset, sampler, seed=preset.eval.seed, progress=progress))
     seconds = time.time() - start
     metrics = compute_metrics(images, real_images(preset, "train")[0], extractor=preset.eval.extractor, preset=preset,
                               labels=prompt_digit(ids))
-    acc = prompt_accuracy(images, ids, load_classifier(preset), len(pix.templates))
+    acc = prompt_accuracy(images, ids, load_classifier(preset), len(TEMPLATES))
     return {"metrics": {**metrics, "num_samples": len(ids), "sample_seconds": round(seconds, 2)},
             "geneval_or_acc": acc["prompt_acc"], **acc}
 
 
-def forward_call(model: nn.Module, pix: PixArtConfig, batch: int, side: int | None = None):
-    """A zero-argument forward pass of ``model`` at ``side``×``side`` inputs (default: the training size)."""
+def forward_call(model: nn.Module, batch: int, side: int | None = None):
+    """A zero-argument forward pass of ``model`` at ``side``×``side`` inputs (default: its own sample size), inputs
+    made once on the model's device."""
+    cfg = diffusion_of(model)
+    device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(0)
-    side = side or pix.sample_size
-    x = torch.randn(batch, pix.in_channels, side, side, generator=gen)
-    t = torch.randint(0, pix.num_train_timesteps, (batch,), generator=gen)
-    ids = torch.randint(0, model.prompts.null_id, (batch,), generator=gen)
+    side = side or cfg.sample_size
+    x = torch.randn(batch, cfg.in_channels, side, side, generator=gen).to(device)
+    t = torch.randint(0, cfg.num_train_timesteps, (batch,), generator=gen).to(device)
+    ids = torch.randint(0, model.prompts.null_id, (batch,), generator=gen).to(device)
     return lambda: model(x, timestep=t, class_labels=ids, return_dict=False)[0]
 
 
-def measure_speedup(teacher: nn.Module, student: nn.Module, pix: PixArtConfig, cfg: T2IConfig) -> dict:
-    """One forward pass (batch ``cfg.speed_batch``) of teacher and student, interleaved; min over repeats."""
-    from graft_core.depth_width import interleaved_latency
+def measure_speedup(teacher: nn.Module, student: nn.Module, *, batch: int = 2, repeats: int = 20,
+                    long_tokens: int | None = None) -> dict:
+    """One forward pass (batch ``batch``) of teacher and student, interleaved, min over repeats, at the model's token
+    count and — because at a few dozen tokens attention is cheap and the speed-up is ~1 — at ``long_tokens``."""
+    from graft_core.latency import interleaved_latency
 
-    tokens = (pix.sample_size // pix.patch_size) ** 2
-    sizes = {tokens: pix.sample_size}
-    if cfg.long_tokens and cfg.long_tokens != tokens:
-        sizes[cfg.long_tokens] = int(round(cfg.long_tokens ** 0.5)) * pix.patch_size
-    out = {"batch": cfg.speed_batch, "threads": torch.get_num_threads()}
+    cfg = diffusion_of(teacher)
+    tokens = cfg.num_tokens
+    sizes = {tokens: cfg.sample_size}
+    if long_tokens and long_tokens != tokens:
+        sizes[long_tokens] = int(round(long_tokens ** 0.5)) * cfg.patch_size
+    out = {"batch": batch, "threads": torch.get_num_threads(), "device": str(next(teacher.parameters()).device)}
     for n, side in sizes.items():
-        calls = {name: forward_call(m.eval(), pix, cfg.speed_batch, side) for name, m in
-                 (("teacher", teacher), ("grafted", student))}
-        lat = interleaved_latency(calls, repeats=cfg.speed_repeats if n == tokens else max(2, cfg.speed_repeats // 4))
+        calls = {name: forward_call(m.eval(), batch, side) for name, m in (("teacher", teacher), ("grafted", student))}
+        lat = interleaved_latency(calls, repeats=repeats if n == tokens else max(2, repeats // 4))
         out[str(n)] = {"tokens": n, "side": side, "forward_seconds": lat,
                        "speedup": lat["teacher"]["min"] / lat["grafted"]["min"],
                        "speedup_median": lat["teacher"]["median"] / lat["grafted"]["median"]}
     return out
-
-
-def _summary(evaluation: dict | None) -> dict | None:
-    keys = ("geneval_or_acc", "metrics", "prompt_acc_by_template", "geneval_tasks")
-    return None if evaluation is None else {k: evaluation[k] for k in keys if k in evaluation}
-
-
-def teacher_evaluation(teacher: TextConditioned, preset: Preset, pix: PixArtConfig, cfg: T2IConfig, folder: Path,
-                       eval_key: str, *, progress: bool = False) -> dict:
-    """The teacher's ``evaluate_t2i`` record, computed once per evaluation protocol and shared by every row.
-
-    Both rows of a table can run as concurrent jobs, so the folder is an artefact-cache entry: one job evaluates
-    (in the key's resume folder, so an interrupted GenEval run keeps its images), the other waits and reads it.
-    """
-    def build(tmp: Path, resume: Path) -> None:
-        record = {**plain(evaluate_t2i(teacher, preset, pix, cfg, out_dir=resume, progress=progress)),
-                  "spec_hash": eval_key}
-        for item in sorted(resume.iterdir()):  # GenEval's images and results live beside the record, as before
-            item.rename(tmp / item.name)
-        atomic_write_json(tmp / "eval.json", record)
-
-    folder = cache.get_or_build(folder, build, marker="eval.json", resume=True)
-    cache.verify(folder, ["eval.json"])
-    return json.loads((folder / "eval.json").read_text())
-
-
-def run_row(row_config: dict, *, preset: Preset, out_dir: Path, progress: bool = True) -> dict:
-    """The ``table5`` row: the baseline (no ``graft`` in the row config) or graft → stage 1 → LoRA stage 2."""
-    from graft_core.accounting import count_params
-    from graft_core.depth_width import cached_json
-    from graft_core.distill import assemble
-    from graft_core.finetune import finetune
-    from graft_core.plan import GraftPlan
-
-    pix, cfg = pretrained_pixart(pixart_config(preset)), t2i_config(preset)
-    out_dir = Path(out_dir)
-    teacher = load_pixart_teacher(preset, progress=progress)
-    eval_spec = {"pixart": pix, "data": preset.data, "eval": preset.eval, "classifier": preset.classifier,
-                 "sampler": sampler_settings(preset, cfg)}
-    eval_key = stable_hash(eval_spec)  # the teacher is scored once per evaluation protocol, shared by both rows
-    teacher_folder = cache_root() / "pixart" / pixart_key(pix, preset.data) / f"eval-{eval_key}"
-    teacher_eval = teacher_evaluation(teacher, preset, pix, cfg, teacher_folder, eval_key, progress=progress)
-    base = {"model": "pixart_sigma" if pix.pretrained else "pixart_tiny", "pixart_key": pixart_key(pix, preset.data),
-            "params_m": count_params(teacher) / 1e6, "teacher_geneval_or_acc": teacher_eval["geneval_or_acc"]}
-    graft_spec = row_config.get("graft")
-    if not graft_spec:  # the baseline row
-        return {**{k: v for k, v in teacher_eval.items() if k != "spec_hash"}, **base, "speedup": 1.0}
-    times = {}
-    layers = tuple(graft_spec.get("layers") or ())
-    if not layers or max(layers) >= pix.num_layers:
-        layers = pixart_layers(pix.num_layers)
-    plan = GraftPlan(site="attn", operator=graft_spec.get("operator", cfg.operator), layers=layers,
-                     options=graft_spec.get("options") or ())
-    start = time.time()
-    pairs_key = stable_hash({"pixart": pix, "data": preset.data, "n": cfg.synthetic_pairs, "seed": preset.stage1.seed,
-                             "sampler": sampler_settings(preset, cfg), "batch": preset.eval.batch_size,
-                             "bf16": preset.eval.bf16})
-    pairs = synthetic_pairs(teacher, preset, pix, cfg, out_dir / f"synthetic_pairs-{pairs_key}.pt",
-                            progress=progress)
-    times["synthetic_seconds"] = round(time.time() - start, 1)
-    start = time.time()
-    dirs, s1_metrics = stage1(teacher, pairs, plan, preset, pix, cfg, out_dir / "stage1", pairs_key=pairs_key,
-                              progress=progress)
-    times["stage1_seconds"] = round(time.time() - start, 1)
-    student = TextConditioned(assemble(teacher.transformer, plan, dirs, seed=preset.stage1.seed),
-                              copy.deepcopy(teacher.prompts)).eval()
-    spec = {**eval_spec, "cfg": cfg, "plan": plan.to_dict(), "stage1": preset.stage1, "pairs": pairs_key}
-    stage1_eval = None
-    if cfg.eval_stage1:
-        stage1_eval = cached_json(out_dir / "eval_stage1.json", stable_hash(spec),
-                                  lambda: evaluate_t2i(student, preset, pix, cfg, out_dir=out_dir / "stage1_eval"))
-    s2 = dataclasses.replace(preset.stage2, lora_rank=cfg.lora_rank, lr=cfg.stage2_lr or preset.stage2.lr,
-                             data_fraction=1.0)
-    start = time.time()
-    s2_key = stable_hash({**spec, "stage2": s2, "pairs": pairs_key})
-    model, s2_metrics = finetune(student, preset.replace(teacher=pix.diffusion()),
-                                 out_dir=out_dir / f"stage2-{s2_key}", stage2=s2, progress=progress,
-                                 data=(pairs["x0"], pairs["prompts"], np.arange(len(pairs["prompts"]))))
-    times["stage2_seconds"] = round(time.time() - start, 1)
-    start = time.time()
-    final = cached_json(out_dir / "eval_final.json", s2_key,
-                        lambda: evaluate_t2i(model, preset, pix, cfg, out_dir=out_dir / "final_eval",
-                                             progress=progress))
-    times["eval_seconds"] = round(time.time() - start, 1)
-    control = None
-    if cfg.control:  # the teacher through the very same LoRA stage 2: what the synthetic data and LoRA alone do
-        start = time.time()
-        ctrl_key = stable_hash({"control": eval_spec, "cfg": cfg, "stage2": s2, "pairs": pairs_key})
-        ctrl_model, _ = finetune(teacher, preset.replace(teacher=pix.diffusion()),
-                                 out_dir=out_dir / f"control-stage2-{ctrl_key}", stage2=s2, progress=progress,
-                                 data=(pairs["x0"], pairs["prompts"], np.arange(len(pairs["prompts"]))))
-        control = cached_json(out_dir / "eval_control.json", ctrl_key,
-                              lambda: evaluate_t2i(ctrl_model, preset, pix, cfg, out_dir=out_dir / "control_eval",
-                                                   progress=progress))
-        times["control_seconds"] = round(time.time() - start, 1)
-    speed = measure_speedup(teacher, model, pix, cfg)
-    tokens = str((pix.sample_size // pix.patch_size) ** 2)
-    result = {k: v for k, v in final.items() if k != "spec_hash"}
-    return {
-        **result, **base, "layers": list(plan.layers), "layer_index_base": 0, "operator_name": plan.operator,
-        "lora_rank": cfg.lora_rank, "synthetic_pairs": cfg.synthetic_pairs, "stage1_pairs": cfg.stage1_pairs,
-        "params_m": count_params(model) / 1e6, "teacher_params_m": base["params_m"],
-        "speedup": speed[tokens]["speedup"], "latency": speed,
-        "speedup_long": speed[str(cfg.long_tokens)]["speedup"] if str(cfg.long_tokens) in speed else None,
-        "long_tokens": cfg.long_tokens if str(cfg.long_tokens) in speed else None,
-        "teacher_metrics": teacher_eval["metrics"],
-        "teacher_prompt_acc_by_template": teacher_eval.get("prompt_acc_by_template"),
-        "stage1_only": _summary(stage1_eval), "control_teacher_lora": _summary(control),
-        "stage1_layers": [{k: m.get(k) for k in ("layer", "train_mse", "val_mse", "train_rel_mse", "initial_train_mse")}
-                          for m in s1_metrics],
-        "stage2": {k: s2_metrics.get(k) for k in ("steps", "final_loss", "trainable_params", "total_params",
-                                                   "lora_rank", "seconds")},
-        "times": times,
-    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -189,11 +189,17 @@ def _table2() -> list[RowSpec]:
     return rows
 
 
+TABLE5_DIAGNOSTICS = ("hyena_x_stage1", "teacher_lora")  # small-preset rows only (benchmark/targets/table5.py)
+
+
 def _table5() -> list[RowSpec]:
     return [
         RowSpec("baseline", r"PixArt-$\Sigma$ (baseline)", "Baseline"),
         RowSpec("attn-hyena_x-pixart", r"PixArt-$\Sigma$ + Hyena-X (14/28 MHA)", "Grafted", "attn", "hyena_x", 50,
                 "pixart"),
+        RowSpec("attn-hyena_x-pixart-stage1", r"PixArt-$\Sigma$ + Hyena-X (stage 1 only)", "Grafted", "attn",
+                "hyena_x_stage1", 50, "pixart"),
+        RowSpec("control-teacher-lora", "Teacher + same LoRA stage 2 (control)", "Control", None, "teacher_lora"),
     ]
 
 

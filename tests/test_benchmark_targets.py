@@ -1,4 +1,5 @@
 """Targets, rows and run identity: every paper item registered, ids stable and path-free, shared steps shared."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -39,8 +40,8 @@ def test_registry_lists_every_paper_item():
 def test_every_target_plans_on_every_preset(tmp_path, preset):
     plans = plan(tmp_path, preset, "all", "table4")
     counts = {tp.name: len(tp.row_plans) for tp in plans}
-    table6 = 2 if preset == "paper" else 4  # + the stage-1-only row and the control on the small presets
-    assert counts == {"baseline": 3, "table1": 9, "table2": 8, "table3": 30, "table5": 2, "table6": table6, "fig2": 1,
+    small = 2 if preset == "paper" else 4  # + the stage-1-only row and the control on the small presets
+    assert counts == {"baseline": 3, "table1": 9, "table2": 8, "table3": 30, "table5": small, "table6": small, "fig2": 1,
                       "fig4a": 10, "fig4b": 4, "table4": 30}
     for tp in plans:
         for rp in tp.row_plans:
@@ -205,22 +206,52 @@ def test_dry_run_finds_the_shipped_teacher_from_the_planned_config(tmp_path, mon
     assert teacher_present(Planner.teacher(get_preset("paper")).config)  # pretrained: assumed downloaded
 
 
-def test_external_module_settings_are_part_of_the_run_identity(monkeypatch):
-    """table5 rows run graft_core code configured by its own presets (T2IConfig): changing them must change the run
-    id, or a re-run would reuse results computed under other settings."""
-    import dataclasses
+def test_table5_settings_are_part_of_the_run_identity(tmp_path, monkeypatch):
+    """table5's experiment settings (T2IConfig) and the PixArt teacher's config are hashed into its runs: changing the
+    sampler changes the synthetic pairs and every run after them, not the teacher."""
+    from benchmark.targets import table5
 
-    from benchmark.dag import Planner
-    from graft_core import pixart
+    def keys():
+        (tp,) = plan(tmp_path, "tiny", "table5")
+        return {n.key for rp in tp.row_plans for n in rp.nodes}
 
-    def ids(target):
-        (tp,) = [t for t in targets.expand([target])]
-        return [Planner.external(r).run_id for r in tp.rows("tiny") if r.kind == "external"]
+    before = keys()
+    monkeypatch.setitem(table5.T2I_PRESETS, "tiny", dataclasses.replace(table5.T2I_PRESETS["tiny"], steps=11))
+    after = keys()
+    changed = {k.split("/")[0] for k in before - after}
+    assert {k for k in before & after} == {k for k in before if k.startswith("teacher/")}
+    assert changed == {"synthetic", "capture", "stage1", "stage2", "eval", "latency"}
 
-    before5 = ids("table5")
-    monkeypatch.setitem(pixart.T2I_PRESETS, "tiny", dataclasses.replace(pixart.T2I_PRESETS["tiny"], steps=11))
-    after5 = ids("table5")
-    assert len(before5) == 2 and not set(before5) & set(after5)
+
+def test_table5_is_ordinary_steps(tmp_path):
+    """PixArt grafting expands into the teacher, a synthetic-pair array, captures, stage 1 per grafted layer, LoRA
+    stage 2, eval and latency; the diagnostic rows share the runs; on paper one capture run per layer and split."""
+    from graft_core.plan import pixart_layers
+
+    (tp,) = plan(tmp_path, "tiny", "table5")
+    rps = {rp.row.id: rp for rp in tp.row_plans}
+    grafted = rps["attn-hyena_x-pixart"]
+    kinds = [n.kind for n in grafted.nodes]
+    assert kinds.count("stage1") == 4 and kinds.count("capture") == 2 and kinds.count("synthetic") == 1
+    assert [n.kind for n in grafted.extras] == ["latency"] and grafted.layers == (2, 4, 6, 7)
+    s2 = next(n for n in grafted.nodes if n.kind == "stage2")
+    assert s2.config["stage2"]["lora_rank"] == 8 and s2.config["plan"]["layers"] == [2, 4, 6, 7]
+    assert all("pixart" in n.config for n in grafted.nodes)
+    stage1 = {n.key for n in grafted.nodes if n.kind == "stage1"}
+    assert stage1 == {n.key for n in rps["attn-hyena_x-pixart-stage1"].nodes if n.kind == "stage1"}
+    control = next(n for n in rps["control-teacher-lora"].nodes if n.kind == "stage2")
+    assert control.config["plan"] is None and control.config["synthetic"] == s2.config["synthetic"]
+    (paper,) = plan(tmp_path, "paper", "table5")
+    caps = {n.key: n for rp in paper.row_plans for n in rp.nodes if n.kind == "capture"}
+    assert len(caps) == 28 and all(len(n.config["pairs"]) == 1 for n in caps.values())
+    assert sorted({n.config["layer"] for rp in paper.row_plans for n in rp.nodes if n.kind == "stage1"}) == \
+        list(pixart_layers(28))
+    syn = [n for rp in paper.row_plans for n in rp.nodes if n.kind == "synthetic"]
+    assert len({n.key for n in syn}) == 16 and syn[0].config["synthetic"]["num_pairs"] == 12_000
+    from graft_core.pixart import PIXART_PRESETS
+    from benchmark.targets.table5 import PIXART_DEPTH
+
+    assert {k: v.num_layers for k, v in PIXART_PRESETS.items()} == PIXART_DEPTH
 
 
 def test_table6_is_ordinary_steps_sharing_stage1_between_its_rows(tmp_path):

@@ -147,23 +147,31 @@ def test_lora_stage2_trains_only_adapters(micro_preset, micro_pixart, tmp_path):
     assert changed and all(".attn1." in k or ".ff." in k for k in changed)
 
 
-def test_run_row_micro_end_to_end(micro_preset, tmp_path):
-    base = pixart.run_row({"graft": None}, preset=micro_preset, out_dir=tmp_path / "base", progress=False)
-    assert base["speedup"] == 1.0 and 0.0 <= base["geneval_or_acc"] <= 1.0
-    assert {"fid", "class_acc", "is", "precision", "recall"} <= set(base["metrics"])
-    row = {"graft": {"site": "attn", "operator": "hyena_x", "layers": list(pixart.PAPER_LAYERS)}}
-    graft = pixart.run_row(row, preset=micro_preset, out_dir=tmp_path / "graft", progress=False)
-    for key in ("metrics", "geneval_or_acc", "speedup", "speedup_long", "long_tokens", "params_m", "layers",
-                "lora_rank", "teacher_geneval_or_acc", "stage1_only", "control_teacher_lora", "stage1_layers", "stage2",
-                "latency"):
-        assert key in graft, key
-    assert graft["layers"] == [1] and graft["layer_index_base"] == 0 and graft["long_tokens"] == 256
-    assert {"geneval_or_acc", "metrics"} <= set(graft["control_teacher_lora"])
-    assert graft["teacher_geneval_or_acc"] == base["geneval_or_acc"]  # the teacher is evaluated once, shared
-    assert graft["params_m"] > graft["teacher_params_m"]  # Hyena-X adds its featurizer conv
-    again = pixart.run_row(row, preset=micro_preset, out_dir=tmp_path / "graft", progress=False)
-    assert again["metrics"] == graft["metrics"] and again["stage1_layers"] == graft["stage1_layers"]  # resumed
-    assert json.dumps(graft)  # JSON-able (the driver stores it)
+def test_table5_micro_runs_as_ordinary_steps_through_the_driver(tmp_path):
+    """``python -m benchmark.run table5 --preset micro``: teacher, synthetic pairs, capture, stage 1 per layer, LoRA
+    stage 2, eval and latency as their own runs; every row done with finite metrics; a second launch runs nothing."""
+    from benchmark.run import main
+
+    args = ["table5", "--preset", "micro", "--executor", "debug", "--results-dir", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    runs = tmp_path / "micro" / "runs"
+    kinds = {p.name: len(list(p.iterdir())) for p in runs.iterdir()}
+    assert kinds == {"teacher": 1, "synthetic": 1, "capture": 2, "stage1": 1, "stage2": 2, "eval": 4, "latency": 1}
+    rows = {r["row"]: r for r in json.loads((tmp_path / "micro" / "table5" / "summary.json").read_text())["rows"]}
+    assert set(rows) == {"baseline", "attn-hyena_x-pixart", "attn-hyena_x-pixart-stage1", "control-teacher-lora"}
+    for r in rows.values():
+        assert r["status"] == "done" and r["metrics"]["fid"] > 0 and 0.0 <= r["extra"]["geneval_or_acc"] <= 1.0
+    grafted = rows["attn-hyena_x-pixart"]
+    assert grafted["extra"]["layers"] == [1] and grafted["extra"]["long_tokens"] == 256
+    assert grafted["extra"]["speedup"] > 0 and grafted["extra"]["speedup_long"] > 0
+    assert grafted["extra"]["params_m"] > grafted["extra"]["teacher_params_m"]  # Hyena-X adds its featurizer conv
+    assert grafted["extra"]["stage1_val_mse"] is not None
+    s2 = [json.loads(p.read_text()) for p in runs.glob("stage2/*/metrics.json")]
+    assert all(m["lora_rank"] == 2 and m["trainable_params"] < m["total_params"] for m in s2)
+    assert (tmp_path / "micro" / "tables" / "table5.tex").exists()
+    again = {str(p): p.stat().st_mtime_ns for p in runs.rglob("metrics.json")}
+    assert main(args) == 0
+    assert {str(p): p.stat().st_mtime_ns for p in runs.rglob("metrics.json")} == again
 
 
 def test_missing_pixart_sigma_weights_raise_clearly(monkeypatch, tmp_path):

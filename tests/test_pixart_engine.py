@@ -156,9 +156,22 @@ def test_synthetic_shards_do_not_depend_on_world_size(micro_pixart, tmp_path):
         pixart.synthetic_shards(micro_pixart, one, num_pairs=7, shard_size=3, **{**SAMPLER, "seed": 8})
 
 
+def reference_attn(teacher, x0, ids, layer, cfg, *, seed):
+    """``attn1``'s input and ungated output of ``layer`` in one forward, with the capture protocol's draws: one
+    uniform timestep per sample, then the noise, from a generator seeded with ``seed``."""
+    from graft_core.diffusion import make_train_scheduler
+
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.randint(0, cfg.num_train_timesteps, (len(x0),), generator=gen)
+    x_t = make_train_scheduler(cfg).add_noise(x0, torch.randn(x0.shape, generator=gen), t)
+    with torch.inference_mode(), capture.record_sites(teacher, sites=("attn",), layers=(layer,)) as record:
+        teacher(x_t, timestep=t, class_labels=ids, return_dict=False)
+    return tuple(v.float() for v in record[(layer, "attn")])
+
+
 def test_capture_activations_on_a_pixart_teacher(micro_preset, micro_pixart, tmp_path):
-    """The on-disk capture of ``attn1`` in a TextConditioned PixArt (labels = prompt ids) equals the in-RAM
-    ``capture_attn`` tensors of the same pairs, timesteps and noise; another synthetic set is another capture."""
+    """The on-disk capture of ``attn1`` in a TextConditioned PixArt (labels = prompt ids) equals the hooked tensors
+    of one in-RAM forward on the same pairs, timesteps and noise; another synthetic set is another capture."""
     pix = pixart.pixart_config(micro_preset)
     pixart.synthetic_shards(micro_pixart, tmp_path / "pairs", num_pairs=10, shard_size=4, **SAMPLER)
     data = pixart.synthetic_subset(tmp_path / "pairs", 0, 10, teacher_id="micro")
@@ -166,7 +179,7 @@ def test_capture_activations_on_a_pixart_teacher(micro_preset, micro_pixart, tmp
     folder = capture.capture_activations(micro_pixart, preset, data=data, pairs=[(1, "attn")], root=tmp_path / "cap",
                                          dtype="float32", device="cpu", batch_size=4)
     inputs, targets = capture.load_capture(folder, 1, "attn")
-    want = pixart.capture_attn(micro_pixart, data.x0, data.labels, (1,), pix, seed=preset.stage1.seed)[1]
+    want = reference_attn(micro_pixart, data.x0, data.labels, 1, preset.teacher, seed=preset.stage1.seed)
     assert inputs.shape == (10, 16, pix.hidden_size)
     torch.testing.assert_close(inputs, want[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(targets, want[1], atol=1e-5, rtol=1e-5)
