@@ -410,7 +410,7 @@ def test_an_overlapping_local_launch_waits_for_the_teacher_another_one_produces(
     from benchmark.store import Store
 
     gate = tmp_path / "teacher may finish"
-    first = _launch(tmp_path, gate, "--rows", "attn-hyena_x-interleaved50")
+    first, second = _launch(tmp_path, gate, "--rows", "attn-hyena_x-interleaved50"), None
     try:
         _wait_for(lambda: _teacher_state(tmp_path) == "running", "the first launch's teacher to run")
         second, lines = _launch(tmp_path, gate, "--rows", "baseline"), []
@@ -420,8 +420,9 @@ def test_an_overlapping_local_launch_waits_for_the_teacher_another_one_produces(
         assert second.wait(120) == 0, second.stderr.read()
         assert first.wait(120) == 0, first.stderr.read()
     finally:
-        for p in (first, *([second] if "second" in locals() else [])):
-            p.kill()
+        for p in (first, second):
+            if p is not None:
+                p.kill()
     (line,) = [line for line in lines if "waiting for input teacher/" in line]
     assert "running in local job" in line and "(pid " in line
     assert not any("is not done" in line for line in lines)
