@@ -37,6 +37,9 @@ class T2IConfig:
     synthetic_shard: int = 100  # pairs per resumable shard file (fixes the per-shard noise seeds)
     lora_rank: int = 8  # paper: 64 at width 1152; ours ≈ 64·128/1152 rounded up to a power of 2
     stage2_lr: float | None = 1e-3  # UNKNOWN in the paper; LoRA adapters get 2× the tiny full-finetune lr
+    # LoRA stage-2 length and batch: UNKNOWN in the paper; None → the preset's stage 2
+    stage2_steps: int | None = None
+    stage2_batch: int | None = None
     speed_batch: int = 2
     long_tokens: int | None = 4096  # also time the same models at this many tokens (None: skip)
     speed_repeats: int = 20
@@ -50,9 +53,11 @@ class T2IConfig:
 T2I_PRESETS = {
     # Sampler, steps and CFG of the paper's generation and GenEval runs are UNKNOWN (§8); PixArt-Σ's defaults are a
     # 20-step DPM-Solver at CFG 4.5 — we use 20 DDIM steps at CFG 4.5.
+    # LoRA stage 2: ours, 4k steps × batch 32 ≈ 11 epochs of the 12k pairs (the preset's 50K × 256 would be ~1,000
+    # epochs at 16,384 tokens, ~17k GPU-h)
     "paper": T2IConfig(synthetic_pairs=12_000, stage1_pairs=8_000, synthetic_tasks=16, synthetic_shard=250,
-                       lora_rank=64, stage2_lr=None, long_tokens=None, speed_repeats=10, diagnostics=False,
-                       scheduler="ddim", steps=20, guidance_scale=4.5),
+                       lora_rank=64, stage2_lr=None, stage2_steps=4_000, stage2_batch=32, long_tokens=None,
+                       speed_repeats=10, diagnostics=False, scheduler="ddim", steps=20, guidance_scale=4.5),
     # CFG 4.5 as PixArt-Σ (and the paper preset): the tiny teacher's prompt accuracy at DDIM 10 was 25 % at CFG 1.5
     # (the class-conditional preset's), 59 % at 3.0 and 78 % at 4.5 (300 samples, measured).
     "tiny": T2IConfig(guidance_scale=4.5),
@@ -76,7 +81,10 @@ def t2i_config(preset_name: str) -> T2IConfig:
 def rows(preset_name: str) -> list[Row]:
     p = preset(preset_name)
     cfg = t2i_config(p.name)
-    s2 = dataclasses.replace(p.stage2, lora_rank=cfg.lora_rank, lr=cfg.stage2_lr or p.stage2.lr, data_fraction=1.0)
+    steps = cfg.stage2_steps or p.stage2.steps
+    s2 = dataclasses.replace(p.stage2, lora_rank=cfg.lora_rank, lr=cfg.stage2_lr or p.stage2.lr, data_fraction=1.0,
+                             steps=steps, batch_size=cfg.stage2_batch or p.stage2.batch_size,
+                             checkpoint_every=min(p.stage2.checkpoint_every, steps))
     q = p.replace(stage2=s2)
     grafted = GraftSpec(site="attn", operator=cfg.operator, strategy="pixart",
                         layers=pixart_layers(PIXART_DEPTH.get(p.name, PIXART_DEPTH["paper"])))
