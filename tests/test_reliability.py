@@ -375,12 +375,23 @@ GATED = ("-m", "benchmark.run", "table3", "--preset", "micro", "--executor", "lo
          "--steps", "benchmark.testing:gated_teacher_execute")
 
 
-def _launch(tmp_path, gate, *args, **popen):
+def _launch(tmp_path, gate, *args):
+    """A launch in its own process group (as a terminal runs it), so that ``_kill`` ends its jobs too."""
     import os
 
     env = {**os.environ, "GRAFTBENCH_FAKE_GATE": str(gate), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, *GATED, "--results-dir", str(tmp_path), *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _kill(proc):
+    import contextlib
+    import os
+    import signal
+
+    if proc is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _wait_for(condition, what, timeout=90.0):
@@ -420,9 +431,8 @@ def test_an_overlapping_local_launch_waits_for_the_teacher_another_one_produces(
         assert second.wait(120) == 0, second.stderr.read()
         assert first.wait(120) == 0, first.stderr.read()
     finally:
-        for p in (first, second):
-            if p is not None:
-                p.kill()
+        _kill(first)
+        _kill(second)
     (line,) = [line for line in lines if "waiting for input teacher/" in line]
     assert "running in local job" in line and "(pid " in line
     assert not any("is not done" in line for line in lines)
@@ -444,13 +454,13 @@ def test_ctrl_c_of_a_local_launch_is_one_line_and_leaves_the_rows_missing(tmp_pa
     from benchmark.status import node_states
     from benchmark.store import Store
 
-    proc = _launch(tmp_path, tmp_path / "never", "--rows", "baseline", start_new_session=True)
+    proc = _launch(tmp_path, tmp_path / "never", "--rows", "baseline")
     try:
         _wait_for(lambda: _teacher_state(tmp_path) == "running", "the teacher to run")
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the launcher, submitit's controller, the job
         out, err = proc.communicate(timeout=60)
     finally:
-        proc.kill()
+        _kill(proc)
     assert proc.returncode == 130, err
     assert err.splitlines() == ["interrupted; finished runs are kept, a re-run resumes"]
     assert "Traceback" not in out
