@@ -27,6 +27,7 @@ import submitit
 from submitit.core.utils import FailedJobError
 
 from benchmark import liveness, targets
+from benchmark.cost import node_cost
 from benchmark.dag import Node
 from benchmark.jobs import PREFIX, RunUnit
 from benchmark.launch import (TargetPlan, Unit, all_nodes, collect_job, make_units, plan_targets,
@@ -181,6 +182,10 @@ class ProcessLauncher(Launcher):
         running: dict[int, dict] = {}
         finished: set[int] = set()
         counter = 0
+        self.eta = ETA(units, parallel)
+        if len(units) > 1:
+            self.log(f"estimated ~{_duration(self.eta.remaining())} for {len(units)} units (cost model, "
+                     f"{parallel} at a time)")
         for u in units:  # queued by this launcher: --status shows them pending, a second launcher leaves them alone
             for n in u.nodes:
                 _record(self.store, n, self.name, job_id="", pid=os.getpid())
@@ -260,9 +265,15 @@ class ProcessLauncher(Launcher):
         if isinstance(outcome, dict) and outcome.get("os_error"):  # in this process: a full disk, a read-only folder
             raise outcome["os_error"]
         failed = outcome.get("failed", []) if isinstance(outcome, dict) else []
-        self.log(f"{r['label']}: {'ok' if not failed else f'{len(failed)} failed'} in {time.time() - r['start']:.0f} s")
+        seconds = time.time() - r["start"]
+        self.log(f"{r['label']}: {'ok' if not failed else f'{len(failed)} failed'} in {seconds:.0f} s")
         if failed:
             result.failed_units.append(u.name)
+        eta = getattr(self, "eta", None)
+        if eta is not None:
+            line = eta.finished(u, seconds)
+            if line:
+                self.log(line)
 
     def _forward(self, path: Path, seen: int) -> int:
         """Print the job's progress lines ([graftbench] ...) that appeared since ``seen`` bytes."""
@@ -277,6 +288,43 @@ class ProcessLauncher(Launcher):
             if line.startswith(PREFIX) and self.progress:
                 self.log("  " + line[len(PREFIX) + 1:])
         return seen + end
+
+
+class ETA:
+    """Time left of a local launch, from the cost model (``benchmark.cost``, CPU minutes per run on 2 cores) scaled
+    by how the finished units compared with it on this machine: a person can plan by the line printed after each
+    unit."""
+
+    def __init__(self, units: list[Unit], parallel: int):
+        self.parallel = max(1, parallel)
+        self.estimate = {u.index: sum(node_cost(n, gpu=False)[0] * 60 for n in u.nodes) for u in units}
+        self.left = set(self.estimate)
+        self.estimated_done = self.measured_done = 0.0
+
+    def finished(self, u: Unit, seconds: float) -> str | None:
+        self.left.discard(u.index)
+        self.estimated_done += self.estimate[u.index]
+        self.measured_done += seconds
+        if not self.left:
+            return None
+        return (f"  ETA ~{_duration(self.remaining())} for the {len(self.left)} unit"
+                f"{'s' if len(self.left) != 1 else ''} left (cost model × {self.ratio():.2f}, the ratio measured so "
+                f"far)")
+
+    def ratio(self) -> float:
+        return self.measured_done / self.estimated_done if self.estimated_done > 0 else 1.0
+
+    def remaining(self) -> float:
+        """Seconds of the units left, at the measured ratio, ``parallel`` at a time."""
+        return sum(self.estimate[i] for i in self.left) * self.ratio() / self.parallel
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class DebugLauncher(ProcessLauncher):

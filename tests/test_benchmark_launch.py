@@ -335,3 +335,23 @@ def test_queued_local_runs_show_pending_and_return_to_missing_on_interrupt(tmp_p
     states = node_states(store, all_nodes(plans), ask_slurm=False)
     assert states[last.key].state == "missing"
     assert sum(s.state == "done" for s in states.values()) >= 1  # the first unit finished before the interrupt
+
+
+def test_eta_follows_the_cost_model_scaled_by_the_measured_ratio():
+    """The local launcher's ETA: the cost model's seconds of the units left, times measured/estimated so far."""
+    from benchmark.cost import node_cost
+    from benchmark.executors import ETA
+    from benchmark.launch import Unit, all_nodes, plan_targets
+
+    store = Store("/nonexistent-results", "tiny")
+    nodes = [n for n in all_nodes(plan_targets(store, targets.expand(["table6"]))) if n.kind in ("stage2", "eval")]
+    units = [Unit(name=n.key, kind=n.kind, nodes=[n], index=i) for i, n in enumerate(nodes)]
+    seconds = [node_cost(n, gpu=False)[0] * 60 for n in nodes]
+    eta = ETA(units, parallel=1)
+    assert eta.remaining() == pytest.approx(sum(seconds))
+    line = eta.finished(units[0], 2 * seconds[0])  # this machine is 2× slower than the model
+    assert eta.ratio() == pytest.approx(2.0) and eta.remaining() == pytest.approx(2 * sum(seconds[1:]))
+    assert f"for the {len(units) - 1} units left" in line and "× 2.00" in line
+    for u in units[1:]:
+        last = eta.finished(u, 1.0)
+    assert last is None  # nothing left: no ETA line
