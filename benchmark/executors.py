@@ -34,7 +34,7 @@ from benchmark.launch import (TargetPlan, Unit, all_nodes, collect_job, make_uni
                               refresh_blocked, select_rows)
 from benchmark.profiles import Profile
 from benchmark.status import NodeState, node_states, repair_records
-from benchmark.store import Store
+from benchmark.store import Store, error_line
 
 DEFAULT_MAX_ARRAY = 1001
 
@@ -259,8 +259,7 @@ class ProcessLauncher(Launcher):
         try:
             outcome = job.result()
         except Exception as err:  # noqa: BLE001 — the job recorded which runs failed; keep going
-            lines = str(err).strip().splitlines()
-            self.log(f"  job {job.job_id} failed: {lines[-1] if lines else type(err).__name__}")
+            self.log(f"  job {job.job_id} failed: {failure_reason(err, job)}")
             outcome = {"failed": [n.key for n in u.nodes]}
         if isinstance(outcome, dict) and outcome.get("os_error"):  # in this process: a full disk, a read-only folder
             raise outcome["os_error"]
@@ -288,6 +287,17 @@ class ProcessLauncher(Launcher):
             if line.startswith(PREFIX) and self.progress:
                 self.log("  " + line[len(PREFIX) + 1:])
         return seen + end
+
+
+def failure_reason(err: Exception, job) -> str:
+    """One line for a failed local job: its error line, never a progress bar or submitit's banner; a job whose
+    process died without an error (SIGKILL, the OOM killer) says so and names its log."""
+    lines = [line for line in str(err).strip().splitlines()
+             if line.strip(" -=") and "failed during processing" not in line]
+    reason = error_line(lines)
+    if reason is None:
+        return f"its process ended without a result or an error (killed?); log: {job.paths.stderr}"
+    return reason
 
 
 class ETA:

@@ -355,3 +355,18 @@ def test_eta_follows_the_cost_model_scaled_by_the_measured_ratio():
     for u in units[1:]:
         last = eta.finished(u, 1.0)
     assert last is None  # nothing left: no ETA line
+
+
+def test_a_killed_local_job_is_reported_as_killed_not_by_its_progress_bar():
+    from benchmark.executors import failure_reason
+
+    class Job:
+        class paths:
+            stderr = "/r/submitit/7/7_0_log.err"
+
+    bar = "stage2:  69%|######8   | 412/600 [07:14<02:59,  1.05it/s, loss=0.0324]"
+    killed = RuntimeError(f"Job (task=0) failed during processing with trace:\n----------------------\n{bar}")
+    assert failure_reason(killed, Job) == ("its process ended without a result or an error (killed?); log: "
+                                           "/r/submitit/7/7_0_log.err")
+    raised = RuntimeError(f"{bar}\nTraceback (most recent call last):\n  File \"x.py\"\nValueError: bad shard 3")
+    assert failure_reason(raised, Job) == "ValueError: bad shard 3"
