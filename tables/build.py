@@ -27,7 +27,7 @@ from graft_core.presets import PRESETS
 
 from .common import LATEX_PACKAGES
 from .loader import Summary, load_summary_with_meta, summary_path
-from .registry import ALIASES, TARGETS, canonical_target
+from .registry import ALIASES, TARGETS, canonical_target, skipped
 
 TABLE_TARGETS = ("table1", "table2", "table3", "table5", "table6", "fig4a", "fig4b")
 NO_OUTPUT = ("baseline",)  # driver targets without a table of their own (their rows appear in every other table)
@@ -130,13 +130,16 @@ def discover_presets(results_dir: Path) -> list[str]:
 def _report(summary: Summary) -> list[str]:
     where = f"{summary.preset}/{summary.name}"
     lines = [f"{where}: {p}" for p in summary.problems]
-    counts = summary.counts()
-    not_done = {k: v for k, v in counts.items() if k != "done"}
+    rows = [r for r in summary.rows if not skipped(r)]  # diagnostic rows a preset does not plan are not "missing"
+    not_done: dict[str, int] = {}
+    for r in rows:
+        if r["status"] != "done":
+            not_done[r["status"]] = not_done.get(r["status"], 0) + 1
     if not_done:
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(not_done.items()))
-        ids = [r["row"] for r in summary.rows if r["status"] != "done"]
+        ids = [r["row"] for r in rows if r["status"] != "done"]
         shown = ", ".join(ids[:8]) + (f", … (+{len(ids) - 8})" if len(ids) > 8 else "")
-        lines.append(f"{where}: {sum(not_done.values())} of {len(summary.rows)} rows not done ({detail}): {shown}")
+        lines.append(f"{where}: {sum(not_done.values())} of {len(rows)} rows not done ({detail}): {shown}")
     for r in summary.rows:
         error = (r.get("extra") or {}).get("error")
         if r["status"] == "failed" and error:

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from .common import (OURS, PAPER, Body, arrow, fmt, fmt_metric, fmt_params, fmt_speedup, has_paper,
                      header_comment, latex_escape, preset_note, render, sanitize_label, src_label, status_notes)
-from .registry import TABLE5_DIAGNOSTICS
+from .registry import is_diagnostic, skipped
 
 
 
@@ -30,7 +30,7 @@ def render_table5(rows: Sequence[dict], *, preset: str = "tiny", git_rev: str = 
         headers.append(f"Speed-up @{int(long_tokens)}~{arrow(True)}")
     body = Body.empty()
     for r in rows:
-        if r.get("operator") in TABLE5_DIAGNOSTICS and r["status"] == "missing":
+        if skipped(r):
             continue  # planned on the small presets only
         for src in ([OURS, PAPER] if has_paper(r) else [OURS]):
             if src == PAPER:
@@ -46,7 +46,7 @@ def render_table5(rows: Sequence[dict], *, preset: str = "tiny", git_rev: str = 
                      _cells(extra.get("geneval_or_acc"), metrics, extra.get("params_m"), extra.get("speedup"),
                             long, bool(long_tokens)))
         body.statuses.append(r["status"])
-    diagnostics = any(r.get("operator") in TABLE5_DIAGNOSTICS and r["status"] != "missing" for r in rows)
+    diagnostics = any(is_diagnostic(r) and r["status"] != "missing" for r in rows)
     notes = [
         "\\emph{ours} = reproduced, \\emph{paper} = published (Table 5; GenEval overall, 2048$\\times$2048). "
         "Speed-up: one forward pass relative to the baseline. --: not available (UNKNOWN).",

@@ -8,7 +8,7 @@ from .common import (DASH, METRICS, OURS, PAPER, PAPER_METRICS, Body, arrow, as_
                      fmt_speedup, has_paper, header_comment, latex_escape, preset_note, render, sanitize_label,
                      src_label, status_notes, values_of)
 from .paper import table6_baselines
-from .registry import TABLE6_DIAGNOSTICS
+from .registry import is_diagnostic, skipped
 
 
 def _iters(value) -> str:
@@ -46,7 +46,7 @@ def render_table6(rows: Sequence[dict], *, preset: str = "tiny", git_rev: str = 
                            if r["status"] == "done" and r.get("extra", {}).get("teacher_params_m")), None)
     group = None
     for r in rows:
-        if r.get("operator") in TABLE6_DIAGNOSTICS and r["status"] == "missing":
+        if skipped(r):
             continue  # planned on the small presets only
         if r["group"] != group:
             group = r["group"]
@@ -68,7 +68,7 @@ def render_table6(rows: Sequence[dict], *, preset: str = "tiny", git_rev: str = 
         "copied from TinyFusion Table 1 (TinyDiT-D14 appears at 100K and 500K iterations; which one the paper used "
         "is UNKNOWN). \\emph{ours} = reproduced, \\emph{paper} = published. --: not published (UNKNOWN).",
         ("Stage 1 only: the parallel-pair model before stage 2. The control row is the sequential teacher put "
-         "through the identical stage 2." if any(r.get("operator") in TABLE6_DIAGNOSTICS and r["status"] != "missing"
+         "through the identical stage 2." if any(is_diagnostic(r) and r["status"] != "missing"
                                                    for r in rows) else ""),
         status_notes(body.statuses),
         preset_note(preset),
