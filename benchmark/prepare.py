@@ -42,6 +42,35 @@ def shard_task(shard_index: int | None, num_shards: int | None, env=os.environ) 
     return shard_index, num_shards
 
 
+def _int_at_least(low: int):
+    """argparse type: an integer >= ``low`` (``--resolution 0`` would end in a traceback deep in the encoder)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+    parse.__name__ = "positive_int" if low == 1 else "non_negative_int"
+    return parse
+
+
+positive_int, non_negative_int = _int_at_least(1), _int_at_least(0)
+
+
+def per_class_count(text: str) -> tuple[str, int]:
+    """argparse type of ``--per-class NAME=COUNT`` (COUNT >= 1)."""
+    name, sep, k = text.partition("=")
+    try:
+        count = int(k)
+    except ValueError:
+        count = None
+    if not name or not sep or count is None or count < 1:
+        raise argparse.ArgumentTypeError(f"expected NAME=COUNT with COUNT an integer >= 1, got {text!r}")
+    return name, count
+
+
 def is_user_error(err: BaseException) -> bool:
     """Errors that are the user's to fix (reported in one line, exit code 2) rather than bugs (traceback)."""
     if isinstance(err, (DataLayoutError, SettingsMismatch, BatchFormatError)):
@@ -77,12 +106,7 @@ def report_skipped(index, split_dir: Path) -> None:
 def cmd_subsets(args) -> dict:
     if args.src is not None:
         load_or_build_index(args.src, Path(args.out) / "train")
-    per_class = {}
-    for item in args.per_class or ():
-        name, _, k = item.partition("=")
-        if not k.isdigit():
-            raise DataLayoutError(f"--per-class expects NAME=COUNT, got {item!r}")
-        per_class[name] = int(k)
+    per_class = dict(args.per_class or ())
     return make_subsets(args.out, seed=args.seed, per_class=per_class or None)
 
 
@@ -108,16 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--src", type=Path, required=True, help="ImageNet folder in ImageFolder layout <root>/<class>/")
     im.add_argument("--out", type=Path, default=default_out(), help="output root (default: $GRAFTBENCH_CACHE/imagenet)")
     im.add_argument("--split", default="train", choices=("train", "val"))
-    im.add_argument("--shard-size", type=int, default=10_000, help="images per latent shard file")
-    im.add_argument("--num-shards", type=int, help="number of parallel tasks (default: SLURM_ARRAY_TASK_COUNT or 1)")
-    im.add_argument("--shard-index", type=int,
+    im.add_argument("--shard-size", type=positive_int, default=10_000, help="images per latent shard file")
+    im.add_argument("--num-shards", type=positive_int, help="number of parallel tasks (default: SLURM_ARRAY_TASK_COUNT or 1)")
+    im.add_argument("--shard-index", type=non_negative_int,
                     help="this task, 0-based; it encodes shard files s ≡ index mod num-shards "
                          "(default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN, or 0)")
     im.add_argument("--vae", help="local SD-VAE folder (default: stabilityai/sd-vae-ft-ema from the HF cache)")
-    im.add_argument("--batch-size", type=int, default=64)
-    im.add_argument("--resolution", type=int, default=256)
+    im.add_argument("--batch-size", type=positive_int, default=64)
+    im.add_argument("--resolution", type=positive_int, default=256)
     im.add_argument("--seed", type=int, default=0, help="seeds the per-image flip and posterior noise")
-    im.add_argument("--num-workers", type=int, default=8, help="JPEG-decoding DataLoader workers")
+    im.add_argument("--num-workers", type=non_negative_int, default=8, help="JPEG-decoding DataLoader workers")
     im.add_argument("--device", help="default: cuda when available")
     im.add_argument("--quiet", action="store_true")
     im.set_defaults(func=cmd_imagenet)
@@ -126,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--out", type=Path, default=default_out())
     su.add_argument("--src", type=Path, help="ImageNet train folder (only needed when --out has no index yet)")
     su.add_argument("--seed", type=int, default=0)
-    su.add_argument("--per-class", action="append", metavar="NAME=COUNT",
+    su.add_argument("--per-class", action="append", type=per_class_count, metavar="NAME=COUNT",
                     help="non-standard subset(s) instead of the paper's (e.g. for a small test copy)")
     su.set_defaults(func=cmd_subsets)
 

@@ -526,3 +526,104 @@ def test_a_plan_refuses_seq_len_zero_however_it_is_made():
                  lambda: GraftPlan.from_dict({"site": "mlp", "operator": "mlp_hyena_x", "layers": [0], "seq_len": 0})):
         with pytest.raises(ValueError, match=r"^seq_len must be a positive int or None, got 0$"):
             make()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# benchmark.prepare: bad numeric arguments are argparse's one line, exit 2 (before: ValueError traceback at --resolution 0)
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, says", [
+    (("imagenet", "--src", "x", "--resolution", "0"), "--resolution: expected an integer >= 1, got 0"),
+    (("imagenet", "--src", "x", "--shard-size", "-5"), "--shard-size: expected an integer >= 1, got -5"),
+    (("imagenet", "--src", "x", "--batch-size", "two"), "--batch-size: expected an integer >= 1, got 'two'"),
+    (("imagenet", "--src", "x", "--num-workers", "-1"), "--num-workers: expected an integer >= 0, got -1"),
+    (("subsets", "--per-class", "stage1=0"), "--per-class: expected NAME=COUNT with COUNT an integer >= 1"),
+], ids=["resolution", "shard-size", "batch-size", "workers", "per-class"])
+def test_prepare_refuses_bad_numbers_in_one_line(args, says, tmp_path):
+    p = cli("-m", "benchmark.prepare", *args, "--out", str(tmp_path / "out"))
+    assert p.returncode == 2 and says in one_error_line(p), p.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# B11–B13: placeholder prerequisites stop a real paper-smoke launch in preflight: one line each, exit 2, nothing launched
+# (tests/test_preflight.py checks the lines of benchmark.preflight.problems; this is the driver's path)
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smoke_prereqs(tmp_path_factory):
+    """The fake prerequisites a paper-smoke table3 baseline needs (DiT, SD-VAE, latents + subsets, Inception, ADM
+    reference), made directly (no PixArt, a 4-image reference batch)."""
+    from diffusers import AutoencoderKL
+
+    from benchmark import fakes
+    from graft_core import imagenet as inet
+
+    root = tmp_path_factory.mktemp("smoke")
+    hf = root / "hf"
+    fakes.make_dit(hf)
+    fakes.make_vae(hf)
+    inception = fakes.make_inception_weights(root / "inception" / fakes.INCEPTION_FILE)
+    reference = fakes.make_adm_reference(root / "adm" / "VIRTUAL_imagenet256_labeled.npz", num_images=4,
+                                         inception=inception)
+    vae = AutoencoderKL.from_pretrained(fakes._snapshot(hf, fakes.VAE_REPO)).eval()
+    latents = root / "latents"
+    for split, per_class in (("train", 4), ("val", 2)):
+        src = fakes.make_imagefolder(root / "img" / split, classes=2, per_class=per_class, seed=len(split))
+        inet.encode_imagenet(src, latents, vae=vae, vae_name="fake", split=split, shard_size=4, resolution=256,
+                             num_workers=0, batch_size=4, progress=False, shard_index=0, num_shards=1)
+    inet.make_subsets(latents, per_class={"stage1": 1, "heldout": 1, "pct10": 2})
+    return {"HF_HOME": str(hf), "HF_HUB_OFFLINE": "1", "GRAFTBENCH_INCEPTION_WEIGHTS": str(inception),
+            "GRAFTBENCH_ADM_REFERENCE": str(reference), "GRAFTBENCH_IMAGENET": str(latents)}
+
+
+def _break_snapshot(env, tmp_path):  # B11: the DiT snapshot folder exists but is empty
+    import shutil
+
+    from benchmark import fakes
+
+    hf = tmp_path / "hf"
+    shutil.copytree(env["HF_HOME"], hf)
+    snap = fakes._snapshot(hf, fakes.DIT_REPO)
+    shutil.rmtree(snap)
+    snap.mkdir()
+    return {"HF_HOME": str(hf)}
+
+
+def _break_subsets(env, tmp_path):  # B12: a junk subsets.json in the prepared latents folder
+    import shutil
+
+    latents = tmp_path / "latents"
+    shutil.copytree(env["GRAFTBENCH_IMAGENET"], latents)
+    (latents / "subsets" / "subsets.json").write_text("junk")
+    return {"GRAFTBENCH_IMAGENET": str(latents)}
+
+
+def _break_inception(env, tmp_path):  # B13: a 0-byte Inception weights file
+    (tmp_path / "inception.pth").write_bytes(b"")
+    return {"GRAFTBENCH_INCEPTION_WEIGHTS": str(tmp_path / "inception.pth")}
+
+
+@pytest.mark.parametrize("breaks, says", [
+    (_break_snapshot, "facebook/DiT-XL-2-256: transformer/config.json is not in the Hugging Face cache; on a machine "
+                      "with internet run `huggingface-cli download facebook/DiT-XL-2-256`"),
+    (_break_subsets, "subsets.json is not a subsets manifest (corrupt?): re-run `python -m benchmark.prepare subsets`"),
+    (_break_inception, "inception.pth is not a loadable state dict (EOFError); download "
+                       "weights-inception-2015-12-05-6726825d.pth"),
+], ids=["B11-empty-hf-snapshot", "B12-junk-subsets-json", "B13-empty-inception-file"])
+def test_a_placeholder_prerequisite_stops_a_paper_smoke_launch_in_one_line(smoke_prereqs, breaks, says, tmp_path,
+                                                                            monkeypatch, capsys):
+    from benchmark.preflight import problems
+    from benchmark.run import main
+    from graft_core.presets import get_preset
+
+    for k, v in smoke_prereqs.items():
+        monkeypatch.setenv(k, v)
+    kinds = {"teacher", "eval"}  # table3's baseline row
+    assert problems({"s": (get_preset("paper-smoke"), kinds)}) == []  # intact, they pass: the one break is the cause
+    for k, v in breaks(smoke_prereqs, tmp_path).items():
+        monkeypatch.setenv(k, v)
+    results = tmp_path / "r"
+    assert main(["table3", "--preset", "paper-smoke", "--rows", "baseline", "--executor", "debug", "--quiet",
+                 "--results-dir", str(results)]) == 2
+    problem, end = _error_lines(capsys)
+    assert problem.startswith("error: ") and says in problem and end == "error: nothing launched"
+    assert not results.exists()  # nothing launched, nothing written
