@@ -107,7 +107,9 @@ def test_identical_sets_are_ideal(metrics_preset, clf_dir, digits):
     m = _metrics(x, x, metrics_preset, clf_dir)
     assert abs(m["fid"]) < 1e-3 and abs(m["fid_clean"]) < 1e-3 and abs(m["sfid"]) < 1e-2
     assert m["precision"] == 1.0 and m["recall"] == 1.0
-    assert set(m) == {"is", "is_std", "fid", "fid_clean", "sfid", "kid", "kid_std", "precision", "recall"}
+    assert set(m) == {"is", "is_std", "fid", "fid_std", "fid_lo", "fid_hi", "fid_clean", "sfid", "kid", "kid_std",
+                      "precision", "recall"}
+    assert m["fid_lo"] <= m["fid_hi"] and m["fid_std"] >= 0
 
 
 def test_metrics_separate_noise_from_data(metrics_preset, clf_dir, digits):
@@ -312,3 +314,22 @@ def test_compute_metrics_runs_on_the_inception_extractor(random_inception, digit
                         labels=digits["held_labels"][:4], weights=str(path), metrics=["is", "prc", "class_acc"],
                         disk_cache=False)
     assert set(m) == {"is", "is_std", "precision", "recall"}  # no class accuracy: Inception's logits are not digits
+
+
+def test_bootstrap_fid_spread_shrinks_with_samples_and_is_deterministic():
+    import time
+
+    from graft_core.metrics.frechet import bootstrap_frechet, frechet_distance, statistics
+
+    rng = np.random.default_rng(0)
+    ref = statistics(rng.normal(size=(5000, 32)))
+    fake = rng.normal(0.3, 1.2, size=(2000, 32))
+    start = time.perf_counter()
+    big = bootstrap_frechet(fake, ref["mu"], ref["sigma"], num_resamples=200, seed=1)
+    assert time.perf_counter() - start < 5.0  # ~0.5 s on one core; generous for a loaded machine
+    small = bootstrap_frechet(fake[:200], ref["mu"], ref["sigma"], num_resamples=200, seed=1)
+    assert bootstrap_frechet(fake, ref["mu"], ref["sigma"], num_resamples=200, seed=1) == big
+    assert 0 < big["fid_std"] < small["fid_std"] / 2  # ~1/sqrt(N): 10x the samples, ~3x smaller
+    s = statistics(fake)
+    fid = frechet_distance(s["mu"], s["sigma"], ref["mu"], ref["sigma"])
+    assert big["fid_lo"] < fid < big["fid_hi"]
