@@ -91,9 +91,16 @@ def _metric_cells(row: dict, source: str, keys: Sequence[str], poor: bool) -> li
                 cells.append(f"{POOR}\\,{{\\scriptsize({fmt_metric(k, vals.get(k))})}}")
             else:
                 cells.append(POOR)
+        elif source == OURS and k == "fid" and _fid_std(row) is not None and vals.get(k) is not None:
+            cells.append(f"{fmt_metric(k, vals.get(k))}\\,{{\\scriptsize$\\pm${fmt_metric(k, _fid_std(row))}}}")
         else:
             cells.append(fmt_metric(k, vals.get(k)))
     return cells
+
+
+def _fid_std(row: dict) -> float | None:
+    """Our FID's bootstrap spread over the generated set (``metrics.frechet.bootstrap_frechet``), when recorded."""
+    return as_number(((row.get("extra") or {}).get("other_metrics") or {}).get("fid_std"))
 
 
 def _eff_cells(row: dict, source: str) -> list[str]:

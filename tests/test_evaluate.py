@@ -7,7 +7,8 @@ import torch
 
 from graft_core.evaluate import evaluate_model, metric_floor, noise_control
 
-METRIC_KEYS = {"is", "is_std", "fid", "fid_clean", "sfid", "kid", "kid_std", "precision", "recall", "class_acc"}
+METRIC_KEYS = {"is", "is_std", "fid", "fid_std", "fid_lo", "fid_hi", "fid_clean", "sfid", "kid", "kid_std", "precision",
+               "recall", "class_acc"}
 ROW_KEYS = METRIC_KEYS | {"num_samples", "seed", "extractor", "sample_seconds", "metric_seconds"}
 
 

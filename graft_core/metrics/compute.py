@@ -172,7 +172,8 @@ def compute_metrics(samples: np.ndarray, reference: np.ndarray | FeatureSet, *, 
             Torch's CPU thread count is left to the caller; BLAS runs on ``BLAS_THREADS`` threads.
         options: overrides of ``DEFAULT_OPTIONS`` (``rng_seed``, ``kid_subset_size``, ...).
 
-    Returns ``{"is", "is_std", "fid", "fid_std", "fid_lo", "fid_hi", "fid_clean", "sfid", "kid", "kid_std", "precision", "recall"[, "class_acc"]}``.
+    Returns ``{"is", "is_std", "fid", "fid_std", "fid_lo", "fid_hi", "fid_clean", "sfid", "kid", "kid_std",
+    "precision", "recall"[, "class_acc"]}``.
     """
     spec = get_extractor(extractor)
     unknown = set(options) - set(DEFAULT_OPTIONS)

@@ -42,7 +42,7 @@ def strat(r):
 
 
 def table3():
-    rows = [row("baseline", metrics=m(22.41, 9.52, acc=0.985)),
+    rows = [row("baseline", metrics=m(22.41, 9.52, acc=0.985), extra={"other_metrics": {"fid_std": 0.31}}),
             row("control-teacher-stage2", operator="teacher_stage2", label="Teacher + same stage 2 (control)",
                 group="Control", metrics=m(21.87, 9.60, acc=0.987))]
     rows.append(row("attn-random_init-full", site="attn", operator="random_init", ratio=100, strategy="full",
@@ -66,6 +66,8 @@ def table3():
             extra = {"layers": [1, 3, 5, 7] if ratio == 50 else None}
             if op == "mamba2":
                 extra["flops_source"] = "ours (paper's Mamba-2 formula UNKNOWN)"
+            if fid and op in ("hyena_x", "hyena_y", "mamba2"):  # bootstrap spread (not on every row: absent case)
+                extra["other_metrics"] = {"fid_std": round(fid * 0.015, 3)}
             if status == "failed":
                 extra["error"] = "Traceback ...\nRuntimeError: stage 2 diverged (loss = nan) at step 212"
             rows.append(row(rid, status, "attn", op, ratio, strat(ratio), metrics=m(fid) if fid else {},
