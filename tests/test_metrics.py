@@ -333,3 +333,13 @@ def test_bootstrap_fid_spread_shrinks_with_samples_and_is_deterministic():
     s = statistics(fake)
     fid = frechet_distance(s["mu"], s["sigma"], ref["mu"], ref["sigma"])
     assert big["fid_lo"] < fid < big["fid_hi"]
+
+
+def test_no_bootstrap_for_large_feature_spaces(metrics_preset, clf_dir, digits, monkeypatch):
+    """Inception's 2,048-d features would cost ~10 min of matrix square roots per evaluation: no spread there."""
+    from graft_core.metrics import compute
+
+    monkeypatch.setattr(compute, "FID_BOOTSTRAP_MAX_DIM", 1)  # every feature space is "large"
+    x = digits["held"]
+    m = _metrics(x, x, metrics_preset, clf_dir)
+    assert "fid" in m and not {"fid_std", "fid_lo", "fid_hi"} & set(m)

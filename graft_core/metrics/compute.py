@@ -85,19 +85,23 @@ def _inception_score(fake: FeatureSet, real: FeatureSet, ctx: MetricContext) -> 
 
 
 FID_BOOTSTRAP = 200  # resamples of the generated set for fid_std / fid_lo / fid_hi (fixed seed; ~0.5 s at N=2,000)
+# Only for small feature spaces (the tiny preset's digit-classifier features): each resample costs one matrix square
+# root of the feature covariance, ~3 s at Inception's 2,048 dimensions on a CPU (200 resamples ≈ 10 min per
+# evaluation), and the paper protocol's 50k samples make the spread small anyway.
+FID_BOOTSTRAP_MAX_DIM = 512
 
 
 @register_metric("fid", ("fid", "fid_std", "fid_lo", "fid_hi"), ("pool",))
 def _fid(fake: FeatureSet, real: FeatureSet, ctx: MetricContext) -> dict:
     """torch-fidelity's FID, plus its bootstrap spread over the generated set (``frechet.bootstrap_frechet``; the
-    reference statistics fixed) when the generated features are at hand."""
+    reference statistics fixed) when the generated features are at hand and small (``FID_BOOTSTRAP_MAX_DIM``)."""
     from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 
     a, b = fake.frechet_stats("pool"), real.frechet_stats("pool")
     if a["mu"].dtype != b["mu"].dtype:  # e.g. a reference built from float64 statistics; torch-fidelity asserts equal
         a, b = ({k: v.astype(np.float64) for k, v in s.items()} for s in (a, b))
     out = {"fid": fid_statistics_to_metric(a, b, False)[KEY_METRIC_FID]}
-    if "pool" in fake.features and FID_BOOTSTRAP > 1:
+    if "pool" in fake.features and FID_BOOTSTRAP > 1 and fake.features["pool"].shape[-1] <= FID_BOOTSTRAP_MAX_DIM:
         out.update(bootstrap_frechet(fake.features["pool"].numpy(), b["mu"], b["sigma"],
                                      num_resamples=FID_BOOTSTRAP, seed=ctx.options["rng_seed"]))
     return out
