@@ -395,6 +395,25 @@ def make_all(root: Path, *, classes: int = 4, per_class: int = 6, reference_imag
     return paths
 
 
+def encode_latents(root: Path, hf_home: Path, *, classes: int = 2, per_class: dict | None = None) -> Path:
+    """Small fake ImageFolders encoded in this process with the fake SD-VAE in ``hf_home`` and the stage-1 /
+    held-out / 10 % subsets written: the prepared-latents layout ``$GRAFTBENCH_IMAGENET`` names, in seconds (tests;
+    ``prepare_rehearsal`` goes through the ``benchmark.prepare`` CLI instead). Returns the latents folder."""
+    from diffusers import AutoencoderKL
+
+    from graft_core import imagenet as inet
+
+    root = Path(root)
+    vae = AutoencoderKL.from_pretrained(_snapshot(Path(hf_home), VAE_REPO)).eval()
+    latents = root / "latents"
+    for split, count in (per_class or {"train": 4, "val": 2}).items():
+        src = make_imagefolder(root / "img" / split, classes=classes, per_class=count, seed=len(split))
+        inet.encode_imagenet(src, latents, vae=vae, vae_name="fake", split=split, shard_size=4, resolution=256,
+                             num_workers=0, batch_size=4, progress=False, shard_index=0, num_shards=1)
+    inet.make_subsets(latents, per_class={"stage1": 1, "heldout": 1, "pct10": 2})
+    return latents
+
+
 def prepare_rehearsal(root: Path, *, classes: int = 4, per_class: int = 10, val_per_class: int = 8) -> dict[str, str]:
     """Everything a paper-smoke rehearsal needs under ``root``: the fakes, a val ImageFolder, both encoded and the
     subsets written by the project's own CLI (``python -m benchmark.prepare``); returns the full environment

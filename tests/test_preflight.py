@@ -3,11 +3,9 @@ import json
 import shutil
 
 import pytest
-from diffusers import AutoencoderKL
 
 from benchmark import fakes
 from benchmark.preflight import problems
-from graft_core import imagenet as inet
 from graft_core.presets import get_preset
 
 KINDS = {"teacher", "capture", "stage1", "stage2", "eval"}
@@ -17,14 +15,7 @@ KINDS = {"teacher", "capture", "stage1", "stage2", "eval"}
 def prereqs(tmp_path_factory):
     root = tmp_path_factory.mktemp("prereqs")
     paths = fakes.make_all(root, classes=2, per_class=4, reference_images=4)
-    vae = AutoencoderKL.from_pretrained(fakes._snapshot(paths.hf_home, fakes.VAE_REPO)).eval()
-    out = root / "latents"
-    for split, per_class in (("train", 4), ("val", 2)):
-        src = fakes.make_imagefolder(root / "img" / split, classes=2, per_class=per_class, seed=len(split))
-        inet.encode_imagenet(src, out, vae=vae, vae_name="fake", split=split, shard_size=4, resolution=256,
-                             num_workers=0, batch_size=4, progress=False, shard_index=0, num_shards=1)
-    inet.make_subsets(out, per_class={"stage1": 1, "heldout": 1, "pct10": 2})
-    return paths, out
+    return paths, fakes.encode_latents(root, paths.hf_home)
 
 
 @pytest.fixture

@@ -552,10 +552,7 @@ def test_prepare_refuses_bad_numbers_in_one_line(args, says, tmp_path):
 def smoke_prereqs(tmp_path_factory):
     """The fake prerequisites a paper-smoke table3 baseline needs (DiT, SD-VAE, latents + subsets, Inception, ADM
     reference), made directly (no PixArt, a 4-image reference batch)."""
-    from diffusers import AutoencoderKL
-
     from benchmark import fakes
-    from graft_core import imagenet as inet
 
     root = tmp_path_factory.mktemp("smoke")
     hf = root / "hf"
@@ -564,13 +561,7 @@ def smoke_prereqs(tmp_path_factory):
     inception = fakes.make_inception_weights(root / "inception" / fakes.INCEPTION_FILE)
     reference = fakes.make_adm_reference(root / "adm" / "VIRTUAL_imagenet256_labeled.npz", num_images=4,
                                          inception=inception)
-    vae = AutoencoderKL.from_pretrained(fakes._snapshot(hf, fakes.VAE_REPO)).eval()
-    latents = root / "latents"
-    for split, per_class in (("train", 4), ("val", 2)):
-        src = fakes.make_imagefolder(root / "img" / split, classes=2, per_class=per_class, seed=len(split))
-        inet.encode_imagenet(src, latents, vae=vae, vae_name="fake", split=split, shard_size=4, resolution=256,
-                             num_workers=0, batch_size=4, progress=False, shard_index=0, num_shards=1)
-    inet.make_subsets(latents, per_class={"stage1": 1, "heldout": 1, "pct10": 2})
+    latents = fakes.encode_latents(root, hf)
     return {"HF_HOME": str(hf), "HF_HUB_OFFLINE": "1", "GRAFTBENCH_INCEPTION_WEIGHTS": str(inception),
             "GRAFTBENCH_ADM_REFERENCE": str(reference), "GRAFTBENCH_IMAGENET": str(latents)}
 
