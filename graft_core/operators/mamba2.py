@@ -26,6 +26,10 @@ except ImportError:
     _cuda_scan = None
 
 
+# Without autograd, ``mix`` runs batches of more than this many tokens in pieces of at most this many.
+_PIECE_TOKENS = 4096
+
+
 class GatedRMSNorm(nn.Module):
     """``rmsnorm(y · silu(z)) · weight`` per group of channels (mamba_ssm ``RMSNormGated``, norm_before_gate=False)."""
 
@@ -36,9 +40,16 @@ class GatedRMSNorm(nn.Module):
 
     def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         dtype = y.dtype
-        y = (y.float() * F.silu(z.float())).unflatten(-1, (-1, self.group_size))
-        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y.flatten(-2) * self.weight.float()).to(dtype)
+        gate = F.silu(z.float())
+        if torch.is_grad_enabled():
+            h = (gate * y).unflatten(-1, (-1, self.group_size))  # float32 (type promotion; no copy of y)
+            h = h * torch.rsqrt(h.square().mean(-1, keepdim=True) + self.eps)
+            return (h.flatten(-2) * self.weight.float()).to(dtype)
+        # no autograd (sampling): the same formula in place, mean square as one reduction
+        h = gate.mul_(y).unflatten(-1, (-1, self.group_size))
+        ms = torch.linalg.vector_norm(h, dim=-1, keepdim=True).square_().div_(self.group_size)
+        h = h.mul_(ms.add_(self.eps).rsqrt_()).flatten(-2)
+        return h.mul_(self.weight.float()).to(dtype)
 
 
 class Mamba2(GraftOperator):
@@ -90,6 +101,12 @@ class Mamba2(GraftOperator):
         return ssd_chunked(x, dt, a, b, c, chunk_size=self.chunk_size)
 
     def mix(self, u: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled() and u.shape[0] > 1 and u.shape[0] * u.shape[1] > _PIECE_TOKENS:
+            # sampling (batch 1000): the same rows in pieces, so every intermediate stays in cache
+            return torch.cat([self._mix(piece) for piece in u.split(max(1, _PIECE_TOKENS // u.shape[1]))])
+        return self._mix(u)
+
+    def _mix(self, u: torch.Tensor) -> torch.Tensor:
         bsz, n, _ = u.shape
         gn = self.ngroups * self.d_state
         z, xbc, dt = self.in_proj(u).split([self.d_inner, self.d_inner + 2 * gn, self.nheads], dim=-1)
@@ -99,7 +116,7 @@ class Mamba2(GraftOperator):
         dt = F.softplus(dt.float() + self.dt_bias.float())
         a = -torch.exp(self.A_log.float())
         y = self.scan(x, dt, a, b.reshape(bsz, n, self.ngroups, -1), c.reshape(bsz, n, self.ngroups, -1))
-        y = y + x * self.D.to(x.dtype)[:, None]
+        y = torch.addcmul(y, x, self.D.to(x.dtype)[:, None])
         y = self.norm(y.reshape(bsz, n, self.d_inner), z)
         return self.out_proj(y)
 

@@ -12,7 +12,9 @@ works (the sequence is zero-padded to a multiple of Q; padded steps have dt = 0 
 they change nothing), (iv) intra-chunk decays are ``exp(cumA_i − cumA_j)`` of chunk-local cumulative sums, as the
 fused Triton kernels compute them (the minimal version's T×T "stable segsum" costs several passes over the largest
 tensor), and (v) chunk states are carried by a loop over chunks — linear in N/Q instead of the minimal version's
-quadratic chunk-to-chunk matrix. Runs in float32.
+quadratic chunk-to-chunk matrix. Runs in float32 (also under autocast). Decay arguments are clamped at −50 so
+no float32 denormal ever appears (they are ~30× slower on CPU); a sequence that fits one chunk skips the
+inter-chunk steps; the intra-chunk step runs over cache-sized slices with a hand-written backward.
 """
 from __future__ import annotations
 
@@ -31,47 +33,143 @@ def _check(x, dt, a, b, c):
     return groups
 
 
+# Below −87.3 float32 exp() underflows to denormals / zero, which this CPU computes ~30× slower (and products with
+# denormals are slow too). Decay arguments are clamped at _LOG_FLOOR (e^−50 ≈ 2e−22, far below float32 resolution
+# next to the diagonal term, whose decay is exactly 1), so no denormal ever appears.
+_LOG_FLOOR = -50.0
+# Step 1 runs over slices of the (batch × chunk) rows holding about this many decay elements (1 MiB of float32): the
+# [rows, R, Q, Q] weights then never exist whole (260 MB per layer at batch 1000), every elementwise pass over them
+# stays in cache, and the small temporaries come from the heap instead of freshly page-faulted memory.
+_SLICE_ELEMENTS = 1 << 18
+
+
+def _decay(s: torch.Tensor) -> torch.Tensor:
+    """``exp(clamp(s_i − s_j, _LOG_FLOOR, 0))`` as ``[..., i, j]``: one new tensor, clamped and exponentiated in place.
+
+    Clamping at 0 only touches j > i (``s`` is non-increasing), where the caller's masked C·Bᵀ is 0: no overflow."""
+    return torch.sub(s[..., :, None], s[..., None, :]).clamp_(_LOG_FLOOR, 0.0).exp_()
+
+
+def _slices(x: torch.Tensor):
+    rows = x.shape[0]
+    step = max(1, _SLICE_ELEMENTS // (x[0].numel() // x.shape[-1] * x.shape[-2]))
+    return [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = a @ b`` over every leading dimension, written into ``out`` (contiguous)."""
+    q, k = a.shape[-2:]
+    torch.bmm(a.reshape(-1, q, k), b.reshape(-1, k, b.shape[-1]), out=out.view(-1, q, b.shape[-1]))
+
+
+def _intra_forward(x: torch.Tensor, s: torch.Tensor, cb: torch.Tensor) -> torch.Tensor:
+    y = torch.empty_like(x)
+    for sl in _slices(x):
+        _bmm(_decay(s[sl]).mul_(cb[sl]), x[sl], y[sl])
+    return y
+
+
+class _IntraChunk(torch.autograd.Function):
+    """``y[m, g, r, i] = Σ_j exp(s[m, g, r, i] − s[m, g, r, j]) · cb[m, g, 0, i, j] · x[m, g, r, j]``.
+
+    ``x [M, G, R, Q, P]``, ``s [M, G, R, Q]`` (chunk-local cumulative dt·A), ``cb [M, G, 1, Q, Q]`` (C_i·B_j with the
+    upper triangle zeroed; shared by the R heads of a group) → ``y [M, G, R, Q, P]``, all contiguous. Computed slice by
+    slice of M (see ``_SLICE_ELEMENTS``); the backward recomputes the decays per slice instead of saving them
+    (flash-attention style: saved memory is that of the inputs), and needs two bmm and four elementwise/reduction
+    passes over each slice's [R, Q, Q] block.
+    """
+
+    @staticmethod
+    def forward(ctx, x, s, cb):
+        ctx.save_for_backward(x, s, cb)
+        return _intra_forward(x, s, cb)
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, s, cb = ctx.saved_tensors
+        gy = gy.contiguous()
+        gx, gs, gcb = torch.empty_like(x), torch.empty_like(s), torch.empty_like(cb)
+        for sl in _slices(x):
+            decay, cbs = _decay(s[sl]), cb[sl]
+            gw = torch.empty_like(decay)
+            _bmm(gy[sl], x[sl].transpose(-1, -2), gw)  # dL/dweights
+            gw.mul_(decay)  # dL/dcb per head
+            torch.sum(gw, dim=-3, keepdim=True, out=gcb[sl])
+            e = gw.mul_(cbs)  # dL/d(s_i − s_j) = weights · dL/dweights, since d exp(u)/du = exp(u)
+            torch.sub(e.sum(-1), e.sum(-2), out=gs[sl])
+            _bmm(decay.mul_(cbs).transpose(-1, -2), gy[sl], gx[sl])
+        return gx, gs, gcb
+
+
+def _intra_chunk(x: torch.Tensor, s: torch.Tensor, cb: torch.Tensor) -> torch.Tensor:
+    """Step 1 of the scan on ``[*, G, R, Q, P]`` blocks (see ``_IntraChunk``), leading dims flattened."""
+    lead = x.shape[:-4]
+    x, s, cb = (t.reshape((-1,) + t.shape[len(lead):]) for t in (x, s, cb))
+    if torch.is_grad_enabled() and (x.requires_grad or s.requires_grad or cb.requires_grad):
+        y = _IntraChunk.apply(x.contiguous(), s.contiguous(), cb.contiguous())
+    else:
+        y = _intra_forward(x.contiguous(), s.contiguous(), cb.contiguous())
+    return y.view(lead + y.shape[1:])
+
+
 def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
                 chunk_size: int = 64) -> torch.Tensor:
     """Chunked SSD scan. ``x [B, L, H, P]``, ``dt [B, L, H]`` (already softplus'ed), ``a [H]`` (negative),
-    ``b, c [B, L, G, N]`` → ``y [B, L, H, P]`` (without the D skip term). The chunk is ``min(chunk_size, L)``."""
+    ``b, c [B, L, G, N]`` → ``y [B, L, H, P]`` (without the D skip term). The chunk is ``min(chunk_size, L)``.
+
+    Always float32, also under autocast (which would otherwise run the products in bf16). When the whole sequence is
+    one chunk (L ≤ chunk_size: the tiny preset's 64 tokens) only step 1 runs — there is no entering state."""
     groups = _check(x, dt, a, b, c)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    dtype = x.dtype
-    x, dt, a, b, c = (t.float() for t in (x, dt, a, b, c))
+    with torch.autocast(x.device.type, enabled=False):
+        return _chunked(x, dt.float(), a.float(), b.float(), c.float(), groups=groups, chunk_size=chunk_size)
+
+
+def _chunked(x, dt, a, b, c, *, groups: int, chunk_size: int) -> torch.Tensor:
+    """``ssd_chunked`` on float32 dt, a, b, c; ``x`` in any float dtype, which is also the output's."""
     bsz, length, heads, p = x.shape
+    n, dtype = b.shape[-1], x.dtype
     q = min(chunk_size, length)
     pad = (-length) % q
     if pad:
         x, dt, b, c = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, b, c))
     nc, r = (length + pad) // q, heads // groups
-    # chunks + split heads into (group, head-in-group); decays laid out [b, c, g, r, q] so step 1 needs no big copy
-    xs = (x * dt[..., None]).view(bsz, nc, q, groups, r, p)  # discretised input dt·x
-    bs, cs = b.view(bsz, nc, q, groups, -1), c.view(bsz, nc, q, groups, -1)
+    # heads-major layouts [b, c, g, r, q, ·]: every product below is a plain (batched) matmul on contiguous blocks
+    x_hm = x.reshape(bsz, nc, q, groups, r, p).permute(0, 1, 3, 4, 2, 5)
+    dt_hm = dt.view(bsz, nc, q, groups, r).permute(0, 1, 3, 4, 2)[..., None]
+    if torch.is_grad_enabled() and (x.requires_grad or dt.requires_grad):
+        xs = (x_hm * dt_hm).contiguous()  # dt·x in float32
+    else:  # one pass: read x (any dtype), write dt·x in float32 straight into the heads-major layout
+        xs = torch.mul(x_hm, dt_hm, out=x.new_empty(x_hm.shape, dtype=torch.float32))
     a_cum = torch.cumsum((a * dt).view(bsz, nc, q, groups, r).permute(0, 1, 3, 4, 2), dim=-1)  # [b, c, g, r, q]
-    a_cum_t = a_cum.permute(0, 1, 4, 2, 3)[..., None]  # [b, c, q, g, r, 1]
+    bs = b.view(bsz, nc, q, groups, n).transpose(2, 3)  # [b, c, g, q, n]
+    cs = c.view(bsz, nc, q, groups, n).transpose(2, 3)
 
-    # 1. inside each chunk: y_i = Σ_{j<=i} (C_i·B_j) · exp(Σ_{j<k<=i} a_k) · x_j  (attention-like, causal)
-    upper = torch.ones(q, q, dtype=torch.bool, device=x.device).triu(1)
-    decay = (a_cum[..., :, None] - a_cum[..., None, :]).masked_fill_(upper, -torch.inf).exp_()  # [b,c,g,r,i,j]
-    weights = decay * torch.einsum("bcign,bcjgn->bcgij", cs, bs)[:, :, :, None]
-    y_diag = torch.einsum("bcgrij,bcjgrp->bcigrp", weights, xs)
-    # 2. state each chunk contributes at its end: Σ_j exp(cumA_end − cumA_j) · x_j ⊗ B_j
-    decayed = xs * torch.exp(a_cum_t[:, :, -1:] - a_cum_t)
-    chunk_states = torch.einsum("bcjgn,bcjgrp->bcgrpn", bs, decayed)
-    # 3. recurrence over chunk boundaries: the state entering chunk z
-    chunk_decay = torch.exp(a_cum[..., -1])[..., None, None]  # [b, c, g, r, 1, 1]: decay across a whole chunk
-    state = torch.zeros_like(chunk_states[:, 0])
-    entering = []
-    for z in range(nc):
-        entering.append(state)
-        state = chunk_decay[:, z] * state + chunk_states[:, z]
-    states = torch.stack(entering, dim=1)  # [b, c, g, r, p, n]
-    # 4. contribution of the entering state to every position of the chunk
-    y_off = torch.einsum("bcign,bcgrpn->bcigrp", cs, states) * torch.exp(a_cum_t)
-    y = (y_diag + y_off).reshape(bsz, nc * q, heads, p)[:, :length]
-    return y.to(dtype)
+    # 1. inside each chunk: y_i = Σ_{j<=i} (C_i·B_j) · exp(Σ_{j<k<=i} a_k) · x_j  (attention-like, causal);
+    #    C·Bᵀ once per group, causal mask applied to it (small) rather than to the per-head decays
+    causal = torch.ones(q, q, dtype=torch.bool, device=x.device).tril()
+    cb = torch.matmul(cs, bs.transpose(-1, -2)).masked_fill(~causal, 0.0)[:, :, :, None]  # [b, c, g, 1, q, q]
+    y = _intra_chunk(xs, a_cum, cb)  # [b, c, g, r, q, p]
+    if nc > 1:
+        # 2. state each chunk contributes at its end: Σ_j exp(cumA_end − cumA_j) · x_j ⊗ B_j
+        to_end = torch.exp((a_cum[..., -1:] - a_cum).clamp(min=_LOG_FLOOR))[..., None]  # [b, c, g, r, q, 1]
+        chunk_states = torch.matmul((xs * to_end).transpose(-1, -2), bs[:, :, :, None])  # [b, c, g, r, p, n]
+        # 3. recurrence over chunk boundaries: the state entering chunk z
+        chunk_decay = torch.exp(a_cum[..., -1].clamp(min=_LOG_FLOOR))[..., None, None]  # [b, c, g, r, 1, 1]
+        state = torch.zeros_like(chunk_states[:, 0])
+        entering = []
+        for z in range(nc):
+            entering.append(state)
+            state = chunk_decay[:, z] * state + chunk_states[:, z]
+        states = torch.stack(entering, dim=1)  # [b, c, g, r, p, n]
+        # 4. contribution of the entering state to every position of the chunk
+        from_start = torch.exp(a_cum.clamp(min=_LOG_FLOOR))[..., None]  # [b, c, g, r, q, 1]
+        y = y + torch.matmul(cs[:, :, :, None], states.transpose(-1, -2)) * from_start
+    y = y.permute(0, 1, 4, 2, 3, 5)  # [b, c, q, g, r, p]
+    if not (torch.is_grad_enabled() and y.requires_grad):  # one pass: token-major layout and output dtype at once
+        return x.new_empty(y.shape, dtype=dtype).copy_(y).view(bsz, nc * q, heads, p)[:, :length]
+    return y.reshape(bsz, nc * q, heads, p)[:, :length].to(dtype)
 
 
 def ssd_recurrent(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
