@@ -108,6 +108,17 @@ class LaunchResult:
         return sum(len(u.nodes) for u in self.units)
 
 
+def default_jobs() -> int:
+    """Local jobs at a time when ``--jobs`` is not given: one per usable core, at most 2 (two 1-thread jobs beat one
+    2-thread job on 2 cores: benchmarks/results/levers-threads.json; beyond 2 the rows of a chain wait for each
+    other anyway)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(2, cores))
+
+
 class Launcher(abc.ABC):
     """A backend: turns the units of a launch into jobs. ``prepare`` is shared; ``run`` is the backend's."""
 
@@ -116,12 +127,12 @@ class Launcher(abc.ABC):
     passes = True  # repeat the launch while rows wait for a locality result (Slurm instead submits a replan job)
     inline = False  # the job runs in this process, at submission (its output is the user's terminal)
 
-    def __init__(self, store: Store, *, profile: Profile | None = None, jobs: int = 1, progress: bool = True,
+    def __init__(self, store: Store, *, profile: Profile | None = None, jobs: int | None = None, progress: bool = True,
                  log=print, target_names: list[str] | None = None, profile_overrides: list[str] | None = None,
                  execute: Callable | None = None, rows: list[str] | None = None, debug: bool = False):
         self.store = store
         self.profile = profile
-        self.jobs = max(1, jobs)
+        self.jobs = max(1, jobs) if jobs else default_jobs()
         self.progress = progress
         self.log = log
         self.target_names = target_names or []

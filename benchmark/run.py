@@ -76,8 +76,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                    "'baseline,attn-hyena_x-*'); summaries still list every row")
     p.add_argument("--results-dir", default=os.environ.get("GRAFTBENCH_RESULTS", "results"),
                    help="results root (default: ./results or $GRAFTBENCH_RESULTS)")
-    p.add_argument("--jobs", type=positive_int, default=1, help="--executor local: rows run at a time in subprocesses "
-                                                      "(default 1; on 2 cores more rarely pays)")
+    p.add_argument("--jobs", type=positive_int, default=None,
+                   help="--executor local: rows run at a time in subprocesses, each with cores/jobs threads (default: "
+                        "one per core, up to 2: on 2 cores two 1-thread jobs did 35 %% more stage-2 steps and 19 %% "
+                        "more sampling than one 2-thread job, benchmarks/results/levers-threads.json)")
     p.add_argument("--wait", action="store_true", help="Slurm: block until the submitted jobs end")
     p.add_argument("--dry-run", action="store_true", help="print planned runs, layers, resources and cost; write "
                                                           "nothing")

@@ -27,8 +27,10 @@ def get_teacher(preset: Preset, *, train_if_missing: bool = False, progress: boo
 
     key = stable_hash({"teacher": preset.teacher, "data": preset.data})
     if key not in _TEACHERS:
+        from graft_core.teacher import use_fast_attention
+
         model = load_teacher(preset, train_if_missing=train_if_missing, progress=progress)
-        _TEACHERS[key] = model.to(job_device())
+        _TEACHERS[key] = use_fast_attention(model.to(job_device()), job_device())
     return _TEACHERS[key]
 
 

@@ -156,6 +156,23 @@ def _gpu_budget(device: torch.device) -> int:
     return int(free * GPU_FRACTION)
 
 
+def plateaued(history: list[dict], stage1: Stage1Config, has_val: bool) -> bool:
+    """Early stopping: the monitored MSE (validation, else training) of the newest check improved by less than
+    ``early_stop_min_rel`` over the checks of the last ``early_stop_window`` epochs."""
+    window = stage1.early_stop_window
+    if not window or len(history) < 2:
+        return False
+    key = "val_mse" if has_val else "train_mse"
+    now = history[-1]
+    past = [h for h in history if h["epoch"] <= now["epoch"] - window]
+    if not past:
+        return False
+    before = min((h[key] for h in past if h[key] is not None and math.isfinite(h[key])), default=None)
+    if before is None or now[key] is None:
+        return False
+    return now[key] >= before * (1 - stage1.early_stop_min_rel)
+
+
 def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, stage1: Stage1Config, site: str,
                    seed: int, val_inputs: torch.Tensor | None = None, val_targets: torch.Tensor | None = None,
                    device: torch.device | str = "cpu", bf16: bool = False, progress: bool = False,
@@ -198,7 +215,7 @@ def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *
     # the untrained operator is the fallback: a run that never improves (or diverges) keeps it, never a NaN state
     best_mse, best_epoch = initial_train, 0
     best_state = {k: v.detach().clone() for k, v in op.state_dict().items()}
-    diverged_at = None
+    diverged_at = stopped_at = None
     start = time.time()
     for epoch in tqdm(range(1, stage1.epochs + 1), desc=f"stage1 {site}", disable=not progress, mininterval=5):
         epoch_lr = opt.param_groups[0]["lr"]
@@ -234,6 +251,9 @@ def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *
                 best_state = {k: v.detach().clone() for k, v in op.state_dict().items()}
         if schedule is not None:
             schedule.end_of_epoch(epoch, checked)
+        if checked is not None and plateaued(history, stage1, has_val):
+            stopped_at = epoch
+            break
     seconds = time.time() - start
     op.load_state_dict(best_state)
     best_val = next(h["val_mse"] for h in history if h["epoch"] == best_epoch)
@@ -247,7 +267,8 @@ def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *
         "lr": lr, "lr_source": lr_source(stage1), "schedule": stage1.schedule, "final_lr": opt.param_groups[0]["lr"],
         "weight_decay": weight_decay, "epochs": stage1.epochs, "batch_size": stage1.batch_size,
         "num_samples": n, "seed": seed, "bf16": bf16, "seconds": round(seconds, 3),
-        "seconds_per_epoch": round(seconds / max(1, stage1.epochs), 4), "history": history,
+        "seconds_per_epoch": round(seconds / max(1, history[-1]["epoch"]), 4), "history": history,
+        "stopped_at_epoch": stopped_at,  # None, or the check at which early stopping ended training
         "diverged_at_epoch": diverged_at,  # None, or the epoch whose loss went non-finite (training stopped there)
     }
     return best_state, metrics

@@ -10,13 +10,16 @@ import contextlib
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from tqdm.auto import tqdm
 
 from graft_core.diffusion import null_class_id
 from graft_core.presets import TeacherConfig
 
-SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+# "dpm": DPM-Solver++(2M), the second-order multistep solver (Lu et al. 2022), with trailing timestep spacing and a
+# first-order last step: at 5–6 steps it matches DDIM 10's quality on the tiny teacher (benchmarks/levers.py) at about
+# half the model calls.
+SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
 
 
 def make_sampling_scheduler(name: str, cfg: TeacherConfig):
@@ -27,6 +30,10 @@ def make_sampling_scheduler(name: str, cfg: TeacherConfig):
                   beta_end=0.02, clip_sample=False, prediction_type="epsilon")
     if name == "ddpm":
         kwargs["variance_type"] = "learned_range" if cfg.learns_sigma else "fixed_small"
+    elif name == "dpm":
+        kwargs.pop("clip_sample")
+        kwargs.update(algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing",
+                      lower_order_final=True, final_sigmas_type="zero")
     else:
         kwargs["set_alpha_to_one"] = False
     return SCHEDULERS[name](**kwargs)
@@ -105,7 +112,7 @@ def sample(model, labels: torch.Tensor, *, teacher: TeacherConfig, scheduler: st
             tt = torch.full((len(y),), int(t), device=device, dtype=torch.long)
             with autocast:
                 out = guided_output(model, x, tt, y, null_id, guidance_scale, cfg_channels).float()
-            if scheduler == "ddim":
+            if scheduler != "ddpm":  # DDIM / DPM-Solver take ε only; DDPM's learned range reads the σ half
                 out = out[:, :channels]
             x = sched.step(out, t, x, generator=gen).prev_sample
         outs.append(x.float().cpu())

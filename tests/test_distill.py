@@ -123,6 +123,41 @@ def test_a_diverging_stage1_keeps_the_best_finite_state_never_nan():
     assert all(torch.equal(state[k], before[k]) for k in before)
 
 
+def test_early_stopping_ends_a_plateaued_run_and_keeps_the_best_weights():
+    """A target the operator already fits exactly: the monitored MSE stops improving, so training ends at the first
+    check a whole window after the start; without the option every epoch runs."""
+    import torch
+    from torch import nn
+
+    from graft_core.distill import plateaued, train_operator
+    from graft_core.presets import get_preset
+
+    torch.manual_seed(0)
+    op = nn.Linear(4, 4)
+    x = torch.randn(16, 3, 4)
+    with torch.no_grad():
+        y = op(x)  # zero loss from the start: nothing to improve
+    base = dataclasses.replace(get_preset("micro").stage1, epochs=40, eval_every=5, lr=1e-3)
+    _, full = train_operator(copy_of(op), x, y, stage1=base, site="attn", seed=0)
+    assert full["stopped_at_epoch"] is None and full["history"][-1]["epoch"] == 40
+    early = dataclasses.replace(base, early_stop_window=10, early_stop_min_rel=0.05)
+    state, m = train_operator(copy_of(op), x, y, stage1=early, site="attn", seed=0)
+    assert m["stopped_at_epoch"] == 10 and m["history"][-1]["epoch"] == 10
+    assert m["train_mse"] <= full["history"][0]["train_mse"] + 1e-12
+    # the rule itself: an improvement of 10 % over the window continues at min_rel 5 %, one of 1 % stops
+    hist = [{"epoch": 0, "val_mse": 1.0, "train_mse": 1.0}, {"epoch": 10, "val_mse": 0.9, "train_mse": 0.9}]
+    assert not plateaued(hist, early, has_val=True)
+    hist[-1]["val_mse"] = 0.99
+    assert plateaued(hist, early, has_val=True)
+    assert not plateaued(hist, base, has_val=True)  # no window: never stops early
+
+
+def copy_of(module):
+    import copy
+
+    return copy.deepcopy(module)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Paper-scale data path: one pair, memory-mapped
 # --------------------------------------------------------------------------------------------------------------------
