@@ -47,8 +47,10 @@ def build_student(teacher, plan_dict: dict | None, stage1_dirs: dict[int, Path] 
     from graft_core.distill import assemble
     from graft_core.plan import GraftPlan
 
+    from graft_core.teacher import use_fast_attention
+
     device = next(teacher.parameters()).device  # new operators are built on the CPU
-    return assemble(teacher, GraftPlan.from_dict(plan_dict), stage1_dirs).to(device)
+    return use_fast_attention(assemble(teacher, GraftPlan.from_dict(plan_dict), stage1_dirs).to(device), device)
 
 
 # ------------------------------------------------------------------------------------------------------- executors

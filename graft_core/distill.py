@@ -293,6 +293,7 @@ def distill_layer(train_capture: Path, val_capture: Path | None, *, layer: int, 
     A finished ``out_dir`` with the same spec is returned without training.
     """
     from graft_core import operators
+    from graft_core.teacher import use_fast_operator_attention
 
     out_dir = Path(out_dir)
     device = torch.device(device) if device is not None else _default_device()
@@ -307,6 +308,7 @@ def distill_layer(train_capture: Path, val_capture: Path | None, *, layer: int, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         op = operators.build(operator, dim, num_heads=num_heads, seq_len=seq_len, **dict(options or {}))
+    use_fast_operator_attention(op, seq_len, device)
     x, y = load_pair(train_capture, layer, site, device)
     vx, vy = load_pair(val_capture, layer, site, device) if val_capture is not None else (None, None)
     state, metrics = train_operator(op, x, y, val_inputs=vx, val_targets=vy, stage1=stage1, site=site, seed=seed,

@@ -69,7 +69,18 @@ def use_fast_attention(model: torch.nn.Module, device: torch.device | str) -> to
     for module in model.modules():
         if hasattr(module, "set_processor") and type(getattr(module, "processor", None)).__name__ == "AttnProcessor2_0":
             module.set_processor(AttnProcessor())
+        elif getattr(module, "kernel", None) == "sdpa":  # grafted MHA / SWA operators (graft_core.operators.mha)
+            module.kernel = "classic"
     return model
+
+
+def use_fast_operator_attention(op: torch.nn.Module, seq_len: int, device: torch.device | str) -> torch.nn.Module:
+    """The same choice for a lone operator (stage 1): classic attention kernels on CPU at short sequences."""
+    if torch.device(device).type == "cpu" and seq_len <= CLASSIC_ATTENTION_MAX_TOKENS:
+        for module in op.modules():
+            if getattr(module, "kernel", None) == "sdpa":
+                module.kernel = "classic"
+    return op
 
 
 def load_pretrained(cfg: TeacherConfig) -> DiTTransformer2DModel:

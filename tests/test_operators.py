@@ -207,6 +207,40 @@ def test_self_graft_loaded_with_teacher_weights_is_exact(micro_teacher, name):
         assert torch.equal(op(x), original(x))
 
 
+def test_classic_attention_kernel_computes_the_same_function_and_follows_the_teacher(micro_teacher):
+    """``kernel = "classic"`` (diffusers' AttnProcessor math, chosen on CPU at short sequences) equals the SDPA
+    kernel for MHA and masked SWA, with gradients; a self-graft of a teacher whose attention was switched to the
+    classic processor (``use_fast_attention``) copies that choice and stays bit-identical."""
+    import copy
+
+    from graft_core.teacher import use_fast_attention, use_fast_operator_attention
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 20, 32, requires_grad=True)
+    for name, opts in (("mha", {}), ("swa", {"window": 3})):
+        op = operators.build(name, 32, num_heads=4, seq_len=20, **opts)
+        ref = op(x)
+        (gx_ref,) = torch.autograd.grad(ref.sum(), x)
+        assert use_fast_operator_attention(op, 20, "cpu").kernel == "classic"
+        out = op(x)
+        (gx,) = torch.autograd.grad(out.sum(), x)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(gx, gx_ref, rtol=1e-5, atol=1e-5)
+    assert use_fast_operator_attention(operators.build("mha", 32, num_heads=4, seq_len=1024), 1024,
+                                       "cpu").kernel == "sdpa"  # long sequences keep the fused kernel
+    teacher = use_fast_attention(copy.deepcopy(micro_teacher), "cpu")
+    original = teacher.transformer_blocks[1].attn1
+    assert type(original.processor).__name__ == "AttnProcessor"
+    cfg = teacher.config
+    op = operators.build("mha", cfg.num_attention_heads * cfg.attention_head_dim, num_heads=cfg.num_attention_heads,
+                         seq_len=16)
+    operators.init_from_teacher(op, original)
+    assert op.kernel == "classic"
+    h = torch.randn(3, 16, op.dim)
+    with torch.no_grad():
+        assert torch.equal(op(h), original(h))
+
+
 def test_init_from_teacher_refuses_new_architectures():
     op = operators.build("hyena_x", 16, num_heads=2, seq_len=16)
     with pytest.raises(ValueError, match="no mapping"):
