@@ -13,6 +13,7 @@ from benchmark.dag import Planner, make_node
 from benchmark.launch import all_nodes, plan_targets
 from benchmark.store import Store
 from graft_core.plan import GraftPlan
+from graft_core.presets import get_preset
 from tables import registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,7 +108,6 @@ def test_run_ids_do_not_depend_on_the_process(tmp_path):
 def test_objective_spelled_or_defaulted_is_one_run():
     import dataclasses
 
-    from graft_core.presets import get_preset
 
     p = get_preset("tiny")
     explicit = p.replace(stage1=dataclasses.replace(p.stage1, objective="l1", lr=p.stage1.lr_for("attn")))
@@ -176,7 +176,8 @@ def test_table_extras(tmp_path):
                                                      "attn-self_graft-full-s1_0.63-s2_5",
                                                      "attn-self_graft-full-s1_0.63-s2_10")] == [None, 0.63, 5.0, 10.0]
     s2 = next(n for n in t2["attn-self_graft-full-s1_0.63-s2_5"].nodes if n.kind == "stage2").config["stage2"]
-    assert s2["data_fraction"] == 0.05 and s2["steps"] == 180  # 3/5 of the tiny 300 steps (30k vs 50K)
+    tiny_steps = get_preset("tiny").stage2.steps
+    assert s2["data_fraction"] == 0.05 and s2["steps"] == round(tiny_steps * 3 / 5)  # paper: 30k vs Table 4's 50K
     assert plans["fig4a"]["attn-swa-interleaved50-data20"].row.extra["stage2_data"] == 20.0
     assert plans["fig4b"]["attn-hyena_x-deep"].row.extra["strategy"] == "deep"
     assert plans["fig4b"]["attn-hyena_x-top_local"].blocked  # waits for the locality run
@@ -195,8 +196,6 @@ def test_plan_dicts_round_trip_through_graft_plan(tmp_path):
 def test_dry_run_finds_the_shipped_teacher_from_the_planned_config(tmp_path, monkeypatch):
     """``--dry-run`` rebuilds the teacher's configs from its node to look up the shipped weights."""
     import dataclasses
-
-    from graft_core.presets import get_preset
 
     monkeypatch.setenv("GRAFTBENCH_CACHE", str(tmp_path))  # only the shipped assets count
     p = get_preset("tiny")
