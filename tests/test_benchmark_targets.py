@@ -108,7 +108,6 @@ def test_run_ids_do_not_depend_on_the_process(tmp_path):
 def test_objective_spelled_or_defaulted_is_one_run():
     import dataclasses
 
-
     p = get_preset("tiny")
     explicit = p.replace(stage1=dataclasses.replace(p.stage1, objective="l1", lr=p.stage1.lr_for("attn")))
     a = Planner().stage1(p, "attn", "mha", {}, 3)
