@@ -160,7 +160,8 @@ def part_stage2(args, ctx, work: Path) -> dict:
                 "hyena_x 50 %": lambda: grafted(p, {i: all_dirs[i] for i in HYENA_LAYERS_50}, "hyena_x"),
                 "hyena_x 100 %": lambda: grafted(p, all_dirs, "hyena_x")}
     every = args.every
-    st2 = dataclasses.replace(p.stage2, steps=args.max_steps, checkpoint_every=every)
+    st2 = dataclasses.replace(p.stage2, steps=args.max_steps, checkpoint_every=every,
+                              ema_decay=args.ema_decay or p.stage2.ema_decay)
     results, rows = [], []
     for name, build in students.items():
         if args.rows and not any(r in name for r in args.rows):
@@ -180,7 +181,9 @@ def part_stage2(args, ctx, work: Path) -> dict:
             ema.load_state_dict(ckpt["ema"])
             curve.append({"steps": step, **score(ema.model.eval(), p_eval)})
             common.log(f"{name} step {step}: {curve[-1]}")
-    table = common.format_table(["row", "stage-2 steps", "FID", "bootstrap std", "class acc"], rows)
+        results.append({"row": name, "ema_decay": st2.ema_decay, "train_seconds": round(train_s, 1), "curve": curve})
+        rows += [[name, st2.ema_decay, c["steps"], c["fid"], c.get("fid_std"), c["class_acc"]] for c in curve]
+    table = common.format_table(["row", "EMA decay", "stage-2 steps", "FID", "bootstrap std", "class acc"], rows)
     return {"results": results, "table": table}
 
 
@@ -302,6 +305,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--max-steps", type=int, default=300)
     p.add_argument("--every", type=int, default=50)
+    p.add_argument("--ema-decay", type=float, default=None, help="stage2 part: EMA decay (default: the preset's)")
     p.add_argument("--rows", nargs="+", help="stage2 part: only the rows whose name contains one of these")
     args = p.parse_args(argv)
     ctx = common.setup(args)
