@@ -37,12 +37,16 @@ PAPER_GPU_H = {
     "stage1_block_pair_200ep": 1.0,
     "teacher": 0.0,  # downloaded
 }
-# seconds on 2 CPU cores (bf16 autocast where the preset asks for it)
+# seconds of one job while the local executor runs one 1-thread job per core on 2 cores (bf16 autocast where the
+# preset asks for it); calibrated on the tiny Table-3 grid of 2026-12-03 (benchmarks/results/grid.json: summed step
+# time per kind / runs)
 CPU_S = {
     "teacher_step_64": 0.36,  # one teacher training step at batch 64 (64 tokens)
-    "stage1_step": 0.02,  # one stage-1 optimiser step on batch ≤ 256 (operator only; measured 0.01–0.05)
-    "stage2_step_64": 0.40,  # one stage-2 step at batch 64 (whole model, 64 tokens; tiny-testbed 0.32 s + graft)
-    "sample_per_image_step": 0.0036,  # one CFG denoising step of one image (≈ 36 s per 1000 images at DDIM 10)
+    # one stage-1 optimiser step per 64 samples of its batch (operator only): 80 runs of 400 configured epochs took
+    # 22 s each (Hyena-Y/SWA 10 s, MLP 20 s, MHA 28 s, Mamba-2 48 s; early stopping included)
+    "stage1_step": 0.012,
+    "stage2_step_64": 0.60,  # one stage-2 step at batch 64 (whole model, 64 tokens): 1,661 s / 2,620 steps
+    "sample_per_image_step": 0.006,  # one CFG denoising step of one image: 30 evals of 500 × DPM 8 took 28 s each
     "capture": 3.0,
     "activation_stats": 2.0,  # statistics of every layer of one site from the all-pairs capture (tiny/micro)
     "reference": 10.0,
