@@ -247,24 +247,42 @@ def test_init_from_teacher_refuses_new_architectures():
         operators.init_from_teacher(op, operators.build("mha", 16, num_heads=2, seq_len=16))
 
 
-@pytest.mark.parametrize("taps,length", [(4, 16), (4, 2), (1, 5), (7, 7)])
-def test_token_major_conv_equals_the_channel_major_conv_with_its_gradients(taps, length):
-    """``forward_tokens`` (the CPU fast path of Hyena/Mamba-2) is the same map, values and gradients, as
-    ``F.conv1d`` on the transposed input — also when the sequence is shorter than the filter."""
+@pytest.mark.parametrize("taps,length,bias", [(4, 16, True), (4, 2, True), (1, 5, True), (7, 7, True), (4, 9, False)])
+def test_token_major_conv_equals_the_channel_major_conv_with_its_gradients(taps, length, bias):
+    """``forward_tokens`` (the CPU fast path of Hyena/Mamba-2, with its hand-written backward) is the same map,
+    values and gradients, as ``F.conv1d`` on the transposed input — also when the sequence is shorter than the filter,
+    without a bias, and without autograd."""
     torch.manual_seed(0)
-    conv = operators.CausalDepthwiseConv1d(6, taps)
+    conv = operators.CausalDepthwiseConv1d(6, taps, bias=bias)
     with torch.no_grad():
         conv.weight.normal_()
-        conv.bias.normal_()
+        if bias:
+            conv.bias.normal_()
     z = torch.randn(3, length, 6, requires_grad=True)
     ref = conv(z.transpose(1, 2)).transpose(1, 2)
     got = conv.forward_tokens(z)
     torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(conv.forward_tokens(z), ref, rtol=1e-6, atol=1e-6)
     g = torch.randn_like(ref)
-    ref_grads = torch.autograd.grad(ref, (z, conv.weight, conv.bias), g)
-    got_grads = torch.autograd.grad(got, (z, conv.weight, conv.bias), g)
+    params = (z, conv.weight) + ((conv.bias,) if bias else ())
+    ref_grads = torch.autograd.grad(ref, params, g)
+    got_grads = torch.autograd.grad(got, params, g)
     for a, b in zip(got_grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_token_major_conv_gradients_under_bf16_autocast():
+    """Under the bf16 autocast of stage 2 the weight gradient still reaches the float32 parameters, close to the
+    float32 computation."""
+    torch.manual_seed(0)
+    conv = operators.CausalDepthwiseConv1d(8, 4)
+    z = torch.randn(4, 12, 8)
+    g = torch.randn(4, 12, 8)
+    ref = torch.autograd.grad(conv.forward_tokens(z), conv.weight, g)[0]
+    got = torch.autograd.grad(conv.forward_tokens(z.bfloat16()), conv.weight, g.bfloat16())[0]
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=0.05, atol=0.05)
 
 
 def test_hyena_se_mix_is_the_channel_major_reference():

@@ -42,6 +42,52 @@ class GraftOperator(nn.Module, metaclass=abc.ABCMeta):
         """``[B, N, D] → [B, N, D]``: the operator itself (each operator defines it)."""
 
 
+def _token_conv(z: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``y[:, l] = bias + Σ_k w[k] ⊙ z[:, l − (K−1) + k]`` on token-major ``z [B, L, C]``, ``w [K, C]``."""
+    taps, length = w.shape[0], z.shape[1]
+    y = torch.addcmul(bias, z, w[-1]) if bias is not None else z * w[-1]
+    for k in range(taps - 1):
+        shift = taps - 1 - k  # tap k reads the input ``shift`` tokens back
+        if shift < length:
+            y[:, shift:].addcmul_(z[:, :length - shift], w[k])
+    return y
+
+
+class _TokenConv(torch.autograd.Function):
+    """``_token_conv`` with a hand-written backward. Autograd's own backward of the K in-place shifted multiply-adds
+    zero-fills and copies a full ``[B, L, C]`` gradient per tap (as_strided/slice backward); this one is K shifted
+    multiply-adds for dz (the same filter run anti-causally) and K multiply-reductions for dw. Measured on 1 CPU
+    thread at [256, 64, 384] (the tiny Hyena-X/Mamba-2 conv): forward + backward 62–75 vs 166 ms in float32, 31–35 vs
+    133 ms in bf16; a Hyena-X stage-1 step at batch 80 40 vs 61 ms."""
+
+    @staticmethod
+    def forward(ctx, z, w, bias):
+        ctx.save_for_backward(z, w)
+        ctx.has_bias = bias is not None
+        return _token_conv(z, w, bias)
+
+    @staticmethod
+    def backward(ctx, gy):
+        z, w = ctx.saved_tensors
+        taps, length = w.shape[0], z.shape[1]
+        gz = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gz = gy * w[-1]
+            for k in range(taps - 1):
+                shift = taps - 1 - k
+                if shift < length:
+                    gz[:, :length - shift].addcmul_(gy[:, shift:], w[k])
+        if ctx.needs_input_grad[1]:
+            gw = torch.zeros_like(w)
+            for k in range(taps):
+                shift = taps - 1 - k
+                if shift < length:
+                    gw[k] = torch.mul(gy[:, shift:], z[:, :length - shift]).sum((0, 1))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = gy.sum((0, 1))
+        return gz, gw, gb
+
+
 class CausalDepthwiseConv1d(nn.Conv1d):
     """Depthwise 1D convolution over the last axis of ``[B, C, L]``; output ``l`` sees inputs ``l-K+1 … l``.
 
@@ -70,14 +116,11 @@ class CausalDepthwiseConv1d(nn.Conv1d):
         """
         if _causal_conv1d_fn is not None and z.is_cuda:  # pragma: no cover - GPU only: the kernel wants [B, C, L]
             return self(z.transpose(1, 2)).transpose(1, 2)
-        taps, length = self.kernel_size[0], z.shape[1]
-        w = self.weight[:, 0, :].t().to(z.dtype)  # [K, C]
-        y = torch.addcmul(self.bias.to(z.dtype), z, w[-1]) if self.bias is not None else z * w[-1]
-        for k in range(taps - 1):
-            shift = taps - 1 - k  # tap k reads the input ``shift`` tokens back
-            if shift < length:
-                y[:, shift:].addcmul_(z[:, :length - shift], w[k])
-        return y
+        w = self.weight[:, 0, :].t().to(z.dtype).contiguous()  # [K, C]; rows contiguous (strided ones are 3× slower)
+        bias = self.bias.to(z.dtype) if self.bias is not None else None
+        if torch.is_grad_enabled() and (z.requires_grad or w.requires_grad):
+            return _TokenConv.apply(z, w, bias)
+        return _token_conv(z, w, bias)
 
     def init_identity(self) -> None:
         """Pass-through filter: last tap 1, others 0, bias 0 (the Hyena-Y/SE inner filter init)."""
