@@ -38,14 +38,15 @@ PAPER_GPU_H = {
     "teacher": 0.0,  # downloaded
 }
 # seconds of one job while the local executor runs one 1-thread job per core on 2 cores (bf16 autocast where the
-# preset asks for it); calibrated on the tiny Table-3 grid of 2026-12-03 (benchmarks/results/grid.json: summed step
-# time per kind / runs)
+# preset asks for it); calibrated on the tiny Table-3 grids of 2026-12-03 (benchmarks/results/grid.json: summed step
+# time per kind / runs; stage 1 on the batch-16 grid)
 CPU_S = {
     "teacher_step_64": 0.36,  # one teacher training step at batch 64 (64 tokens)
-    # one stage-1 optimiser step per 64 samples of its batch (operator only): 80 runs of 400 configured epochs took
-    # 22 s each (Hyena-Y/SWA 10 s, MLP 20 s, MHA 28 s, Mamba-2 48 s; early stopping included)
-    "stage1_step": 0.012,
-    "stage2_step_64": 0.60,  # one stage-2 step at batch 64 (whole model, 64 tokens): 1,661 s / 2,620 steps
+    # one stage-1 optimiser step per 64 samples of its batch (operator only): 80 runs of 400 configured epochs at
+    # batch 16 took 14.7 s each (Hyena-Y 7 s, Hyena-X/SWA 8 s, MHA 14 s, MLP 18 s, Mamba-2 29 s; early stopping
+    # included)
+    "stage1_step": 0.0058,
+    "stage2_step_64": 0.60,  # one stage-2 step at batch 64 (whole model, 64 tokens): 1,278 s / 2,160 steps
     "sample_per_image_step": 0.006,  # one CFG denoising step of one image: 30 evals of 500 × DPM 8 took 28 s each
     "capture": 3.0,
     "activation_stats": 2.0,  # statistics of every layer of one site from the all-pairs capture (tiny/micro)

@@ -287,7 +287,7 @@ def _tiny() -> Preset:
         # Speed levers measured in benchmarks/levers.py (benchmarks/results/levers-*.json) and in the grid itself
         # (benchmarks/grid.py; issue 18): stage 1 trains in batches of 16 (was 256, i.e. one optimizer step per epoch
         # of the 80 captured samples: MLP layers were still far from converged at 400 epochs; at 16 the held-out MSE
-        # is 1.1–9× lower and the layer 1.3–2× faster, levers-stage1-batch.json) and stops once 50 epochs improved
+        # is 1.1–9× lower, a layer 0.95–2.5× as fast, levers-stage1-batch.json) and stops once 50 epochs improved
         # the held-out MSE by < 10 %; stage 2 runs 80 steps (was 300) with EMA decay 0.95 (0.99 still weighs the
         # stage-1 init by 0.99^100 = 37 % after 100 steps: Hyena-X 50 % FID 22.7 → 16.8, levers-ema.json); eval
         # draws 500 samples (was 2,000) with DPM-Solver++(2M) in 8 steps (was DDIM 10: teacher FID 5.0 vs 8.0 at
