@@ -273,8 +273,8 @@ def test_token_major_conv_equals_the_channel_major_conv_with_its_gradients(taps,
 
 
 def test_token_major_conv_gradients_under_bf16_autocast():
-    """Under the bf16 autocast of stage 2 the weight gradient still reaches the float32 parameters, close to the
-    float32 computation."""
+    """With bf16 activations (what stage 2's bf16 autocast feeds the conv) the weight gradient still reaches the
+    float32 parameters, close to the float32 computation."""
     torch.manual_seed(0)
     conv = operators.CausalDepthwiseConv1d(8, 4)
     z = torch.randn(4, 12, 8)

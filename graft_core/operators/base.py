@@ -42,14 +42,17 @@ class GraftOperator(nn.Module, metaclass=abc.ABCMeta):
         """``[B, N, D] → [B, N, D]``: the operator itself (each operator defines it)."""
 
 
+def _shifts(taps: int, length: int):
+    """``(k, shift)`` of each tap that reaches into a sequence of ``length``: tap k reads ``shift`` tokens back."""
+    return [(k, taps - 1 - k) for k in range(taps) if taps - 1 - k < length]
+
+
 def _token_conv(z: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``y[:, l] = bias + Σ_k w[k] ⊙ z[:, l − (K−1) + k]`` on token-major ``z [B, L, C]``, ``w [K, C]``."""
-    taps, length = w.shape[0], z.shape[1]
+    length = z.shape[1]
     y = torch.addcmul(bias, z, w[-1]) if bias is not None else z * w[-1]
-    for k in range(taps - 1):
-        shift = taps - 1 - k  # tap k reads the input ``shift`` tokens back
-        if shift < length:
-            y[:, shift:].addcmul_(z[:, :length - shift], w[k])
+    for k, shift in _shifts(w.shape[0], length)[:-1]:  # the last tap (shift 0) is the line above
+        y[:, shift:].addcmul_(z[:, :length - shift], w[k])
     return y
 
 
@@ -63,27 +66,22 @@ class _TokenConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, w, bias):
         ctx.save_for_backward(z, w)
-        ctx.has_bias = bias is not None
         return _token_conv(z, w, bias)
 
     @staticmethod
     def backward(ctx, gy):
         z, w = ctx.saved_tensors
-        taps, length = w.shape[0], z.shape[1]
+        length, shifts = z.shape[1], _shifts(w.shape[0], z.shape[1])
         gz = gw = gb = None
         if ctx.needs_input_grad[0]:
             gz = gy * w[-1]
-            for k in range(taps - 1):
-                shift = taps - 1 - k
-                if shift < length:
-                    gz[:, :length - shift].addcmul_(gy[:, shift:], w[k])
+            for k, shift in shifts[:-1]:
+                gz[:, :length - shift].addcmul_(gy[:, shift:], w[k])
         if ctx.needs_input_grad[1]:
             gw = torch.zeros_like(w)
-            for k in range(taps):
-                shift = taps - 1 - k
-                if shift < length:
-                    gw[k] = torch.mul(gy[:, shift:], z[:, :length - shift]).sum((0, 1))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+            for k, shift in shifts:
+                gw[k] = torch.mul(gy[:, shift:], z[:, :length - shift]).sum((0, 1))
+        if ctx.needs_input_grad[2]:  # False when there is no bias
             gb = gy.sum((0, 1))
         return gz, gw, gb
 
