@@ -9,12 +9,14 @@ over chunk states between chunks. Structure follows ``ssd_minimal_discrete`` fro
 (``mamba_ssm/modules/ssd_minimal.py``, Apache-2.0, © 2024 Albert Gu and Tri Dao), rewritten here so that (i) heads
 share their group's C·Bᵀ product instead of recomputing it, (ii) groups > 1 are handled per group, (iii) any length
 works (the sequence is zero-padded to a multiple of Q; padded steps have dt = 0 and come after every real token, so
-they change nothing), (iv) intra-chunk decays are ``exp(cumA_i − cumA_j)`` of chunk-local cumulative sums, as the
-fused Triton kernels compute them (the minimal version's T×T "stable segsum" costs several passes over the largest
-tensor), and (v) chunk states are carried by a loop over chunks — linear in N/Q instead of the minimal version's
-quadratic chunk-to-chunk matrix. Runs in float32 (also under autocast). Decay arguments are clamped at −50 so
-no float32 denormal ever appears (they are ~30× slower on CPU); a sequence that fits one chunk skips the
-inter-chunk steps; the intra-chunk step runs over cache-sized slices with a hand-written backward.
+they change nothing), (iv) chunk states are carried by a loop over chunks — linear in N/Q instead of the minimal
+version's quadratic chunk-to-chunk matrix — and (v) the intra-chunk decays ``exp(s_i − s_j)`` of chunk-local
+cumulative sums ``s`` are never materialised per head when they can be factored (``_separable``): as
+``exp(s_i − f) · exp(f − s_j)`` through a block's first token ``f`` they become per-token scales around one C·Bᵀ
+matmul shared by all heads of a group (no library does this on CPU; the fused Triton kernels exponentiate the
+differences per head, as ``_exact`` does). Decays too wide to factor in blocks of ≥ 8 tokens fall back to
+``_exact``, whose arguments are clamped at −50 so that no float32 denormal appears (~30× slower on CPU) and whose
+intra-chunk step runs over cache-sized slices with a hand-written backward. Runs in float32 (also under autocast).
 """
 from __future__ import annotations
 
@@ -41,6 +43,16 @@ _LOG_FLOOR = -50.0
 # [rows, R, Q, Q] weights then never exist whole (260 MB per layer at batch 1000), every elementwise pass over them
 # stays in cache, and the small temporaries come from the heap instead of freshly page-faulted memory.
 _SLICE_ELEMENTS = 1 << 18
+# The separable scan keeps each decay factor within e^±_SEPARABLE_BOUND (e^60 ≈ 1e26: products with the inputs keep
+# ~1e12 of float32 headroom, and e^−60 is far from denormal). Where some head's dt·|A| summed over a chunk exceeds it,
+# the chunk is factored in blocks of half its length, and so on (at mamba_ssm's initialisation, dt ≤ 0.1 and
+# |A| ≤ 16, blocks of 32 tokens always fit); below _MIN_SEPARABLE_BLOCK tokens the exact path runs instead.
+_SEPARABLE_BOUND = 60.0
+_MIN_SEPARABLE_BLOCK = 8
+# Floor of the factors between blocks (exp(f_I − f_J), exp(s_end − f_J)): they multiply inputs already scaled by up to
+# e^_SEPARABLE_BOUND, so a floor at _LOG_FLOOR would make a vanishing decay e^10; at −80 (still a normal float32) the
+# error of a clamped term is below e^(−80+60) ≈ 2e−9.
+_FACTOR_FLOOR = -80.0
 
 
 def _decay(s: torch.Tensor) -> torch.Tensor:
@@ -129,12 +141,102 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Ten
 def _chunked(x, dt, a, b, c, *, groups: int, chunk_size: int) -> torch.Tensor:
     """``ssd_chunked`` on float32 dt, a, b, c; ``x`` in any float dtype, which is also the output's."""
     bsz, length, heads, p = x.shape
-    n, dtype = b.shape[-1], x.dtype
     q = min(chunk_size, length)
     pad = (-length) % q
     if pad:
         x, dt, b, c = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, b, c))
     nc, r = (length + pad) // q, heads // groups
+    da = (dt * a).view(bsz, nc, q, groups, r)  # ≤ 0
+    s = torch.cumsum(da, dim=2)  # chunk-local cumulative decays [b, c, q, g, r]
+    block = _separable_block(da)
+    if block:
+        y = _separable(x, dt, s, b, c, groups=groups, block=block)
+    else:
+        y = _exact(x, dt, s, b, c, groups=groups, q=q)
+    if not (torch.is_grad_enabled() and y.requires_grad):  # one pass: output dtype at once
+        return x.new_empty(y.shape, dtype=x.dtype).copy_(y).view(bsz, nc * q, heads, p)[:, :length]
+    return y.reshape(bsz, nc * q, heads, p)[:, :length].to(x.dtype)
+
+
+def _separable_block(da: torch.Tensor) -> int | None:
+    """The largest block ``q, q/2, q/4, … ≥ _MIN_SEPARABLE_BLOCK`` (dividing the chunk q) over which every head's
+    decay sum stays within ``_SEPARABLE_BOUND``, so that ``_separable`` can factor the decays block by block; None:
+    use ``_exact``. ``da [b, c, q, g, r]``. The result does not depend on the block, only its rounding does."""
+    q = block = da.shape[2]
+    while True:
+        if -da.unflatten(2, (q // block, block)).sum(3).min() <= _SEPARABLE_BOUND:  # False for NaN too
+            return block
+        if block % 2 or block // 2 < _MIN_SEPARABLE_BLOCK:
+            return None
+        block //= 2
+
+
+def _separable(x, dt, s, b, c, *, groups: int, block: int) -> torch.Tensor:
+    """The scan with the decays factored through each block's first token ``f``:
+    ``exp(s_i − s_j) = exp(s_i − f_I) · exp(f_I − f_J) · exp(f_J − s_j)`` (token i in block I, j in block J ≤ I).
+    The outer factors stay within ``e^±_SEPARABLE_BOUND`` (``_separable_block``), the middle one is ≤ 1 per head and
+    block pair; token i depends on no later token, bit for bit. The intra-chunk step is then one ``C·Bᵀ`` matmul
+    per group and block column applied to all the group's heads at once (``[q, k] @ [k, R·P]``) — no per-head
+    ``[Q, Q]`` decay tensor, the cost of the exact step; at the tiny preset's decays the block is the whole chunk
+    (one matmul). Chunk end states come from the same scaled inputs. Token-major throughout (``x``'s own layout):
+    ``y [b, c, q, g, r, p]``. Autograd differentiates it as written."""
+    bsz, nc, q, _g, r = s.shape
+    p, n, k = x.shape[-1], b.shape[-1], block
+    nb = q // k
+    first = s[:, :, ::k]  # [b, c, nb, g, r]: each block's first token
+    ref = first.repeat_interleave(k, dim=2) if nb > 1 else first  # per token: its block's first token
+    w_in = torch.exp(ref - s) * dt.view(s.shape)  # ≥ dt
+    w_out = torch.exp(s - ref)  # ≤ 1
+    u = x.reshape(bsz, nc, q, groups, r, p) * w_in[..., None]  # dt_j · exp(f_J − s_j) · x_j, float32
+    bs, cs = b.view(bsz, nc, q, groups, n).transpose(2, 3), c.view(bsz, nc, q, groups, n).transpose(2, 3)
+    causal = torch.ones(q, q, dtype=torch.bool, device=x.device).tril()
+    cb = torch.matmul(cs, bs.transpose(-1, -2)).masked_fill(~causal, 0.0)  # [b, c, g, q, q]
+    ug = u.transpose(2, 3).reshape(bsz, nc, groups, q, r * p)  # [b, c, g, q, r·p] (a view when g = 1)
+    first_h = first.permute(0, 1, 3, 2, 4)  # [b, c, g, nb, r]
+    # 1. inside each chunk, block column J: rows of blocks I ≥ J, all heads of the group in one matmul
+    z = None
+    for j in range(nb):
+        part = torch.matmul(cb[..., j * k:, j * k:(j + 1) * k], ug[..., j * k:(j + 1) * k, :])
+        if j < nb - 1:  # exp(f_I − f_J) per head for I = J, …, nb − 1 (1 for I = J)
+            between = torch.exp((first_h[:, :, :, j:] - first_h[:, :, :, j:j + 1]).clamp(min=_FACTOR_FLOOR))
+            part = (part.view(bsz, nc, groups, nb - j, k, r, p) * between[:, :, :, :, None, :, None]).flatten(3, 4)
+            part = part.flatten(-2)
+        z = part if z is None else torch.cat([z[..., :j * k, :], z[..., j * k:, :] + part], dim=-2)
+    if nc > 1:
+        # 2. each chunk's end state Σ_j exp(s_end − s_j)·dt_j·x_j ⊗ B_j = Σ_J exp(s_end − f_J) · Σ_{j∈J} u_j ⊗ B_j
+        to_end = torch.exp((s[:, :, -1:] - ref).clamp(min=_FACTOR_FLOOR))
+        ue = u * to_end.expand(bsz, nc, q, groups, r)[..., None] if nb > 1 else u
+        ends = torch.matmul(ue.transpose(2, 3).reshape(bsz, nc, groups, q, r * p).transpose(-1, -2), bs)
+        ends = ends.view(bsz, nc, groups, r, p, n)
+        if nb == 1:
+            ends = ends * to_end[:, :, 0, :, :, None, None]
+        states = _entering_states(ends, s[:, :, -1])  # 3. the state entering each chunk [b, c, g, r, p, n]
+        # 4. its contribution exp(s_i)·C_i·state = exp(s_i − f_I) · exp(f_I)·C_i·state, added to z before the
+        #    common exp(s_i − f_I) factor
+        inter = torch.matmul(cs, states.view(bsz, nc, groups, r * p, n).transpose(-1, -2))  # [b, c, g, q, r·p]
+        from_first = torch.exp(ref.clamp(min=_LOG_FLOOR)).expand(bsz, nc, q, groups, r).transpose(2, 3)
+        z = z + (inter.view(bsz, nc, groups, q, r, p) * from_first[..., None]).flatten(-2)
+    return z.view(bsz, nc, groups, q, r, p).transpose(2, 3) * w_out[..., None]  # [b, c, q, g, r, p]
+
+
+def _entering_states(chunk_states: torch.Tensor, chunk_sum: torch.Tensor) -> torch.Tensor:
+    """Step 3, the recurrence over chunk boundaries: the state entering each chunk ``[b, c, g, r, p, n]`` from each
+    chunk's end state ``chunk_states [b, c, g, r, p, n]`` and its summed decay ``chunk_sum [b, c, g, r]``."""
+    chunk_decay = torch.exp(chunk_sum.clamp(min=_LOG_FLOOR))[..., None, None]
+    state = torch.zeros_like(chunk_states[:, 0])
+    entering = []
+    for z in range(chunk_states.shape[1]):
+        entering.append(state)
+        state = chunk_decay[:, z] * state + chunk_states[:, z]
+    return torch.stack(entering, dim=1)
+
+
+def _exact(x, dt, s, b, c, *, groups: int, q: int) -> torch.Tensor:
+    """The scan with exact, clamped per-head decays ``exp(clamp(s_i − s_j, _LOG_FLOOR))`` (the fallback when a
+    chunk's decay range is too wide to factor). Returns ``y [b, c, q, g, r, p]``."""
+    bsz, padded, heads, p = x.shape
+    n = b.shape[-1]
+    nc, r = padded // q, heads // groups
     # heads-major layouts [b, c, g, r, q, ·]: every product below is a plain (batched) matmul on contiguous blocks
     x_hm = x.reshape(bsz, nc, q, groups, r, p).permute(0, 1, 3, 4, 2, 5)
     dt_hm = dt.view(bsz, nc, q, groups, r).permute(0, 1, 3, 4, 2)[..., None]
@@ -142,7 +244,7 @@ def _chunked(x, dt, a, b, c, *, groups: int, chunk_size: int) -> torch.Tensor:
         xs = (x_hm * dt_hm).contiguous()  # dt·x in float32
     else:  # one pass: read x (any dtype), write dt·x in float32 straight into the heads-major layout
         xs = torch.mul(x_hm, dt_hm, out=x.new_empty(x_hm.shape, dtype=torch.float32))
-    a_cum = torch.cumsum((a * dt).view(bsz, nc, q, groups, r).permute(0, 1, 3, 4, 2), dim=-1)  # [b, c, g, r, q]
+    a_cum = s.permute(0, 1, 3, 4, 2)  # [b, c, g, r, q]
     bs = b.view(bsz, nc, q, groups, n).transpose(2, 3)  # [b, c, g, q, n]
     cs = c.view(bsz, nc, q, groups, n).transpose(2, 3)
 
@@ -155,21 +257,11 @@ def _chunked(x, dt, a, b, c, *, groups: int, chunk_size: int) -> torch.Tensor:
         # 2. state each chunk contributes at its end: Σ_j exp(cumA_end − cumA_j) · x_j ⊗ B_j
         to_end = torch.exp((a_cum[..., -1:] - a_cum).clamp(min=_LOG_FLOOR))[..., None]  # [b, c, g, r, q, 1]
         chunk_states = torch.matmul((xs * to_end).transpose(-1, -2), bs[:, :, :, None])  # [b, c, g, r, p, n]
-        # 3. recurrence over chunk boundaries: the state entering chunk z
-        chunk_decay = torch.exp(a_cum[..., -1].clamp(min=_LOG_FLOOR))[..., None, None]  # [b, c, g, r, 1, 1]
-        state = torch.zeros_like(chunk_states[:, 0])
-        entering = []
-        for z in range(nc):
-            entering.append(state)
-            state = chunk_decay[:, z] * state + chunk_states[:, z]
-        states = torch.stack(entering, dim=1)  # [b, c, g, r, p, n]
+        states = _entering_states(chunk_states, a_cum[..., -1])  # 3. [b, c, g, r, p, n]
         # 4. contribution of the entering state to every position of the chunk
         from_start = torch.exp(a_cum.clamp(min=_LOG_FLOOR))[..., None]  # [b, c, g, r, q, 1]
         y = y + torch.matmul(cs[:, :, :, None], states.transpose(-1, -2)) * from_start
-    y = y.permute(0, 1, 4, 2, 3, 5)  # [b, c, q, g, r, p]
-    if not (torch.is_grad_enabled() and y.requires_grad):  # one pass: token-major layout and output dtype at once
-        return x.new_empty(y.shape, dtype=dtype).copy_(y).view(bsz, nc * q, heads, p)[:, :length]
-    return y.reshape(bsz, nc * q, heads, p)[:, :length].to(dtype)
+    return y.permute(0, 1, 4, 2, 3, 5)  # [b, c, q, g, r, p]
 
 
 def ssd_recurrent(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
