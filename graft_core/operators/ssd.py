@@ -199,17 +199,13 @@ def _separable(x, dt, s, b, c, *, groups: int, block: int) -> torch.Tensor:
         part = torch.matmul(cb[..., j * k:, j * k:(j + 1) * k], ug[..., j * k:(j + 1) * k, :])
         if j < nb - 1:  # exp(f_I − f_J) per head for I = J, …, nb − 1 (1 for I = J)
             between = torch.exp((first_h[:, :, :, j:] - first_h[:, :, :, j:j + 1]).clamp(min=_FACTOR_FLOOR))
-            part = (part.view(bsz, nc, groups, nb - j, k, r, p) * between[:, :, :, :, None, :, None]).flatten(3, 4)
-            part = part.flatten(-2)
+            part = (part.view(bsz, nc, groups, nb - j, k, r, p) * between[:, :, :, :, None, :, None]).view_as(part)
         z = part if z is None else torch.cat([z[..., :j * k, :], z[..., j * k:, :] + part], dim=-2)
     if nc > 1:
         # 2. each chunk's end state Σ_j exp(s_end − s_j)·dt_j·x_j ⊗ B_j = Σ_J exp(s_end − f_J) · Σ_{j∈J} u_j ⊗ B_j
-        to_end = torch.exp((s[:, :, -1:] - ref).clamp(min=_FACTOR_FLOOR))
-        ue = u * to_end.expand(bsz, nc, q, groups, r)[..., None] if nb > 1 else u
-        ends = torch.matmul(ue.transpose(2, 3).reshape(bsz, nc, groups, q, r * p).transpose(-1, -2), bs)
-        ends = ends.view(bsz, nc, groups, r, p, n)
-        if nb == 1:
-            ends = ends * to_end[:, :, 0, :, :, None, None]
+        to_end = torch.exp((s[:, :, -1:] - ref).clamp(min=_FACTOR_FLOOR))  # [b, c, q or 1, g, r]
+        ue = (u * to_end[..., None]).transpose(2, 3).reshape(bsz, nc, groups, q, r * p)
+        ends = torch.matmul(ue.transpose(-1, -2), bs).view(bsz, nc, groups, r, p, n)
         states = _entering_states(ends, s[:, :, -1])  # 3. the state entering each chunk [b, c, g, r, p, n]
         # 4. its contribution exp(s_i)·C_i·state = exp(s_i − f_I) · exp(f_I)·C_i·state, added to z before the
         #    common exp(s_i − f_I) factor
