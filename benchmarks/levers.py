@@ -2,7 +2,9 @@
 
     python -m benchmarks.levers sampler   # DDIM 10 vs DPM-Solver++ k steps; FID spread over seeds per sample count
     python -m benchmarks.levers stage1    # validation-MSE curve per epoch: where early stopping would stop
-    python -m benchmarks.levers stage2    # FID of the EMA weights after s stage-2 steps (control, 50 %, 100 % rows)
+    python -m benchmarks.levers stage1-batch   # held-out MSE and time of one layer per stage-1 batch size (16, 256)
+    python -m benchmarks.levers stage2    # FID of the EMA weights after s stage-2 steps (control, 50 %, 100 % rows);
+                                          # --ema-decay 0.99 / 0.95 --max-steps 100 --rows "hyena_x 50" is the EMA lever
     python -m benchmarks.levers threads   # one process with 2 threads vs two with 1 thread (stage-2 step, sampling)
 
 Everything runs on the shipped tiny teacher and classifier through the engine's own functions (``graft_core``:
@@ -146,6 +148,46 @@ def part_stage1(args, ctx, work: Path) -> dict:
     return {"results": out, "table": table}
 
 
+# (operator, site, layer) of the stage-1 batch lever: both sites, an early and a late layer, and the two operators
+# whose per-layer cost differs most
+STAGE1_BATCH_CASES = (("mlp", "mlp", 1), ("mlp", "mlp", 4), ("mha", "attn", 1), ("mha", "attn", 4),
+                      ("hyena_x", "attn", 1), ("mamba2", "attn", 1))
+
+
+def part_stage1_batch(args, ctx, work: Path) -> dict:
+    """Best held-out MSE, epochs and time of one layer's stage 1 per batch size, all else at the preset's settings
+    (80 captured samples: batch 256 is one optimizer step per epoch)."""
+    from graft_core.capture import capture_activations
+    from graft_core.distill import distill_layer
+
+    p = tiny()
+    t = teacher(p)
+    train = capture_activations(t, p, split="stage1", root=work / "capture")
+    val = capture_activations(t, p, split="heldout", root=work / "capture")
+    out, rows = [], []
+    cases = STAGE1_BATCH_CASES[-2:-1] if args.quick else STAGE1_BATCH_CASES  # --quick: Hyena-X, 2 epochs
+    for operator, site, layer in cases:
+        for batch in args.stage1_batches:
+            st1 = dataclasses.replace(p.stage1, batch_size=batch)
+            if args.quick:
+                st1 = dataclasses.replace(st1, epochs=2, eval_every=1)
+            t0 = time.perf_counter()
+            m = distill_layer(train, val, layer=layer, site=site, operator=operator, options={}, stage1=st1,
+                              dim=p.teacher.hidden_size, num_heads=p.teacher.num_attention_heads,
+                              seq_len=p.teacher.num_tokens, out_dir=work / "stage1-batch" / f"{operator}-{layer}-b{batch}",
+                              bf16=p.stage2.bf16)  # as the driver's stage-1 runs (benchmark.dag)
+            wall = time.perf_counter() - t0
+            epochs = m["history"][-1]["epoch"]
+            out.append({"operator": operator, "site": site, "layer": layer, "batch_size": batch,
+                        "best_val_mse": m["val_mse"], "best_epoch": m["best_epoch"], "epochs_run": epochs,
+                        "train_seconds": m["seconds"], "wall_seconds": round(wall, 1)})
+            rows.append([operator, layer, batch, f"{m['val_mse']:.3g}", m["best_epoch"], epochs, f"{m['seconds']:.1f} s"])
+            common.log(" | ".join(map(str, rows[-1])))
+    table = common.format_table(["operator", "layer", "batch", "best held-out MSE", "best epoch", "epochs run",
+                                 "train time"], rows)
+    return {"results": out, "table": table}
+
+
 def part_stage2(args, ctx, work: Path) -> dict:
     """FID of the EMA weights after s stage-2 steps, for the control (teacher), Hyena-X 50 % and 100 %."""
     import torch
@@ -286,7 +328,8 @@ def part_attention(args, ctx, work: Path) -> dict:
     return {"results": {"timings": {k: v.median for k, v in timed.items()}, "max_abs_diff_bf16": diff}, "table": table}
 
 
-PARTS = {"attention": part_attention, "sampler": part_sampler, "stage1": part_stage1, "stage2": part_stage2, "threads": part_threads}
+PARTS = {"attention": part_attention, "sampler": part_sampler, "stage1": part_stage1, "stage1-batch": part_stage1_batch,
+         "stage2": part_stage2, "threads": part_threads}
 
 
 def main(argv=None) -> int:
@@ -307,6 +350,7 @@ def main(argv=None) -> int:
     p.add_argument("--every", type=int, default=50)
     p.add_argument("--ema-decay", type=float, default=None, help="stage2 part: EMA decay (default: the preset's)")
     p.add_argument("--rows", nargs="+", help="stage2 part: only the rows whose name contains one of these")
+    p.add_argument("--stage1-batches", type=int, nargs="+", default=[16, 256], help="stage1-batch part: batch sizes")
     args = p.parse_args(argv)
     ctx = common.setup(args)
     if args.batch:

@@ -287,9 +287,10 @@ def _tiny() -> Preset:
         # Speed levers measured in benchmarks/levers.py (benchmarks/results/levers-*.json) and in the grid itself
         # (benchmarks/grid.py; issue 18): stage 1 trains in batches of 16 (was 256, i.e. one optimizer step per epoch
         # of the 80 captured samples: MLP layers were still far from converged at 400 epochs; at 16 the held-out MSE
-        # is 1.1–9× lower, a layer 0.95–2.5× as fast, levers-stage1-batch.json) and stops once 50 epochs improved
+        # is 1.1–9× lower at 0.7–1.5× the time per layer, `levers stage1-batch`) and stops once 50 epochs improved
         # the held-out MSE by < 10 %; stage 2 runs 80 steps (was 300) with EMA decay 0.95 (0.99 still weighs the
-        # stage-1 init by 0.99^100 = 37 % after 100 steps: Hyena-X 50 % FID 22.7 → 16.8, levers-ema.json); eval
+        # stage-1 init by 0.99^100 = 37 % after 100 steps: Hyena-X 50 % FID 22.2 → 16.3, `levers stage2 --ema-decay`,
+        # levers-stage2-ema099/-ema095.json; levers-ema.json holds the first, ad-hoc measurements); eval
         # draws 500 samples (was 2,000) with DPM-Solver++(2M) in 8 steps (was DDIM 10: teacher FID 5.0 vs 8.0 at
         # 1,000 samples and the damage of a stage-1-only graft as visible, in 16 instead of 20 model calls per
         # sample), in batches of 100 (CFG doubles them: cache-sized on this CPU, ~25 % faster per sample than 500).

@@ -178,3 +178,15 @@ def test_report_renders_from_records(tmp_path):
     text = report.render(tmp_path)
     assert "## Performance" in text and "Mamba-2" in text and "--quick` record only" in text
     assert "no record yet" in text  # the benchmarks not run here are listed, not dropped
+
+
+def test_levers_stage1_batch_quick(tmp_path):
+    """The stage-1 batch lever runs the engine's distill_layer at each batch size on the shipped tiny teacher."""
+    from benchmarks import levers
+
+    assert levers.main(["stage1-batch", "--quick", "--out", str(tmp_path), "--workdir", str(tmp_path / "work"),
+                        "--stage1-batches", "8", "80"]) == 0
+    record = _record(tmp_path, "levers-stage1-batch")
+    rows = record["results"]
+    assert [r["batch_size"] for r in rows] == [8, 80] and {r["operator"] for r in rows} == {"hyena_x"}
+    assert all(r["epochs_run"] == 2 and _finite_positive(r["best_val_mse"]) for r in rows)
