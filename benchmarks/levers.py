@@ -59,23 +59,32 @@ def score(model, p, seed: int = 0) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- stage-1 weights
-def stage1_dirs(p, work: Path, operator: str, layers, *, stage1=None) -> dict[int, Path]:
-    """Stage-1 results of ``operator`` for ``layers`` in ``work`` (trained once, reused by every part)."""
+def captures(p, work: Path):
+    """The tiny teacher's (stage-1, held-out) captures in ``work`` (made once, reused by every part)."""
     from graft_core.capture import capture_activations
-    from graft_core.distill import distill_layer
 
     t = teacher(p)
-    train = capture_activations(t, p, split="stage1", root=work / "capture")
-    val = capture_activations(t, p, split="heldout", root=work / "capture")
-    st1 = stage1 or p.stage1
-    tag = f"e{st1.epochs}" + ("" if stage1 is None else "-custom")
+    return (capture_activations(t, p, split="stage1", root=work / "capture"),
+            capture_activations(t, p, split="heldout", root=work / "capture"))
+
+
+def distill(p, caps, out_dir: Path, operator: str, layer: int, *, site: str = "attn", stage1=None) -> dict:
+    """One layer's stage 1 as the driver's stage-1 runs call it (benchmark.steps.run_stage1), into ``out_dir``."""
+    from graft_core.distill import distill_layer
+
+    return distill_layer(*caps, layer=layer, site=site, operator=operator, options={}, stage1=stage1 or p.stage1,
+                         dim=p.teacher.hidden_size, num_heads=p.teacher.num_attention_heads,
+                         seq_len=p.teacher.num_tokens, out_dir=out_dir, bf16=p.stage2.bf16)
+
+
+def stage1_dirs(p, work: Path, operator: str, layers, *, stage1=None) -> dict[int, Path]:
+    """Stage-1 results of ``operator`` for ``layers`` in ``work`` (trained once, reused by every part)."""
+    caps = captures(p, work)
+    tag = f"e{(stage1 or p.stage1).epochs}" + ("" if stage1 is None else "-custom")
     out = {}
     for layer in layers:
-        d = work / "stage1" / f"{operator}-{tag}-{layer}"
-        distill_layer(train, val, layer=layer, site="attn", operator=operator, options={}, stage1=st1,
-                      dim=p.teacher.hidden_size, num_heads=p.teacher.num_attention_heads, seq_len=p.teacher.num_tokens,
-                      out_dir=d, bf16=p.stage2.bf16)  # as the driver's stage-1 runs (benchmark.dag)
-        out[layer] = d
+        out[layer] = work / "stage1" / f"{operator}-{tag}-{layer}"
+        distill(p, caps, out[layer], operator, layer, stage1=stage1)
     return out
 
 
@@ -157,13 +166,8 @@ STAGE1_BATCH_CASES = (("mlp", "mlp", 1), ("mlp", "mlp", 4), ("mha", "attn", 1), 
 def part_stage1_batch(args, ctx, work: Path) -> dict:
     """Best held-out MSE, epochs and time of one layer's stage 1 per batch size, all else at the preset's settings
     (80 captured samples: batch 256 is one optimizer step per epoch)."""
-    from graft_core.capture import capture_activations
-    from graft_core.distill import distill_layer
-
     p = tiny()
-    t = teacher(p)
-    train = capture_activations(t, p, split="stage1", root=work / "capture")
-    val = capture_activations(t, p, split="heldout", root=work / "capture")
+    caps = captures(p, work)
     out, rows = [], []
     cases = STAGE1_BATCH_CASES[-2:-1] if args.quick else STAGE1_BATCH_CASES  # --quick: Hyena-X, 2 epochs
     for operator, site, layer in cases:
@@ -172,10 +176,8 @@ def part_stage1_batch(args, ctx, work: Path) -> dict:
             if args.quick:
                 st1 = dataclasses.replace(st1, epochs=2, eval_every=1)
             t0 = time.perf_counter()
-            m = distill_layer(train, val, layer=layer, site=site, operator=operator, options={}, stage1=st1,
-                              dim=p.teacher.hidden_size, num_heads=p.teacher.num_attention_heads,
-                              seq_len=p.teacher.num_tokens, out_dir=work / "stage1-batch" / f"{operator}-{layer}-b{batch}",
-                              bf16=p.stage2.bf16)  # as the driver's stage-1 runs (benchmark.dag)
+            m = distill(p, caps, work / "stage1-batch" / f"{operator}-{layer}-b{batch}", operator, layer, site=site,
+                        stage1=st1)
             wall = time.perf_counter() - t0
             epochs = m["history"][-1]["epoch"]
             out.append({"operator": operator, "site": site, "layer": layer, "batch_size": batch,
