@@ -15,6 +15,9 @@ step was started (``status.json`` attempts and ``start capture`` lines in its lo
 did (samples / capture batch size, every pass recording all layers), and which capture runs the stage-1 runs read.
 Target: one capture for the whole grid — one capture run per split (stage-1 train, held-out), each executed once,
 shared by every stage-1 run, and none executed by the warm re-run.
+
+Row costs (``benchmarks.row_costs``): each finished row's summed stage-1 / stage-2 / eval step time, and the Mamba-2
+rows against the Hyena-X rows with the same layers (target ≤ 1.5×), with the FLOP floor of that ratio.
 """
 from __future__ import annotations
 
@@ -31,13 +34,15 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import common
+from benchmarks import common, row_costs
 
 NAME = "grid"
 TARGET = "table3"
 QUICK_ROWS = "attn-hyena_x-interleaved50,attn-hyena_y-interleaved50"
 COLD_TARGET_S = 30 * 60  # issue 18: the README's main job on the tiny default, cold, on an idle 2-core machine
 WARM_TARGET_S = 10.0
+# issue 18: a Mamba-2 row costs no more than this many Hyena-X rows with the same number of replaced layers
+ROW_COMPARISON = ("mamba2", "hyena_x", 1.5)
 
 
 def wall_targets(summary: dict, *, idle: bool, full_grid: bool) -> dict:
@@ -222,6 +227,18 @@ def run(args) -> int:
                "target_one_capture": {"met": met, "target": "one capture run per split, each executed once, shared "
                                                             "by every stage-1 run, none during the warm re-run"}}
     summary.update(wall_targets(summary, idle=not common.contention(ctx)["machine_loaded"], full_grid=not args.rows))
+    costs = row_costs.row_costs(root)
+    result["row_costs"] = [{k: v for k, v in r.items() if k != "teacher"} for r in costs]
+    operator, baseline, ratio_target = ROW_COMPARISON
+    comparison = row_costs.compare(costs, operator, baseline, target=ratio_target)
+    result["row_comparison"] = comparison
+    if comparison:
+        summary[f"target_{operator}_row"] = {
+            "met": comparison["met"], "target": f"a {operator} row <= {ratio_target}x the {baseline} row with the same "
+                                                f"layers (summed step time)",
+            "ratios": [round(p["ratio"], 3) for p in comparison["rows"]],
+            "floor_ratios": [round(p["floor_ratio"], 3) if p["floor_ratio"] else None for p in comparison["rows"]],
+            "floor_above_target": comparison["floor_above_target"]}
     rows = [["cold run", common.fmt_time(summary["cold_wall_s"]) if result["cold"] else "– (existing results)",
              f"exit {result['cold']['exit_code']}" if result["cold"] else ""],
             ["warm re-run", common.fmt_time(summary["warm_wall_s"]),
@@ -241,12 +258,16 @@ def run(args) -> int:
     kinds = common.format_table(["step kind", "runs", "done", "executions", "summed step time"],
                                 [[k, v["runs"], v["done"], v["attempts"], common.fmt_time(v["step_seconds"])]
                                  for k, v in after["kinds"].items()])
-    print("\n" + table + "\n\n" + kinds)
+    text = table + "\n\n" + kinds
+    if comparison:
+        text += (f"\n\n{operator} rows vs {baseline} rows, summed step time (floor: {comparison['note']})\n"
+                 + common.format_table(list(row_costs.TABLE_HEADERS), row_costs.table_rows(comparison)))
+    print("\n" + text)
     settings = {"preset": args.preset, "target": TARGET, "rows": args.rows or "all", "executor": args.executor or "auto", "jobs": args.jobs or "driver default (one 1-thread job per core, at most 2)",
                 "results": str(args.results) if args.results else None, "shared_cache": bool(args.shared_cache),
                 "workdir": str(work)}
     path = common.write_result(ctx, NAME, settings=settings, results=result, summary=summary,
-                               table=table + "\n\n" + kinds,
+                               table=text,
                                notes=["wall-clock of the driver command (process start to exit), including imports "
                                       "and every step it ran",
                                       "executions = max(status.json attempts, 'start capture' lines in the run log)"])

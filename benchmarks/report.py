@@ -18,6 +18,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS_DIR, fmt_flops, fmt_num, fmt_time, format_table
+from benchmarks import row_costs
 from benchmarks.grid import wall_targets
 
 BENCHMARKS = ("operators", "mamba2_scan", "mamba2_row", "pixart_speedup", "sampling", "grid", "conclusions")
@@ -165,8 +166,14 @@ def section_grid(r: dict) -> list[str]:
         rows.append(["summed step time", ", ".join(f"{k} {fmt_time(v['step_seconds'])} ({v['runs']} runs)"
                                                    for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]
                                                                       ["step_seconds"]) if v["step_seconds"] >= 10)])
-    return ["### Table-3 grid through the driver (`python -m benchmarks.grid`)", "", format_table(["", ""], rows), "",
-            machine_line([r]), ""]
+    out = ["### Table-3 grid through the driver (`python -m benchmarks.grid`)", "", format_table(["", ""], rows), ""]
+    comparison = (r.get("results") or {}).get("row_comparison")
+    if comparison:
+        op, base = comparison["operator"], comparison["baseline"]
+        out += [f"Row costs, `{op}` vs `{base}` rows with the same layers (summed step time; target ≤ "
+                f"{comparison['target']}×: {_met(comparison['met'])}). Floor: {comparison['note']}.", "",
+                format_table(list(row_costs.TABLE_HEADERS), row_costs.table_rows(comparison)), ""]
+    return out + [machine_line([r]), ""]
 
 
 def section_conclusions(r: dict) -> list[str]:

@@ -158,6 +158,40 @@ def test_grid_quick_with_fake_steps(tmp_path):
     again = json.loads((out / "grid-quick.json").read_text())
     assert again["summary"]["cold_wall_s"] is None and again["summary"]["capture_executions"] == 2
     assert again["results"]["capture_executions_during_warm"] == 0
+    # per-row costs from the store: each quick row's eval + stage 2 + its stage-1 runs
+    costs = record["results"]["row_costs"]
+    assert {(r["operator"], r["layers"]) for r in costs} == {("hyena_x", 1), ("hyena_y", 1)}
+    for r in costs:
+        assert r["stage1_runs"] == r["layers"] and r["eval_s"] >= 0 and r["stage2_s"] >= 0
+        assert r["total_s"] == pytest.approx(r["stage1_s"] + r["stage2_s"] + r["eval_s"], abs=0.02)
+    assert record["results"]["row_comparison"] is None  # no Mamba-2 row in the quick grid
+
+
+def test_row_comparison_ratio_and_flop_floor():
+    """The operator/baseline row ratio and its floor: the baseline's stage 1 scaled by the analytic FLOP ratio."""
+    import dataclasses
+
+    from benchmarks import row_costs
+    from graft_core.accounting import operator_cost
+    from graft_core.presets import get_preset
+
+    teacher = dataclasses.asdict(get_preset("tiny").teacher)
+    dim, heads = teacher["num_attention_heads"] * teacher["attention_head_dim"], teacher["num_attention_heads"]
+    tokens = (teacher["sample_size"] // teacher["patch_size"]) ** 2
+    m2, hx = (operator_cost(n, dim, num_heads=heads, seq_len=tokens) for n in ("mamba2", "hyena_x"))
+    flops = (m2.flops_op + m2.flops_ft) / (hx.flops_op + hx.flops_ft)
+    assert row_costs.flop_ratio("mamba2", "hyena_x", teacher) == pytest.approx(flops) and flops > 2
+    row = lambda op, layers, s1, s2, ev: {"site": "attn", "operator": op, "layers": layers, "stage1_s": s1,  # noqa
+                                          "stage2_s": s2, "eval_s": ev, "total_s": s1 + s2 + ev, "teacher": teacher}
+    rows = [row("hyena_x", 4, 30.0, 40.0, 30.0), row("mamba2", 4, 80.0, 50.0, 40.0), row("hyena_x", 8, 60.0, 40.0, 30.0),
+            row("mamba2", 8, 150.0, 60.0, 40.0), row("mamba2", 6, 1.0, 1.0, 1.0)]  # 6 layers: no baseline row
+    c = row_costs.compare(rows, "mamba2", "hyena_x", target=1.5)
+    assert [p["layers"] for p in c["rows"]] == [4, 8]
+    assert [p["ratio"] for p in c["rows"]] == pytest.approx([170 / 100, 250 / 130])
+    assert c["rows"][0]["floor_ratio"] == pytest.approx((30 * flops + 70) / 100)
+    assert c["rows"][0]["ratio_by_kind"]["stage1"] == pytest.approx(80 / 30)
+    assert not c["met"] and c["floor_above_target"]  # 8 layers: (60·2.37 + 70) / 130 > 1.5
+    assert row_costs.compare(rows, "mamba2", "hyena_y", target=1.5) is None
 
 
 @pytest.mark.slow
