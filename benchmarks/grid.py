@@ -260,7 +260,7 @@ def run(args) -> int:
                                  for k, v in after["kinds"].items()])
     text = table + "\n\n" + kinds
     if comparison:
-        text += (f"\n\n{operator} rows vs {baseline} rows, summed step time (floor: {comparison['note']})\n"
+        text += (f"\n\n{operator} rows vs {baseline} rows, summed step time (floor: {row_costs.FLOOR_NOTE})\n"
                  + common.format_table(list(row_costs.TABLE_HEADERS), row_costs.table_rows(comparison)))
     print("\n" + text)
     settings = {"preset": args.preset, "target": TARGET, "rows": args.rows or "all", "executor": args.executor or "auto", "jobs": args.jobs or "driver default (one 1-thread job per core, at most 2)",

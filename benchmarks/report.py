@@ -171,7 +171,7 @@ def section_grid(r: dict) -> list[str]:
     if comparison:
         op, base = comparison["operator"], comparison["baseline"]
         out += [f"Row costs, `{op}` vs `{base}` rows with the same layers (summed step time; target ≤ "
-                f"{comparison['target']}×: {_met(comparison['met'])}). Floor: {comparison['note']}.", "",
+                f"{comparison['target']}×: {_met(comparison['met'])}). Floor: {row_costs.FLOOR_NOTE}.", "",
                 format_table(list(row_costs.TABLE_HEADERS), row_costs.table_rows(comparison)), ""]
     return out + [machine_line([r]), ""]
 

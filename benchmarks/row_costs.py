@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 
 KINDS = ("stage1", "stage2", "eval")
+FLOOR_NOTE = ("the baseline row with its stage-1 time scaled by the operator FLOP ratio (same epochs, same time per "
+              "FLOP), its stage 2 and eval unchanged")
 
 
 def _read(path: Path) -> dict:
@@ -92,8 +94,7 @@ def compare(rows: list[dict], operator: str, baseline: str, *, target: float) ->
     return {"operator": operator, "baseline": baseline, "rows": pairs, "target": target,
             "met": all(p["ratio"] <= target for p in pairs),
             "floor_above_target": any(p["floor_ratio"] is not None and p["floor_ratio"] > target for p in pairs),
-            "note": "floor: the baseline row with its stage-1 time scaled by the operator FLOP ratio (same epochs, "
-                    "same time per FLOP), its stage 2 and eval unchanged"}
+            "note": f"floor: {FLOOR_NOTE}"}
 
 
 def table_rows(comparison: dict) -> list[list]:
