@@ -53,20 +53,24 @@ def row_costs(root: Path) -> list[dict]:
             continue
         cost = {kind: round(sum(parts[kind]), 2) for kind in KINDS}
         rows.append({"desc": record.get("desc"), "site": plan.get("site"), "operator": plan.get("operator"),
-                     "layers": len(plan.get("layers") or []), "stage1_runs": len(stage1),
+                     "options": plan.get("options") or {}, "layers": len(plan.get("layers") or []),
+                     "stage1_runs": len(stage1),
                      **{f"{k}_s": v for k, v in cost.items()}, "total_s": round(sum(cost.values()), 2),
                      "teacher": (s2.get("config") or {}).get("teacher") or {}})
     return rows
 
 
-def flop_ratio(operator: str, baseline: str, teacher: dict) -> float | None:
-    """Analytic per-layer FLOPs (op + ft) of ``operator`` over ``baseline`` at the teacher's width and token count."""
+def flop_ratio(operator: str, baseline: str, teacher: dict, options: dict | None = None,
+               baseline_options: dict | None = None) -> float | None:
+    """Analytic per-layer FLOPs (op + ft) of ``operator`` over ``baseline`` (each with its plan's options) at the
+    teacher's width and token count; None when a formula or a teacher field is missing."""
     from graft_core.accounting import NoCostFormula, operator_cost
 
     try:
         dim = int(teacher["num_attention_heads"]) * int(teacher["attention_head_dim"])
         heads, tokens = int(teacher["num_attention_heads"]), (int(teacher["sample_size"]) // int(teacher["patch_size"])) ** 2
-        new, old = (operator_cost(name, dim, num_heads=heads, seq_len=tokens) for name in (operator, baseline))
+        new, old = (operator_cost(name, dim, num_heads=heads, seq_len=tokens, **dict(opts or {}))
+                    for name, opts in ((operator, options), (baseline, baseline_options)))
     except (KeyError, TypeError, ValueError, NoCostFormula):
         return None
     return (new.flops_op + new.flops_ft) / (old.flops_op + old.flops_ft)
@@ -81,7 +85,7 @@ def compare(rows: list[dict], operator: str, baseline: str, *, target: float) ->
         b = base.get((r["site"], r["layers"]))
         if b is None or not b["total_s"]:
             continue
-        ops = flop_ratio(operator, baseline, r["teacher"])
+        ops = flop_ratio(operator, baseline, r["teacher"], r.get("options"), b.get("options"))
         floor = ((b["stage1_s"] * ops + b["stage2_s"] + b["eval_s"]) / b["total_s"]) if ops else None
         pairs.append({"layers": r["layers"], "site": r["site"], **{f"{operator}_{k}": r[k] for k in
                                                                    (*(f"{x}_s" for x in KINDS), "total_s")},
