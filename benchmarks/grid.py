@@ -106,11 +106,7 @@ def pending_runs(results_dir: Path, preset: str, rows: str | None) -> int | None
 
 
 # --------------------------------------------------------------------------------------------------------- store
-def _read(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+_read = row_costs.read_json
 
 
 def capture_batch_size() -> int:

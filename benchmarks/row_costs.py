@@ -21,11 +21,16 @@ FLOOR_NOTE = ("the baseline row with its stage-1 time scaled by the operator FLO
               "FLOP), its stage 2 and eval unchanged")
 
 
-def _read(path: Path) -> dict:
+def read_json(path: Path) -> dict | None:
+    """A store record, or None when it is missing or unreadable (also ``benchmarks.grid``'s reader)."""
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
-        return {}
+        return None
+
+
+def _read(path: Path) -> dict:
+    return read_json(path) or {}
 
 
 def _seconds(folder: Path) -> float | None:
