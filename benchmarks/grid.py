@@ -21,7 +21,6 @@ rows against the Hyena-X rows with the same layers (target ≤ 1.5×), with the 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
