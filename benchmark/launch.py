@@ -100,10 +100,9 @@ def to_launch(states: dict[str, NodeState]) -> set[str]:
     return {k for k, s in states.items() if s.state in ("missing", "failed")}
 
 
-def make_units(plans: list[TargetPlan], states: dict[str, NodeState], executor: str,
-               skip: set[str] = frozenset()) -> list[Unit]:
+def make_units(plans: list[TargetPlan], states: dict[str, NodeState], executor: str) -> list[Unit]:
     """Group the runs to launch into jobs; every run is in exactly one unit."""
-    todo = to_launch(states) - set(skip)
+    todo = to_launch(states)
     units: list[Unit] = []
     where: dict[str, int] = {}
 

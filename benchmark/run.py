@@ -41,6 +41,7 @@ from benchmark.store import Store
 from graft_core.accounting import efficiency
 from graft_core.capture_size import capture_bytes, format_bytes
 from graft_core.config import stable_hash
+from graft_core.errors import SETUP_ERRORS
 from graft_core.operators.registry import use_plugins
 from graft_core.presets import PRESETS, get_preset
 
@@ -408,11 +409,8 @@ def _interrupt(signum, frame):
 
 
 def _is_setup_error(err: Exception) -> bool:
-    """Missing weights or prepared data: the user's to fix (one line, exit 2), not a bug. The classes are looked up
-    in ``sys.modules``: an error of a module that was never imported cannot have been raised."""
-    teacher, imagenet = sys.modules.get("graft_core.teacher"), sys.modules.get("graft_core.imagenet")
-    return (teacher is not None and isinstance(err, teacher.MissingWeightsError)) or \
-        (imagenet is not None and isinstance(err, imagenet.NotPrepared))
+    """Missing weights or prepared data: the user's to fix (one line, exit 2), not a bug."""
+    return isinstance(err, SETUP_ERRORS)
 
 
 def wait_for_slurm(store: Store, plans, log=print, poll: float = 30.0) -> None:

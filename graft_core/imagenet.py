@@ -37,29 +37,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from graft_core.errors import DataLayoutError, MissingWeightsError, NotPrepared, SettingsMismatch
 from graft_core.paths import atomic_write_bytes, atomic_write_json, cache_root
 
 VAE_ID = "stabilityai/sd-vae-ft-ema"
 LATENT_SCALE = 0.18215  # SD-VAE scaling factor used by DiT and the grafting code
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's list
-
-
-class DataLayoutError(ValueError):
-    """The source folder is not an ImageFolder tree (``root/<class>/<image>``) or holds no images."""
-
-
-class SettingsMismatch(ValueError):
-    """An output folder already holds results made with other settings (mixing them would corrupt the set)."""
-
-
-class NotPrepared(DataLayoutError, FileNotFoundError):
-    """A prepared artefact is missing from an output folder: ``what`` is ``"index"`` (the file list, made from the
-    ImageNet folder), ``"subsets"`` (the fixed subset lists) or ``"shards"`` (latents not encoded yet, listed in ``missing``). The engine states the facts;
-    the tool that prepares the folder (``benchmark.prepare``) adds the command to run."""
-
-    def __init__(self, message: str, *, folder: Path, what: str, missing: tuple[int, ...] = ()):
-        super().__init__(message)
-        self.folder, self.what, self.missing = Path(folder), what, tuple(missing)
 
 
 def default_out() -> Path:
@@ -203,7 +186,6 @@ def load_vae(vae: str | Path | None = None, *, device: str | torch.device = "cpu
     """SD-VAE from a local folder (``--vae PATH``) or the Hugging Face cache (``stabilityai/sd-vae-ft-ema``)."""
     from diffusers import AutoencoderKL
 
-    from graft_core.teacher import MissingWeightsError  # imported here: diffusers makes it slow to import
 
     name = str(vae) if vae else VAE_ID
     try:

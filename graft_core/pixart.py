@@ -53,7 +53,9 @@ from graft_core.paths import ASSETS_DIR, atomic_write_json, cache_root
 from graft_core.plan import pixart_layers  # noqa: F401  (re-exported: the rule lives in plan, torch-free)
 from graft_core.presets import DataConfig, Preset, TeacherConfig, get_preset
 from graft_core.structure import hub_cache  # the cache HF_HOME names now (huggingface_hub reads it once)
-from graft_core.teacher import MissingWeightsError, lr_at, sha256_file
+from graft_core.cache import sha256_file
+from graft_core.errors import MissingWeightsError
+from graft_core.teacher import lr_at
 from graft_core.text import (TEMPLATES, CachedPrompts, HashTextEncoder, PromptTable, TextConditioned, digit_prompts,
                              encode_prompts, module_fingerprint, read_prompts)
 
@@ -313,7 +315,8 @@ PIXART_FIXED = ("num_layers", "in_channels", "out_channels", "patch_size", "norm
 def pretrained_pixart(cfg: PixArtConfig, config: dict | None = None) -> PixArtConfig:
     """``cfg`` with the width, caption channels and sample size of its Hub checkpoint (``transformer/config.json``,
     no weights read), after refusing one of another structure (``PIXART_FIXED``; one line naming the fields)."""
-    from graft_core.structure import StructureMismatch, hub_file
+    from graft_core.errors import StructureMismatch
+    from graft_core.structure import hub_file
 
     if not cfg.pretrained:
         return cfg

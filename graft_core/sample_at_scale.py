@@ -31,7 +31,8 @@ import torch
 
 from graft_core.config import stable_hash
 from graft_core.distributed import default_device, env_info, init_from_env
-from graft_core.imagenet import LATENT_SCALE, SettingsMismatch, check_shard_task, load_vae, module_digest
+from graft_core.errors import MissingWeightsError, SettingsMismatch
+from graft_core.imagenet import LATENT_SCALE, check_shard_task, load_vae, module_digest
 from graft_core.paths import atomic_write_bytes, atomic_write_json
 from graft_core.presets import TeacherConfig, get_preset
 from graft_core.sampler import make_labels, sample, to_uint8
@@ -240,8 +241,6 @@ def run(args: argparse.Namespace) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from graft_core.teacher import MissingWeightsError
-
     p = build_parser()
     args = p.parse_args(argv)
     try:

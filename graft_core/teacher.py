@@ -19,18 +19,15 @@ from diffusers import DiTTransformer2DModel
 from tqdm.auto import tqdm
 
 from graft_core import cache
-from graft_core.cache import sha256_file  # also imported from here by the metrics and PixArt
+from graft_core.cache import sha256_file
 from graft_core.config import to_jsonable
 from graft_core.diffusion import (diffusion_loss, disable_builtin_label_dropout, drop_labels, make_train_scheduler)
 from graft_core.ema import EMA
+from graft_core.errors import MissingWeightsError
 from graft_core.paths import atomic_write_json
 from graft_core.presets import Preset, TeacherConfig, get_preset
 from graft_core.structure import check_structure, pretrained_width
 from graft_core.teacher_id import WEIGHTS_FILE, teacher_dirs, teacher_key  # also imported from here
-
-
-class MissingWeightsError(FileNotFoundError):
-    """Raised when pretrained weights are not on disk (these machines cannot download them)."""
 
 
 def build_dit(cfg: TeacherConfig) -> DiTTransformer2DModel:

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from graft_core.errors import MissingWeightsError
+
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 TEMPLATES = (
     "a handwritten {word}",
@@ -341,7 +343,6 @@ class CachedPrompts(nn.Module):
 
 def read_prompts(path: str | Path | None = None) -> list[str]:
     """The prompts the paper teacher generates its synthetic pairs from (``$GRAFTBENCH_PIXART_PROMPTS``)."""
-    from graft_core.teacher import MissingWeightsError
 
     path = Path(path or os.environ.get(PROMPTS_ENV, "") or "/nonexistent-prompts")
     if not path.exists():
@@ -377,7 +378,6 @@ GENEVAL_DETECTOR_FILE = "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth"
 def geneval_paths(root: str | Path | None = None, detector: str | Path | None = None) -> tuple[Path, Path]:
     """``(geneval checkout, detector folder)`` from the arguments or ``$GRAFTBENCH_GENEVAL`` /
     ``$GRAFTBENCH_GENEVAL_DETECTOR``; ``MissingWeightsError`` with set-up instructions when anything is absent."""
-    from graft_core.teacher import MissingWeightsError
 
     root = Path(root or os.environ.get(GENEVAL_ENV, "") or "/nonexistent-geneval")
     detector = Path(detector or os.environ.get(GENEVAL_DETECTOR_ENV, "") or root / "models")

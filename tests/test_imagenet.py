@@ -206,7 +206,7 @@ def test_real_sd_vae_config_builds():
 
 
 def test_missing_vae_weights_is_a_one_line_error(tmp_path, monkeypatch):
-    from graft_core.teacher import MissingWeightsError
+    from graft_core.errors import MissingWeightsError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(MissingWeightsError, match="huggingface-cli download stabilityai/sd-vae-ft-ema") as err:

@@ -19,7 +19,7 @@ from graft_core.metrics.features import UInt8Images, as_nchw_uint8, clean_fid_fo
 from graft_core.metrics.frechet import frechet_distance, statistics
 from graft_core.presets import get_preset
 from graft_core.sampler import to_uint8
-from graft_core.teacher import MissingWeightsError
+from graft_core.errors import MissingWeightsError
 
 
 @pytest.fixture(scope="session")

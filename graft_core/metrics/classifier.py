@@ -27,7 +27,8 @@ from graft_core import cache
 from graft_core.config import stable_hash, to_jsonable
 from graft_core.paths import ASSETS_DIR, atomic_write_json, cache_root
 from graft_core.presets import ClassifierConfig, DataConfig, Preset, get_preset
-from graft_core.teacher import MissingWeightsError, sha256_file
+from graft_core.cache import sha256_file
+from graft_core.errors import MissingWeightsError
 
 WEIGHTS_FILE = "classifier.safetensors"
 META_FILE = "classifier.json"
