@@ -22,6 +22,26 @@ def added_field(default: Any) -> Any:
     return dataclasses.field(default=default, metadata=OMIT_DEFAULT)
 
 
+def retired_field(default: Any, why: str) -> Any:
+    """A config field no code reads any more but that stays hashed: removing it would re-key every run (and the
+    shipped artefacts) made with it. ``why`` says what replaced it; :func:`retired_fields` lists them, and a test
+    checks that no project code reads one. Hidden from ``repr``, as it says nothing about what a run does."""
+    return dataclasses.field(default=default, repr=False, metadata={"retired": why})
+
+
+def retired_fields(cls) -> dict[str, str]:
+    """``{name: why}`` of the fields of dataclass ``cls`` (and of its nested config dataclasses, dotted) declared
+    with :func:`retired_field`."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if "retired" in f.metadata:
+            out[f.name] = f.metadata["retired"]
+        sub = _resolve(cls, f.type)
+        if sub is not None:
+            out.update({f"{f.name}.{k}": v for k, v in retired_fields(sub).items()})
+    return out
+
+
 def to_jsonable(obj: Any) -> Any:
     """Dataclasses, tuples and dicts → plain JSON types (sorted keys), so that hashing is stable.
 

