@@ -458,10 +458,11 @@ def paper_decoder(device: torch.device | str = "cpu"):
     """SD-XL VAE of PixArt-Σ on ``device``: latents → [-1, 1] RGB images."""
     from diffusers import AutoencoderKL
 
+    from graft_core.decoder import vae_decoder
+
     vae = _hub(f"the PixArt-Σ VAE ({PAPER_PIPELINE})",
                lambda: AutoencoderKL.from_pretrained(PAPER_PIPELINE, subfolder="vae", cache_dir=hub_cache())).eval()
-    vae = vae.to(device)
-    return lambda z: vae.decode(z.to(device, vae.dtype) / vae.config.scaling_factor).sample.float().clamp(-1, 1)
+    return vae_decoder(vae.to(device))
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from graft_core.config import stable_hash
+from graft_core.decoder import decode_batches, vae_decoder
 from graft_core.distributed import default_device, env_info, init_from_env
 from graft_core.errors import MissingWeightsError, SettingsMismatch
 from graft_core.imagenet import LATENT_SCALE, check_shard_task, load_vae, module_digest
@@ -51,16 +52,11 @@ def shard_paths(out_dir: Path, s: int) -> tuple[Path, Path]:
 
 
 def decode_latents(vae, latents: torch.Tensor, batch_size: int = 32) -> np.ndarray:
-    """``vae.decode(z / 0.18215)`` in batches → uint8 ``[N, H, W, 3]``; with ``vae=None`` the samples are pixels."""
-    if vae is None:
-        images = to_uint8(latents)
-        return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
-    device = next(vae.parameters()).device
-    out = []
-    with torch.inference_mode():
-        for z in torch.split(latents, batch_size):
-            out.append(to_uint8(vae.decode(z.to(device) / LATENT_SCALE).sample.float().cpu()))
-    return np.concatenate(out)
+    """``vae.decode(z / 0.18215)`` in batches → uint8 ``[N, H, W, 3]``; with ``vae=None`` the samples are pixels
+    (one channel repeated to RGB, the ADM layout)."""
+    images = to_uint8(decode_batches(vae_decoder(vae, scale=LATENT_SCALE) if vae is not None else None, latents,
+                                     batch_size))
+    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
 
 
 def sampling_plan(teacher: TeacherConfig, *, num_samples: int, shard_size: int, steps: int, guidance_scale: float,
