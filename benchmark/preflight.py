@@ -136,10 +136,10 @@ def check_latents(p: Preset, kinds: set[str], *, fractions: Iterable[float] | No
         split_dir = root / entry["split"]
         try:
             meta = json.loads((split_dir / "index" / "meta.json").read_text())
-            shards = set((indices // meta["shard_size"]).tolist())
+            array = inet.shard_array(split_dir, meta["num_images"], meta["shard_size"])
         except (OSError, ValueError, KeyError):
             return f"{split_dir}: the latent index is missing or corrupt: run {prepare}"
-        missing = sorted(shards - set(inet.done_shards(split_dir)))
+        missing = array.missing((indices // array.shard_size).tolist())
         if missing:
             return (f"{split_dir}: {len(missing)} latent shard(s) that subset {name} needs are not encoded "
                     f"(first: {missing[0]}): run {prepare} (it resumes)")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from graft_core.data.sources import source_of
 from graft_core.decoder import Decoder, decode_batches

@@ -52,6 +52,7 @@ from graft_core.config import stable_hash, to_jsonable
 from graft_core.paths import ASSETS_DIR, atomic_write_json, cache_root
 from graft_core.plan import pixart_layers  # noqa: F401  (re-exported: the rule lives in plan, torch-free)
 from graft_core.presets import DataConfig, Preset, TeacherConfig, get_preset
+from graft_core.shards import ShardArray, check_settings, consecutive_seed, num_shards
 from graft_core.structure import hub_cache  # the cache HF_HOME names now (huggingface_hub reads it once)
 from graft_core.cache import sha256_file
 from graft_core.errors import MissingWeightsError
@@ -500,8 +501,14 @@ def shard_path(out_dir: Path, shard: int) -> Path:
     return Path(out_dir) / f"shard_{shard:05d}.pt"
 
 
-def num_shards(num_pairs: int, shard_size: int) -> int:
-    return -(-int(num_pairs) // int(shard_size))
+def synthetic_array(folders: Path | list[Path], num_pairs: int, shard_size: int) -> ShardArray:
+    """The shard array of a synthetic set: a shard is done when its file is in (one of) ``folders``."""
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+
+    def marker(s: int) -> Path:
+        return next((shard_path(f, s) for f in folders if shard_path(f, s).exists()), shard_path(folders[0], s))
+
+    return ShardArray(int(num_pairs), int(shard_size), marker)
 
 
 def synthetic_shards(teacher: TextConditioned, out_dir: Path, *, num_pairs: int, shard_size: int, rank: int = 0,
@@ -523,42 +530,31 @@ def synthetic_shards(teacher: TextConditioned, out_dir: Path, *, num_pairs: int,
     from graft_core.paths import atomic_torch_save
     from graft_core.sampler import sample
 
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
-    if num_pairs < 1 or shard_size < 1:
-        raise ValueError(f"num_pairs and shard_size must be positive (got {num_pairs}, {shard_size})")
     out_dir = Path(out_dir)
+    array = synthetic_array(out_dir, num_pairs, shard_size)
+    mine = array.mine(rank, world_size)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
                                                                          else "cpu")
     null_id = teacher.prompts.null_id
     diffusion = diffusion_of(teacher)
-    meta = {"num_pairs": int(num_pairs), "shard_size": int(shard_size), "num_shards": num_shards(num_pairs, shard_size),
+    meta = {"num_pairs": int(num_pairs), "shard_size": int(shard_size), "num_shards": array.num_shards,
             "seed": int(seed), "scheduler": scheduler, "steps": int(steps), "guidance_scale": float(guidance_scale),
             "batch_size": int(batch_size), "bf16": bool(bf16), "clamp": bool(clamp), "null_id": int(null_id),
             "prompts": getattr(teacher.prompts, "key", None) or stable_hash(teacher.prompts.prompts),
             "teacher": to_jsonable(diffusion), "weights": module_fingerprint(teacher)}
-    meta_file = out_dir / SHARD_META
-    if meta_file.exists():
-        old = json.loads(meta_file.read_text())
-        if old != meta:
-            changed = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
-            raise ValueError(f"{out_dir} holds synthetic pairs of other settings ({', '.join(changed)} differ); use "
-                             f"another folder")
-    else:
-        atomic_write_json(meta_file, meta)
+    check_settings(out_dir / SHARD_META, meta, what="synthetic pairs")
     per_shard = -(-int(shard_size) // int(batch_size))
     home = next(teacher.parameters()).device
-    mine = list(range(rank, meta["num_shards"], world_size))
-    todo = [s for s in mine if not shard_path(out_dir, s).exists()]
+    todo, _ = array.todo(rank, world_size)
     if todo:
         teacher.to(device)
     try:
         for s in todo:
-            lo, hi = s * shard_size, min(num_pairs, (s + 1) * shard_size)
+            lo, hi = array.bounds(s)
             ids = torch.arange(lo, hi) % null_id
             x0 = sample(teacher, ids, teacher=diffusion, scheduler=scheduler, steps=steps,
-                        guidance_scale=guidance_scale, seed=seed + s * per_shard, batch_size=batch_size, bf16=bf16,
-                        device=device, progress=progress)
+                        guidance_scale=guidance_scale, seed=consecutive_seed(seed, s, per_shard),
+                        batch_size=batch_size, bf16=bf16, device=device, progress=progress)
             atomic_torch_save({"x0": x0.clamp(-1, 1) if clamp else x0, "ids": ids, "shard": s, "lo": lo, "hi": hi},
                               shard_path(out_dir, s))
     finally:
@@ -582,15 +578,17 @@ def load_synthetic(folders: Path | str | list, num_pairs: int) -> tuple[torch.Te
     meta = metas[0]
     if num_pairs > meta["num_pairs"]:
         raise ValueError(f"{num_pairs} pairs asked for, the set in {folders[0]} has {meta['num_pairs']}")
+    array = synthetic_array(folders, meta["num_pairs"], meta["shard_size"])
+    needed = range(num_shards(num_pairs, meta["shard_size"]))
+    missing = array.missing(needed)
+    if missing:
+        lo, hi = array.bounds(missing[0])
+        raise FileNotFoundError(f"synthetic pair shard {missing[0]} (pairs {lo}..{hi - 1}) is missing from "
+                                f"{', '.join(str(f) for f in folders)}: its task (rank s mod world_size) did not "
+                                f"finish; rerun it")
     x0, ids = [], []
-    for s in range(num_shards(num_pairs, meta["shard_size"])):
-        path = next((shard_path(f, s) for f in folders if shard_path(f, s).exists()), None)
-        if path is None:
-            lo, hi = s * meta["shard_size"], min(meta["num_pairs"], (s + 1) * meta["shard_size"])
-            raise FileNotFoundError(f"synthetic pair shard {s} (pairs {lo}..{hi - 1}) is missing from "
-                                    f"{', '.join(str(f) for f in folders)}: its task (rank s mod world_size) did not "
-                                    f"finish; rerun it")
-        shard = torch.load(path, map_location="cpu", weights_only=True)
+    for s in needed:
+        shard = torch.load(array.marker(s), map_location="cpu", weights_only=True)
         x0.append(shard["x0"])
         ids.append(shard["ids"])
     return torch.cat(x0)[:num_pairs], torch.cat(ids)[:num_pairs]

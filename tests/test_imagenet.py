@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from graft_core import imagenet as inet
+from graft_core.errors import SettingsMismatch
 
 RES = 32  # pixels; the micro VAE below downsamples 8× like the SD-VAE → 4×4 latents
 
@@ -126,7 +127,7 @@ def test_resume_recomputes_only_the_unfinished_shard(fake_imagenet, tmp_path, va
 
 def test_other_settings_in_the_same_folder_are_refused(fake_imagenet, tmp_path, vae):
     encode(fake_imagenet, tmp_path / "out", vae)
-    with pytest.raises(inet.SettingsMismatch, match="seed"):
+    with pytest.raises(SettingsMismatch, match="seed"):
         encode(fake_imagenet, tmp_path / "out", vae, seed=1)
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from graft_core import sample_at_scale as sas
+from graft_core.errors import SettingsMismatch
 from graft_core.presets import TeacherConfig
 from graft_core.sampler import make_labels
 from graft_core.teacher import build_dit
@@ -85,7 +86,7 @@ def test_merge_needs_every_shard(models, tmp_path):
 
 def test_another_plan_in_the_same_folder_is_refused(models, tmp_path):
     run(models, tmp_path / "s", rank=0, world_size=1)
-    with pytest.raises(sas.SettingsMismatch, match="guidance_scale"):
+    with pytest.raises(SettingsMismatch, match="guidance_scale"):
         run(models, tmp_path / "s", rank=0, world_size=1, guidance_scale=4.0)
 
 
