@@ -47,15 +47,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from graft_core import cache
+from graft_core.artefacts import TrainedArtefact
+from graft_core.cache import sha256_file
 from graft_core.config import stable_hash, to_jsonable
-from graft_core.paths import ASSETS_DIR, atomic_write_json, cache_root
+from graft_core.errors import MissingWeightsError
+from graft_core.paths import atomic_write_json, cache_root
 from graft_core.plan import pixart_layers  # noqa: F401  (re-exported: the rule lives in plan, torch-free)
-from graft_core.presets import DataConfig, Preset, TeacherConfig, get_preset
+from graft_core.presets import Preset, TeacherConfig, get_preset
 from graft_core.shards import ShardArray, check_settings, consecutive_seed, num_shards
 from graft_core.structure import hub_cache  # the cache HF_HOME names now (huggingface_hub reads it once)
-from graft_core.cache import sha256_file
-from graft_core.errors import MissingWeightsError
 from graft_core.teacher import lr_at
 from graft_core.text import (TEMPLATES, CachedPrompts, HashTextEncoder, PromptTable, TextConditioned, digit_prompts,
                              encode_prompts, module_fingerprint, read_prompts)
@@ -152,13 +152,10 @@ def wrap(transformer: nn.Module, cfg: PixArtConfig) -> TextConditioned:
     return TextConditioned(transformer, PromptTable(digit_prompts(cfg.templates), text_encoder(cfg).encode))
 
 
-def pixart_key(cfg: PixArtConfig, data: DataConfig) -> str:
-    return stable_hash({"pixart": cfg} if cfg.pretrained else {"pixart": cfg, "data": data})
-
-
-def pixart_dirs(key: str) -> list[Path]:
-    """Shipped assets first, then the user cache."""
-    return [ASSETS_DIR / "pixart" / key, cache_root() / "pixart" / key]
+PIXART = TrainedArtefact(kind="pixart", name="pixart", weights_file=WEIGHTS_FILE, meta_file=META_FILE,
+                         what="PixArt teacher", command="graft_core.pixart")
+pixart_key = PIXART.key  # (PixArtConfig, DataConfig) → key
+pixart_dirs = PIXART.dirs  # key → [shipped assets folder, user cache folder]
 
 
 def load_pixart_teacher(preset: Preset, *, train_if_missing: bool = True, progress: bool = False,
@@ -171,16 +168,9 @@ def load_pixart_teacher(preset: Preset, *, train_if_missing: bool = True, progre
         prompts = read_prompts()
         return load_paper_teacher(cfg, prompts[:num_prompts] if num_prompts else prompts, device=device,
                                   progress=progress)
-    key = pixart_key(cfg, preset.data)
-    folder = cache.find(pixart_dirs(key), WEIGHTS_FILE)
-    if folder is not None:
-        return load_pixart_dir(folder)
-    if not train_if_missing:
-        raise MissingWeightsError(f"no trained PixArt teacher {key}; run `python -m graft_core.pixart --preset "
-                                  f"{preset.name}`")
-    folder = cache.get_or_build(pixart_dirs(key)[1], functools.partial(_write_pixart, preset, progress=progress),
-                                marker=WEIGHTS_FILE, resume=True)
-    return load_pixart_dir(folder)
+    return load_pixart_dir(PIXART.folder(pixart_key(cfg, preset.data),
+                                         functools.partial(_write_pixart, preset, progress=progress),
+                                         preset=preset.name, train_if_missing=train_if_missing, resume=True))
 
 
 def load_pixart_dir(folder: Path) -> TextConditioned:
@@ -188,13 +178,7 @@ def load_pixart_dir(folder: Path) -> TextConditioned:
 
     from graft_core.config import from_dict
 
-    folder = Path(folder)
-    cache.verify(folder)
-    meta = json.loads((folder / META_FILE).read_text())
-    digest = sha256_file(folder / WEIGHTS_FILE)
-    if digest != meta["sha256"]:
-        raise ValueError(f"PixArt weights in {folder} are corrupt (sha256 {digest[:12]} != {meta['sha256'][:12]}); "
-                         f"delete the folder to retrain")
+    meta = PIXART.verified_meta(folder)
     cfg = from_dict(PixArtConfig, meta["pixart_config"])
     return wrap(PixArtTransformer2DModel.from_pretrained(folder), cfg).eval()
 
@@ -211,9 +195,7 @@ def train_pixart(preset: Preset, out_dir: Path, *, progress: bool = True) -> dic
     ``<out_dir>.resume/checkpoint.pt``, a folder only the holder of the key's lock touches; a new call continues from
     there (all randomness comes from one generator) and removes it once the teacher is published.
     """
-    out_dir = cache.get_or_build(out_dir, functools.partial(_write_pixart, preset, progress=progress), rebuild=True,
-                                 resume=True)
-    return json.loads((out_dir / META_FILE).read_text())
+    return PIXART.train(out_dir, functools.partial(_write_pixart, preset, progress=progress), resume=True)
 
 
 def _write_pixart(preset: Preset, tmp: Path, resume: Path, *, progress: bool = True) -> None:
@@ -708,7 +690,7 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.pretrained:
         raise SystemExit(f"preset {args.preset!r} uses the pretrained {cfg.pretrained}; nothing to train")
     key = pixart_key(cfg, preset.data)
-    if not args.retrain and any((d / WEIGHTS_FILE).exists() for d in pixart_dirs(key)):
+    if not args.retrain and PIXART.find(key) is not None:
         print(f"PixArt teacher {key} already exists: {[str(d) for d in pixart_dirs(key) if d.exists()]}")
         return
     out = args.out / key if args.out else pixart_dirs(key)[1]

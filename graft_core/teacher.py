@@ -18,7 +18,6 @@ import torch
 from diffusers import DiTTransformer2DModel
 from tqdm.auto import tqdm
 
-from graft_core import cache
 from graft_core.cache import sha256_file
 from graft_core.config import to_jsonable
 from graft_core.diffusion import (diffusion_loss, disable_builtin_label_dropout, drop_labels, make_train_scheduler)
@@ -27,7 +26,7 @@ from graft_core.errors import MissingWeightsError
 from graft_core.paths import atomic_write_json
 from graft_core.presets import Preset, TeacherConfig, get_preset
 from graft_core.structure import check_structure, pretrained_width
-from graft_core.teacher_id import WEIGHTS_FILE, teacher_dirs, teacher_key  # also imported from here
+from graft_core.teacher_id import TEACHER, WEIGHTS_FILE, teacher_dirs, teacher_key  # also imported from here
 
 
 def build_dit(cfg: TeacherConfig) -> DiTTransformer2DModel:
@@ -113,26 +112,14 @@ def load_teacher(preset: Preset, *, train_if_missing: bool = True, progress: boo
     cfg = preset.teacher
     if cfg.pretrained:
         return load_pretrained(cfg)
-    key = teacher_key(cfg, preset.data)
-    folder = cache.find(teacher_dirs(key), WEIGHTS_FILE)
-    if folder is not None:
-        return load_teacher_dir(folder)
-    if not train_if_missing:
-        raise MissingWeightsError(f"no trained teacher {key}; run `python -m graft_core.teacher --preset {preset.name}`")
-    folder = cache.get_or_build(teacher_dirs(key)[1], functools.partial(_write_teacher, preset, progress=progress),
-                                marker=WEIGHTS_FILE)
-    return load_teacher_dir(folder)
+    return load_teacher_dir(TEACHER.folder(teacher_key(cfg, preset.data),
+                                           functools.partial(_write_teacher, preset, progress=progress),
+                                           preset=preset.name, train_if_missing=train_if_missing))
 
 
 def load_teacher_dir(folder: Path) -> DiTTransformer2DModel:
     """Load a teacher folder in eval mode after checking its manifest (cache entries) and its recorded sha256."""
-    folder = Path(folder)
-    cache.verify(folder)
-    meta = json.loads((folder / "teacher.json").read_text())
-    digest = sha256_file(folder / WEIGHTS_FILE)
-    if digest != meta["sha256"]:
-        raise ValueError(f"teacher weights in {folder} are corrupt (sha256 {digest[:12]} != {meta['sha256'][:12]}); "
-                         f"delete the folder to retrain")
+    TEACHER.verified_meta(folder)
     model = DiTTransformer2DModel.from_pretrained(folder)
     disable_builtin_label_dropout(model)
     return model.eval()
@@ -149,8 +136,7 @@ def train_teacher(preset: Preset, out_dir: Path, *, progress: bool = True) -> di
 
     Deterministic given ``cfg.seed`` on a fixed machine and thread count.
     """
-    out_dir = cache.get_or_build(out_dir, functools.partial(_write_teacher, preset, progress=progress), rebuild=True)
-    return json.loads((out_dir / "teacher.json").read_text())
+    return TEACHER.train(out_dir, functools.partial(_write_teacher, preset, progress=progress))
 
 
 def _write_teacher(preset: Preset, tmp: Path, *, progress: bool = True) -> None:
@@ -199,7 +185,7 @@ def _write_teacher(preset: Preset, tmp: Path, *, progress: bool = True) -> None:
         "sha256": sha256_file(tmp / WEIGHTS_FILE),
         "made_by": f"python -m graft_core.teacher --preset {preset.name}",
     }
-    atomic_write_json(tmp / "teacher.json", meta)
+    atomic_write_json(tmp / TEACHER.meta_file, meta)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -216,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"preset {args.preset!r} uses a pretrained teacher ({preset.teacher.pretrained}); nothing to train")
     key = teacher_key(preset.teacher, preset.data)
     out = args.out or teacher_dirs(key)[1]
-    if not args.retrain and any((d / WEIGHTS_FILE).exists() for d in teacher_dirs(key)):
+    if not args.retrain and TEACHER.find(key) is not None:
         print(f"teacher {key} already exists: {[str(d) for d in teacher_dirs(key) if d.exists()]}")
         return
     meta = train_teacher(preset, out / key if args.out else out)
