@@ -10,6 +10,7 @@ JSON record with their sha256, checked on every load. Torch-free: the driver ask
 """
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,3 +84,38 @@ class TrainedArtefact:
             raise ValueError(f"{self.what} weights in {folder} are corrupt (sha256 {digest[:12]} != "
                              f"{meta['sha256'][:12]}); delete the folder to retrain")
         return meta
+
+    def main(self, argv: list[str] | None, *, description: str, config_of: Callable[[Any], Any],
+             train: Callable[[Any, Path], dict], refuse: Callable[[Any], str | None] | None = None) -> None:
+        """The artefact's command line (``python -m <command> --preset P [--out DIR] [--retrain] [--threads N]``):
+        say where the preset's artefact is, or train it (``train(preset, folder)`` → its record, printed).
+        ``config_of(preset)``: the artefact's config; ``refuse(preset)``: why the preset has nothing to train."""
+        from graft_core.presets import get_preset
+
+        parser = argparse.ArgumentParser(prog=f"python -m {self.command}", description=description)
+        parser.add_argument("--preset", default="tiny")
+        parser.add_argument("--out", type=Path, help="parent folder to write <key>/ into (default: the user cache)")
+        parser.add_argument("--retrain", action="store_true",
+                            help=f"train even if a shipped or cached {self.what} exists")
+        parser.add_argument("--threads", type=int, help="torch intra-op threads (1 is fastest on a busy 2-core machine)")
+        args = parser.parse_args(argv)
+        try:
+            preset = get_preset(args.preset)
+        except ValueError as err:
+            parser.exit(2, f"error: {err}\n")
+        cfg = config_of(preset)
+        why = refuse(preset) if refuse is not None else None
+        if why is None and getattr(cfg, "pretrained", None):
+            why = f"preset {args.preset!r} uses the pretrained {cfg.pretrained}"
+        if why:
+            raise SystemExit(f"{why}; nothing to train")
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        key = self.key(cfg, preset.data)
+        existing = self.find(key)
+        if existing is not None and not args.retrain:
+            print(f"{self.what} {key} already exists: {existing}; --retrain to train again")
+            return
+        print(json.dumps(train(preset, args.out / key if args.out else self.dirs(key)[1]), indent=2))

@@ -35,7 +35,6 @@ layers — (2, 4, 6, 7) for the 8-layer tiny teacher.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -53,7 +52,7 @@ from graft_core.config import stable_hash, to_jsonable
 from graft_core.errors import MissingWeightsError
 from graft_core.paths import atomic_write_json, cache_root
 from graft_core.plan import pixart_layers  # noqa: F401  (re-exported: the rule lives in plan, torch-free)
-from graft_core.presets import Preset, TeacherConfig, get_preset
+from graft_core.presets import Preset, TeacherConfig
 from graft_core.shards import ShardArray, check_settings, consecutive_seed, num_shards
 from graft_core.structure import hub_cache  # the cache HF_HOME names now (huggingface_hub reads it once)
 from graft_core.teacher import lr_at
@@ -677,24 +676,8 @@ def measure_speedup(teacher: nn.Module, student: nn.Module, *, batch: int = 2, r
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train (or find) the preset's text-to-image PixArt teacher.")
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--out", type=Path, help="parent folder to write <key>/ into (default: the user cache)")
-    parser.add_argument("--retrain", action="store_true", help="train even if a cached/shipped teacher exists")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (1 is fastest on a busy 2-core machine)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    preset = get_preset(args.preset)
-    cfg = pixart_config(preset)
-    if cfg.pretrained:
-        raise SystemExit(f"preset {args.preset!r} uses the pretrained {cfg.pretrained}; nothing to train")
-    key = pixart_key(cfg, preset.data)
-    if not args.retrain and PIXART.find(key) is not None:
-        print(f"PixArt teacher {key} already exists: {[str(d) for d in pixart_dirs(key) if d.exists()]}")
-        return
-    out = args.out / key if args.out else pixart_dirs(key)[1]
-    print(json.dumps(train_pixart(preset, out), indent=2))
+    PIXART.main(argv, description="Train (or find) the preset's text-to-image PixArt teacher.",
+                config_of=pixart_config, train=train_pixart)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ in ``graft_core/assets/teachers/<hash>/`` (made by
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import time
@@ -24,7 +23,7 @@ from graft_core.diffusion import (diffusion_loss, disable_builtin_label_dropout,
 from graft_core.ema import EMA
 from graft_core.errors import MissingWeightsError
 from graft_core.paths import atomic_write_json
-from graft_core.presets import Preset, TeacherConfig, get_preset
+from graft_core.presets import Preset, TeacherConfig
 from graft_core.structure import check_structure, pretrained_width
 from graft_core.teacher_id import TEACHER, WEIGHTS_FILE, teacher_dirs, teacher_key  # also imported from here
 
@@ -189,24 +188,8 @@ def _write_teacher(preset: Preset, tmp: Path, *, progress: bool = True) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train (or load) the preset's teacher and print where it lives.")
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--out", type=Path, help="folder to write to (default: the user cache)")
-    parser.add_argument("--retrain", action="store_true", help="train even if a cached/shipped teacher exists")
-    args = parser.parse_args(argv)
-    try:
-        preset = get_preset(args.preset)
-    except ValueError as err:
-        parser.exit(2, f"error: {err}\n")
-    if preset.teacher.pretrained:
-        raise SystemExit(f"preset {args.preset!r} uses a pretrained teacher ({preset.teacher.pretrained}); nothing to train")
-    key = teacher_key(preset.teacher, preset.data)
-    out = args.out or teacher_dirs(key)[1]
-    if not args.retrain and TEACHER.find(key) is not None:
-        print(f"teacher {key} already exists: {[str(d) for d in teacher_dirs(key) if d.exists()]}")
-        return
-    meta = train_teacher(preset, out / key if args.out else out)
-    print(json.dumps(meta, indent=2))
+    TEACHER.main(argv, description="Train (or find) the preset's teacher and print where it lives.",
+                 config_of=lambda p: p.teacher, train=train_teacher)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ jobs train a key once, the others wait and load it. Train and ship the tiny one 
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import time
@@ -27,7 +26,7 @@ from graft_core.artefacts import TrainedArtefact
 from graft_core.cache import sha256_file
 from graft_core.config import to_jsonable
 from graft_core.paths import atomic_write_json
-from graft_core.presets import ClassifierConfig, Preset, get_preset
+from graft_core.presets import ClassifierConfig, Preset
 
 WEIGHTS_FILE = "classifier.safetensors"
 META_FILE = "classifier.json"
@@ -210,23 +209,10 @@ def _write_classifier(preset: Preset, out: Path, *, progress: bool = False) -> N
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train (or find) the preset's digit classifier for the metrics.")
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--out", type=Path, help="parent folder to write <key>/ into (default: the user cache)")
-    parser.add_argument("--retrain", action="store_true", help="train even if a shipped/cached classifier exists")
-    args = parser.parse_args(argv)
-    preset = get_preset(args.preset)
-    if preset.data.name != "digits":
-        raise SystemExit(f"preset {args.preset!r} evaluates with Inception-v3 ({preset.data.name}); nothing to train")
-    key = classifier_key(preset.classifier, preset.data)
-    existing = find_classifier(preset)
-    if existing is not None and not args.retrain:
-        print(f"classifier {key} already exists: {existing} "
-              f"(held-out accuracy {read_meta(existing)['heldout_accuracy']:.4f}); --retrain to train again")
-        return
-    out = args.out / key if args.out else classifier_dirs(key)[1]
-    meta = train_classifier(preset, out, progress=True)
-    print(json.dumps(meta, indent=2))
+    CLASSIFIER.main(argv, description="Train (or find) the preset's digit classifier for the metrics.",
+                    config_of=lambda p: p.classifier, train=functools.partial(train_classifier, progress=True),
+                    refuse=lambda p: None if p.data.name == "digits" else
+                    f"preset {p.name!r} evaluates with Inception-v3 ({p.data.name})")
 
 
 if __name__ == "__main__":
