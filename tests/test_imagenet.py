@@ -32,19 +32,11 @@ def make_fake_imagenet(root: Path) -> Path:
     return root
 
 
-def micro_vae():
-    """A random-init AutoencoderKL with the SD-VAE's structure (4 blocks → 8× downsampling, 4 latent channels)."""
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    return AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
-                         up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4,
-                         latent_channels=4, sample_size=RES).eval()
-
-
 @pytest.fixture(scope="module")
 def vae():
-    return micro_vae()
+    from benchmark.fakes import sd_vae
+
+    return sd_vae(8, layers_per_block=1, norm_num_groups=4, sample_size=RES)
 
 
 @pytest.fixture

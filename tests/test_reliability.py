@@ -54,13 +54,9 @@ def test_a_truncated_classifier_record_names_its_file(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 def _tiny_vae_folder(folder: Path) -> Path:
     """A random-init 8×-downsampling AutoencoderKL saved as a ``--vae`` folder (the SD-VAE's structure, tiny)."""
-    import torch
-    from diffusers import AutoencoderKL
+    from benchmark.fakes import sd_vae
 
-    torch.manual_seed(0)
-    AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
-                  up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4,
-                  latent_channels=4, sample_size=32).save_pretrained(folder)
+    sd_vae(8, layers_per_block=1, norm_num_groups=4, sample_size=32).save_pretrained(folder)
     return folder
 
 

@@ -16,12 +16,9 @@ PLAN = dict(num_samples=10, shard_size=4, steps=4, guidance_scale=1.5, scheduler
 
 
 def micro_vae():
-    from diffusers import AutoencoderKL
+    from benchmark.fakes import sd_vae
 
-    torch.manual_seed(0)
-    return AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
-                         up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4,
-                         latent_channels=4, sample_size=RES).eval()
+    return sd_vae(8, layers_per_block=1, norm_num_groups=4, sample_size=RES)
 
 
 @pytest.fixture(scope="module")
