@@ -210,7 +210,7 @@ def test_report_renders_from_records(tmp_path):
 
     assert mamba2_scan.main(["--quick", "--no-diagnostics", "--out", str(tmp_path)]) == 0
     text = report.render(tmp_path)
-    assert "## Performance" in text and "Mamba-2" in text and "--quick` record only" in text
+    assert "## Latest figures" in text and "Mamba-2" in text and "--quick` record only" in text
     assert "no record yet" in text  # the benchmarks not run here are listed, not dropped
 
 
