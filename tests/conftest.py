@@ -8,6 +8,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import tempfile  # noqa: E402
 
 os.environ["GRAFTBENCH_CACHE"] = tempfile.mkdtemp(prefix="graftbench-test-cache-")
+# The Hugging Face cache too, before huggingface_hub is imported (it reads HF_HOME into its constants at import): no
+# test reads weights from, or writes them into, the user's cache; a test of missing hub weights finds none.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="graftbench-test-hf-home-")
+for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "DIFFUSERS_CACHE"):
+    os.environ.pop(_var, None)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -19,13 +24,8 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test writes its caches into a per-session temp folder, never ~/.cache/graftbench or the user's Hugging
-    Face cache (HF_HOME: a test that looks up hub weights finds none and cannot write any)."""
-    base = tmp_path_factory.getbasetemp()
-    monkeypatch.setenv("GRAFTBENCH_CACHE", str(base / "cache"))
-    monkeypatch.setenv("HF_HOME", str(base / "hf-home"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    """Every test writes its cache into a per-session temp folder, never ~/.cache/graftbench (HF_HOME: above)."""
+    monkeypatch.setenv("GRAFTBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     torch.manual_seed(0)
 
 

@@ -50,3 +50,14 @@ def test_markers_are_strict():
     opts = tomllib.loads((HERE.parent / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     assert "--strict-markers" in opts["addopts"].split()
     assert {m.split(":")[0] for m in opts["markers"]} >= {"slow", "slurm", "latex"}
+
+
+def test_hugging_face_cache_is_isolated():
+    """No test can read or write the user's Hugging Face cache (tests/conftest.py sets HF_HOME before any import)."""
+    import tempfile
+
+    from huggingface_hub import constants
+
+    home = Path(os.environ["HF_HOME"])
+    assert home.is_relative_to(tempfile.gettempdir()) and home.name.startswith("graftbench-test-hf-home-")
+    assert Path(constants.HF_HUB_CACHE).is_relative_to(home)
