@@ -65,3 +65,27 @@ def micro_teacher(micro_preset, tmp_path_factory):
     folder = tmp_path_factory.mktemp("teacher") / teacher_key(micro_preset.teacher, micro_preset.data)
     train_teacher(micro_preset, folder, progress=False)
     return load_teacher_dir(folder)
+
+
+@pytest.fixture
+def lock_waits(monkeypatch):
+    """An event set each time ``benchmark.jobs.run_lock`` sleeps between polls, i.e. a waiter is blocked on a held
+    lock: tests wait for it (with a deadline) instead of sleeping and hoping the other thread got there."""
+    import threading
+    import time as real_time
+
+    from benchmark import jobs
+
+    event = threading.Event()
+
+    class Clock:  # benchmark.jobs' view of the time module
+        def __getattr__(self, name):
+            return getattr(real_time, name)
+
+        @staticmethod
+        def sleep(seconds):
+            event.set()
+            real_time.sleep(seconds)
+
+    monkeypatch.setattr(jobs, "time", Clock())
+    return event
