@@ -3,8 +3,8 @@ the same command resumes and ends with the metrics of an uninterrupted run.
 
 * stage 2: ``GRAFTBENCH_KILL_AFTER_CHECKPOINT=3`` (``graft_core.finetune``) makes the stage-2 job kill itself right
   after its step-3 checkpoint is written (micro: 6 steps, a checkpoint every 3); the relaunch resumes from it;
-* the launcher: SIGKILLed once the stage-2 step-3 checkpoint exists (the test watches for the file, with a
-  deadline), leaving whatever job it started to finish or die on its own; the relaunch picks up from the store.
+* the launcher: SIGKILLed once a stage-2 checkpoint exists (the test watches for the file, with a deadline); the job
+  it started runs on alone; once that job has let go of its run lock, the relaunch picks up from the store.
 
 Compared with an uninterrupted run of the same command: the row's metrics (FID, IS, class accuracy, …) and stage
 2's loss history, exactly.
@@ -92,6 +92,11 @@ def test_launcher_killed_mid_stage2_then_the_same_command_finishes_the_same(tmp_
     finally:
         launcher.wait(60)
     assert launcher.returncode == -signal.SIGKILL
+    # the job it had started is alive without it (a killed launcher does not take its jobs along); a relaunch while it
+    # runs reports it "running" and leaves it be, so wait for it to let go of its run lock, then relaunch
+    while list((tmp_path / "micro" / "runs").glob("*/*/.lock")):
+        assert time.monotonic() < deadline, "the orphaned job never released its run lock"
+        time.sleep(0.05)
     again = run(tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert row_metrics(tmp_path) == uninterrupted[0]
