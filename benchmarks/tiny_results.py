@@ -76,16 +76,19 @@ def conclusion_lines(t3: dict[str, dict], t5: dict[str, dict], t6: dict[str, dic
         f"- Self-grafting recovers the teacher: attention {fid(c['self_graft_fid']['attn'])}, MLP "
         f"{fid(c['self_graft_fid']['mlp'])} vs the control's {fid(c['control_fid'])} "
         f"({f(100 * sg['attn'] if sg['attn'] is not None else None, '+.0f')} % / "
-        f"{f(100 * sg['mlp'] if sg['mlp'] is not None else None, '+.0f')} %; within 25 %: {ok(c['self_graft_holds'])}).",
+        f"{f(100 * sg['mlp'] if sg['mlp'] is not None else None, '+.0f')} %; "
+        f"within 25 %: {ok(c['self_graft_holds'])}).",
         f"- Damage grows with the replaced share: every 100 % attention row is "
         f"{f(min(damage) if damage else None)}–{f(max(damage) if damage else None)}× its 50 % row "
         f"(≥ 2×: {ok(c['damage_holds'])}).",
-        f"- The ranking agrees with Table 4: Spearman ρ {f(c['spearman']['all'])} over {c['rows_compared']} hybrid rows "
+        f"- The ranking agrees with Table 4: Spearman ρ {f(c['spearman']['all'])} over {c['rows_compared']} "
+        f"hybrid rows "
         f"(attention {f(c['spearman']['attn'])}, MLP {f(c['spearman']['mlp'])}; ≥ 0.85: {ok(c['spearman_holds'])}).",
         f"- A wider MLP (r=6) is no worse than r=3 beyond the bootstrap spread at any ratio: {ok(c['r6_holds'])}.",
     ]
     par, par1, ctl6 = t6.get("parallel-depth4"), t6.get("parallel-depth4-stage1"), t6.get("control-teacher-stage2")
-    out.append(f"- Depth → width (`table6`): the parallel-pair model scores FID {fid(metric(par, 'fid'))} after stage 2 "
+    out.append(f"- Depth → width (`table6`): the parallel-pair model scores FID {fid(metric(par, 'fid'))} after "
+               f"stage 2 "
                f"({fid(metric(par1, 'fid'))} after stage 1; control {fid(metric(ctl6, 'fid'))}) at "
                f"{f(extra(par, 'speedup'))}× the teacher's forward speed.")
     g, g1, ctl5 = t5.get("attn-hyena_x-pixart"), t5.get("attn-hyena_x-pixart-stage1"), t5.get("control-teacher-lora")

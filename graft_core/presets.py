@@ -1,7 +1,8 @@
 """The two presets (``tiny``: CPU minutes on MNIST digits; ``paper``: DiT-XL/2 on ImageNet) plus ``micro`` for tests.
 
 A preset is a bundle of frozen configs. Paper values are listed in ``docs/paper-reference.md`` (section numbers cited
-beside each field refer to the paper's setup as summarised there); where the paper and the official code disagree both values are kept and a named option picks one.
+beside each field refer to the paper's setup as summarised there); where the paper and the official code disagree both
+values are kept and a named option picks one.
 """
 from __future__ import annotations
 

@@ -47,7 +47,8 @@ def count(fn, *args) -> tuple[dict[str, int], int]:
     dense, elementwise = FlopCounterMode(display=False), ElementwiseCounter()
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), dense, elementwise:
         fn(*args)
-    return {str(k).removeprefix("aten."): v for k, v in dense.get_flop_counts().get("Global", {}).items()}, elementwise.flops
+    counts = dense.get_flop_counts().get("Global", {})
+    return {str(k).removeprefix("aten."): v for k, v in counts.items()}, elementwise.flops
 
 
 def build(name: str):

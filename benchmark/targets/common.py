@@ -100,7 +100,8 @@ def hybrid_row(p: Preset, site: str, stem: str, operator: str, options: dict, la
 
 
 def control_row(p: Preset) -> Row:
-    """Teacher + the same stage 2 as the grafted rows (a short stage 2 can improve a small teacher on its own): separates the effect of stage 2."""
+    """Teacher + the same stage 2 as the grafted rows: separates the effect of stage 2 (a short stage 2 can improve
+    a small teacher on its own)."""
     return Row(id="control-teacher-stage2", label="Teacher + same stage 2 (control)", group="Control",
                kind="finetune_teacher", preset=p, name="teacher_stage2")
 
