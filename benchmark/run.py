@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="targets: " + ", ".join(registry.names()))
     p.add_argument("targets", nargs="*", help="targets to run (see --list); 'all' = every target")
-    p.add_argument("--preset", default="tiny", help="tiny (default, CPU minutes) | paper (DiT-XL/2) | micro (tests)")
+    p.add_argument("--preset", default="tiny", help="tiny (default, CPU minutes) | paper (DiT-XL/2) | paper-smoke "
+                                                    "(the paper preset at rehearsal scale) | micro (tests)")
     p.add_argument("--executor", default="auto", help="auto (Slurm when sbatch answers, else local) | debug (in "
                                                       "this process) | local (subprocesses) | slurm")
     p.add_argument("--profile", help=f"Slurm resource profile in slurm/profiles/ ({', '.join(available_profiles())}; "

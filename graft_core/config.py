@@ -18,7 +18,7 @@ OMIT_DEFAULT = {"omit_default": True}  # ``field(default=..., metadata=OMIT_DEFA
 
 def added_field(default: Any) -> Any:
     """A config field added after run ids were published: left out of the canonical form while it equals its
-    default, so adding it does not change the id of any existing run (design-lessons.md §2)."""
+    default, so adding it does not change the id of any existing run."""
     return dataclasses.field(default=default, metadata=OMIT_DEFAULT)
 
 

@@ -84,7 +84,7 @@ class PixArtConfig:
     templates: tuple[str, ...] = TEMPLATES
     num_train_timesteps: int = 1000
     beta_schedule: str = "linear"
-    # training (ignored when pretrained). Sized for <= 15 min on 2 free cores (~2.8 steps/s, tiny-testbed.md).
+    # training (ignored when pretrained). Sized for <= 15 min on 2 free cores (~2.8 steps/s).
     train_steps: int = 2400
     train_batch_size: int = 64
     train_lr: float = 2e-3

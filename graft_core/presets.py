@@ -1,7 +1,8 @@
 """The two presets (``tiny``: CPU minutes on MNIST digits; ``paper``: DiT-XL/2 on ImageNet) plus ``micro`` for tests.
 
-A preset is a bundle of frozen configs. Paper values come from ``shared/reference/paper.md`` (section numbers cited
-beside each field); where the paper and the official code disagree both values are kept and a named option picks one.
+A preset is a bundle of frozen configs. Paper values are listed in ``docs/paper-reference.md`` (section numbers cited
+beside each field refer to the paper's setup as summarised there); where the paper and the official code disagree both
+values are kept and a named option picks one.
 """
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ STAGE1_OBJECTIVE = {"attn": "l1", "mlp": "l2"}
 EVAL_PROTOCOLS = ("in_process", "adm")
 # Stage-1 lr schedules: "constant" (the paper: "a constant learning rate of 1e-4") | "official" (src/train_stage1.py:
 # MultiStepLR milestones [50, 100, 150], γ 0.5, plus ReduceLROnPlateau(factor 0.5, patience 1, threshold 1e-4 rel,
-# cooldown 0, eps 1e-8, min_lr below) stepped on the validation MSE at the MSE checks; paper.md §3.1 table).
+# cooldown 0, eps 1e-8, min_lr below) stepped on the validation MSE at the MSE checks).
 STAGE1_SCHEDULES = ("constant", "official")
 STAGE1_MILESTONES = (50, 100, 150)
 STAGE1_GAMMA = 0.5
@@ -276,7 +277,7 @@ def _paper_smoke() -> Preset:
 
 @register_preset("tiny")
 def _tiny() -> Preset:
-    # Sized from shared/reference/tiny-testbed.md: 64 tokens (16×16, patch 2) so local operators stay local; a teacher
+    # Sized for 2 CPU cores: 64 tokens (16×16, patch 2) so local operators stay local; a teacher
     # trained ~5k steps (≈ 98 % class accuracy, FID ≈ 22 on classifier features) so that grafting damage shows.
     return Preset(
         name="tiny",

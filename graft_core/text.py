@@ -348,7 +348,7 @@ def read_prompts(path: str | Path | None = None) -> list[str]:
     if not path.exists():
         raise MissingWeightsError(f"no prompt file for the PixArt-Σ synthetic pairs: set {PROMPTS_ENV} to a text file "
                                   f"with one prompt per line (the paper drew them from an unnamed public 30k-prompt "
-                                  f"set, paper.md §8)")
+                                  f"set, docs/paper-reference.md §2)")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
