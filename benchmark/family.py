@@ -31,8 +31,12 @@ class Family:
     marker: str = ""  # the node-body key that marks this family's runs ("" only for the default family)
     row_kind: str = ""  # the row kind whose nodes ``expand`` builds ("" : the planner's own rows)
     sites: tuple[str, ...] = ("attn", "mlp")  # the graftable sites its blocks offer
-    prerequisite_prefix: str = ""  # how preflight tells this family's step kinds from the DiT/ImageNet ones
     executors: dict[str, Callable] = {}  # step kinds only this family has (its prerequisite nodes)
+
+    @property
+    def prerequisite_prefix(self) -> str:
+        """How preflight tells the step kinds of this family's rows from the DiT/ImageNet ones."""
+        return f"{self.name}:"
 
     def owns(self, config: dict) -> bool:
         return bool(self.marker) and self.marker in config
