@@ -5,6 +5,7 @@ that cannot be imported is refused in one line naming the file and the line."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -38,9 +39,9 @@ def test_self_graft_reproduces_the_latte_teacher(latte):
     from graft_core import surgery
     from graft_core.plan import GraftPlan
 
-    cfg = latte.LatteConfig(num_frames=2, num_layers=3)
+    cfg = latte.LatteConfig(sizes=dataclasses.replace(latte.LatteConfig().sizes, num_layers=3), num_frames=2)
     teacher = latte.build_teacher(cfg)
-    layers = tuple(range(cfg.num_layers))
+    layers = tuple(range(cfg.sizes.num_layers))
     student = surgery.graft(copy.deepcopy(teacher), [GraftPlan(site="attn", operator="mha", layers=layers),
                                                      GraftPlan(site="mlp", operator="mlp", layers=layers)], seed=0)
     before = dict(surgery.grafted_modules(student))
@@ -50,7 +51,7 @@ def test_self_graft_reproduces_the_latte_teacher(latte):
     t = cfg.diffusion()
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(3, t.in_channels, t.sample_size, t.sample_size, generator=gen)
-    args = dict(timestep=torch.tensor([10, 500, 900]), class_labels=torch.tensor([0, 3, cfg.num_classes]),
+    args = dict(timestep=torch.tensor([10, 500, 900]), class_labels=torch.tensor([0, 3, cfg.sizes.num_classes]),
                 return_dict=False)
     with torch.inference_mode():
         want, got = teacher(x, **args)[0], student(x, **args)[0]

@@ -34,57 +34,50 @@ TITLE = "Latte (video DiT) grafting"
 
 @dataclass(frozen=True)
 class LatteConfig:
-    """The teacher (random init under ``seed``), its conditioning and its data; torch-free, hashed into run ids."""
+    """The teacher (random init under ``sizes.seed``: no training), its conditioning and its data; torch-free,
+    hashed into run ids. ``sizes`` are one frame's (channels) and the noise schedule."""
 
-    num_layers: int = 2
-    num_attention_heads: int = 2
-    attention_head_dim: int = 8
-    in_channels: int = 4
-    sample_size: int = 8
-    patch_size: int = 2
+    sizes: TeacherConfig = TeacherConfig(num_layers=2, num_attention_heads=2, attention_head_dim=8, in_channels=4,
+                                         out_channels=4, sample_size=8, num_classes=4)
     num_frames: int = 1
-    num_classes: int = 4  # conditions: class ids → fixed random caption states
-    caption_tokens: int = 4
+    caption_tokens: int = 4  # class id → a fixed random caption of this many tokens
     caption_channels: int = 16
     stage1_pairs: int = 32
     heldout_pairs: int = 16
-    seed: int = 0
 
     def diffusion(self) -> TeacherConfig:
         """The sizes and noise schedule the engine reads (a clip channel-stacked: ``F·C`` channels)."""
-        c = self.num_frames * self.in_channels
-        return TeacherConfig(pretrained=None, num_layers=self.num_layers, num_attention_heads=self.num_attention_heads,
-                             attention_head_dim=self.attention_head_dim, in_channels=c, out_channels=c,
-                             sample_size=self.sample_size, patch_size=self.patch_size, num_classes=self.num_classes,
-                             seed=self.seed)
+        c = self.num_frames * self.sizes.in_channels
+        return dataclasses.replace(self.sizes, in_channels=c, out_channels=c)
 
 
 def build_teacher(cfg: LatteConfig):
-    """A ``LatteTransformer3DModel`` at ``cfg`` under ``cfg.seed``, driven by class ids like a DiT."""
+    """A ``LatteTransformer3DModel`` at ``cfg`` under ``cfg.sizes.seed``, driven by class ids like a DiT."""
     import torch
     from diffusers import LatteTransformer3DModel
     from torch import nn
 
     from graft_core.text import ModelConfig
 
+    t = cfg.diffusion()
+
     class ClassConditionedLatte(nn.Module):
         def __init__(self):
             super().__init__()
-            dim = cfg.num_attention_heads * cfg.attention_head_dim
+            s = cfg.sizes
             self.latte = LatteTransformer3DModel(
-                num_attention_heads=cfg.num_attention_heads, attention_head_dim=cfg.attention_head_dim,
-                in_channels=cfg.in_channels, out_channels=cfg.in_channels, num_layers=cfg.num_layers,
-                cross_attention_dim=dim, attention_bias=True, sample_size=cfg.sample_size,
-                patch_size=cfg.patch_size, activation_fn="gelu-approximate", norm_type="ada_norm_single",
+                num_attention_heads=s.num_attention_heads, attention_head_dim=s.attention_head_dim,
+                in_channels=s.in_channels, out_channels=s.in_channels, num_layers=s.num_layers,
+                cross_attention_dim=s.hidden_size, attention_bias=True, sample_size=s.sample_size,
+                patch_size=s.patch_size, activation_fn="gelu-approximate", norm_type="ada_norm_single",
                 norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=cfg.caption_channels,
                 video_length=cfg.num_frames)
-            gen = torch.Generator().manual_seed(cfg.seed + 1)
-            self.register_buffer("captions", torch.randn(cfg.num_classes + 1, cfg.caption_tokens,
+            gen = torch.Generator().manual_seed(s.seed + 1)
+            self.register_buffer("captions", torch.randn(s.num_classes + 1, cfg.caption_tokens,
                                                          cfg.caption_channels, generator=gen))
-            t = cfg.diffusion()
-            self.config = ModelConfig(num_embeds_ada_norm=cfg.num_classes, sample_size=cfg.sample_size,
-                                      patch_size=cfg.patch_size, num_attention_heads=cfg.num_attention_heads,
-                                      attention_head_dim=cfg.attention_head_dim, in_channels=t.in_channels,
+            self.config = ModelConfig(num_embeds_ada_norm=s.num_classes, sample_size=s.sample_size,
+                                      patch_size=s.patch_size, num_attention_heads=s.num_attention_heads,
+                                      attention_head_dim=s.attention_head_dim, in_channels=t.in_channels,
                                       out_channels=t.out_channels, model_type="latte_class_conditioned")
 
         @property
@@ -95,7 +88,7 @@ def build_teacher(cfg: LatteConfig):
             b, fc, h, w = hidden_states.shape
             f = cfg.num_frames
             if class_labels is None:
-                class_labels = torch.full((b,), cfg.num_classes, dtype=torch.long, device=hidden_states.device)
+                class_labels = torch.full((b,), t.num_classes, dtype=torch.long, device=hidden_states.device)
             clip = hidden_states.view(b, f, fc // f, h, w).permute(0, 2, 1, 3, 4)
             out = self.latte(clip, timestep=timestep, encoder_hidden_states=self.captions[class_labels.long()].to(
                 hidden_states.dtype), return_dict=False)[0]
@@ -103,7 +96,7 @@ def build_teacher(cfg: LatteConfig):
             return (out,) if not return_dict else {"sample": out}
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.sizes.seed)
         return ClassConditionedLatte().eval()
 
 
@@ -117,7 +110,7 @@ def clips(cfg: LatteConfig, count: int, seed: int):
     gen = torch.Generator().manual_seed(seed)
     t = cfg.diffusion()
     x0 = torch.randn(count, t.in_channels, t.sample_size, t.sample_size, generator=gen)
-    labels = torch.arange(count) % cfg.num_classes
+    labels = torch.arange(count) % t.num_classes
     return Subset(x0=x0, labels=labels, indices=np.arange(count), identity=f"latte-gauss-{seed}-{count}")
 
 
@@ -228,7 +221,7 @@ class LatteFamily(Family):
         teacher = self.teacher(ctx)
         model, _ = load_model(ctx, ctx.config["model"])
         data = clips(cfg, cfg.heldout_pairs, SPLIT_SEEDS["heldout"])
-        gen = torch.Generator().manual_seed(cfg.seed + 7)
+        gen = torch.Generator().manual_seed(cfg.sizes.seed + 7)
         t = torch.randint(0, cfg.diffusion().num_train_timesteps, (len(data.labels),), generator=gen)
         x_t = make_train_scheduler(cfg.diffusion()).add_noise(data.x0, torch.randn(data.x0.shape, generator=gen), t)
         device = next(teacher.parameters()).device
@@ -244,7 +237,7 @@ register_family(LatteFamily)
 def rows(preset_name: str) -> list[Row]:
     p = get_preset(preset_name)
     common = {"preset": p, "kind": NAME}
-    layers = tuple(range(0, LatteConfig().num_layers, 2))
+    layers = tuple(range(0, LatteConfig().sizes.num_layers, 2))
     return [Row(id="baseline", label="Latte (teacher)", group="Baseline", finetune=False, **common),
             Row(id="attn-hyena_x-interleaved50", label="Latte + Hyena-X (50 % of MHA layers)", group="MHA grafting",
                 graft=GraftSpec(site="attn", operator="hyena_x", strategy="interleaved50", layers=layers), ratio=50,
