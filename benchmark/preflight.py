@@ -48,7 +48,7 @@ def _download_hint(repo: str) -> str:
             f"(or set HF_HOME)")
 
 
-def _hub_config(repo: str, filename: str) -> tuple[dict | None, str | None]:
+def hub_config(repo: str, filename: str) -> tuple[dict | None, str | None]:
     path = _hub_file(repo, filename)
     if path is None:
         return None, f"{repo}: {filename} is not in the Hugging Face cache; {_download_hint(repo)}"
@@ -83,7 +83,7 @@ def check_dit(p: Preset, kinds: set[str]) -> str | None:
     from graft_core.structure import StructureMismatch, check_structure
 
     repo = p.teacher.pretrained
-    config, problem = _hub_config(repo, "transformer/config.json")
+    config, problem = hub_config(repo, "transformer/config.json")
     if problem:
         return problem
     try:
@@ -95,7 +95,7 @@ def check_dit(p: Preset, kinds: set[str]) -> str | None:
 
 @prerequisite("SD-VAE", lambda p, kinds: p.data.name == "imagenet" and bool(kinds & DATA_STEPS))
 def check_vae(p: Preset, kinds: set[str]) -> str | None:
-    config, problem = _hub_config(VAE_REPO, "config.json")
+    config, problem = hub_config(VAE_REPO, "config.json")
     if problem:
         return problem
     if config.get("latent_channels") != p.teacher.in_channels or len(config.get("block_out_channels", ())) != 4:

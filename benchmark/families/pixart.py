@@ -18,7 +18,7 @@ from typing import Any, Callable
 from benchmark.cost import CPU_S, PAPER_GPU_H
 from benchmark.dag import CAPTURE_DTYPE, PER_PAIR_CAPTURE_BYTES, Node, RowPlan, make_node
 from benchmark.family import Family, register_family
-from benchmark.preflight import prerequisite
+from benchmark.preflight import hub_config, prerequisite
 from benchmark.step_context import StepContext, job_device, load_model, preset_from_config
 from graft_core.config import from_dict, plain, stable_hash
 from graft_core.presets import Preset
@@ -423,7 +423,7 @@ def check_pixart(p: Preset, kinds: set[str]) -> str | None:
     from graft_core.structure import StructureMismatch
 
     cfg = pixart_config(p)
-    config, problem = _hub_config(cfg.pretrained, "transformer/config.json")
+    config, problem = hub_config(cfg.pretrained, "transformer/config.json")
     if problem:
         return f"PixArt-Σ transformer: {problem}"
     try:
@@ -441,7 +441,7 @@ def check_pixart(p: Preset, kinds: set[str]) -> str | None:
 def check_t5_encoder(p: Preset, kinds: set[str]) -> str | None:
     from graft_core.pixart import PAPER_PIPELINE, pixart_config
 
-    config, problem = _hub_config(PAPER_PIPELINE, "text_encoder/config.json")
+    config, problem = hub_config(PAPER_PIPELINE, "text_encoder/config.json")
     if problem:
         return f"T5 encoder: {problem}"
     if config.get("model_type") != "t5" or not isinstance(config.get("d_model"), int):
@@ -495,7 +495,7 @@ def check_t5_tokenizer(p: Preset, kinds: set[str]) -> str | None:
 def check_pixart_vae(p: Preset, kinds: set[str]) -> str | None:
     from graft_core.pixart import PAPER_PIPELINE, pixart_config
 
-    config, problem = _hub_config(PAPER_PIPELINE, "vae/config.json")
+    config, problem = hub_config(PAPER_PIPELINE, "vae/config.json")
     if problem:
         return f"PixArt-Σ VAE: {problem}"
     channels = pixart_config(p).in_channels
