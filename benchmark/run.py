@@ -90,7 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="no per-step progress lines")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE (dotted name or .py path) first: it registers operators and their Table-3 "
-                        "rows (repeatable; the jobs get it through $GRAFTBENCH_PLUGINS)")
+                        "rows, or a model family and its target (repeatable; the jobs get it through "
+                        "$GRAFTBENCH_PLUGINS)")
     p.add_argument("--steps", metavar="MODULE:FUNCTION",
                    help="run every step through this function instead of graft_core (a driver check, e.g. "
                         "benchmark.testing:fake_execute: records derived from the run ids, no torch)")

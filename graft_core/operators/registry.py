@@ -17,7 +17,9 @@ Everything the driver, the tables and the accounting need is declared once, at r
 Built-in operators are declared in ``graft_core.operators.catalogue`` (class referenced as ``"module:Class"``, imported
 lazily); a plugin module decorates its class with ``@register_operator(...)`` and is named by ``--plugin MODULE`` (or
 a ``.py`` path), by the ``GRAFTBENCH_PLUGINS`` environment variable (comma-separated; how ``--plugin`` reaches job
-processes) or by an entry point in the ``graftbench.operators`` group. Any lookup loads them first.
+processes) or by an entry point in the ``graftbench.operators`` group. Any lookup loads them first. The same
+modules may register a model family (the driver's ``benchmark.family.register_family``). A plugin that cannot be
+imported raises ``PluginError``: one line naming the file and line at fault.
 """
 from __future__ import annotations
 
