@@ -15,9 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from benchmark.dag import Node
-from graft_core.config import from_dict
-from graft_core.presets import DataConfig, TeacherConfig
-from graft_core.teacher_id import WEIGHTS_FILE, teacher_dirs, teacher_key
+from benchmark.family import family_of
 
 PRETRAIN_SAMPLES = 7_000_000 * 256
 PAPER_GPU_H = {
@@ -84,151 +82,14 @@ def _fmt(x: float) -> str:
 
 
 def teacher_present(config: dict) -> bool:
-    """A trained teacher is shipped (graft_core/assets) or cached; a pretrained one is assumed downloaded."""
-    if "pixart" in config:
-        return _pixart_present(config)
-    teacher = from_dict(TeacherConfig, config["teacher"])
-    if teacher.pretrained:
-        return True
-    key = teacher_key(teacher, from_dict(DataConfig, config["data"]))
-    return any((d / WEIGHTS_FILE).exists() for d in teacher_dirs(key))
-
-
-# Text-to-image (Table 5) runs, from the DiT figures above scaled by compute per sample, our arithmetic: a block costs
-# ∝ N·(24·D² + 4·N·D) FLOPs at N tokens and width D (linear layers + attention), so PixArt-Σ 2K (N = 16,384,
-# D = 1152) is ~208× DiT-XL/2 (N = 256) per sample, and a Hyena-X operator (linear in N) 64×. The paper gives none of
-# these costs (UNKNOWN); GenEval draws 553 prompts × 4 images.
-GENEVAL_IMAGES = 553 * 4
-DIT_TOKENS, DIT_WIDTH = 256, 1152
-
-
-def _t2i_scale(pix: dict) -> tuple[float, float]:
-    """(model, operator) compute per sample of the PixArt teacher relative to DiT-XL/2."""
-    n, d = (pix["sample_size"] // pix["patch_size"]) ** 2, pix["num_attention_heads"] * pix["attention_head_dim"]
-    block = n * (24 * d * d + 4 * n * d) / (DIT_TOKENS * (24 * DIT_WIDTH ** 2 + 4 * DIT_TOKENS * DIT_WIDTH))
-    return block, n * d / (DIT_TOKENS * DIT_WIDTH)
-
-
-def t2i_cost(node: Node, gpu: bool) -> tuple[float, int]:
-    """(GPU-h or CPU-min, stage-2 samples) of a text-to-image run (its config carries ``pixart``)."""
-    c, kind, pix = node.config, node.kind, node.config["pixart"]
-    model, operator = _t2i_scale(pix)
-    sampler = c["synthetic"] if kind == "synthetic" else c.get("t2i", {})
-    cfg = 2 if sampler.get("guidance_scale", 1.0) != 1.0 else 1
-    samples = c["stage2"]["steps"] * c["stage2"]["batch_size"] if kind == "stage2" else 0
-    if kind == "synthetic":
-        images = c["synthetic"]["num_pairs"] / c["tasks"]
-    elif kind == "eval":
-        images = GENEVAL_IMAGES if sampler["protocol"] == "geneval" else c["eval"]["num_samples"]
-    else:
-        images = 0
-    if gpu:
-        per_image_step = PAPER_GPU_H["sample_per_50k_250steps"] / (50_000 * 250) * model
-        if kind in ("synthetic", "eval"):
-            return images * sampler["steps"] * per_image_step, 0
-        if kind == "capture":
-            n = c["range"][1] - c["range"][0]
-            return PAPER_GPU_H["teacher_pass_per_8k"] * model * n / 8000, 0
-        if kind == "stage1":
-            return PAPER_GPU_H["stage1_per_layer_200ep"] * operator * c["stage1"]["epochs"] / 200, 0
-        if kind == "stage2":
-            return PAPER_GPU_H["stage2_per_50k_x_256"] * model * samples / (50_000 * 256), samples
-        return PAPER_GPU_H.get(kind, 0.0), samples
-    s = CPU_S["job_overhead"]
-    tokens = (pix["sample_size"] // pix["patch_size"]) ** 2 / 64
-    if kind == "teacher" and not _pixart_present(c):
-        s += pix["train_steps"] * CPU_S["teacher_step_64"] * pix["train_batch_size"] / 64 * tokens
-    elif kind in ("synthetic", "eval"):
-        s += images * sampler["steps"] * CPU_S["sample_per_image_step"] * cfg / 2 * tokens
-    elif kind == "capture":
-        s += CPU_S["capture"]
-    elif kind == "stage1":
-        steps = c["stage1"]["epochs"] * -(-c["num_samples"] // c["stage1"]["batch_size"])
-        s += steps * CPU_S["stage1_step"] * max(1.0, c["stage1"]["batch_size"] / 64) * tokens
-    elif kind == "stage2":
-        s += c["stage2"]["steps"] * CPU_S["stage2_step_64"] * c["stage2"]["batch_size"] / 64 * tokens
-    elif kind == "latency":
-        s += 2 * CPU_S["latency"]  # also at ``long_tokens``
-    return s / 60.0, samples
-
-
-def _pixart_present(config: dict) -> bool:
-    """The tiny PixArt teacher is shipped or cached (a pretrained one is assumed downloaded)."""
-    from graft_core.config import from_dict as rebuild
-    from graft_core.pixart import PixArtConfig, pixart_dirs, pixart_key, WEIGHTS_FILE as PIXART_WEIGHTS
-
-    pix = rebuild(PixArtConfig, config["pixart"])
-    if pix.pretrained:
-        return True
-    key = pixart_key(pix, from_dict(DataConfig, config["data"]))
-    return any((d / PIXART_WEIGHTS).exists() for d in pixart_dirs(key))
+    """A trained teacher of the run's family is shipped (graft_core/assets) or cached; a pretrained one is assumed
+    downloaded."""
+    return family_of(config).teacher_present(config)
 
 
 def node_cost(node: Node, gpu: bool) -> tuple[float, int]:
-    """(cost in GPU-h or CPU-min, stage-2 samples) of one run."""
-    c, kind = node.config, node.kind
-    if "pixart" in c:
-        return t2i_cost(node, gpu)
-    samples = 0
-    if kind == "stage2":
-        samples = c["stage2"]["steps"] * c["stage2"]["batch_size"]
-    if gpu:
-        if kind == "stage2":
-            return PAPER_GPU_H["stage2_per_50k_x_256"] * samples / (50_000 * 256), samples
-        if kind == "stage1":
-            per = "stage1_block_pair_200ep" if c["site"] == "block_pair" else "stage1_per_layer_200ep"
-            return PAPER_GPU_H[per] * c["stage1"]["epochs"] / 200, 0
-        if kind == "capture":  # one teacher pass + writing the pairs (the paper's figure is for all 2·layers pairs)
-            n = c["data"]["stage1_per_class"] * c["teacher"]["num_classes"]
-            share = len(c["pairs"]) / (2 * c["teacher"]["num_layers"]) if c.get("pairs") else 1.0
-            return (PAPER_GPU_H["capture_per_8k"] * share + PAPER_GPU_H["teacher_pass_per_8k"]) * n / 8000, 0
-        if kind == "sample":  # one task of the sampling array: its share of the shards
-            e = c["eval"]
-            share = e["num_samples"] / c["tasks"]
-            return PAPER_GPU_H["sample_per_50k_250steps"] * share * e["steps"] / (50_000 * 250), 0
-        if kind == "eval" and "samples" in c:  # adm protocol: the metrics job after the sampling array
-            return PAPER_GPU_H["adm_metrics"] * c["eval"]["num_samples"] / 50_000, 0
-        if kind == "eval":
-            e = c["eval"]
-            return PAPER_GPU_H["eval_per_50k_250steps"] * e["num_samples"] * e["steps"] / (50_000 * 250), 0
-        if kind in ("floor", "noise"):
-            return PAPER_GPU_H["reference"], 0
-        return PAPER_GPU_H.get(kind, 0.0), samples
-    # CPU minutes
-    s = CPU_S["job_overhead"]
-    tokens = (c.get("teacher", {}).get("sample_size", 16) // c.get("teacher", {}).get("patch_size", 2)) ** 2 \
-        if isinstance(c.get("teacher"), dict) else 64
-    scale = tokens / 64
-    if kind == "teacher" and not teacher_present(c):
-        t = c["teacher"]
-        s += t["train_steps"] * CPU_S["teacher_step_64"] * t["train_batch_size"] / 64 * scale
-    elif kind == "stage1":
-        n = c["data"]["stage1_per_class"] * c["teacher"]["num_classes"]
-        steps = c["stage1"]["epochs"] * -(-n // c["stage1"]["batch_size"])
-        if c["site"] == "block_pair":  # two of the model's blocks, forward + backward, on min(batch, n) samples
-            s += (steps * CPU_S["stage2_step_64"] * 2 / c["teacher"]["num_layers"]
-                  * min(n, c["stage1"]["batch_size"]) / 64 * scale)
-        else:
-            s += steps * CPU_S["stage1_step"] * max(1.0, c["stage1"]["batch_size"] / 64) * scale
-    elif kind == "stage2":
-        s += c["stage2"]["steps"] * CPU_S["stage2_step_64"] * c["stage2"]["batch_size"] / 64 * scale
-    elif kind in ("eval", "sample"):
-        e = c["eval"]
-        cfg = 2 if e["guidance_scale"] != 1.0 else 1
-        share = 1 / c["tasks"] if kind == "sample" else 0 if "samples" in c else 1  # adm metrics: no sampling
-        s += share * e["num_samples"] * e["steps"] * CPU_S["sample_per_image_step"] * cfg / 2 * scale
-    elif kind == "capture":
-        s += CPU_S["capture"]
-    elif kind == "activation_stats":
-        s += CPU_S["activation_stats"]
-    elif kind == "latency":
-        s += CPU_S["latency"]
-    elif kind in ("floor", "noise"):
-        s += CPU_S["reference"]
-    elif kind == "locality":
-        loc = c["locality"]
-        s += loc["num_samples"] * loc["steps"] * CPU_S["sample_per_image_step"] * 1.5 * scale
-    return s / 60.0, samples
+    """(cost in GPU-h or CPU-min, stage-2 samples) of one run, by its family (``Family.cost``)."""
+    return family_of(node.config).cost(node, gpu)
 
 
 def estimate(nodes: list[Node], *, gpu: bool, skip_teacher_if_present: bool = True) -> Estimate:

@@ -21,23 +21,23 @@ activation_stats
             teacher, data, site, layers, outlier σ, the stage-1 capture id of each layer's (layer, site) (Table 1
             i/ii)                                             → ``activation_stats.activation_statistics``
 latency     teacher, the model (as eval), batch and repeats         → ``depth_width.measure_speedup`` (Table 6)
-synthetic   the PixArt teacher, the sampler, the pair count and shard size, task i of the array (Table 5)
-                                                                       → ``pixart.synthetic_shards``
+synthetic   the PixArt-Σ family's prerequisite: the teacher, the sampler, the pair count and shard size, task i of the
+            array (Table 5)                                             → ``pixart.synthetic_shards``
 ==========  =====================================================================================================
 
 Depth→width (Table 6) uses the same kinds: a capture of site ``block`` (every block's input and output; on the
 paper preset one capture run per pair of blocks), a ``stage1`` run per block pair (site ``block_pair``, operator
 ``parallel_pair``, L1 at lr 1e-4 resolved into its Stage1Config), a ``stage2`` whose plan is
 ``{"restructure": "parallel_pairs"}`` and whose init names the pairs' stage-1 runs, an ``eval`` and a ``latency``
-run; the row's result is the eval record plus the latency record (``RowPlan.extras``). Text-to-image grafting
-(Table 5, ``T2IPlanner``) uses them too, on the PixArt teacher (every config carries ``pixart``): teacher,
-``synthetic`` (the teacher's synthetic pairs, a sampling array), capture of the grafted layers on a range of them,
-stage 1 per layer, LoRA stage 2, eval (prompt accuracy on tiny, GenEval on paper) and latency.
+run; the row's result is the eval record plus the latency record (``RowPlan.extras``). A model family that plans
+rows of its own kind (``benchmark.family``; PixArt-Σ's ``t2i`` rows of Table 5) expands them through its ``expand``
+hook into the same kinds plus its prerequisite nodes (PixArt-Σ: ``synthetic``, the teacher's synthetic pairs); its
+bodies carry its marker key (``pixart``), which is how the jobs look its family up.
 
 Two rows that need the same step get the same node (same key ``kind/run_id``), so it runs once: the 50 % and 75 %
 rows of an operator reuse the stage-1 layers of its 100 % row, fig4a's 10 % rows are table3's 50 % rows, etc.
-Planning imports no torch itself, except for text-to-image rows: their teacher's ``PixArtConfig`` comes from
-``graft_core.pixart`` (which imports torch).
+Planning imports no torch itself, except for a family's rows that need it (PixArt-Σ's teacher config comes from
+``graft_core.pixart``, which imports torch).
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from benchmark.family import family_for_row
 from benchmark.rows import LocalityConfig, Row
 from graft_core.capture_size import capture_bytes
 from graft_core.config import stable_hash, to_jsonable
@@ -256,8 +257,9 @@ class Planner:
             return RowPlan(target, row, nodes, final)
         if row.kind == "parallel_pairs":
             return self.parallel_pairs(target, row, add, nodes)
-        if row.kind == "t2i":
-            return T2IPlanner(row).expand(target, add, nodes)
+        family = family_for_row(row.kind)
+        if family is not None:  # a family's own rows (PixArt-Σ's t2i): its prerequisite nodes and its bodies
+            return family.expand(target, row, add, nodes)
         if row.kind == "finetune_teacher":
             add(self.teacher(p))
             s2 = add(self.stage2(p, None, None, []))
@@ -313,112 +315,6 @@ class Planner:
         final = add(*self.evaluate(p, model, [s2], "parallel pairs + stage 2"))
         latency = add(self.latency(p, model, [s2], row.extra["latency"]))
         return RowPlan(target, row, nodes, final, extras=(latency,))
-
-
-class T2IPlanner:
-    """Text-to-image grafting (Table 5) of one row: the PixArt teacher's nodes. Every config carries ``pixart`` (the
-    teacher's ``PixArtConfig``), which is how the jobs tell these runs from the DiT ones of the same kind."""
-
-    def __init__(self, row: Row):
-        from graft_core.pixart import pixart_config  # imports torch: only when a t2i row is planned
-
-        self.row, self.p, self.cfg = row, row.preset, row.t2i
-        self.pix = pixart_config(self.p)
-        # num_prompts: the paper teacher is driven by the first that many prompts of the prompt file
-        self.family = {"preset": self.p.name, "pixart": self.pix, "data": self.p.data,
-                       "num_prompts": self.cfg.synthetic_pairs}
-        e = self.p.eval
-        self.sampler = {"scheduler": self.cfg.scheduler or e.scheduler, "steps": self.cfg.steps or e.steps,
-                        "guidance_scale": e.guidance_scale if self.cfg.guidance_scale is None
-                        else self.cfg.guidance_scale}
-
-    def node(self, kind: str, body: dict, deps=(), desc: str = "") -> Node:
-        return make_node(kind, {**self.family, **body}, deps, desc=desc)
-
-    def teacher(self) -> Node:
-        return self.node("teacher", {}, desc="PixArt teacher")
-
-    def synthetic(self) -> list[Node]:
-        """The teacher's synthetic pairs as a sampling array: task ``i`` draws the shards ``s ≡ i (mod tasks)``."""
-        c, e = self.cfg, self.p.eval
-        body = {"synthetic": {"num_pairs": c.synthetic_pairs, "shard_size": c.synthetic_shard,
-                              "seed": self.p.stage1.seed + 1_000_003, **self.sampler, "batch_size": e.batch_size,
-                              "bf16": e.bf16, "clamp": self.pix.pretrained is None}, "tasks": c.synthetic_tasks}
-        return [self.node("synthetic", {**body, "task": i}, [self.teacher()],
-                          desc=f"synthetic pairs (task {i + 1}/{c.synthetic_tasks} of {c.synthetic_pairs})")
-                for i in range(c.synthetic_tasks)]
-
-    def per_layer(self) -> bool:
-        """One capture run per layer when the grafted layers' captures exceed PER_PAIR_CAPTURE_BYTES (PixArt-Σ 2K:
-        ~600 GB per layer and split at 16,384 tokens), as for DiT."""
-        tokens = (self.pix.sample_size // self.pix.patch_size) ** 2
-        per_layer = 2 * 2 * self.cfg.stage1_pairs * tokens * self.pix.hidden_size  # inputs + targets, fp16
-        return per_layer * len(self.row.graft.layers) > PER_PAIR_CAPTURE_BYTES
-
-    def capture(self, split: str, layers: tuple[int, ...], synthetic: list[Node]) -> Node:
-        lo, hi = (0, self.cfg.stage1_pairs) if split == "stage1" else (self.cfg.stage1_pairs, self.cfg.synthetic_pairs)
-        body = {"split": split, "seed": self.p.stage1.seed, "dtype": CAPTURE_DTYPE,
-                "synthetic": [n.run_id for n in synthetic], "num_pairs": self.cfg.synthetic_pairs, "range": [lo, hi],
-                "pairs": [[int(layer), "attn"] for layer in layers]}
-        what = f"L{layers[0]}" if len(layers) == 1 else f"{len(layers)} layers"
-        return self.node("capture", body, [self.teacher(), *synthetic],
-                         desc=f"capture {split} PixArt attn {what} (pairs {lo}..{hi - 1})")
-
-    def stage1(self, layer: int, synthetic: list[Node]) -> tuple[Node, Node, Node]:
-        graft, s1 = self.row.graft, self.p.stage1
-        layers = (layer,) if self.per_layer() else graft.layers
-        train, held = self.capture("stage1", layers, synthetic), self.capture("heldout", layers, synthetic)
-        s1 = dataclasses.replace(s1, objective=s1.objective_for("attn"), lr=s1.lr_for("attn"))
-        body = {"stage1": s1, "site": "attn", "operator": graft.operator, "options": dict(graft.options),
-                "layer": layer, "bf16": self.p.stage2.bf16, "num_samples": self.cfg.stage1_pairs,
-                "inputs": {"capture_train": train.run_id, "capture_heldout": held.run_id}}
-        return train, held, self.node("stage1", body, [train, held],
-                                      desc=f"stage1 PixArt attn:{graft.operator} L{layer} {s1.objective} {s1.epochs}ep")
-
-    def stage2(self, plan: dict | None, init, synthetic: list[Node], deps: list[Node]) -> Node:
-        s2 = self.p.stage2
-        body = {"stage2": s2, "plan": plan, "init": init,
-                "synthetic": {"runs": [n.run_id for n in synthetic], "num_pairs": self.cfg.synthetic_pairs}}
-        what = "teacher" if plan is None else f"{plan['operator']} in {len(plan['layers'])} layers"
-        return self.node("stage2", body, [self.teacher(), *synthetic, *deps],
-                         desc=f"stage2 PixArt {what}, LoRA r={s2.lora_rank}, {s2.steps} steps")
-
-    def evaluate(self, model: dict, deps: list[Node], what: str) -> Node:
-        protocol = "geneval" if self.pix.pretrained else "prompt_accuracy"
-        body = {"classifier": self.p.classifier, "eval": self.p.eval, "t2i": {**self.sampler, "protocol": protocol},
-                "model": model}
-        return self.node("eval", body, [self.teacher(), *deps], desc=f"eval PixArt {what} ({protocol})")
-
-    def latency(self, model: dict, deps: list[Node]) -> Node:
-        c = self.cfg
-        body = {"model": model, "latency": {"batch": c.speed_batch, "repeats": c.speed_repeats,
-                                            "long_tokens": c.long_tokens}}
-        return self.node("latency", body, [self.teacher(), *deps],
-                         desc=f"latency PixArt (batch {c.speed_batch}, {c.speed_repeats} repeats)")
-
-    def expand(self, target: str, add, nodes: list[Node]) -> RowPlan:
-        row = self.row
-        add(self.teacher())
-        if row.graft is None:
-            if not row.finetune:  # the baseline
-                return RowPlan(target, row, nodes, add(self.evaluate({"source": "teacher"}, [], "teacher")))
-            synthetic = [add(n) for n in self.synthetic()]
-            s2 = add(self.stage2(None, None, synthetic, []))
-            final = add(self.evaluate({"source": "stage2", "run": s2.run_id}, [s2], "teacher + LoRA stage 2"))
-            return RowPlan(target, row, nodes, final)
-        synthetic = [add(n) for n in self.synthetic()]
-        s1 = [add(*self.stage1(layer, synthetic)) for layer in row.graft.layers]
-        plan = row.graft.plan().to_dict()
-        init = {"stage1": {str(n.config["layer"]): n.run_id for n in s1}}
-        if not row.finetune:
-            model = {"source": "assembled", "plan": plan, "init": init}
-            return RowPlan(target, row, nodes, add(self.evaluate(model, s1, "grafted (stage 1 only)")),
-                           layers=row.graft.layers)
-        s2 = add(self.stage2(plan, init, synthetic, s1))
-        model = {"source": "stage2", "run": s2.run_id}
-        final = add(self.evaluate(model, [s2], "grafted + LoRA stage 2"))
-        latency = add(self.latency(model, [s2]))
-        return RowPlan(target, row, nodes, final, layers=row.graft.layers, extras=(latency,))
 
 
 def _opts(options: dict) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from graft_core.errors import BatchFormatError, MissingWeightsError, StructureMismatch
+from benchmark.family import families
 from graft_core.presets import Preset
 from graft_core.structure import hub_file as _hub_file
 
@@ -48,7 +49,7 @@ def _download_hint(repo: str) -> str:
             f"(or set HF_HOME)")
 
 
-def _hub_config(repo: str, filename: str) -> tuple[dict | None, str | None]:
+def hub_config(repo: str, filename: str) -> tuple[dict | None, str | None]:
     path = _hub_file(repo, filename)
     if path is None:
         return None, f"{repo}: {filename} is not in the Hugging Face cache; {_download_hint(repo)}"
@@ -68,14 +69,14 @@ def _hub_weights(repo: str, folder: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------- the checks
-T2I_PREFIX = "t2i:"  # the step kinds of text-to-image (Table 5) rows, as the driver passes them
 DATA_STEPS = {"capture", "stage2", "eval", "floor", "noise", "locality", "activation_stats", "sample", "metrics"}
 EVAL_STEPS = {"eval", "floor", "noise", "metrics"}
 
 
 def dit_kinds(kinds: set[str]) -> set[str]:
-    """The step kinds of DiT/ImageNet rows (Table-5 rows pass theirs prefixed with ``t2i:``)."""
-    return {k for k in kinds if not k.startswith(T2I_PREFIX)}
+    """The step kinds of DiT/ImageNet rows (a model family's own rows pass theirs prefixed with
+    ``Family.prerequisite_prefix``, and the family module registers the checks they need)."""
+    return {k for k in kinds if ":" not in k}
 
 
 @prerequisite("DiT weights", lambda p, kinds: p.teacher.pretrained is not None and bool(dit_kinds(kinds)))
@@ -83,7 +84,7 @@ def check_dit(p: Preset, kinds: set[str]) -> str | None:
     from graft_core.structure import check_structure
 
     repo = p.teacher.pretrained
-    config, problem = _hub_config(repo, "transformer/config.json")
+    config, problem = hub_config(repo, "transformer/config.json")
     if problem:
         return problem
     try:
@@ -95,7 +96,7 @@ def check_dit(p: Preset, kinds: set[str]) -> str | None:
 
 @prerequisite("SD-VAE", lambda p, kinds: p.data.name == "imagenet" and bool(kinds & DATA_STEPS))
 def check_vae(p: Preset, kinds: set[str]) -> str | None:
-    config, problem = _hub_config(VAE_REPO, "config.json")
+    config, problem = hub_config(VAE_REPO, "config.json")
     if problem:
         return problem
     if config.get("latent_channels") != p.teacher.in_channels or len(config.get("block_out_channels", ())) != 4:
@@ -200,197 +201,10 @@ def check_adm_reference(p: Preset, kinds: set[str]) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------------------------- text to image (Table 5)
-# Needed only when a plan has t2i rows and their preset loads PixArt-Σ from the Hub cache (paper, paper-smoke).
-# graft_core.pixart / graft_core.text import torch and diffusers: they are imported only then, and no check loads
-# weights (configs, file sizes, the sentencepiece model and GenEval's prompt list are read).
-T2I_EVAL_STEPS = {"t2i:eval"}  # the steps that decode images (VAE) and score them (GenEval)
-
-
-def _pixart_needed(wanted: set[str] | None = None) -> Callable[[Preset, set[str]], bool]:
-    def needed(p: Preset, kinds: set[str]) -> bool:
-        t2i = {k for k in kinds if k.startswith(T2I_PREFIX)}
-        if wanted is not None:
-            t2i &= wanted
-        if not t2i:
-            return False
-        from graft_core.pixart import pixart_config
-
-        try:
-            return bool(pixart_config(p).pretrained)
-        except ValueError:  # no PixArt teacher for this preset: the plan itself fails, not a prerequisite
-            return False
-    return needed
-
-
-def _pixart_hint() -> str:
-    from graft_core.pixart import PAPER_PIPELINE, PAPER_TRANSFORMER
-
-    return (f"on a machine with internet run `huggingface-cli download {PAPER_TRANSFORMER}` and `huggingface-cli "
-            f"download {PAPER_PIPELINE}` and copy ~/.cache/huggingface here (or set HF_HOME)")
-
-
-def _weights_problem(repo: str, folder: str, names: tuple[str, ...], fix: str) -> str | None:
-    """None when ``folder`` of ``repo`` holds a non-empty weights file of ``names`` — or a ``<name>.index.json`` whose
-    every shard is present and non-empty (T5-XXL ships sharded); else one line."""
-    for name in names:
-        path = _hub_file(repo, f"{folder}/{name}")
-        if path is not None and path.stat().st_size > 0:
-            return None
-        index = _hub_file(repo, f"{folder}/{name}.index.json")
-        if index is None:
-            continue
-        try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (OSError, ValueError, KeyError, AttributeError, TypeError):
-            return f"{repo}: {index} is not a readable weights index (corrupt download?); {fix}"
-        for shard in shards:
-            path = _hub_file(repo, f"{folder}/{shard}")
-            if path is None or path.stat().st_size == 0:
-                state = "missing" if path is None else "empty"
-                return f"{repo}: weights shard {folder}/{shard} of {index.name} is {state} (partial download?); {fix}"
-        return None if shards else f"{repo}: {index} lists no weights shards; {fix}"
-    return f"{repo}: no weights file in {folder}/ (empty snapshot?); {fix}"
-
-
-@prerequisite("PixArt-Σ transformer", _pixart_needed())
-def check_pixart(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.pixart import pixart_config, pretrained_pixart
-
-    cfg = pixart_config(p)
-    config, problem = _hub_config(cfg.pretrained, "transformer/config.json")
-    if problem:
-        return f"PixArt-Σ transformer: {problem}"
-    try:
-        pretrained_pixart(cfg, config)
-    except StructureMismatch as err:
-        return str(err)
-    except (KeyError, TypeError) as err:
-        return (f"{cfg.pretrained}: transformer/config.json lacks {err} (not a PixArt transformer config); "
-                f"{_pixart_hint()}")
-    return _weights_problem(cfg.pretrained, "transformer", ("diffusion_pytorch_model.safetensors",
-                                                            "diffusion_pytorch_model.bin"), _pixart_hint())
-
-
-@prerequisite("T5 encoder", _pixart_needed())
-def check_t5_encoder(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.pixart import PAPER_PIPELINE, pixart_config
-
-    config, problem = _hub_config(PAPER_PIPELINE, "text_encoder/config.json")
-    if problem:
-        return f"T5 encoder: {problem}"
-    if config.get("model_type") != "t5" or not isinstance(config.get("d_model"), int):
-        return (f"{PAPER_PIPELINE}: text_encoder/config.json is not a T5 config (model_type "
-                f"{config.get('model_type')!r}); {_pixart_hint()}")
-    transformer = _hub_file(pixart_config(p).pretrained, "transformer/config.json")
-    try:
-        caption_channels = json.loads(transformer.read_text()).get("caption_channels") if transformer else None
-    except (OSError, ValueError, AttributeError):
-        caption_channels = None  # reported by the transformer's check
-    if caption_channels is not None and caption_channels != config["d_model"]:
-        return (f"{PAPER_PIPELINE}: the T5 encoder's d_model {config['d_model']} differs from the PixArt-Σ "
-                f"transformer's caption_channels {caption_channels} (another T5?); {_pixart_hint()}")
-    return _weights_problem(PAPER_PIPELINE, "text_encoder", ("model.safetensors", "pytorch_model.bin"),
-                            _pixart_hint())
-
-
-@prerequisite("T5 tokenizer packages", _pixart_needed())
-def check_tokenizer_packages(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.pixart import missing_tokenizer_packages
-
-    missing = missing_tokenizer_packages()
-    if missing:
-        return (f"the T5 tokenizer needs {' and '.join(missing)}: run `pip install {' '.join(missing)}` "
-                f"(dependencies of graftbench: `pip install -e .` installs them)")
-    return None
-
-
-@prerequisite("T5 tokenizer", _pixart_needed())
-def check_t5_tokenizer(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.pixart import PAPER_PIPELINE, missing_tokenizer_packages
-
-    path = _hub_file(PAPER_PIPELINE, "tokenizer/spiece.model")
-    if path is None:
-        return (f"T5 tokenizer: {PAPER_PIPELINE}: tokenizer/spiece.model is not in the Hugging Face cache; "
-                f"{_pixart_hint()}")
-    if path.stat().st_size == 0:
-        return f"T5 tokenizer: {PAPER_PIPELINE}: {path} is empty (placeholder?); {_pixart_hint()}"
-    if not missing_tokenizer_packages():  # else the packages' line says what to install
-        import sentencepiece
-
-        try:
-            sentencepiece.SentencePieceProcessor(model_file=str(path))
-        except (OSError, RuntimeError) as err:
-            return (f"T5 tokenizer: {PAPER_PIPELINE}: {path} is not a sentencepiece model ({type(err).__name__}); "
-                    f"{_pixart_hint()}")
-    return None
-
-
-@prerequisite("PixArt-Σ VAE", _pixart_needed(T2I_EVAL_STEPS))
-def check_pixart_vae(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.pixart import PAPER_PIPELINE, pixart_config
-
-    config, problem = _hub_config(PAPER_PIPELINE, "vae/config.json")
-    if problem:
-        return f"PixArt-Σ VAE: {problem}"
-    channels = pixart_config(p).in_channels
-    if config.get("latent_channels") != channels or len(config.get("block_out_channels", ())) != 4:
-        return (f"{PAPER_PIPELINE}: vae/config.json has latent_channels={config.get('latent_channels')} and "
-                f"{len(config.get('block_out_channels', ()))} blocks; PixArt-Σ needs the SD-XL VAE's {channels} "
-                f"latent channels and 8× downsampling (4 blocks); {_pixart_hint()}")
-    return _weights_problem(PAPER_PIPELINE, "vae", ("diffusion_pytorch_model.safetensors",
-                                                    "diffusion_pytorch_model.bin"), _pixart_hint())
-
-
-@prerequisite("PixArt-Σ prompts", _pixart_needed())
-def check_pixart_prompts(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.text import PROMPTS_ENV, read_prompts
-
-    try:
-        prompts = read_prompts()
-    except MissingWeightsError as err:
-        return str(err)
-    except (OSError, UnicodeDecodeError) as err:
-        return (f"the PixArt-Σ prompt file ${PROMPTS_ENV}={os.environ.get(PROMPTS_ENV)} is not a readable text file "
-                f"({type(err).__name__}): point {PROMPTS_ENV} at a text file with one prompt per line")
-    if not prompts:
-        return (f"the PixArt-Σ prompt file ${PROMPTS_ENV}={os.environ.get(PROMPTS_ENV)} has no prompt: write one "
-                f"prompt per line (they are cycled over the synthetic pairs)")
-    return None
-
-
-@prerequisite("GenEval", _pixart_needed(T2I_EVAL_STEPS))
-def check_geneval(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.text import GENEVAL_DETECTOR_FILE, GENEVAL_PYTHON_ENV, geneval_metadata, geneval_paths
-
-    try:
-        root, detector = geneval_paths()
-    except MissingWeightsError as err:
-        return str(err)
-    fix = "copy a complete GenEval checkout (`git clone https://github.com/djghosh13/geneval`)"
-    if (detector / GENEVAL_DETECTOR_FILE).stat().st_size == 0:
-        return (f"GenEval: the detector weights {detector / GENEVAL_DETECTOR_FILE} are empty (placeholder?): run "
-                f"GenEval's `evaluation/download_models.sh <folder>` on a machine with internet and copy the folder")
-    try:
-        metadata = geneval_metadata(root)
-        bad = next((i for i, m in enumerate(metadata) if not isinstance(m, dict)
-                    or not isinstance(m.get("prompt"), str) or not isinstance(m.get("tag"), str)), None)
-    except (OSError, ValueError) as err:
-        return f"GenEval: {root}/prompts/evaluation_metadata.jsonl does not parse ({type(err).__name__}); {fix}"
-    if bad is not None:
-        return f"GenEval: entry {bad + 1} of {root}/prompts/evaluation_metadata.jsonl has no \"prompt\"/\"tag\"; {fix}"
-    if not metadata:
-        return f"GenEval: {root}/prompts/evaluation_metadata.jsonl lists no prompt; {fix}"
-    python = os.environ.get(GENEVAL_PYTHON_ENV)
-    if python and not (Path(python).is_file() and os.access(python, os.X_OK)):
-        return (f"GenEval: {GENEVAL_PYTHON_ENV}={python} is not an executable interpreter: point it at the python "
-                f"of GenEval's environment (or unset it to use this one)")
-    return None
-
-
 def problems(preset_kinds: dict[str, tuple[Preset, set[str]]]) -> list[str]:
     """One line per unmet prerequisite, over every distinct row preset of the plan (``{key: (preset, step
     kinds)}``); a problem shared by several presets is reported once."""
+    families()  # their modules register their own prerequisites
     out: list[str] = []
     for preset, kinds in preset_kinds.values():
         for req in PREREQUISITES:

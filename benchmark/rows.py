@@ -26,6 +26,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchmark.family import row_kinds
 from graft_core.plan import GraftPlan
 from graft_core.presets import Preset
 
@@ -84,8 +85,9 @@ class Row:
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
-        if self.kind not in ROW_KINDS:
-            raise ValueError(f"row {self.id!r}: unknown kind {self.kind!r}; choose one of {ROW_KINDS}")
+        if self.kind not in ROW_KINDS + row_kinds():
+            raise ValueError(f"row {self.id!r}: unknown kind {self.kind!r}; choose one of "
+                             f"{ROW_KINDS + row_kinds()}")
         if self.kind == "graft" and self.graft is None:
             raise ValueError(f"row {self.id!r}: a graft row needs a GraftSpec")
         if self.init not in ("stage1", "random"):

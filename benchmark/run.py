@@ -31,15 +31,15 @@ from benchmark import targets as registry
 from benchmark.cost import estimate, teacher_present
 from benchmark.dag import Planner
 from benchmark.executors import EXECUTORS, LaunchError, launch, make_launcher, resolve_executor
+from benchmark.family import family_for_row, family_of
 from benchmark.hints import with_hint
 from benchmark.launch import all_nodes, plan_targets, refresh_blocked, select_rows, to_launch, write_summaries
 from benchmark.preflight import problems as prerequisite_problems
 from benchmark.profiles import Profile, ProfileError, available as available_profiles, default_profile
 from benchmark.status import counts_line, node_states, row_state
-from benchmark.step_context import capture_pairs, preset_from_config
 from benchmark.store import Store
 from graft_core.accounting import efficiency
-from graft_core.capture_size import capture_bytes, format_bytes
+from graft_core.capture_size import format_bytes
 from graft_core.config import stable_hash
 from graft_core.errors import SETUP_ERRORS
 from graft_core.operators.registry import use_plugins
@@ -92,7 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="no per-step progress lines")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE (dotted name or .py path) first: it registers operators and their Table-3 "
-                        "rows (repeatable; the jobs get it through $GRAFTBENCH_PLUGINS)")
+                        "rows, or a model family and its target (repeatable; the jobs get it through "
+                        "$GRAFTBENCH_PLUGINS)")
     p.add_argument("--steps", metavar="MODULE:FUNCTION",
                    help="run every step through this function instead of graft_core (a driver check, e.g. "
                         "benchmark.testing:fake_execute: records derived from the run ids, no torch)")
@@ -255,15 +256,8 @@ def _table4_columns(rp) -> str:
 
 
 def capture_disk(node) -> int:
-    """Bytes that one capture run writes (``graft_core.capture_size``: its pairs, or all of them, of one split)."""
-    c = node.config
-    if "pixart" in c:  # text-to-image: the PixArt teacher's sizes, the synthetic pairs of its range
-        from graft_core.config import from_dict
-        from graft_core.pixart import PixArtConfig
-
-        p = preset_from_config(c).replace(teacher=from_dict(PixArtConfig, c["pixart"]).diffusion())
-        return capture_bytes(p, c["pairs"], split_count=c["range"][1] - c["range"][0], dtype=c["dtype"])
-    return capture_bytes(preset_from_config(c), capture_pairs(c), dtype=c["dtype"])
+    """Bytes one capture run writes (``graft_core.capture_size`` at its family's sizes: ``Family.capture_bytes``)."""
+    return family_of(node.config).capture_bytes(node)
 
 
 # ------------------------------------------------------------------------------------------------------------ checks
@@ -274,8 +268,9 @@ def preflight(store: Store, plans, log=print, real_steps: bool = True) -> None:
         needed: dict[str, tuple] = {}
         for tp in plans:
             for rp in tp.row_plans:
-                # a text-to-image row's steps need the PixArt prerequisites, not the DiT/ImageNet ones
-                prefix = "t2i:" if rp.row.kind == "t2i" else ""
+                # a family's own rows (PixArt-Σ's) need its prerequisites, not the DiT/ImageNet ones
+                family = family_for_row(rp.row.kind)
+                prefix = family.prerequisite_prefix if family is not None else ""
                 kinds = {prefix + n.kind for n in rp.nodes if not store.run(n.kind, n.run_id).done.exists()}
                 if kinds:
                     # rows of one preset differ in their stage-2 data (table2: 0.63/5/10 %, fig4a: 20 %): each
@@ -288,9 +283,9 @@ def preflight(store: Store, plans, log=print, real_steps: bool = True) -> None:
     teachers = {n.key: n for tp in plans for rp in tp.row_plans for n in rp.nodes if n.kind == "teacher"}
     for n in teachers.values() if real_steps else ():
         if not store.run(n.kind, n.run_id).done.exists() and not teacher_present(n.config):
-            t = n.config.get("teacher") or n.config["pixart"]
+            steps = family_of(n.config).train_steps(n.config)
             log(f"note: no trained {n.config['preset']} teacher in graft_core/assets or the cache: it will be "
-                f"trained first ({t['train_steps']} steps, ~{t['train_steps'] * 0.36 / 60:.0f} min on 2 CPU cores)")
+                f"trained first ({steps} steps, ~{steps * 0.36 / 60:.0f} min on 2 CPU cores)")
 
 
 # ------------------------------------------------------------------------------------------------------------ main

@@ -1,7 +1,7 @@
 """What every step executor works with: its context (store, run, config, rank, the profile's settings), the preset
 rebuilt from the config, the job's device, and the inputs of other runs found through the run ids in the config.
 
-Shared by the DiT executors (``benchmark.steps``) and the text-to-image ones (``benchmark.steps_t2i``).
+Shared by the step executors (``benchmark.steps``) and the model families' hooks (``benchmark.families``).
 """
 from __future__ import annotations
 
@@ -85,3 +85,28 @@ def capture_pairs(config: dict) -> list | None:
 
 def capture_folder(ctx: StepContext, run_id: str) -> Path:
     return ctx.dep("capture", run_id).folder / ctx.dep_metrics("capture", run_id)["folder"]
+
+
+def load_model(ctx: StepContext, spec: dict):
+    """(model, plan) that an eval, sample or latency run scores, from its family: the teacher, a stage-2 run's EMA
+    weights (LoRA merged), or a student assembled from stage-1 runs."""
+    import torch
+
+    from benchmark.family import family_of
+    from graft_core.finetune import FINAL_DIR
+
+    family = family_of(ctx.config)
+    teacher = family.teacher(ctx)
+    source = spec["source"]
+    if source == "teacher":
+        return teacher, None
+    if source == "stage2":
+        run = ctx.dep("stage2", spec["run"])
+        plan = ctx.store.read_config(run)["plan"]
+        student = family.build_student(teacher, plan, None)
+        state = torch.load(run.out / FINAL_DIR / "ema.pt", map_location="cpu", weights_only=True)
+        student.load_state_dict(state, strict=True)
+        return student.eval(), plan
+    if source == "assembled":
+        return family.build_student(teacher, spec["plan"], stage1_dirs(ctx, spec["init"])), spec["plan"]
+    raise ValueError(f"unknown model source {source!r}")

@@ -27,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmark.dag import RowPlan
+from benchmark.family import family_for_row
 from benchmark.provenance import git_rev
 from benchmark.status import NodeState, row_state
 from benchmark.store import CorruptRecord, Store, atomic_write_bytes, atomic_write_json, read_json
@@ -68,8 +69,9 @@ def row_record(store: Store, rp: RowPlan, states: dict[str, NodeState]) -> dict:
             extra["select_k"] = record.get("select_k")
         if "activation_stats" in record:
             extra["activation_stats"] = record["activation_stats"]
-        if rp.row.kind == "t2i":  # prompt following: geneval_or_acc, per-template accuracy / GenEval tasks, params
-            extra.update({k: v for k, v in record.items() if k not in ("metrics", "efficiency", "model")})
+        family = family_for_row(rp.row.kind)
+        if family is not None:  # a family's own fields (PixArt-Σ: prompt following, parameters)
+            extra.update(family.summary(record))
         for node in rp.extras:  # e.g. Table 6's latency run: speed-up, latencies, parameter counts
             try:
                 extra.update(store.read_metrics(store.run(node.kind, node.run_id)) or {})

@@ -158,11 +158,12 @@ pixart_dirs = PIXART.dirs  # key → [shipped assets folder, user cache folder]
 
 
 def load_pixart_teacher(preset: Preset, *, train_if_missing: bool = True, progress: bool = False,
-                        num_prompts: int | None = None, device: torch.device | str | None = None) -> TextConditioned:
+                        num_prompts: int | None = None, device: torch.device | str | None = None,
+                        cfg: PixArtConfig | None = None) -> TextConditioned:
     """The preset's text-to-image teacher in eval mode (trained and cached when absent; paper: Hub cache, driven by
     the first ``num_prompts`` prompts of the prompt file — the synthetic pairs cycle over them — with their T5
-    states encoded once on ``device``)."""
-    cfg = pixart_config(preset)
+    states encoded once on ``device``). ``cfg``: the run's hashed ``PixArtConfig`` (default: the preset's)."""
+    cfg = cfg or pixart_config(preset)
     if cfg.pretrained:
         prompts = read_prompts()
         return load_paper_teacher(cfg, prompts[:num_prompts] if num_prompts else prompts, device=device,

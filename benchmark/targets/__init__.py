@@ -2,7 +2,8 @@
 
 A target module defines ``NAME``, ``TITLE`` and ``rows(preset_name) -> list[Row]`` (optionally
 ``ALIAS_OF`` and ``EXTERNAL``, the graft_core function its rows need). The list below is the complete registry, in
-the order ``all`` runs them; names are exact (an unknown one lists the known ones).
+the order ``all`` runs them; names are exact (an unknown one lists the known ones). A plug-in (a model family's
+module, ``benchmark.family``) adds its own with ``register_target``; ``all`` keeps to the paper's.
 """
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ for _module in TARGET_MODULES:
         raise ValueError(f"target {_module.NAME!r} registered twice")
     TARGETS[_module.NAME] = _module
 ALL = "all"
+
+
+def register_target(module) -> None:
+    """A plug-in's target (any object with ``NAME``, ``TITLE`` and ``rows(preset_name)``), after the paper's."""
+    known = TARGETS.get(module.NAME)
+    if known is not None and known is not module:
+        raise ValueError(f"target {module.NAME!r} is registered already")
+    TARGETS[module.NAME] = module
 
 
 class UnknownTarget(ValueError):

@@ -17,7 +17,9 @@ Everything the driver, the tables and the accounting need is declared once, at r
 Built-in operators are declared in ``graft_core.operators.catalogue`` (class referenced as ``"module:Class"``, imported
 lazily); a plugin module decorates its class with ``@register_operator(...)`` and is named by ``--plugin MODULE`` (or
 a ``.py`` path), by the ``GRAFTBENCH_PLUGINS`` environment variable (comma-separated; how ``--plugin`` reaches job
-processes) or by an entry point in the ``graftbench.operators`` group. Any lookup loads them first.
+processes) or by an entry point in the ``graftbench.operators`` group. Any lookup loads them first. The same
+modules may register a model family (the driver's ``benchmark.family.register_family``). A plugin that cannot be
+imported raises ``PluginError``: one line naming the file and line at fault.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -291,21 +294,50 @@ def _load_one(spec: str, label: str = "--plugin") -> None:
     key = str(Path(spec).resolve()) if _is_path(spec) else spec
     if key in _LOADED:
         return
+    path = Path(key) if _is_path(spec) else None
+    name = f"graftbench_plugin_{path.stem}" if path is not None else spec
     try:
-        if _is_path(spec):
-            path = Path(key)
+        if path is not None:
             if not path.is_file():
-                raise ImportError(f"no such file {path}")
-            name = f"graftbench_plugin_{path.stem}"
+                raise PluginError(f"plugin {spec!r} ({label}) cannot be imported: no such file {path}")
             module_spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[name] = module
             module_spec.loader.exec_module(module)
         else:
             importlib.import_module(spec)
-    except ImportError as err:
-        raise ImportError(f"operator plugin {spec!r} ({label}) cannot be imported: {err}") from err
+    except PluginError:
+        raise
+    except Exception as err:  # a syntax error, a missing module, a name that clashes: one line, file and line
+        sys.modules.pop(name, None)
+        raise PluginError(f"plugin {spec!r} ({label}) cannot be imported: {_where(err, path or _origin(spec))}{type(err).__name__}: "
+                          f"{getattr(err, 'msg', None) if isinstance(err, SyntaxError) else err}") from None
     _LOADED.append(key)
+
+
+class PluginError(ImportError):
+    """A plug-in that cannot be imported; its message is one line naming the file and line at fault."""
+
+
+def _origin(spec: str) -> Path | None:
+    try:
+        found = importlib.util.find_spec(spec)
+    except (ImportError, ValueError):
+        return None
+    return Path(found.origin).resolve() if found is not None and found.origin else None
+
+
+def _where(err: BaseException, path: Path | None) -> str:
+    """``file:line: `` of the fault: a syntax error's own position, else the plug-in's deepest frame in the
+    traceback (the import or the registration that failed), else the deepest frame outside importlib."""
+    if isinstance(err, SyntaxError) and err.filename:
+        return f"{err.filename}:{err.lineno}: "
+    machinery = (importlib.__file__, __file__)
+    frames = [(f.f_code.co_filename, line) for f, line in traceback.walk_tb(err.__traceback__)
+              if not f.f_code.co_filename.startswith("<") and f.f_code.co_filename not in machinery]
+    own = [fr for fr in frames if path is not None and Path(fr[0]).resolve() == path]
+    chosen = (own or frames or [None])[-1]
+    return f"{chosen[0]}:{chosen[1]}: " if chosen else ""
 
 
 def _is_path(spec: str) -> bool:

@@ -1,0 +1,555 @@
+"""The PixArt-Σ family (Table 5): text-to-image grafting of a PixArt transformer driven by prompt ids.
+
+Its runs carry ``pixart`` (the teacher's ``PixArtConfig``) in their body. Its rows (kind ``t2i``, the experiment's
+settings in ``row.t2i``: ``benchmark.targets.table5.T2IConfig``) expand into the teacher, its synthetic pairs (a
+sampling array: this family's prerequisite nodes), captures of the grafted layers on a range of them, stage 1 per
+layer, LoRA stage 2, the evaluation (prompt accuracy on tiny, GenEval on paper) and latency. Job side: sizes (width,
+tokens) are read from the teacher itself, so the paper's checkpoint and the rehearsal's reduced-width fake run the
+same code; the engine sees the teacher through ``graft_core.pixart.diffusion_of`` (prompts as class ids).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmark.cost import CPU_S, PAPER_GPU_H
+from benchmark.dag import CAPTURE_DTYPE, PER_PAIR_CAPTURE_BYTES, Node, RowPlan, make_node
+from benchmark.family import Family, register_family
+from benchmark.preflight import hub_config, prerequisite
+from benchmark.step_context import StepContext, job_device, load_model, preset_from_config
+from graft_core.config import from_dict, plain, stable_hash
+from graft_core.presets import Preset
+from graft_core.structure import hub_file as _hub_file
+
+_TEACHERS: dict[str, Any] = {}
+# above this many tokens stage 2 recomputes block activations unless the profile says otherwise (PixArt-Σ 2K: 16,384
+# tokens × 28 blocks of activations per image would not fit a GPU at any useful batch)
+CHECKPOINT_TOKENS = 1024
+# Cost: from the DiT figures scaled by compute per sample, our arithmetic: a block costs ∝ N·(24·D² + 4·N·D) FLOPs at
+# N tokens and width D (linear layers + attention), so PixArt-Σ 2K (N = 16,384, D = 1152) is ~208× DiT-XL/2 (N = 256)
+# per sample, and a Hyena-X operator (linear in N) 64×. The paper gives none of these costs (UNKNOWN); GenEval draws
+# 553 prompts × 4 images.
+GENEVAL_IMAGES = 553 * 4
+DIT_TOKENS, DIT_WIDTH = 256, 1152
+
+
+def pixart_of(config: dict):
+    from graft_core.pixart import PixArtConfig
+
+    return from_dict(PixArtConfig, config["pixart"])
+
+
+class RowNodes:
+    """The nodes of one ``t2i`` row. Every body carries ``pixart``, ``data`` and ``num_prompts`` (the paper teacher
+    is driven by the first that many prompts of the prompt file)."""
+
+    def __init__(self, row):
+        from graft_core.pixart import pixart_config  # imports torch: only when a t2i row is planned
+
+        self.row, self.p, self.cfg = row, row.preset, row.t2i
+        self.pix = pixart_config(self.p)
+        self.family = {"preset": self.p.name, "pixart": self.pix, "data": self.p.data,
+                       "num_prompts": self.cfg.synthetic_pairs}
+        e = self.p.eval
+        self.sampler = {"scheduler": self.cfg.scheduler or e.scheduler, "steps": self.cfg.steps or e.steps,
+                        "guidance_scale": e.guidance_scale if self.cfg.guidance_scale is None
+                        else self.cfg.guidance_scale}
+
+    def node(self, kind: str, body: dict, deps=(), desc: str = "") -> Node:
+        return make_node(kind, {**self.family, **body}, deps, desc=desc)
+
+    def teacher(self) -> Node:
+        return self.node("teacher", {}, desc="PixArt teacher")
+
+    def synthetic(self) -> list[Node]:
+        """The teacher's synthetic pairs as a sampling array: task ``i`` draws the shards ``s ≡ i (mod tasks)``."""
+        c, e = self.cfg, self.p.eval
+        body = {"synthetic": {"num_pairs": c.synthetic_pairs, "shard_size": c.synthetic_shard,
+                              "seed": self.p.stage1.seed + 1_000_003, **self.sampler, "batch_size": e.batch_size,
+                              "bf16": e.bf16, "clamp": self.pix.pretrained is None}, "tasks": c.synthetic_tasks}
+        return [self.node("synthetic", {**body, "task": i}, [self.teacher()],
+                          desc=f"synthetic pairs (task {i + 1}/{c.synthetic_tasks} of {c.synthetic_pairs})")
+                for i in range(c.synthetic_tasks)]
+
+    def per_layer(self) -> bool:
+        """One capture run per layer when the grafted layers' captures exceed PER_PAIR_CAPTURE_BYTES (PixArt-Σ 2K:
+        ~600 GB per layer and split at 16,384 tokens), as for DiT."""
+        from graft_core.capture_size import capture_bytes
+
+        one = capture_bytes(self.p.replace(teacher=self.pix.diffusion()), [(0, "attn")],
+                            split_count=self.cfg.stage1_pairs, dtype=CAPTURE_DTYPE)
+        return one * len(self.row.graft.layers) > PER_PAIR_CAPTURE_BYTES
+
+    def capture(self, split: str, layers: tuple[int, ...], synthetic: list[Node]) -> Node:
+        lo, hi = (0, self.cfg.stage1_pairs) if split == "stage1" else (self.cfg.stage1_pairs, self.cfg.synthetic_pairs)
+        body = {"split": split, "seed": self.p.stage1.seed, "dtype": CAPTURE_DTYPE,
+                "synthetic": [n.run_id for n in synthetic], "num_pairs": self.cfg.synthetic_pairs, "range": [lo, hi],
+                "pairs": [[int(layer), "attn"] for layer in layers]}
+        what = f"L{layers[0]}" if len(layers) == 1 else f"{len(layers)} layers"
+        return self.node("capture", body, [self.teacher(), *synthetic],
+                         desc=f"capture {split} PixArt attn {what} (pairs {lo}..{hi - 1})")
+
+    def stage1(self, layer: int, synthetic: list[Node]) -> tuple[Node, Node, Node]:
+        graft, s1 = self.row.graft, self.p.stage1
+        layers = (layer,) if self.per_layer() else graft.layers
+        train, held = self.capture("stage1", layers, synthetic), self.capture("heldout", layers, synthetic)
+        s1 = dataclasses.replace(s1, objective=s1.objective_for("attn"), lr=s1.lr_for("attn"))
+        body = {"stage1": s1, "site": "attn", "operator": graft.operator, "options": dict(graft.options),
+                "layer": layer, "bf16": self.p.stage2.bf16, "num_samples": self.cfg.stage1_pairs,
+                "inputs": {"capture_train": train.run_id, "capture_heldout": held.run_id}}
+        return train, held, self.node("stage1", body, [train, held],
+                                      desc=f"stage1 PixArt attn:{graft.operator} L{layer} {s1.objective} {s1.epochs}ep")
+
+    def stage2(self, plan: dict | None, init, synthetic: list[Node], deps: list[Node]) -> Node:
+        s2 = self.p.stage2
+        body = {"stage2": s2, "plan": plan, "init": init,
+                "synthetic": {"runs": [n.run_id for n in synthetic], "num_pairs": self.cfg.synthetic_pairs}}
+        what = "teacher" if plan is None else f"{plan['operator']} in {len(plan['layers'])} layers"
+        return self.node("stage2", body, [self.teacher(), *synthetic, *deps],
+                         desc=f"stage2 PixArt {what}, LoRA r={s2.lora_rank}, {s2.steps} steps")
+
+    def evaluate(self, model: dict, deps: list[Node], what: str) -> Node:
+        protocol = "geneval" if self.pix.pretrained else "prompt_accuracy"
+        body = {"classifier": self.p.classifier, "eval": self.p.eval, "t2i": {**self.sampler, "protocol": protocol},
+                "model": model}
+        return self.node("eval", body, [self.teacher(), *deps], desc=f"eval PixArt {what} ({protocol})")
+
+    def latency(self, model: dict, deps: list[Node]) -> Node:
+        c = self.cfg
+        body = {"model": model, "latency": {"batch": c.speed_batch, "repeats": c.speed_repeats,
+                                            "long_tokens": c.long_tokens}}
+        return self.node("latency", body, [self.teacher(), *deps],
+                         desc=f"latency PixArt (batch {c.speed_batch}, {c.speed_repeats} repeats)")
+
+
+class PixArtFamily(Family):
+    name = "pixart"
+    marker = "pixart"
+    row_kind = "t2i"
+    sites = ("attn", "mlp")
+    prerequisite_prefix = "t2i:"
+
+    # ------------------------------------------------------------------------------------------------- planning
+    def expand(self, target: str, row, add, nodes: list[Node]) -> RowPlan:
+        if row.graft is not None:
+            self.check_site(row.id, row.graft.site)
+        r = RowNodes(row)
+        add(r.teacher())
+        if row.graft is None:
+            if not row.finetune:  # the baseline
+                return RowPlan(target, row, nodes, add(r.evaluate({"source": "teacher"}, [], "teacher")))
+            synthetic = [add(n) for n in r.synthetic()]
+            s2 = add(r.stage2(None, None, synthetic, []))
+            final = add(r.evaluate({"source": "stage2", "run": s2.run_id}, [s2], "teacher + LoRA stage 2"))
+            return RowPlan(target, row, nodes, final)
+        synthetic = [add(n) for n in r.synthetic()]
+        s1 = [add(*r.stage1(layer, synthetic)) for layer in row.graft.layers]
+        plan = row.graft.plan().to_dict()
+        init = {"stage1": {str(n.config["layer"]): n.run_id for n in s1}}
+        if not row.finetune:
+            model = {"source": "assembled", "plan": plan, "init": init}
+            return RowPlan(target, row, nodes, add(r.evaluate(model, s1, "grafted (stage 1 only)")),
+                           layers=row.graft.layers)
+        s2 = add(r.stage2(plan, init, synthetic, s1))
+        model = {"source": "stage2", "run": s2.run_id}
+        final = add(r.evaluate(model, [s2], "grafted + LoRA stage 2"))
+        latency = add(r.latency(model, [s2]))
+        return RowPlan(target, row, nodes, final, layers=row.graft.layers, extras=(latency,))
+
+    def capture_bytes(self, node: Node) -> int:
+        """The PixArt teacher's sizes, the synthetic pairs of the capture's range."""
+        from graft_core.capture_size import capture_bytes
+
+        c = node.config
+        p = preset_from_config(c).replace(teacher=pixart_of(c).diffusion())
+        return capture_bytes(p, c["pairs"], split_count=c["range"][1] - c["range"][0], dtype=c["dtype"])
+
+    def teacher_present(self, config: dict) -> bool:
+        """The tiny PixArt teacher is shipped or cached (a pretrained one is assumed downloaded)."""
+        from graft_core.pixart import WEIGHTS_FILE, pixart_dirs, pixart_key
+        from graft_core.presets import DataConfig
+
+        pix = pixart_of(config)
+        if pix.pretrained:
+            return True
+        key = pixart_key(pix, from_dict(DataConfig, config["data"]))
+        return any((d / WEIGHTS_FILE).exists() for d in pixart_dirs(key))
+
+    def train_steps(self, config: dict) -> int:
+        return config["pixart"]["train_steps"]
+
+    def summary(self, record: dict) -> dict:
+        """Prompt following: geneval_or_acc, per-template accuracy / GenEval tasks, params."""
+        return {k: v for k, v in record.items() if k not in ("metrics", "efficiency", "model")}
+
+    def cost(self, node: Node, gpu: bool) -> tuple[float, int]:
+        """(GPU-h or CPU-min, stage-2 samples) of one run."""
+        c, kind, pix = node.config, node.kind, node.config["pixart"]
+        n, d = (pix["sample_size"] // pix["patch_size"]) ** 2, pix["num_attention_heads"] * pix["attention_head_dim"]
+        model = n * (24 * d * d + 4 * n * d) / (DIT_TOKENS * (24 * DIT_WIDTH ** 2 + 4 * DIT_TOKENS * DIT_WIDTH))
+        operator = n * d / (DIT_TOKENS * DIT_WIDTH)
+        sampler = c["synthetic"] if kind == "synthetic" else c.get("t2i", {})
+        cfg = 2 if sampler.get("guidance_scale", 1.0) != 1.0 else 1
+        samples = c["stage2"]["steps"] * c["stage2"]["batch_size"] if kind == "stage2" else 0
+        if kind == "synthetic":
+            images = c["synthetic"]["num_pairs"] / c["tasks"]
+        elif kind == "eval":
+            images = GENEVAL_IMAGES if sampler["protocol"] == "geneval" else c["eval"]["num_samples"]
+        else:
+            images = 0
+        if gpu:
+            per_image_step = PAPER_GPU_H["sample_per_50k_250steps"] / (50_000 * 250) * model
+            if kind in ("synthetic", "eval"):
+                return images * sampler["steps"] * per_image_step, 0
+            if kind == "capture":
+                return PAPER_GPU_H["teacher_pass_per_8k"] * model * (c["range"][1] - c["range"][0]) / 8000, 0
+            if kind == "stage1":
+                return PAPER_GPU_H["stage1_per_layer_200ep"] * operator * c["stage1"]["epochs"] / 200, 0
+            if kind == "stage2":
+                return PAPER_GPU_H["stage2_per_50k_x_256"] * model * samples / (50_000 * 256), samples
+            return PAPER_GPU_H.get(kind, 0.0), samples
+        s = CPU_S["job_overhead"]
+        tokens = n / 64
+        if kind == "teacher" and not self.teacher_present(c):
+            s += pix["train_steps"] * CPU_S["teacher_step_64"] * pix["train_batch_size"] / 64 * tokens
+        elif kind in ("synthetic", "eval"):
+            s += images * sampler["steps"] * CPU_S["sample_per_image_step"] * cfg / 2 * tokens
+        elif kind == "capture":
+            s += CPU_S["capture"]
+        elif kind == "stage1":
+            steps = c["stage1"]["epochs"] * -(-c["num_samples"] // c["stage1"]["batch_size"])
+            s += steps * CPU_S["stage1_step"] * max(1.0, c["stage1"]["batch_size"] / 64) * tokens
+        elif kind == "stage2":
+            s += c["stage2"]["steps"] * CPU_S["stage2_step_64"] * c["stage2"]["batch_size"] / 64 * tokens
+        elif kind == "latency":
+            s += 2 * CPU_S["latency"]  # also at ``long_tokens``
+        return s / 60.0, samples
+
+    # ------------------------------------------------------------------------------------------------- job side
+    def teacher(self, ctx: StepContext, *, train_if_missing: bool = False):
+        """The run's PixArt teacher on the job's device, loaded once per process (callers copy before changing
+        it), built from the run's hashed ``pixart`` config as DiT teachers are from theirs."""
+        from graft_core.pixart import load_pixart_teacher
+
+        c = ctx.config
+        key = stable_hash({k: c.get(k) for k in ("pixart", "data", "num_prompts")})
+        if key not in _TEACHERS:
+            device = job_device()
+            model = load_pixart_teacher(ctx.preset(), train_if_missing=train_if_missing, progress=ctx.progress,
+                                        num_prompts=c.get("num_prompts"), device=device, cfg=pixart_of(c))
+            _TEACHERS[key] = model.to(device)
+        return _TEACHERS[key]
+
+    def teacher_id(self, ctx: StepContext) -> str:
+        from graft_core.pixart import pixart_key
+
+        return pixart_key(pixart_of(ctx.config), ctx.preset().data)
+
+    def teacher_record(self, ctx: StepContext) -> dict:
+        from graft_core.accounting import count_params
+
+        teacher = self.teacher(ctx, train_if_missing=True)
+        return {"pixart_key": self.teacher_id(ctx), "pretrained": pixart_of(ctx.config).pretrained,
+                "num_prompts": teacher.prompts.null_id, "num_params": count_params(teacher)}
+
+    def engine_preset(self, ctx: StepContext, teacher):
+        from graft_core.pixart import diffusion_of
+
+        return ctx.preset().replace(teacher=diffusion_of(teacher))
+
+    def sizes(self, ctx: StepContext):
+        from graft_core.pixart import diffusion_of
+
+        return diffusion_of(self.teacher(ctx))
+
+    def _synthetic_folders(self, ctx: StepContext, run_ids: list[str]) -> list[Path]:
+        for rid in run_ids:
+            ctx.dep_metrics("synthetic", rid)  # raises unless that task is done
+        return [ctx.dep("synthetic", rid).out for rid in run_ids]
+
+    def capture_data(self, ctx: StepContext, teacher):
+        """The capture's range of the synthetic pairs."""
+        from graft_core.pixart import synthetic_subset
+
+        lo, hi = ctx.config["range"]
+        return synthetic_subset(self._synthetic_folders(ctx, ctx.config["synthetic"]), lo, hi,
+                                teacher_id=self.teacher_id(ctx))
+
+    def capture_record(self, ctx: StepContext) -> dict:
+        lo, hi = ctx.config["range"]
+        return {"num_samples": hi - lo}
+
+    def stage2_data(self, ctx: StepContext):
+        """All synthetic pairs (LoRA stage 2 of the grafted model or, without a plan, of the teacher: the control)."""
+        import numpy as np
+
+        from graft_core.pixart import load_synthetic
+
+        s = ctx.config["synthetic"]
+        x0, ids = load_synthetic(self._synthetic_folders(ctx, s["runs"]), s["num_pairs"])
+        return x0, ids, np.arange(len(ids))
+
+    def checkpointing(self, ctx: StepContext, teacher) -> bool:
+        from graft_core.pixart import diffusion_of
+
+        return diffusion_of(teacher).num_tokens > CHECKPOINT_TOKENS
+
+    def build_student(self, teacher, plan: dict | None, dirs):
+        """A copy of the teacher, or the plan grafted into a copy of its transformer (stage-1 operators loaded)."""
+        import copy
+
+        if plan is None:
+            return copy.deepcopy(teacher).eval()
+        from graft_core.distill import assemble
+        from graft_core.plan import GraftPlan
+        from graft_core.text import TextConditioned
+
+        device = next(teacher.parameters()).device
+        transformer = assemble(teacher.transformer, GraftPlan.from_dict(plan), dirs)
+        return TextConditioned(transformer, copy.deepcopy(teacher.prompts)).to(device).eval()
+
+    def evaluate(self, ctx: StepContext) -> dict:
+        """Prompt following (tiny: prompt accuracy + FID on the digits; paper: GenEval, resumable in ``out/``)."""
+        from graft_core.accounting import count_params
+        from graft_core.pixart import evaluate_t2i
+
+        c = ctx.config
+        model, _ = load_model(ctx, c["model"])
+        record = evaluate_t2i(model, ctx.preset(), c["t2i"], out_dir=ctx.run.out,
+                              max_tokens=pixart_of(c).max_tokens, progress=ctx.progress)
+        return plain({**record, "model": c["model"], "params_m": count_params(model) / 1e6})
+
+    def latency(self, ctx: StepContext) -> dict:
+        """Forward latency of teacher and grafted model at the model's tokens and at ``long_tokens``; parameters."""
+        from graft_core.accounting import count_params
+        from graft_core.pixart import diffusion_of, measure_speedup
+
+        c = ctx.config
+        teacher = self.teacher(ctx)
+        model, _ = load_model(ctx, c["model"])
+        lat = c["latency"]
+        speed = measure_speedup(teacher, model, batch=int(lat["batch"]), repeats=int(lat["repeats"]),
+                                long_tokens=lat.get("long_tokens"))
+        tokens, long = str(diffusion_of(teacher).num_tokens), str(lat.get("long_tokens"))
+        return plain({"speedup": speed[tokens]["speedup"], "latency": speed,
+                      "speedup_long": speed[long]["speedup"] if long in speed else None,
+                      "long_tokens": lat.get("long_tokens") if long in speed else None,
+                      "params_m": count_params(model) / 1e6, "teacher_params_m": count_params(teacher) / 1e6})
+
+
+def run_synthetic(ctx: StepContext) -> dict:
+    """Task ``i`` of the synthetic-pair array: the shards ``s ≡ i (mod tasks)`` (a requeued task skips finished
+    shards)."""
+    import time
+
+    from graft_core.pixart import synthetic_shards
+
+    c, s = ctx.config, ctx.config["synthetic"]
+    device = job_device()
+    start = time.time()
+    files = synthetic_shards(FAMILY.teacher(ctx), ctx.run.out, num_pairs=s["num_pairs"], shard_size=s["shard_size"],
+                             rank=c["task"], world_size=c["tasks"], seed=s["seed"], scheduler=s["scheduler"],
+                             steps=s["steps"], guidance_scale=s["guidance_scale"], batch_size=s["batch_size"],
+                             bf16=s["bf16"] or device.type == "cuda", device=device, clamp=s["clamp"],
+                             progress=ctx.progress)
+    return {"task": c["task"], "tasks": c["tasks"], "shards": len(files), "seconds": round(time.time() - start, 2),
+            "device": str(device)}
+
+
+PixArtFamily.executors = {"synthetic": run_synthetic}
+FAMILY = PixArtFamily()
+register_family(FAMILY)
+
+
+# ------------------------------------------------------------------------------------------- text to image (Table 5)
+# Needed only when a plan has this family's rows and their preset loads PixArt-Σ from the Hub cache (paper, paper-smoke).
+# graft_core.pixart / graft_core.text import torch and diffusers: they are imported only then, and no check loads
+# weights (configs, file sizes, the sentencepiece model and GenEval's prompt list are read).
+T2I_EVAL_STEPS = {FAMILY.prerequisite_prefix + "eval"}  # the steps that decode images (VAE) and score them (GenEval)
+
+
+def _pixart_needed(wanted: set[str] | None = None) -> Callable[[Preset, set[str]], bool]:
+    def needed(p: Preset, kinds: set[str]) -> bool:
+        t2i = {k for k in kinds if k.startswith(FAMILY.prerequisite_prefix)}
+        if wanted is not None:
+            t2i &= wanted
+        if not t2i:
+            return False
+        from graft_core.pixart import pixart_config
+
+        try:
+            return bool(pixart_config(p).pretrained)
+        except ValueError:  # no PixArt teacher for this preset: the plan itself fails, not a prerequisite
+            return False
+    return needed
+
+
+def _pixart_hint() -> str:
+    from graft_core.pixart import PAPER_PIPELINE, PAPER_TRANSFORMER
+
+    return (f"on a machine with internet run `huggingface-cli download {PAPER_TRANSFORMER}` and `huggingface-cli "
+            f"download {PAPER_PIPELINE}` and copy ~/.cache/huggingface here (or set HF_HOME)")
+
+
+def _weights_problem(repo: str, folder: str, names: tuple[str, ...], fix: str) -> str | None:
+    """None when ``folder`` of ``repo`` holds a non-empty weights file of ``names`` — or a ``<name>.index.json`` whose
+    every shard is present and non-empty (T5-XXL ships sharded); else one line."""
+    for name in names:
+        path = _hub_file(repo, f"{folder}/{name}")
+        if path is not None and path.stat().st_size > 0:
+            return None
+        index = _hub_file(repo, f"{folder}/{name}.index.json")
+        if index is None:
+            continue
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+            return f"{repo}: {index} is not a readable weights index (corrupt download?); {fix}"
+        for shard in shards:
+            path = _hub_file(repo, f"{folder}/{shard}")
+            if path is None or path.stat().st_size == 0:
+                state = "missing" if path is None else "empty"
+                return f"{repo}: weights shard {folder}/{shard} of {index.name} is {state} (partial download?); {fix}"
+        return None if shards else f"{repo}: {index} lists no weights shards; {fix}"
+    return f"{repo}: no weights file in {folder}/ (empty snapshot?); {fix}"
+
+
+@prerequisite("PixArt-Σ transformer", _pixart_needed())
+def check_pixart(p: Preset, kinds: set[str]) -> str | None:
+    from graft_core.pixart import pixart_config, pretrained_pixart
+    from graft_core.errors import StructureMismatch
+
+    cfg = pixart_config(p)
+    config, problem = hub_config(cfg.pretrained, "transformer/config.json")
+    if problem:
+        return f"PixArt-Σ transformer: {problem}"
+    try:
+        pretrained_pixart(cfg, config)
+    except StructureMismatch as err:
+        return str(err)
+    except (KeyError, TypeError) as err:
+        return (f"{cfg.pretrained}: transformer/config.json lacks {err} (not a PixArt transformer config); "
+                f"{_pixart_hint()}")
+    return _weights_problem(cfg.pretrained, "transformer", ("diffusion_pytorch_model.safetensors",
+                                                            "diffusion_pytorch_model.bin"), _pixart_hint())
+
+
+@prerequisite("T5 encoder", _pixart_needed())
+def check_t5_encoder(p: Preset, kinds: set[str]) -> str | None:
+    from graft_core.pixart import PAPER_PIPELINE, pixart_config
+
+    config, problem = hub_config(PAPER_PIPELINE, "text_encoder/config.json")
+    if problem:
+        return f"T5 encoder: {problem}"
+    if config.get("model_type") != "t5" or not isinstance(config.get("d_model"), int):
+        return (f"{PAPER_PIPELINE}: text_encoder/config.json is not a T5 config (model_type "
+                f"{config.get('model_type')!r}); {_pixart_hint()}")
+    transformer = _hub_file(pixart_config(p).pretrained, "transformer/config.json")
+    try:
+        caption_channels = json.loads(transformer.read_text()).get("caption_channels") if transformer else None
+    except (OSError, ValueError, AttributeError):
+        caption_channels = None  # reported by the transformer's check
+    if caption_channels is not None and caption_channels != config["d_model"]:
+        return (f"{PAPER_PIPELINE}: the T5 encoder's d_model {config['d_model']} differs from the PixArt-Σ "
+                f"transformer's caption_channels {caption_channels} (another T5?); {_pixart_hint()}")
+    return _weights_problem(PAPER_PIPELINE, "text_encoder", ("model.safetensors", "pytorch_model.bin"),
+                            _pixart_hint())
+
+
+@prerequisite("T5 tokenizer packages", _pixart_needed())
+def check_tokenizer_packages(p: Preset, kinds: set[str]) -> str | None:
+    from graft_core.pixart import missing_tokenizer_packages
+
+    missing = missing_tokenizer_packages()
+    if missing:
+        return (f"the T5 tokenizer needs {' and '.join(missing)}: run `pip install {' '.join(missing)}` "
+                f"(dependencies of graftbench: `pip install -e .` installs them)")
+    return None
+
+
+@prerequisite("T5 tokenizer", _pixart_needed())
+def check_t5_tokenizer(p: Preset, kinds: set[str]) -> str | None:
+    from graft_core.pixart import PAPER_PIPELINE, missing_tokenizer_packages
+
+    path = _hub_file(PAPER_PIPELINE, "tokenizer/spiece.model")
+    if path is None:
+        return (f"T5 tokenizer: {PAPER_PIPELINE}: tokenizer/spiece.model is not in the Hugging Face cache; "
+                f"{_pixart_hint()}")
+    if path.stat().st_size == 0:
+        return f"T5 tokenizer: {PAPER_PIPELINE}: {path} is empty (placeholder?); {_pixart_hint()}"
+    if not missing_tokenizer_packages():  # else the packages' line says what to install
+        import sentencepiece
+
+        try:
+            sentencepiece.SentencePieceProcessor(model_file=str(path))
+        except (OSError, RuntimeError) as err:
+            return (f"T5 tokenizer: {PAPER_PIPELINE}: {path} is not a sentencepiece model ({type(err).__name__}); "
+                    f"{_pixart_hint()}")
+    return None
+
+
+@prerequisite("PixArt-Σ VAE", _pixart_needed(T2I_EVAL_STEPS))
+def check_pixart_vae(p: Preset, kinds: set[str]) -> str | None:
+    from graft_core.pixart import PAPER_PIPELINE, pixart_config
+
+    config, problem = hub_config(PAPER_PIPELINE, "vae/config.json")
+    if problem:
+        return f"PixArt-Σ VAE: {problem}"
+    channels = pixart_config(p).in_channels
+    if config.get("latent_channels") != channels or len(config.get("block_out_channels", ())) != 4:
+        return (f"{PAPER_PIPELINE}: vae/config.json has latent_channels={config.get('latent_channels')} and "
+                f"{len(config.get('block_out_channels', ()))} blocks; PixArt-Σ needs the SD-XL VAE's {channels} "
+                f"latent channels and 8× downsampling (4 blocks); {_pixart_hint()}")
+    return _weights_problem(PAPER_PIPELINE, "vae", ("diffusion_pytorch_model.safetensors",
+                                                    "diffusion_pytorch_model.bin"), _pixart_hint())
+
+
+@prerequisite("PixArt-Σ prompts", _pixart_needed())
+def check_pixart_prompts(p: Preset, kinds: set[str]) -> str | None:
+    from graft_core.errors import MissingWeightsError
+    from graft_core.text import PROMPTS_ENV, read_prompts
+
+    try:
+        prompts = read_prompts()
+    except MissingWeightsError as err:
+        return str(err)
+    except (OSError, UnicodeDecodeError) as err:
+        return (f"the PixArt-Σ prompt file ${PROMPTS_ENV}={os.environ.get(PROMPTS_ENV)} is not a readable text file "
+                f"({type(err).__name__}): point {PROMPTS_ENV} at a text file with one prompt per line")
+    if not prompts:
+        return (f"the PixArt-Σ prompt file ${PROMPTS_ENV}={os.environ.get(PROMPTS_ENV)} has no prompt: write one "
+                f"prompt per line (they are cycled over the synthetic pairs)")
+    return None
+
+
+@prerequisite("GenEval", _pixart_needed(T2I_EVAL_STEPS))
+def check_geneval(p: Preset, kinds: set[str]) -> str | None:
+    from graft_core.errors import MissingWeightsError
+    from graft_core.text import GENEVAL_DETECTOR_FILE, GENEVAL_PYTHON_ENV, geneval_metadata, geneval_paths
+
+    try:
+        root, detector = geneval_paths()
+    except MissingWeightsError as err:
+        return str(err)
+    fix = "copy a complete GenEval checkout (`git clone https://github.com/djghosh13/geneval`)"
+    if (detector / GENEVAL_DETECTOR_FILE).stat().st_size == 0:
+        return (f"GenEval: the detector weights {detector / GENEVAL_DETECTOR_FILE} are empty (placeholder?): run "
+                f"GenEval's `evaluation/download_models.sh <folder>` on a machine with internet and copy the folder")
+    try:
+        metadata = geneval_metadata(root)
+        bad = next((i for i, m in enumerate(metadata) if not isinstance(m, dict)
+                    or not isinstance(m.get("prompt"), str) or not isinstance(m.get("tag"), str)), None)
+    except (OSError, ValueError) as err:
+        return f"GenEval: {root}/prompts/evaluation_metadata.jsonl does not parse ({type(err).__name__}); {fix}"
+    if bad is not None:
+        return f"GenEval: entry {bad + 1} of {root}/prompts/evaluation_metadata.jsonl has no \"prompt\"/\"tag\"; {fix}"
+    if not metadata:
+        return f"GenEval: {root}/prompts/evaluation_metadata.jsonl lists no prompt; {fix}"
+    python = os.environ.get(GENEVAL_PYTHON_ENV)
+    if python and not (Path(python).is_file() and os.access(python, os.X_OK)):
+        return (f"GenEval: {GENEVAL_PYTHON_ENV}={python} is not an executable interpreter: point it at the python "
+                f"of GenEval's environment (or unset it to use this one)")
+    return None

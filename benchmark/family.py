@@ -1,0 +1,159 @@
+"""Model families: what the one planner and the one set of step executors ask of a model, registered by name.
+
+A family is one object (torchtitan's ``TrainSpec`` is the model): which runs are its (a node-body key, ``marker``:
+PixArt-Σ's runs carry ``"pixart"``; DiT's, the default family, carry ``"teacher"``), which row kind it plans and the
+nodes it adds for such a row (``expand``: its prerequisite nodes, e.g. PixArt-Σ's synthetic pairs), the sites its
+blocks offer to the operators, and the job-side hooks the executors of ``benchmark.steps`` call: its teacher,
+the data a capture and stage 2 read, the student built from a plan, evaluation, latency and cost. The family is
+*looked up from* a node's body, never written into it, so run ids are what they were before families existed.
+
+Built-in families (``benchmark.families.dit``, ``benchmark.families.pixart``) are imported on the first lookup, as
+the operators' catalogue is; a plug-in module (``--plugin``, ``$GRAFTBENCH_PLUGINS``, the ``graftbench.operators``
+entry points) calls ``register_family`` as it calls ``register_operator``.
+
+Attention contract: the operators replace a block's single-stream self-attention (``attn1`` of a diffusers
+``BasicTransformerBlock``, tokens in → tokens out) and its MLP (``ff``). DiT, PixArt-Σ and Latte blocks fit it; joint
+text-image attention (SD3, Flux) or linear attention (Sana) does not: such a family lists the sites it does offer in
+``sites``, and a row that grafts another site is refused in one line (``check_site``).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+BUILTIN_MODULES = ("benchmark.families.dit", "benchmark.families.pixart")
+
+
+class Family:
+    """Defaults are the DiT behaviour a family may keep; see the module docstring for the contract."""
+
+    name: str = ""
+    marker: str = ""  # the node-body key that marks this family's runs ("" only for the default family)
+    row_kind: str = ""  # the row kind whose nodes ``expand`` builds ("" : the planner's own rows)
+    sites: tuple[str, ...] = ("attn", "mlp")  # the graftable sites its blocks offer
+    executors: dict[str, Callable] = {}  # step kinds only this family has (its prerequisite nodes)
+
+    @property
+    def prerequisite_prefix(self) -> str:
+        """How preflight tells the step kinds of this family's rows from the DiT/ImageNet ones."""
+        return f"{self.name}:"
+
+    def owns(self, config: dict) -> bool:
+        return bool(self.marker) and self.marker in config
+
+    def check_site(self, row_id: str, site: str) -> None:
+        if site not in self.sites:
+            raise ValueError(f"row {row_id!r}: the {self.name} family offers the sites {', '.join(self.sites)}, "
+                             f"not {site!r} (its attention does not fit the operators' contract there)")
+
+    # ------------------------------------------------------------------------------------------------- planning
+    def expand(self, target: str, row, add: Callable, nodes: list):
+        raise NotImplementedError(f"family {self.name!r} plans no rows of its own")
+
+    def capture_bytes(self, node) -> int:
+        raise NotImplementedError
+
+    def cost(self, node, gpu: bool) -> tuple[float, int]:
+        raise NotImplementedError
+
+    def teacher_present(self, config: dict) -> bool:
+        return True
+
+    def train_steps(self, config: dict) -> int:
+        return 0
+
+    def summary(self, record: dict) -> dict:
+        """The fields of an eval record that join a row's ``extra`` in the summary (none by default)."""
+        return {}
+
+    # ------------------------------------------------------------------------------------------------- job side
+    def teacher(self, ctx, *, train_if_missing: bool = False):
+        raise NotImplementedError
+
+    def teacher_record(self, ctx) -> dict:
+        raise NotImplementedError
+
+    def engine_preset(self, ctx, teacher):
+        """The preset the engine (capture, finetune) reads, with this teacher's sizes and noise schedule."""
+        return ctx.preset()
+
+    def sizes(self, ctx):
+        """The teacher's ``TeacherConfig`` (width, heads, tokens) that stage 1 builds operators at."""
+        raise NotImplementedError
+
+    def capture_data(self, ctx, teacher) -> Any:
+        return None  # the preset's data source
+
+    def capture_record(self, ctx) -> dict:
+        return {}
+
+    def stage2_data(self, ctx) -> Any:
+        return None
+
+    def checkpointing(self, ctx, teacher) -> bool:
+        return False
+
+    def build_student(self, teacher, plan: dict | None, dirs):
+        raise NotImplementedError
+
+    def evaluate(self, ctx) -> dict:
+        raise NotImplementedError
+
+    def latency(self, ctx) -> dict:
+        raise NotImplementedError
+
+
+_FAMILIES: dict[str, Family] = {}
+_STATE = {"ready": False}
+
+
+def register_family(family: Family | type) -> Family:
+    """Register ``family`` (an instance, or a class: it is instantiated; usable as a class decorator)."""
+    obj = family() if isinstance(family, type) else family
+    if not obj.name:
+        raise ValueError(f"{type(obj).__name__}: a family needs a name")
+    known = _FAMILIES.get(obj.name)
+    if known is not None and type(known).__qualname__ != type(obj).__qualname__:
+        raise ValueError(f"family {obj.name!r} is registered already (by {type(known).__module__})")
+    clash = next((f for f in _FAMILIES.values() if f.name != obj.name and
+                  ((obj.marker and f.marker == obj.marker) or (obj.row_kind and f.row_kind == obj.row_kind))), None)
+    if clash is not None:
+        raise ValueError(f"family {obj.name!r}: marker {obj.marker!r} / row kind {obj.row_kind!r} is family "
+                         f"{clash.name!r}'s already")
+    _FAMILIES[obj.name] = obj
+    return family
+
+
+def _ensure_loaded() -> None:
+    if _STATE["ready"]:
+        return
+    _STATE["ready"] = True
+    for module in BUILTIN_MODULES:  # by name, as the operators' catalogue: the family modules import this one
+        importlib.import_module(module)
+    from graft_core.operators.registry import load_plugins
+
+    load_plugins()  # entry points and $GRAFTBENCH_PLUGINS, which may register families
+
+
+def families() -> list[Family]:
+    _ensure_loaded()
+    return list(_FAMILIES.values())
+
+
+def default_family() -> Family:
+    _ensure_loaded()
+    return next(f for f in _FAMILIES.values() if not f.marker)
+
+
+def family_of(config: dict) -> Family:
+    """The family whose marker key the node body carries; the default (DiT) family otherwise."""
+    return next((f for f in families() if f.owns(config)), None) or default_family()
+
+
+def family_for_row(kind: str) -> Family | None:
+    """The family that plans rows of ``kind`` (None: the planner's own row kinds)."""
+    return next((f for f in families() if f.row_kind and f.row_kind == kind), None)
+
+
+def row_kinds() -> tuple[str, ...]:
+    return tuple(f.row_kind for f in families() if f.row_kind)
