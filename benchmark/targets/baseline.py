@@ -9,17 +9,16 @@ baseline row is this run (same config → same run id).
 from __future__ import annotations
 
 from benchmark.rows import Row
-from benchmark.targets.common import baseline_row, preset
+from benchmark.targets.common import baseline_row, declarations, declared_row, preset
 
 NAME = "baseline"
 TITLE = "Teacher metrics, metric floor and noise control"
 
 
+KINDS = {"metric_floor": "floor", "noise_control": "noise"}
+
+
 def rows(preset_name: str) -> list[Row]:
     p = preset(preset_name)
-    return [
-        baseline_row(p),
-        Row(id="metric_floor", label="Metric floor (real vs held-out real)", group="Reference", kind="floor", preset=p),
-        Row(id="noise_control", label="Noise control (noise images vs real)", group="Reference", kind="noise",
-            preset=p),
-    ]
+    return [baseline_row(p, d) if d.id == "baseline" else declared_row(d, kind=KINDS[d.id], preset=p)
+            for d in declarations(NAME, p)]

@@ -10,7 +10,7 @@ Fig. 4b's top-/low-local rows rank layers by this result at ``select_k``.
 from __future__ import annotations
 
 from benchmark.rows import Row
-from benchmark.targets.common import locality_config, preset
+from benchmark.targets.common import declarations, declared_row, locality_config, preset
 
 NAME = "fig2"
 TITLE = "MHA locality (band-k attention mass per layer)"
@@ -18,6 +18,4 @@ TITLE = "MHA locality (band-k attention mass per layer)"
 
 def rows(preset_name: str) -> list[Row]:
     p = preset(preset_name)
-    return [Row(id="locality", label="Band-k locality of the teacher's MHA layers", group="Analysis",
-                kind="locality", preset=p, locality=locality_config(p),
-                graft=None, name=None)]
+    return [declared_row(d, kind="locality", preset=p, locality=locality_config(p)) for d in declarations(NAME, p)]

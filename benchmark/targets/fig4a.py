@@ -9,7 +9,8 @@ factor. ``extra.stage2_data`` = 10.0 / 20.0.
 from __future__ import annotations
 
 from benchmark.rows import Row
-from benchmark.targets.common import STAGE2_DATA, grid_rows, hybrid_row, preset, with_stage2
+from benchmark.targets.common import STAGE2_DATA, declarations, hybrid_row, preset, with_stage2
+from graft_core.table_rows import grid_row
 
 NAME = "fig4a"
 TITLE = "Stage-2 data scale (10 % vs 20 %), 50 % interleaved MHA grafting"
@@ -18,10 +19,9 @@ TITLE = "Stage-2 data scale (10 % vs 20 %), 50 % interleaved MHA grafting"
 def rows(preset_name: str) -> list[Row]:
     p = preset(preset_name)
     out = []
-    for c in grid_rows("attn", paper_only=True):
-        for data in (10.0, 20.0):
-            q = p if data == 10.0 else with_stage2(p, data_fraction=STAGE2_DATA[data])
-            out.append(hybrid_row(q, "attn", c.stem, c.operator, c.option_dict, f"{c.label}, {data:g} % data", 50,
-                                  "interleaved50", row_id=f"attn-{c.stem}-interleaved50-data{data:g}",
-                                  group="Data scale", extra={"stage2_data": data}))
+    for d in declarations(NAME, p):
+        c = grid_row("attn", d.operator)
+        data = d.extra["stage2_data"]
+        q = p if data == 10.0 else with_stage2(p, data_fraction=STAGE2_DATA[data])
+        out.append(hybrid_row(q, d, c.operator, c.option_dict, extra={"stage2_data": data}))
     return out

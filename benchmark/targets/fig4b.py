@@ -9,21 +9,16 @@ on the ``fig2`` locality run: it is scheduled first, then their layers are fixed
 from __future__ import annotations
 
 from benchmark.rows import Row
-from benchmark.targets.common import hybrid_row, locality_config, preset
+from benchmark.targets.common import declarations, hybrid_row, locality_config, preset
 from graft_core.plan import NEEDS_LOCALITY
 
 NAME = "fig4b"
 TITLE = "Layer selection for Hyena-X at 50 %"
-STRATEGIES = (("interleaved", "interleaved50"), ("top-local", "top_local"), ("low-local", "low_local"),
-              ("deep", "deep"))
 
 
 def rows(preset_name: str) -> list[Row]:
     p = preset(preset_name)
     loc = locality_config(p)
-    out = []
-    for name, strategy in STRATEGIES:
-        out.append(hybrid_row(p, "attn", "hyena_x", "hyena_x", {}, f"Hyena-X, {name}", 50, strategy,
-                              group="Layer selection", locality=loc if strategy in NEEDS_LOCALITY else None,
-                              extra={"strategy": strategy}))
-    return out
+    return [hybrid_row(p, d, "hyena_x", {}, locality=loc if d.strategy in NEEDS_LOCALITY else None,
+                       extra={"strategy": d.strategy})
+            for d in declarations(NAME, p)]

@@ -21,13 +21,12 @@ from __future__ import annotations
 import dataclasses
 
 from benchmark.rows import Row
-from benchmark.targets.common import SITE_NAME, baseline_row, graft_spec, num_layers, preset
+from benchmark.targets.common import baseline_row, declarations, declared_row, graft_spec, num_layers, preset
 from graft_core.operators.registry import TEACHER_OPERATOR
 
 NAME = "table1"
 TITLE = ("Activation statistics per layer (i/ii) and stage-1 regression objective (iii/iv: self-grafting at five "
          "layers, no finetuning)")
-OBJECTIVES = (("l2", "L2"), ("l1", "L1"), ("huber", "Huber (δ=1)"))
 # The study layers: paper 1-based l = 1, 8, 17, 27, 28 → 0-based 0, 7, 16, 26, 27 (of 28).
 TABLE1_LAYERS_28 = (0, 7, 16, 26, 27)
 
@@ -44,17 +43,18 @@ def table1_layers(num_layers: int) -> tuple[int, ...]:
 
 def rows(preset_name: str) -> list[Row]:
     p = preset(preset_name)
-    out = [baseline_row(p)]
     layers = table1_layers(num_layers(p))
-    for site in ("attn", "mlp"):
-        op, opts = TEACHER_OPERATOR[site]
-        for objective, label in OBJECTIVES:
+    out = []
+    for d in declarations(NAME, p):
+        if d.id == "baseline":
+            out.append(baseline_row(p, d))
+        elif d.strategy == "table1_layers":  # one objective (extra.objective) for the self-grafted study layers
+            op, opts = TEACHER_OPERATOR[d.site]
+            objective = d.extra["objective"]
             q = p.replace(stage1=dataclasses.replace(p.stage1, objective=objective))
-            out.append(Row(id=f"{site}-{objective}", label=f"{SITE_NAME[site]}, {label}", group=SITE_NAME[site],
-                           kind="graft", preset=q, graft=graft_spec(p, site, op, "table1_layers", opts, layers=layers),
-                           finetune=False, ratio=None, name="self_graft",
-                           extra={"objective": objective, "graft_operator": op, "options": opts}))
-    for site in ("attn", "mlp"):
-        out.append(Row(id=f"{site}-activation_stats", label=f"{SITE_NAME[site]} outputs", group="Analysis",
-                       kind="activation_stats", preset=p, extra={"site": site}))
+            out.append(declared_row(d, kind="graft", preset=q, finetune=False,
+                                    graft=graft_spec(p, d.site, op, "table1_layers", opts, layers=layers),
+                                    extra={"objective": objective, "graft_operator": op, "options": opts}))
+        else:  # panels i/ii
+            out.append(declared_row(d, kind="activation_stats", preset=p, extra={"site": d.site}))
     return out

@@ -11,25 +11,23 @@ the paper prints them (0.63, 5.0, 10.0; null for "–").
 from __future__ import annotations
 
 from benchmark.rows import Row
-from benchmark.targets.common import SITE_NAME, baseline_row, preset, random_init_row, self_graft_row
+from benchmark.targets.common import baseline_row, declarations, preset, random_init_row, self_graft_row
 
 NAME = "table2"
 TITLE = "Full self-grafting vs data"
 
 
-GROUP = {"attn": "MHA (all layers)", "mlp": "MLP (all layers)"}
-
 
 def rows(preset_name: str) -> list[Row]:
     p = preset(preset_name)
-    out = [baseline_row(p, stage1_data=None, stage2_data=None)]
-    for site, stage2_options in (("attn", (None, 0.63, 5.0, 10.0)), ("mlp", (10.0,))):
-        rand = random_init_row(p, site, group=GROUP[site])
-        rand.extra.update(stage1_data=None, stage2_data=None)
-        out.append(rand)
-        for data in stage2_options:
-            rid = f"{site}-self_graft-full-s1_0.63" + (f"-s2_{data:g}" if data is not None else "")
-            how = "stage 1 only" if data is None else f"stage 2 on {data:g} %"
-            label = f"{SITE_NAME[site]}, self-grafting, {how}"
-            out.append(self_graft_row(p, site, stage2_data=data, row_id=rid, label=label, group=GROUP[site]))
+    out = []
+    for d in declarations(NAME, p):
+        if d.id == "baseline":
+            out.append(baseline_row(p, d, stage1_data=None, stage2_data=None))
+        elif d.operator == "random_init":
+            rand = random_init_row(p, d)
+            rand.extra.update(stage1_data=None, stage2_data=None)
+            out.append(rand)
+        else:
+            out.append(self_graft_row(p, d, stage2_data=d.extra["stage2_data"]))
     return out

@@ -15,22 +15,24 @@ row; the self-grafting rows are the Table-2 runs.
 from __future__ import annotations
 
 from benchmark.rows import Row
-from benchmark.targets.common import (RATIOS, baseline_row, control_row, grid_rows, hybrid_row, preset,
-                                      random_init_row, self_graft_row)
+from benchmark.targets.common import (baseline_row, control_row, declarations, hybrid_row, preset, random_init_row,
+                                      self_graft_row)
+from graft_core.table_rows import grid_row
 
 NAME = "table3"
 TITLE = "Design space of MHA / MLP grafting (Table 3 grid, Table 4 columns)"
+BUILDERS = {None: baseline_row, "teacher_stage2": control_row, "random_init": random_init_row,
+            "self_graft": self_graft_row}
 
 
 def rows(preset_name: str) -> list[Row]:
     p = preset(preset_name)
-    out = [baseline_row(p)]
-    for site in ("attn", "mlp"):
-        out.append(random_init_row(p, site))
-        out.append(self_graft_row(p, site))
-        for c in grid_rows(site):  # the catalogue's rows, plugins' after the paper's
-            for ratio, strategy in RATIOS:
-                out.append(hybrid_row(p, site, c.stem, c.operator, c.option_dict, f"{c.label}, {ratio} %", ratio,
-                                      strategy))
-    out.append(control_row(p))
+    out = []
+    for d in declarations(NAME, p):  # the catalogue's rows, plugins' after the paper's
+        build = BUILDERS.get(d.operator)
+        if build is not None:
+            out.append(build(p, d))
+        else:
+            c = grid_row(d.site, d.operator)
+            out.append(hybrid_row(p, d, c.operator, c.option_dict))
     return out

@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from benchmark.rows import GraftSpec, Row
-from benchmark.targets.common import preset
+from benchmark.targets.common import declarations, declared_row, preset
 from graft_core.plan import pixart_layers
 
 NAME = "table5"
@@ -89,20 +89,10 @@ def rows(preset_name: str) -> list[Row]:
     grafted = GraftSpec(site="attn", operator=cfg.operator, strategy="pixart",
                         layers=pixart_layers(PIXART_DEPTH.get(p.name, PIXART_DEPTH["paper"])))
     common = {"preset": q, "kind": "t2i", "t2i": cfg}
-    out = [
-        Row(id="baseline", label="PixArt-Σ (baseline)", group="Baseline", finetune=False,
-            extra={"model": "pixart_sigma", "speedup": 1.0}, **common),
-        Row(id="attn-hyena_x-pixart", label="PixArt-Σ + Hyena-X (14/28 MHA layers)", group="Grafted",
-            graft=grafted, ratio=50, name=cfg.operator, extra={"model": "pixart_sigma", "lora_rank": cfg.lora_rank},
-            **common),
-    ]
-    if cfg.diagnostics:
-        out += [
-            Row(id="attn-hyena_x-pixart-stage1", label="PixArt-Σ + Hyena-X (stage 1 only)", group="Grafted",
-                graft=grafted, ratio=50, finetune=False, name=f"{cfg.operator}_stage1",
-                extra={"model": "pixart_sigma"}, **common),
-            Row(id="control-teacher-lora", label="Teacher + same LoRA stage 2 (control)", group="Control",
-                name="teacher_lora", extra={"model": "pixart_sigma", "lora_rank": cfg.lora_rank, "speedup": 1.0},
-                **common),
-        ]
-    return out
+    fields = {  # what each declared row computes
+        "baseline": {"finetune": False, "extra": {"model": "pixart_sigma", "speedup": 1.0}},
+        "attn-hyena_x-pixart": {"graft": grafted, "extra": {"model": "pixart_sigma", "lora_rank": cfg.lora_rank}},
+        "attn-hyena_x-pixart-stage1": {"graft": grafted, "finetune": False, "extra": {"model": "pixart_sigma"}},
+        "control-teacher-lora": {"extra": {"model": "pixart_sigma", "lora_rank": cfg.lora_rank, "speedup": 1.0}},
+    }
+    return [declared_row(d, **common, **fields[d.id]) for d in declarations(NAME, p, diagnostics=cfg.diagnostics)]

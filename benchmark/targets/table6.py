@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from benchmark.rows import Row
-from benchmark.targets.common import baseline_row, control_row, preset
+from benchmark.targets.common import baseline_row, control_row, declarations, declared_row, preset
 from graft_core.presets import Preset
 
 NAME = "table6"
@@ -44,18 +44,14 @@ def rows(preset_name: str) -> list[Row]:
     depth = p.teacher.num_layers
     settings = {"depth": depth // 2, "stage1_objective": "l1", "stage2_data": 100 * STAGE2_DATA,
                 "iters": q.stage2.steps, "lr_halvings": list(q.stage2.lr_milestones)}
-    out = [
-        baseline_row(p, label=f"Teacher (depth {depth})", depth=depth, speedup=1.0),
-        Row(id=f"parallel-depth{depth // 2}", label=f"Grafting (parallel pairs, depth {depth // 2})",
-            group="Grafting", kind="parallel_pairs", preset=q, name="parallel",
-            extra={**settings, "latency": LATENCY.get(p.name, LATENCY_DEFAULT)}),
-    ]
-    if p.name in DIAGNOSTIC_PRESETS:
-        out += [
-            Row(id=f"parallel-depth{depth // 2}-stage1", label=f"Parallel pairs, depth {depth // 2} (stage 1 only)",
-                group="Grafting", kind="parallel_pairs", preset=q, finetune=False, name="parallel_stage1",
-                extra={"depth": depth // 2, "stage1_objective": "l1"}),
-            dataclasses.replace(control_row(q), extra={"depth": depth, "iters": q.stage2.steps, "speedup": 1.0,
-                                                       "stage2_data": 100 * STAGE2_DATA}),
-        ]
-    return out
+    half = f"parallel-depth{depth // 2}"
+    build = {
+        "baseline": lambda d: baseline_row(p, d, depth=depth, speedup=1.0),
+        half: lambda d: declared_row(d, kind="parallel_pairs", preset=q,
+                                     extra={**settings, "latency": LATENCY.get(p.name, LATENCY_DEFAULT)}),
+        f"{half}-stage1": lambda d: declared_row(d, kind="parallel_pairs", preset=q, finetune=False,
+                                                 extra={"depth": depth // 2, "stage1_objective": "l1"}),
+        "control-teacher-stage2": lambda d: control_row(q, d, depth=depth, iters=q.stage2.steps, speedup=1.0,
+                                                        stage2_data=100 * STAGE2_DATA),
+    }
+    return [build[d.id](d) for d in declarations(NAME, p, diagnostics=p.name in DIAGNOSTIC_PRESETS)]
