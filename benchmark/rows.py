@@ -32,7 +32,6 @@ from graft_core.presets import Preset
 
 ROW_KINDS = ("teacher", "graft", "finetune_teacher", "floor", "noise", "locality", "activation_stats",
              "parallel_pairs", "t2i")
-GROUPS = ("Baseline", "MHA grafting", "MLP grafting", "Control", "Reference", "Analysis", "PixArt", "Depth to width")
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,16 @@ from benchmark import targets
 from benchmark.cost import teacher_present
 from benchmark.dag import Planner, make_node
 from benchmark.launch import all_nodes, plan_targets
+from benchmark.status import node_states
 from benchmark.store import Store
+from benchmark.summary import write_summary
 from graft_core.plan import GraftPlan
 from graft_core.presets import get_preset
+from graft_core.table_rows import FIG4A_OPERATORS, declared_rows
+from tables import paper as paper_module
 from tables import registry
+from tables.common import latex_escape
+from tables.loader import load_summary_with_meta
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_TABLE4 = 29
@@ -53,7 +59,7 @@ def test_every_target_plans_on_every_preset(tmp_path, preset):
 def test_table3_is_the_paper_grid_plus_one_control(tmp_path):
     (tp,) = plan(tmp_path, "paper", "table3")
     ids = [rp.row.id for rp in tp.row_plans]
-    assert len(ids) == PAPER_TABLE4 + 1 and ids[-1] == "control-teacher-stage2"
+    assert len(ids) == PAPER_TABLE4 + 1 and "control-teacher-stage2" in ids
     grafted = [rp for rp in tp.row_plans if rp.row.ratio and rp.row.operator not in ("random_init", "self_graft")]
     assert len(grafted) == 24
     by = rows_by_id(tp)
@@ -72,15 +78,47 @@ def test_table3_is_the_paper_grid_plus_one_control(tmp_path):
     assert s1["objective"] == "l2"
 
 
-def test_row_ids_match_the_tables_registry(tmp_path):
-    for tp in plan(tmp_path, "tiny", "all"):
-        if tp.name == "baseline":
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_driver_summaries_read_into_the_tables_declared_rows(tmp_path, preset):
+    """The summaries the driver writes (before any run: every row pending) load into the tables with every row
+    matched to its declaration (none unmatched, no problem reported), labelled and grouped as the paper prints it,
+    and every declared row the preset plans is there — Table 6's depth-named ids on tiny included."""
+    store = Store(tmp_path, preset)
+    for tp in plan(tmp_path, preset, "all", "table4"):
+        if tp.name not in registry.TARGETS and tp.name not in registry.ALIASES:
             continue
-        ours = {rp.row.id for rp in tp.row_plans}
-        theirs = {r.row for r in registry.registry_rows(tp.name)}
-        if tp.name == "table6":  # the tiny teacher has 8 layers → "parallel-depth4"; matched by operator
-            theirs = {r for r in theirs if not r.startswith("parallel")}
-        assert theirs <= ours, theirs - ours
+        states = node_states(store, [n for rp in tp.row_plans for n in rp.nodes], ask_slurm=False)
+        write_summary(store, tp.name, tp.row_plans, states, log=lambda _: None)
+        loaded = load_summary_with_meta(tmp_path, preset, tp.name)
+        assert loaded.found and not loaded.problems, loaded.problems
+        on_disk = {r["disk_row"]: r for r in loaded.rows if r["origin"] == "results"}
+        assert set(on_disk) == {rp.row.id for rp in tp.row_plans}
+        declared = {d.id: d for d in declared_rows(tp.name, preset)}
+        for rp in tp.row_plans:
+            d, r = declared[rp.row.id], on_disk[rp.row.id]
+            assert (rp.row.label, rp.row.group) == (d.label, d.group)
+            assert r["group"] == d.group
+            assert r["label"] == (d.latex if d.latex is not None else latex_escape(d.label))
+            # what the driver computes agrees with the declaration (a row without a graft has no strategy of its own:
+            # the tables fill it from the declaration)
+            for ours, theirs in zip((rp.row.site, rp.row.operator, rp.row.ratio, rp.row.strategy),
+                                    (d.site, d.operator, d.ratio, d.strategy)):
+                assert ours in (None, theirs), (rp.row.id, ours, theirs)
+        # the rows a table leaves out are exactly the diagnostic ones this preset does not plan
+        missing = {r["row"] for r in loaded.rows if r["origin"] == "registry"}
+        assert all(r["extra"].get("diagnostic") for r in loaded.rows if r["row"] in missing), missing
+
+
+def test_every_published_number_lands_on_a_declared_row_bound_to_its_csv():
+    """The paper binding: each row declared as published by a CSV gets that CSV's numbers, and no CSV row is
+    dropped for want of a declared row."""
+    for target in registry.TARGETS:
+        published = {rid for rid, _ in paper_module._published(target)}
+        bound = {d.id for d in declared_rows(target) if d.paper is not None}
+        assert published == bound, (target, published ^ bound)
+    # Fig. 4a's declared operator order is the published figure's
+    fig4a = [registry.paper_stem("attn", rec["operator"]) for rec in paper_module.read_csv("fig4a")]
+    assert FIG4A_OPERATORS == tuple(dict.fromkeys(fig4a))
 
 
 # ------------------------------------------------------------------------------------------------------ run identity
