@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from benchmark.rows import Row
 from benchmark.targets.common import STAGE2_DATA, declarations, hybrid_row, preset, with_stage2
-from graft_core.table_rows import grid_row
+from graft_core.presets import Preset
+from graft_core.table_rows import RowDecl, grid_row
 
 NAME = "fig4a"
 TITLE = "Stage-2 data scale (10 % vs 20 %), 50 % interleaved MHA grafting"
 
 
+def row(p: Preset, d: RowDecl) -> Row:
+    """The declared operator at 50 % interleaved with the declared stage-2 data (10 % = the preset's own)."""
+    c = grid_row("attn", d.operator)
+    data = d.extra["stage2_data"]
+    q = p if data == 10.0 else with_stage2(p, data_fraction=STAGE2_DATA[data])
+    return hybrid_row(q, d, c.operator, c.option_dict, extra={"stage2_data": data})
+
+
 def rows(preset_name: str) -> list[Row]:
     p = preset(preset_name)
-    out = []
-    for d in declarations(NAME, p):
-        c = grid_row("attn", d.operator)
-        data = d.extra["stage2_data"]
-        q = p if data == 10.0 else with_stage2(p, data_fraction=STAGE2_DATA[data])
-        out.append(hybrid_row(q, d, c.operator, c.option_dict, extra={"stage2_data": data}))
-    return out
+    return [row(p, d) for d in declarations(NAME, p)]

@@ -12,22 +12,25 @@ from __future__ import annotations
 
 from benchmark.rows import Row
 from benchmark.targets.common import baseline_row, declarations, preset, random_init_row, self_graft_row
+from graft_core.presets import Preset
+from graft_core.table_rows import RowDecl
 
 NAME = "table2"
 TITLE = "Full self-grafting vs data"
 
 
+def row(p: Preset, d: RowDecl) -> Row:
+    """The run of one declared row: the baseline, a random-init control, or self-grafting with the declared
+    stage-2 data."""
+    if d.id == "baseline":
+        return baseline_row(p, d, stage1_data=None, stage2_data=None)
+    if d.operator == "random_init":
+        rand = random_init_row(p, d)
+        rand.extra.update(stage1_data=None, stage2_data=None)
+        return rand
+    return self_graft_row(p, d, stage2_data=d.extra["stage2_data"])
+
 
 def rows(preset_name: str) -> list[Row]:
     p = preset(preset_name)
-    out = []
-    for d in declarations(NAME, p):
-        if d.id == "baseline":
-            out.append(baseline_row(p, d, stage1_data=None, stage2_data=None))
-        elif d.operator == "random_init":
-            rand = random_init_row(p, d)
-            rand.extra.update(stage1_data=None, stage2_data=None)
-            out.append(rand)
-        else:
-            out.append(self_graft_row(p, d, stage2_data=d.extra["stage2_data"]))
-    return out
+    return [row(p, d) for d in declarations(NAME, p)]
