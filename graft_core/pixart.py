@@ -55,7 +55,7 @@ from graft_core.plan import pixart_layers  # noqa: F401  (re-exported: the rule 
 from graft_core.presets import Preset, TeacherConfig
 from graft_core.shards import ShardArray, check_settings, consecutive_seed, num_shards
 from graft_core.structure import hub_cache  # the cache HF_HOME names now (huggingface_hub reads it once)
-from graft_core.teacher import lr_at
+from graft_core.teacher import train_step
 from graft_core.text import (TEMPLATES, CachedPrompts, HashTextEncoder, PromptTable, TextConditioned, digit_prompts,
                              encode_prompts, module_fingerprint, read_prompts)
 
@@ -203,7 +203,7 @@ def _write_pixart(preset: Preset, tmp: Path, resume: Path, *, progress: bool = T
     from tqdm.auto import tqdm
 
     from graft_core.data import load_digits
-    from graft_core.diffusion import diffusion_loss, drop_labels, make_train_scheduler
+    from graft_core.diffusion import drop_labels, make_train_scheduler
     from graft_core.ema import EMA
     from graft_core.paths import atomic_torch_save
 
@@ -231,19 +231,10 @@ def _write_pixart(preset: Preset, tmp: Path, resume: Path, *, progress: bool = T
     start = time.time()
     bar = tqdm(total=cfg.train_steps, initial=step, desc="pixart teacher", disable=not progress, mininterval=10)
     while step < cfg.train_steps:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg.train_lr, cfg.train_warmup)
         idx = torch.randint(0, len(x_all), (cfg.train_batch_size,), generator=gen)
         template = torch.randint(0, len(cfg.templates), (cfg.train_batch_size,), generator=gen)
         prompt = drop_labels(template * 10 + y_all[idx], null_id, cfg.train_caption_dropout, gen)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train_bf16):
-            loss = diffusion_loss(model, scheduler, x_all[idx], prompt, generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train_grad_clip)
-        opt.step()
-        ema.update(model)
-        losses.append(loss.item())
+        losses.append(train_step(model, scheduler, opt, ema, cfg, step, x_all[idx], prompt, gen))
         step += 1
         bar.update(1)
         if step % 50 == 0:

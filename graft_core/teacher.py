@@ -129,6 +129,22 @@ def lr_at(step: int, base_lr: float, warmup: int) -> float:
     return base_lr * min(1.0, (step + 1) / max(1, warmup))
 
 
+def train_step(model, scheduler, opt, ema: EMA, cfg, step: int, x0: torch.Tensor, cond: torch.Tensor,
+               gen: torch.Generator) -> float:
+    """One step of teacher training, the same for the DiT and the PixArt teacher (``cfg``: their ``train_*``
+    fields): warm-up lr, ε-prediction loss (bf16 autocast when set), clipped AdamW step, EMA update; the loss."""
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, cfg.train_lr, cfg.train_warmup)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train_bf16):
+        loss = diffusion_loss(model, scheduler, x0, cond, generator=gen)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train_grad_clip)
+    opt.step()
+    ema.update(model)
+    return loss.item()
+
+
 def train_teacher(preset: Preset, out_dir: Path, *, progress: bool = True) -> dict:
     """Train the teacher from scratch with the ε-prediction loss, label dropout (CFG) and EMA; publish the EMA
     weights as ``out_dir`` (replacing a teacher already there, under the key's lock) and return ``teacher.json``.
@@ -156,18 +172,9 @@ def _write_teacher(preset: Preset, tmp: Path, *, progress: bool = True) -> None:
     losses = []
     bar = tqdm(range(cfg.train_steps), desc="teacher", disable=not progress, mininterval=5)
     for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg.train_lr, cfg.train_warmup)
         idx = torch.randint(0, len(x_all), (cfg.train_batch_size,), generator=gen)
-        x0, y = x_all[idx], drop_labels(y_all[idx], null_id, cfg.train_label_dropout, gen)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train_bf16):
-            loss = diffusion_loss(model, scheduler, x0, y, generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train_grad_clip)
-        opt.step()
-        ema.update(model)
-        losses.append(loss.item())
+        y = drop_labels(y_all[idx], null_id, cfg.train_label_dropout, gen)
+        losses.append(train_step(model, scheduler, opt, ema, cfg, step, x_all[idx], y, gen))
         if step % 100 == 0:
             bar.set_postfix(loss=f"{sum(losses[-100:]) / len(losses[-100:]):.4f}")
     seconds = time.time() - start
