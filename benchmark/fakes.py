@@ -400,9 +400,11 @@ def make_all(root: Path, *, classes: int = 4, per_class: int = 6, reference_imag
     return paths
 
 
-def encode_latents(root: Path, hf_home: Path, *, classes: int = 2, per_class: dict | None = None) -> Path:
-    """Small fake ImageFolders encoded in this process with the fake SD-VAE in ``hf_home`` and the stage-1 /
-    held-out / 10 % subsets written: the prepared-latents layout ``$GRAFTBENCH_IMAGENET`` names, in seconds (tests;
+def encode_latents(root: Path, hf_home: Path, *, classes: int = 2, per_class: dict | None = None,
+                   resolution: int = 256, subsets: dict | None = None) -> Path:
+    """Small fake ImageFolders (``per_class``: images per class of each split) encoded in this process with the fake
+    SD-VAE in ``hf_home`` at ``resolution`` px and the stage-1 / held-out / 10 % subsets (``subsets``: images per
+    class of each) written: the prepared-latents layout ``$GRAFTBENCH_IMAGENET`` names, in seconds (tests;
     ``prepare_rehearsal`` goes through the ``benchmark.prepare`` CLI instead). Returns the latents folder."""
     from diffusers import AutoencoderKL
 
@@ -413,9 +415,10 @@ def encode_latents(root: Path, hf_home: Path, *, classes: int = 2, per_class: di
     latents = root / "latents"
     for split, count in (per_class or {"train": 4, "val": 2}).items():
         src = make_imagefolder(root / "img" / split, classes=classes, per_class=count, seed=len(split))
-        inet.encode_imagenet(src, latents, vae=vae, vae_name="fake", split=split, shard_size=4, resolution=256,
-                             num_workers=0, batch_size=4, progress=False, shard_index=0, num_shards=1)
-    inet.make_subsets(latents, per_class={"stage1": 1, "heldout": 1, "pct10": 2})
+        inet.encode_imagenet(src, latents, vae=vae, vae_name="fake", split=split, shard_size=4,
+                             resolution=resolution, num_workers=0, batch_size=4, progress=False, shard_index=0,
+                             num_shards=1)
+    inet.make_subsets(latents, per_class=subsets or {"stage1": 1, "heldout": 1, "pct10": 2})
     return latents
 
 

@@ -400,20 +400,14 @@ def test_paper_preset_captures_prepared_imagenet_latents(tmp_path, monkeypatch):
     source), keyed by the subset's identity; here a 3-class fake at 64 px (8×8×4 latents) and a 2-block DiT."""
     import dataclasses
 
-    from diffusers import AutoencoderKL
-
-    from benchmark.fakes import make_imagefolder, make_vae
+    from benchmark.fakes import encode_latents, make_vae
     from graft_core import imagenet as inet
     from graft_core.presets import get_preset
     from graft_core.teacher import build_dit
 
-    vae = AutoencoderKL.from_pretrained(make_vae(tmp_path / "hf", width=8, save_to=tmp_path / "vae")).eval()
-    out = tmp_path / "latents"
-    for split, per_class in (("train", 4), ("val", 2)):
-        src = make_imagefolder(tmp_path / "imagenet" / split, classes=3, per_class=per_class, seed=len(split))
-        inet.encode_imagenet(src, out, vae=vae, vae_name="fake", split=split, shard_size=4, resolution=64,
-                             num_workers=0, batch_size=4, progress=False, shard_index=0, num_shards=1)
-    inet.make_subsets(out, per_class={"stage1": 2, "heldout": 2, "pct10": 4})
+    make_vae(tmp_path / "hf", width=8)
+    out = encode_latents(tmp_path, tmp_path / "hf", classes=3, per_class={"train": 4, "val": 2}, resolution=64,
+                         subsets={"stage1": 2, "heldout": 2, "pct10": 4})
     monkeypatch.setenv("GRAFTBENCH_IMAGENET", str(out))
     paper = get_preset("paper")
     preset = paper.replace(teacher=dataclasses.replace(paper.teacher, num_layers=2, num_attention_heads=2,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.fakes import make_imagefolder, make_vae
+from benchmark.fakes import encode_latents, make_vae
 from graft_core import imagenet as inet
 from graft_core.data import load_digits, stratified_subset
 from graft_core.data.digits import subset_hash
@@ -45,14 +45,9 @@ def prepared(tmp_path_factory):
     from diffusers import AutoencoderKL
 
     root = tmp_path_factory.mktemp("inet")
-    vae_dir = make_vae(root / "hf", width=8, save_to=root / "vae")
-    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
-    out = root / "latents"
-    for split, per_class in (("train", 6), ("val", 3)):
-        src = make_imagefolder(root / "imagenet" / split, classes=3, per_class=per_class, seed=len(split))
-        inet.encode_imagenet(src, out, vae=vae, vae_name="fake", split=split, shard_size=4, resolution=64,
-                             num_workers=0, batch_size=4, progress=False, shard_index=0, num_shards=1)
-    inet.make_subsets(out, per_class={"stage1": 2, "heldout": 2, "pct10": 4})
+    vae = AutoencoderKL.from_pretrained(make_vae(root / "hf", width=8)).eval()
+    out = encode_latents(root, root / "hf", classes=3, per_class={"train": 6, "val": 3}, resolution=64,
+                         subsets={"stage1": 2, "heldout": 2, "pct10": 4})
     return out, vae
 
 
