@@ -32,6 +32,9 @@ PAPER_GPU_H = {
     "locality": 0.2,
     "activation_stats": 0.0,  # a CPU job (no GPU in the profiles): chunked passes over the stage-1 captures
     "latency": 0.05,  # a few hundred forward passes at batch 2
+    # one held-out-loss evaluation of the layer search per 1k DiT-XL/2 forwards (~119 GFLOP each; our arithmetic at
+    # ~100 TFLOP/s effective, + assembling the student)
+    "probe_per_1k_forwards": 0.0004,
     # stage 1 of one depth→width block pair (two DiT-XL/2 blocks + merge, 200 epochs): UNKNOWN in the paper; ours:
     # 2× an operator's
     "stage1_block_pair_200ep": 1.0,
@@ -53,6 +56,8 @@ CPU_S = {
     "reference": 10.0,
     "latency": 5.0,  # teacher, eager and fused parallel model, 30 interleaved forward passes each at batch 2
     "job_overhead": 4.0,  # python + torch + diffusers import per job, teacher load
+    "probe_forward": 0.0015,  # one forward of one image (64 tokens) in a layer-search probe, no CFG, fp32
+    "probe_assemble": 0.05,  # copying the teacher and loading the stage-1 operators of one probe
 }
 
 
@@ -164,6 +169,22 @@ def _pixart_present(config: dict) -> bool:
     return any((d / PIXART_WEIGHTS).exists() for d in pixart_dirs(key))
 
 
+def search_probes(config: dict) -> int:
+    """How many held-out-loss evaluations a search run makes at most (none cached): greedy growth evaluates every
+    remaining candidate at each step; the cost-aware budget is counted in steps of the largest saving."""
+    s, cands = config["search"], config["candidates"]
+    if s["probe"] is None:
+        return 0
+    layers = len({c["layer"] for c in cands})
+    per_layer = len(cands) / max(1, layers)
+    if s["layers"]:
+        steps = int(s["layers"])
+    else:
+        best = max((c["saved_flops"] for c in cands), default=0.0)
+        steps = min(layers, -(-int(s["flops"]) // int(best))) if best > 0 else 0
+    return 1 + int(sum((layers - i) * per_layer for i in range(steps)))
+
+
 def node_cost(node: Node, gpu: bool) -> tuple[float, int]:
     """(cost in GPU-h or CPU-min, stage-2 samples) of one run."""
     c, kind = node.config, node.kind
@@ -193,6 +214,10 @@ def node_cost(node: Node, gpu: bool) -> tuple[float, int]:
             return PAPER_GPU_H["eval_per_50k_250steps"] * e["num_samples"] * e["steps"] / (50_000 * 250), 0
         if kind in ("floor", "noise"):
             return PAPER_GPU_H["reference"], 0
+        if kind == "search":
+            probe = c["search"]["probe"] or {}
+            forwards = probe.get("num_samples", 0) * probe.get("timesteps", 0)
+            return search_probes(c) * PAPER_GPU_H["probe_per_1k_forwards"] * forwards / 1000, 0
         return PAPER_GPU_H.get(kind, 0.0), samples
     # CPU minutes
     s = CPU_S["job_overhead"]
@@ -225,6 +250,10 @@ def node_cost(node: Node, gpu: bool) -> tuple[float, int]:
         s += CPU_S["latency"]
     elif kind in ("floor", "noise"):
         s += CPU_S["reference"]
+    elif kind == "search":
+        probe = c["search"]["probe"] or {}
+        forwards = probe.get("num_samples", 0) * probe.get("timesteps", 0)
+        s += search_probes(c) * (forwards * CPU_S["probe_forward"] * scale + CPU_S["probe_assemble"])
     elif kind == "locality":
         loc = c["locality"]
         s += loc["num_samples"] * loc["steps"] * CPU_S["sample_per_image_step"] * 1.5 * scale
