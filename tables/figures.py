@@ -352,6 +352,11 @@ def figure_outputs(target: str, rows: Sequence[dict], preset: str) -> dict[str, 
     elif target == "fig4b":
         frame = fig4b_frame(rows)
         fig, name = plot_fig4b(frame, preset), "fig4b_layer_selection"
+    elif target == "search":
+        from .search import plot_search, search_frame
+
+        frame = search_frame(rows)
+        fig, name = plot_search(frame, preset), "search_fid_vs_flops"
     elif target == "table3":
         frame = pareto_frame(rows)
         base = next((r for r in rows if r["row"] == "baseline"), None)
