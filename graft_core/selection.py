@@ -19,6 +19,7 @@ algorithms are tested on constructed losses. Written here because no library sel
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -136,12 +137,14 @@ def _grow(problem: SelectionProblem, candidates: list[Candidate], done: Callable
             if c.layer in taken:
                 continue
             loss = problem.probe(_sorted([*chosen, (c.layer, c.op)]))
+            if not math.isfinite(loss):  # a diverging operator (NaN / inf output) ranks last
+                loss = math.inf
             increase = loss - current
             score = increase / c.saved_flops if per_cost else increase
             scored.append((score, c.layer, c.op, loss, c))
         if not scored:
             break
-        scored.sort(key=lambda s: (s[0], s[1], s[2]))
+        scored.sort(key=lambda s: (s[0] if not math.isnan(s[0]) else math.inf, s[1], s[2]))
         score, layer, op, loss, best = scored[0]
         chosen.append((layer, op))
         saved += best.saved_flops
