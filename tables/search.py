@@ -1,11 +1,9 @@
 """The ``search`` target (beyond the paper): searched layer selections vs the paper's interleaved and locality-ranked
 choices at equal cost — FID ± its spread, ΔFLOPs (Table 4's columns) and the chosen layers; and FID against ΔFLOPs,
-one line per strategy."""
+one line per strategy (``tables.figures.plot_search``)."""
 from __future__ import annotations
 
 from typing import Sequence
-
-import pandas as pd
 
 from .common import (DASH, EFFICIENCY, METRICS, OURS, Body, as_number, best_positions, fmt, fmt_metric,
                      header_comment, latex_escape, placeholder, preset_note, render, rounded, sanitize_label,
@@ -86,53 +84,3 @@ def render_search(rows: Sequence[dict], *, preset: str = "tiny", git_rev: str = 
                   label=sanitize_label(f"tab:{target}-{preset}"),
                   comment=header_comment(target, preset, source, results_rev, git_rev),
                   notes=[n for n in notes if n])
-
-
-def search_frame(rows: Sequence[dict]) -> pd.DataFrame:
-    """Columns site, strategy, budget, d_flops_op, fid, fid_std, layers (done rows with an FID and a ΔFLOPs)."""
-    records = []
-    for r in rows:
-        if r["status"] != "done" or r.get("site") not in SITES:
-            continue
-        fid = as_number(values_of(r, OURS, "metrics").get("fid"))
-        op = as_number(values_of(r, OURS, "efficiency").get("d_flops_op"))
-        if fid is None or op is None:
-            continue
-        strategy = (r.get("extra") or {}).get("strategy") or r.get("strategy")
-        records.append({"site": SITES[r["site"]], "strategy": PLAIN.get(strategy, strategy), "budget": r.get("ratio"),
-                        "d_flops_op": round(op, 4), "fid": round(fid, 4), "fid_std": fid_std(r),
-                        "layers": " ".join(map(str, (r.get("extra") or {}).get("layers") or []))})
-    return pd.DataFrame(records, columns=["site", "strategy", "budget", "d_flops_op", "fid", "fid_std", "layers"])
-
-
-def plot_search(frame: pd.DataFrame, preset: str):
-    """FID against ΔFLOPs op, one line per strategy (across its budgets), one panel per site; error bars = spread."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    from .figures import _empty, _style
-
-    with _style():
-        fig, axes = plt.subplots(1, len(SITES), figsize=(8.0, 3.4))
-        order = [s for s in PLAIN.values() if s in set(frame["strategy"])] if not frame.empty else []
-        palette = dict(zip(PLAIN.values(), sns.color_palette("deep", len(PLAIN))))
-        for ax, site in zip(axes, SITES.values()):
-            part = frame[frame["site"] == site].sort_values(["strategy", "d_flops_op"]) if not frame.empty else frame
-            ax.set_title(site, fontsize=9)
-            if part.empty:
-                _empty(ax, f"no results yet (preset {preset})")
-                continue
-            for strategy in order:
-                line = part[part["strategy"] == strategy]
-                if line.empty:
-                    continue
-                ax.errorbar(line["d_flops_op"], line["fid"], yerr=line["fid_std"].astype(float).fillna(0.0),
-                            marker="o", ms=4, lw=1.2, capsize=2, label=strategy, color=palette[strategy])
-            ax.set_xlabel("ΔFLOPs op (%)")
-            ax.set_ylabel("FID (lower is better)")
-        handles, labels = axes[0].get_legend_handles_labels()
-        if handles:
-            fig.legend(handles, labels, fontsize=7, loc="upper right", ncol=len(handles))
-        fig.suptitle(f"Where to graft (beyond the paper), preset {preset}", fontsize=10, x=0.02, ha="left")
-        fig.tight_layout(rect=(0, 0, 1, 0.9))
-        return fig
