@@ -236,8 +236,35 @@ def cmd_dry_run(store: Store, plans, profile: Profile | None, executor_name: str
             f"({format_bytes(new_need)} still to write; fp16 operator inputs + targets, under the results folder)")
     log(f"estimated cost to launch: {estimate(planned, gpu=gpu).line()}")
     log(f"estimated cost of all planned runs: {estimate(nodes, gpu=gpu).line()}")
+    later = runs_after_blocked(plans, {n.key for n in nodes})
+    if later:
+        blocked = sum(rp.blocked for tp in plans for rp in tp.row_plans)
+        log(f"plus, once the {blocked} row(s) waiting for a locality or search result are planned (their stage 2 and "
+            f"eval, counted per row with stand-in layers of the same number): {estimate(later, gpu=gpu).line()}")
     log(f"executor: {executor_name}; dry run — nothing was written or submitted")
     return 0
+
+
+def runs_after_blocked(plans, planned: set[str]) -> list:
+    """The runs that rows still waiting for a locality or search result will add once it exists, estimated by planning
+    them with stand-in results of the same size (the first layers; the primary operator). Each row counts its own runs
+    (two searches usually choose differently), so rows whose results coincide are counted twice: an upper bound."""
+    def stand_in_search(node):
+        s = node.config["search"]
+        layers = s["layers"] or max(1, round(s["flops"] / max(c["saved_flops"] for c in node.config["candidates"])))
+        first = [c for c in node.config["candidates"] if c["op"] == s["primary"]][:layers]
+        return [[c["layer"], c["operator"], c["options"]] for c in first]
+
+    planner = Planner(locality_reader=lambda node, cfg: list(range(node.config["teacher"]["num_layers"])),
+                      search_reader=stand_in_search)
+    later: dict[str, object] = {}
+    for tp in plans:
+        for rp in tp.row_plans:
+            if rp.blocked:
+                for n in planner.expand(tp.name, rp.row).nodes:
+                    if n.key not in planned:
+                        later.setdefault(f"{tp.name}/{rp.row.id}/{n.key}", n)
+    return list(later.values())
 
 
 def _table4_columns(rp) -> str:
