@@ -272,6 +272,12 @@ def _table4_columns(rp) -> str:
     graft, layers = rp.row.graft, rp.layers
     if graft is None or not layers or rp.row.kind != "graft":
         return ""
+    if "operators" in rp.row.extra:  # a searched per-layer choice of operators: the sum over its plans
+        from benchmark.steps import efficiency as plan_efficiency
+
+        stage2 = next((n for n in rp.nodes if n.kind == "stage2"), None)
+        e = plan_efficiency(rp.row.preset, stage2.config["plan"] if stage2 else rp.final.config["model"]["plan"])
+        return f" ΔFLOPs op {e['d_flops_op']:+.2f} ft {e['d_flops_ft']:+.2f} ΔParam {e['d_param']:+.2f} %"
     t = rp.row.preset.teacher
     plan = dataclasses.replace(graft, layers=tuple(layers)).plan()
     e = efficiency(plan, num_layers=t.num_layers, dim=t.hidden_size, num_heads=t.num_attention_heads,

@@ -122,7 +122,7 @@ def test_greedy_on_the_tiny_teacher_avoids_the_broken_layer(tmp_path, broken):
         state = {k: noise[k] * 3.0 if layer == broken else v * (1 + 0.05 * noise[k]) for k, v in state.items()}
         dirs[layer] = tmp_path / f"layer{layer}"
         save_result(dirs[layer], state, {"val_mse": 0.0}, {"layer": layer})
-    cfg = ProbeConfig(num_samples=20, timesteps=2, batch_size=40)
+    cfg = ProbeConfig(num_samples=10, timesteps=2, batch_size=20)
     batch = probe_batch(p, cfg)
     memo = {}
 
@@ -189,6 +189,23 @@ def test_search_rows_share_the_paper_rows_runs(tmp_path):
     assert len(keys) == 6
 
 
+def test_search_row_ids_match_the_tables_registry(tmp_path):
+    from tables import registry
+
+    ours = [r.id for r in search_target.rows("tiny")]
+    theirs = [r.row for r in registry.registry_rows("search")]
+    assert theirs == ours
+    strategies = {r.id: r.strategy for r in search_target.rows("tiny")}
+    assert all(strategies[r.row] == r.strategy for r in registry.registry_rows("search"))
+
+
+def test_dry_run_counts_the_runs_of_rows_still_waiting(tmp_path, capsys):
+    assert main(["search", "--preset", "tiny", "--dry-run", "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "search    " in out  # the step kind's resources
+    assert "plus, once the 11 row(s) waiting for a locality or search result are planned" in out
+
+
 def test_a_search_that_picks_interleaved_layers_is_table3s_row(tmp_path):
     p_rows = {r.id: r for r in search_target.rows("tiny")}
     t3 = {r.id: r for r in targets.get_target("table3").rows("tiny")}
@@ -214,8 +231,11 @@ def test_a_per_layer_choice_of_operators_is_one_plan_per_operator(tmp_path):
     assert set(s2.config["init"]["stage1"]) == {"1", "3", "5", "6"}
     assert rp.layers == (1, 3, 5, 6) and rp.row.extra["operators"] == {"1": "hyena_x", "3": "swa", "5": "hyena_x",
                                                                         "6": "swa"}
+    from benchmark.run import _table4_columns
+
     p = get_preset("tiny")
     both, x, s = efficiency(p, plan), efficiency(p, plan[0]), efficiency(p, plan[1])
+    assert f"ΔFLOPs op {both['d_flops_op']:+.2f}" in _table4_columns(rp)
     for k in ("d_flops_op", "d_flops_ft", "d_param"):
         assert both[k] == pytest.approx(x[k] + s[k])
 
