@@ -374,6 +374,9 @@ def run_search(ctx: StepContext, probe_factory: Callable | None = None) -> dict:
     problem = SelectionProblem(num_layers=p.teacher.num_layers, candidates=tuple(candidates), primary=s["primary"],
                                layers=int(s["layers"]), flops=float(s["flops"]), probe=probe)
     selection = select(s["strategy"], problem)
+    if not selection.swaps:
+        raise ValueError(f"search {s['strategy']} chose no layer: none of its candidates saves FLOPs at this size; "
+                         f"give it an operator that does")
     chosen = [[layer, lookup[(layer, op)]["operator"], lookup[(layer, op)]["options"]] for layer, op in selection.swaps]
     saved = sum(lookup[(layer, op)]["saved_flops"] for layer, op in selection.swaps)
     return {"assignment": chosen, "layers": list(selection.layers), "saved_flops": saved, "probes": stats,
