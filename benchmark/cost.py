@@ -1,13 +1,13 @@
 """Cost estimates for ``--dry-run``: GPU-hours (paper preset) or CPU-minutes (tiny/micro), and the share of DiT-XL/2
 pretraining compute.
 
-Paper figures (shared/reference/paper.md §3.4): DiT-XL/2 was pretrained for 7,000K steps × batch 256; a Table-4 stage
+Paper figures (docs/paper-reference.md §7): DiT-XL/2 was pretrained for 7,000K steps × batch 256; a Table-4 stage
 2 (50K × 256) is 0.71 % of that and takes < 10 h on 8 H100 (≤ 80 GPU-h); stage 1 is < 30 min per operator on one
 H100 (≤ 0.5 GPU-h per layer); feature extraction ≈ 150 min on one A100 per 50k samples. Sampling 50k images with 250
 DDPM steps and CFG is our estimate (≈ 3·10^18 FLOPs of DiT-XL/2 forwards → ~2 h at 400 TFLOP/s, doubled for VAE
 decoding and feature extraction). Everything scales linearly with steps × batch / epochs / samples.
 
-CPU figures are measurements on 2 CPU cores (shared/reference/tiny-testbed.md and the tiny runs of this driver); they
+CPU figures are measurements on 2 CPU cores (the tiny runs of this driver); they
 are rough: operators differ by up to ~3× in speed.
 """
 from __future__ import annotations

@@ -152,11 +152,11 @@ class Launcher(abc.ABC):
     def unit_job(self) -> RunUnit:
         return RunUnit(self.execute, settings=self.job_settings(), in_terminal=self.inline and not self.debug)
 
-    def prepare(self, plans: list[TargetPlan], states: dict[str, NodeState], skip: set[str]) -> list[Unit]:
+    def prepare(self, plans: list[TargetPlan], states: dict[str, NodeState]) -> list[Unit]:
         """Write config.json of every run to launch, take corrupt records out of service and rewrite the bad
         config/status records of finished runs (``repair_records``)."""
         repair_records(self.store, all_nodes(plans), states, self.log)
-        units = make_units(plans, states, self.name, skip)
+        units = make_units(plans, states, self.name)
         for u in units:
             for n in u.nodes:
                 run = self.store.run(n.kind, n.run_id)
@@ -468,8 +468,7 @@ def make_launcher(executor: str, store: Store, **options) -> Launcher:
 
 
 # ------------------------------------------------------------------------------------------------ the loop
-def launch(launcher: Launcher, plans: list[TargetPlan], *, skip: set[str] = frozenset(),
-           max_passes: int = 4) -> LaunchResult:
+def launch(launcher: Launcher, plans: list[TargetPlan], *, max_passes: int = 4) -> LaunchResult:
     """Launch what is missing in ``plans``; on this machine repeat while rows that waited for a locality result
     become plannable (their rows expanded again, nothing else). ``result.plans`` are the plans as they ended."""
     store = launcher.store
@@ -477,7 +476,7 @@ def launch(launcher: Launcher, plans: list[TargetPlan], *, skip: set[str] = froz
     for _ in range(max_passes):
         states = node_states(store, all_nodes(plans),
                              ask_slurm=launcher.ask_slurm or shutil.which("squeue") is not None)
-        units = launcher.prepare(plans, states, set(skip))
+        units = launcher.prepare(plans, states)
         if not units:
             break
         result = launcher.run(units, plans)

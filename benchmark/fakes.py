@@ -112,16 +112,25 @@ def make_dit(hf_home: Path, *, num_attention_heads: int = 2, attention_head_dim:
     return out
 
 
-def make_vae(hf_home: Path, *, width: int = 16, seed: int = 0, repo: str = VAE_REPO, save_to: Path | None = None) -> Path:
-    """The SD-VAE's structure (4 down/up blocks → 8× downsampling, 2 resnets per block, 4 latent channels) at
-    ``width`` channels per block; saved at the repo root as ``stabilityai/sd-vae-ft-ema`` is."""
+def sd_vae(width: int = 16, *, layers_per_block: int = 2, norm_num_groups: int | None = None,
+           sample_size: int = 256, seed: int | None = 0, **config):
+    """A random-init ``AutoencoderKL`` with the SD-VAE's structure (4 down/up blocks → 8× downsampling, 4 latent
+    channels) at ``width`` channels per block, in eval mode (``seed``: the initialisation; ``config``: e.g. the
+    SD-XL VAE's ``scaling_factor``)."""
     import torch
     from diffusers import AutoencoderKL
 
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(width,) * 4, layers_per_block=2,
-                        latent_channels=4, norm_num_groups=min(8, width), sample_size=256)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(width,) * 4,
+                         layers_per_block=layers_per_block, latent_channels=4,
+                         norm_num_groups=norm_num_groups or min(8, width), sample_size=sample_size, **config).eval()
+
+
+def make_vae(hf_home: Path, *, width: int = 16, seed: int = 0, repo: str = VAE_REPO, save_to: Path | None = None) -> Path:
+    """:func:`sd_vae` saved at the repo root as ``stabilityai/sd-vae-ft-ema`` is."""
+    vae = sd_vae(width, seed=seed)
     out = save_to if save_to is not None else _snapshot(hf_home, repo)
     vae.save_pretrained(out)
     return out
@@ -162,7 +171,7 @@ def make_pixart(hf_home: Path, *, num_attention_heads: int = 2, attention_head_d
       VAE's structure (4 blocks → 8× downsampling, 4 latent channels, scale 0.13025) at ``vae_width`` channels.
     """
     import torch
-    from diffusers import AutoencoderKL, PixArtTransformer2DModel
+    from diffusers import PixArtTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
@@ -187,11 +196,7 @@ def make_pixart(hf_home: Path, *, num_attention_heads: int = 2, attention_head_d
                                  relative_attention_num_buckets=8, relative_attention_max_distance=16,
                                  dropout_rate=0.0, is_encoder_decoder=False, use_cache=False))
     t5.save_pretrained(pipe / "text_encoder")
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(vae_width,) * 4,
-                        layers_per_block=2, latent_channels=4, norm_num_groups=min(8, vae_width), sample_size=1024,
-                        scaling_factor=0.13025)
-    vae.save_pretrained(pipe / "vae")
+    sd_vae(vae_width, sample_size=1024, seed=None, scaling_factor=0.13025).save_pretrained(pipe / "vae")
     (pipe / "model_index.json").write_text(json.dumps({
         "_class_name": "PixArtSigmaPipeline", "text_encoder": ["transformers", "T5EncoderModel"],
         "tokenizer": ["transformers", "T5Tokenizer"], "vae": ["diffusers", "AutoencoderKL"]}))

@@ -1,12 +1,11 @@
 """The driver's commands for what the engine reports missing: ``graft_core`` states the facts in a typed error, the
 driver (``benchmark.run``'s jobs, ``benchmark.prepare``) names the command that makes the missing artefact.
 
-A leaf that imports nothing heavy: an error's class can only be raised once its module is loaded, so the classes are
-looked up in ``sys.modules`` instead of being imported (``graft_core.imagenet`` pulls in torch).
+A leaf that imports nothing heavy (the error classes live in the leaf ``graft_core.errors``).
 """
 from __future__ import annotations
 
-import sys
+from graft_core.errors import NotPrepared
 
 PREPARE_IMAGENET = "python -m benchmark.prepare imagenet"
 PREPARE_SUBSETS = "python -m benchmark.prepare subsets"
@@ -14,8 +13,7 @@ PREPARE_SUBSETS = "python -m benchmark.prepare subsets"
 
 def hint(err: BaseException) -> str | None:
     """What to run to fix ``err``, or None when the driver has no command for it."""
-    imagenet = sys.modules.get("graft_core.imagenet")
-    if imagenet is not None and isinstance(err, imagenet.NotPrepared):
+    if isinstance(err, NotPrepared):
         if err.what == "shards":
             return f"run `{PREPARE_IMAGENET}` (it resumes)"
         if err.what == "subsets":

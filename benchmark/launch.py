@@ -5,7 +5,7 @@
   several rows or targets are launched once.
 * Units (= jobs): on Slurm one per step run, except the stage-1 layers of a row, which form one job array; each waits
   on its inputs (``afterok``). Locally one ``prep`` job for the shared teacher and captures, then one job per row
-  (the row's stage-1 layers in one process, tiny-testbed.md lesson 4).
+  (the row's stage-1 layers in one process: one process start per row, not per layer).
 * An input that an earlier, still live launch is producing is not launched again: on Slurm the unit waits on that
   job (``Unit.wait_jobs`` → ``afterok``); locally the run waits for it inside its job, and fails only if nobody
   produces it any more (``benchmark.jobs.wait_for_inputs``).
@@ -121,10 +121,9 @@ def to_launch(states: dict[str, NodeState]) -> set[str]:
     return {k for k, s in states.items() if s.state in ("missing", "failed")}
 
 
-def make_units(plans: list[TargetPlan], states: dict[str, NodeState], executor: str,
-               skip: set[str] = frozenset()) -> list[Unit]:
+def make_units(plans: list[TargetPlan], states: dict[str, NodeState], executor: str) -> list[Unit]:
     """Group the runs to launch into jobs; every run is in exactly one unit."""
-    todo = to_launch(states) - set(skip)
+    todo = to_launch(states)
     units: list[Unit] = []
     where: dict[str, int] = {}
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from graft_core.errors import BatchFormatError, MissingWeightsError, StructureMismatch
 from graft_core.presets import Preset
 from graft_core.structure import hub_file as _hub_file
 
@@ -79,7 +80,7 @@ def dit_kinds(kinds: set[str]) -> set[str]:
 
 @prerequisite("DiT weights", lambda p, kinds: p.teacher.pretrained is not None and bool(dit_kinds(kinds)))
 def check_dit(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.structure import StructureMismatch, check_structure
+    from graft_core.structure import check_structure
 
     repo = p.teacher.pretrained
     config, problem = _hub_config(repo, "transformer/config.json")
@@ -135,10 +136,10 @@ def check_latents(p: Preset, kinds: set[str], *, fractions: Iterable[float] | No
         split_dir = root / entry["split"]
         try:
             meta = json.loads((split_dir / "index" / "meta.json").read_text())
-            shards = set((indices // meta["shard_size"]).tolist())
+            array = inet.shard_array(split_dir, meta["num_images"], meta["shard_size"])
         except (OSError, ValueError, KeyError):
             return f"{split_dir}: the latent index is missing or corrupt: run {prepare}"
-        missing = sorted(shards - set(inet.done_shards(split_dir)))
+        missing = array.missing((indices // array.shard_size).tolist())
         if missing:
             return (f"{split_dir}: {len(missing)} latent shard(s) that subset {name} needs are not encoded "
                     f"(first: {missing[0]}): run {prepare} (it resumes)")
@@ -181,7 +182,7 @@ def adm_reference_path() -> Path:
 
 @prerequisite("ADM reference batch", lambda p, kinds: p.eval.extractor == "inception" and bool(kinds & EVAL_STEPS))
 def check_adm_reference(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.adm_eval import ADM_STATS, BatchFormatError, batch_info
+    from graft_core.adm_eval import ADM_STATS, batch_info
 
     path = adm_reference_path()
     fix = (f"download {ADM_REFERENCE_FILE} from {ADM_REFERENCE_URL} and put it at {path} (or set "
@@ -255,7 +256,6 @@ def _weights_problem(repo: str, folder: str, names: tuple[str, ...], fix: str) -
 @prerequisite("PixArt-Σ transformer", _pixart_needed())
 def check_pixart(p: Preset, kinds: set[str]) -> str | None:
     from graft_core.pixart import pixart_config, pretrained_pixart
-    from graft_core.structure import StructureMismatch
 
     cfg = pixart_config(p)
     config, problem = _hub_config(cfg.pretrained, "transformer/config.json")
@@ -344,7 +344,6 @@ def check_pixart_vae(p: Preset, kinds: set[str]) -> str | None:
 
 @prerequisite("PixArt-Σ prompts", _pixart_needed())
 def check_pixart_prompts(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.teacher import MissingWeightsError
     from graft_core.text import PROMPTS_ENV, read_prompts
 
     try:
@@ -362,7 +361,6 @@ def check_pixart_prompts(p: Preset, kinds: set[str]) -> str | None:
 
 @prerequisite("GenEval", _pixart_needed(T2I_EVAL_STEPS))
 def check_geneval(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.teacher import MissingWeightsError
     from graft_core.text import GENEVAL_DETECTOR_FILE, GENEVAL_PYTHON_ENV, geneval_metadata, geneval_paths
 
     try:

@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 
 from benchmark.hints import with_hint
-from graft_core.adm_eval import BatchFormatError, prepare_reference
-from graft_core.imagenet import (VAE_ID, DataLayoutError, SettingsMismatch, default_out, encode_imagenet,
+from graft_core.adm_eval import prepare_reference
+from graft_core.errors import BatchFormatError, DataLayoutError, MissingWeightsError, SettingsMismatch
+from graft_core.imagenet import (VAE_ID, default_out, encode_imagenet,
                                  load_or_build_index, load_vae, make_subsets)
 
 
@@ -73,12 +74,7 @@ def per_class_count(text: str) -> tuple[str, int]:
 
 def is_user_error(err: BaseException) -> bool:
     """Errors that are the user's to fix (reported in one line, exit code 2) rather than bugs (traceback)."""
-    if isinstance(err, (DataLayoutError, SettingsMismatch, BatchFormatError)):
-        return True
-    # MissingWeightsError lives in graft_core.teacher, which imports diffusers (seconds); it can only have been raised
-    # if that module was imported, so a bad --src fails without paying for the import.
-    teacher = sys.modules.get("graft_core.teacher")
-    return teacher is not None and isinstance(err, teacher.MissingWeightsError)
+    return isinstance(err, (DataLayoutError, SettingsMismatch, BatchFormatError, MissingWeightsError))
 
 
 def cmd_imagenet(args) -> dict:

@@ -17,7 +17,7 @@ when the per-GPU batch does not fit in memory (``graft_core.finetune``).
 Command-line overrides, applied after the file: ``--slurm partition=h100`` (every kind) or
 ``--slurm stage2.timeout_min=2880`` (one kind); values are parsed as JSON when they parse (``8``, ``true``,
 ``{"a": 1}``), else kept as strings. Times are integer minutes. Keep ``signal_delay_s`` longer than a checkpoint save
-and ``timeout_min`` ≥ 50 (submitit's ``min(0.8·T, T − 10 min)`` timeout-vs-preemption rule, design-lessons.md §7).
+and ``timeout_min`` ≥ 50 (submitit's ``min(0.8·T, T − 10 min)`` timeout-vs-preemption rule).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ Row kinds:
 
 * ``teacher``           evaluate the teacher (the baseline row);
 * ``graft``             graft ``graft`` (stage-1 init or random init), optionally finetune (stage 2), evaluate;
-* ``finetune_teacher``  the "teacher + the same stage 2" control (tiny-testbed.md lesson 1): no graft, stage 2, eval;
+* ``finetune_teacher``  the "teacher + the same stage 2" control (not in the paper): no graft, stage 2, eval;
 * ``floor`` / ``noise`` the metric floor (real vs held-out real) and the noise control of the evaluator;
 * ``locality``          band-k attention locality of the teacher (Fig. 2);
 * ``parallel_pairs``    depth→width (Table 6): block pairs run side by side, stage 1 per pair, stage 2

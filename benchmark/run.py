@@ -41,6 +41,7 @@ from benchmark.store import Store
 from graft_core.accounting import efficiency
 from graft_core.capture_size import capture_bytes, format_bytes
 from graft_core.config import stable_hash
+from graft_core.errors import SETUP_ERRORS
 from graft_core.operators.registry import use_plugins
 from graft_core.presets import PRESETS, get_preset
 
@@ -65,7 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="targets: " + ", ".join(registry.names()))
     p.add_argument("targets", nargs="*", help="targets to run (see --list); 'all' = every target")
-    p.add_argument("--preset", default="tiny", help="tiny (default, CPU minutes) | paper (DiT-XL/2) | micro (tests)")
+    p.add_argument("--preset", default="tiny", help="tiny (default, CPU minutes) | paper (DiT-XL/2) | paper-smoke "
+                                                    "(the paper preset at rehearsal scale) | micro (tests)")
     p.add_argument("--executor", default="auto", help="auto (Slurm when sbatch answers, else local) | debug (in "
                                                       "this process) | local (subprocesses) | slurm")
     p.add_argument("--profile", help=f"Slurm resource profile in slurm/profiles/ ({', '.join(available_profiles())}; "
@@ -441,11 +443,8 @@ def _interrupt(signum, frame):
 
 
 def _is_setup_error(err: Exception) -> bool:
-    """Missing weights or prepared data: the user's to fix (one line, exit 2), not a bug. The classes are looked up
-    in ``sys.modules``: an error of a module that was never imported cannot have been raised."""
-    teacher, imagenet = sys.modules.get("graft_core.teacher"), sys.modules.get("graft_core.imagenet")
-    return (teacher is not None and isinstance(err, teacher.MissingWeightsError)) or \
-        (imagenet is not None and isinstance(err, imagenet.NotPrepared))
+    """Missing weights or prepared data: the user's to fix (one line, exit 2), not a bug."""
+    return isinstance(err, SETUP_ERRORS)
 
 
 def wait_for_slurm(store: Store, plans, log=print, poll: float = 30.0) -> None:

@@ -1,6 +1,6 @@
 """Run and row states from the run folders plus the scheduler, and the ``--status`` report.
 
-Decision order for one run (design-lessons.md §5):
+Decision order for one run :
 
 1. ``DONE`` exists → **done** (a metrics.json that does not parse → **failed** "corrupt", and the run is re-run; a
    config.json or status.json that does not parse, or a config.json that is not the planned config, keeps the run

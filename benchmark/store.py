@@ -84,9 +84,28 @@ class Store:
         self.preset = preset
         self.root = self.results_dir / preset
 
+    @classmethod
+    def at(cls, root: Path | str) -> "Store":
+        """The store whose preset folder (``results/<preset>``) is ``root``."""
+        root = Path(root)
+        return cls(root.parent, root.name)
+
     # ---------------------------------------------------------------------------------------------------- paths
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
     def run(self, kind: str, run_id: str) -> RunPaths:
-        return RunPaths(self.root / "runs" / kind / run_id)
+        return RunPaths(self.runs_dir / kind / run_id)
+
+    def kinds(self) -> list[str]:
+        """The step kinds that have run folders on disk, sorted."""
+        return sorted(p.name for p in self.runs_dir.iterdir() if p.is_dir()) if self.runs_dir.is_dir() else []
+
+    def runs(self, kind: str) -> list[RunPaths]:
+        """Every run folder of ``kind`` on disk (planned by any version of the targets), sorted by run id."""
+        folder = self.runs_dir / kind
+        return [RunPaths(p) for p in sorted(folder.iterdir()) if p.is_dir()] if folder.is_dir() else []
 
     def target_dir(self, target: str) -> Path:
         return self.root / target
@@ -158,10 +177,21 @@ class Store:
         return aside
 
     def read_config(self, run: RunPaths) -> dict:
+        return self.read_record(run, missing_ok=False)["config"]
+
+    def read_record(self, run: RunPaths, *, missing_ok: bool = True) -> dict:
+        """config.json as written by :meth:`ensure_config` (``config``, ``deps``, ``desc``, ...); ``{}`` when absent
+        (``FileNotFoundError`` unless ``missing_ok``), ``CorruptRecord`` when it does not parse."""
         record = read_json(run.config)
-        if record is None:
+        if record is None and not missing_ok:
             raise FileNotFoundError(f"{run.config} is missing")
-        return record["config"]
+        if record is not None and not isinstance(record, dict):
+            raise CorruptRecord(f"{run.config}: expected a JSON object")
+        return record or {}
+
+    def read_environment(self, run: RunPaths) -> dict:
+        """environment.json written by the job (``{}`` before the job started); ``CorruptRecord`` when unreadable."""
+        return read_json(run.environment) or {}
 
     # ---------------------------------------------------------------------------------------------------- status
     def read_status(self, run: RunPaths) -> dict:

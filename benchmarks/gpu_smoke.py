@@ -25,6 +25,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmark.fakes import prepare_rehearsal  # noqa: E402
+from benchmark.store import Store  # noqa: E402
 from benchmarks.common import RESULTS_DIR, machine_info  # noqa: E402
 from graft_core.config import plain  # noqa: E402
 
@@ -56,14 +57,12 @@ def nccl_check() -> dict:
 def step_lines(results: Path) -> list[dict]:
     """One record per run of the rehearsal: kind, device (from the run's environment.json), seconds, state."""
     out = []
-    runs = results / "paper-smoke" / "runs"
-    for status_path in sorted(runs.glob("*/*/status.json")):
-        folder = status_path.parent
-        status = json.loads(status_path.read_text())
-        env = json.loads((folder / "environment.json").read_text()) if (folder / "environment.json").exists() else {}
-        metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
-        dev = env.get("device") or {}
-        out.append({"step": f"{folder.parent.name}/{folder.name}", "kind": folder.parent.name,
+    store = Store(results, "paper-smoke")
+    for run in (r for kind in store.kinds() for r in store.runs(kind) if r.status.exists()):
+        status = store.read_status(run)
+        dev = store.read_environment(run).get("device") or {}
+        metrics = store.read_metrics(run) or {}
+        out.append({"step": f"{run.kind}/{run.run_id}", "kind": run.kind,
                     "ok": status.get("state") == "done", "device": dev.get("name", "?") if dev.get("cuda") else
                     "cpu", "seconds": metrics.get("seconds_step"), "error": status.get("error")})
     return out

@@ -33,6 +33,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmark.store import Store
 from benchmarks import common, row_costs
 
 NAME = "grid"
@@ -91,7 +92,6 @@ def pending_runs(results_dir: Path, preset: str, rows: str | None) -> int | None
         from benchmark import targets
         from benchmark.launch import all_nodes, plan_targets, select_rows, to_launch
         from benchmark.status import node_states
-        from benchmark.store import Store
 
         store = Store(results_dir, preset)
         plans = plan_targets(store, targets.expand([TARGET]))
@@ -105,9 +105,6 @@ def pending_runs(results_dir: Path, preset: str, rows: str | None) -> int | None
 
 
 # --------------------------------------------------------------------------------------------------------- store
-_read = row_costs.read_json
-
-
 def capture_batch_size() -> int:
     import inspect
 
@@ -118,37 +115,31 @@ def capture_batch_size() -> int:
 
 def store_report(root: Path) -> dict:
     """Counts read from ``root`` = ``results/<preset>``: runs per kind, captures, their executions and readers."""
-    runs = root / "runs"
+    store = Store.at(root)
     kinds = {}
-    for kind_dir in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.exists() else []:
-        folders = [p for p in kind_dir.iterdir() if p.is_dir()]
-        done = [p for p in folders if (p / "DONE").exists()]
-        seconds = sum(((_read(p / "metrics.json") or {}).get("seconds_step") or 0.0) for p in done)
-        attempts = sum(int((_read(p / "status.json") or {}).get("attempts", 0)) for p in folders)
-        kinds[kind_dir.name] = {"runs": len(folders), "done": len(done), "attempts": attempts,
-                                "step_seconds": round(seconds, 1)}
+    for kind in store.kinds():
+        runs = store.runs(kind)
+        done = [r for r in runs if store.is_done(r)]
+        seconds = sum(row_costs.step_seconds(store, r) or 0.0 for r in done)
+        attempts = sum(int(store.read_status(r).get("attempts", 0)) for r in runs)
+        kinds[kind] = {"runs": len(runs), "done": len(done), "attempts": attempts, "step_seconds": round(seconds, 1)}
     batch = capture_batch_size()
     captures = []
-    for folder in sorted((runs / "capture").iterdir()) if (runs / "capture").exists() else []:
-        if not folder.is_dir():
-            continue
-        record = _read(folder / "config.json") or {}
-        config = record.get("config", {})
-        status = _read(folder / "status.json") or {}
-        metrics = _read(folder / "metrics.json") or {}
-        meta = _capture_meta(folder / metrics["folder"]) if metrics.get("folder") else None
-        log = folder / "logs" / "step.log"
-        starts = len(re.findall(r"\bstart capture\b", log.read_text(errors="replace"))) if log.exists() else 0
+    for run in store.runs("capture"):
+        config = store.read_record(run).get("config", {})
+        status = store.read_status(run)
+        metrics = store.read_metrics(run) or {}
+        meta = _capture_meta(run.folder / metrics["folder"]) if metrics.get("folder") else None
+        starts = len(re.findall(r"\bstart capture\b", run.log.read_text(errors="replace"))) if run.log.exists() else 0
         samples = (meta or {}).get("num_samples")
-        captures.append({"run_id": folder.name, "split": config.get("split"), "done": (folder / "DONE").exists(),
+        captures.append({"run_id": run.run_id, "split": config.get("split"), "done": store.is_done(run),
                          "attempts": int(status.get("attempts", 0)), "log_starts": starts,
                          "num_samples": samples, "num_layers": len({p[0] for p in (meta or {}).get("pairs", [])}) or None,
                          "capture_seconds": (meta or {}).get("seconds"), "capture_batch_size": batch,
                          "teacher_forward_passes": math.ceil(samples / batch) if samples else None})
     readers: dict[str, int] = {}
-    stage1 = runs / "stage1"
-    for folder in stage1.iterdir() if stage1.exists() else []:
-        inputs = ((_read(folder / "config.json") or {}).get("config") or {}).get("inputs") or {}
+    for run in store.runs("stage1"):
+        inputs = (store.read_record(run).get("config") or {}).get("inputs") or {}
         for split_key in ("capture_train", "capture_heldout"):
             if inputs.get(split_key):
                 key = f"{split_key}:{inputs[split_key]}"
@@ -169,12 +160,11 @@ def store_report(root: Path) -> dict:
 def resolve_results(path: Path, preset: str) -> tuple[Path, str]:
     """``--results`` may be the results root (holding ``<preset>/runs``) or the preset folder itself."""
     path = Path(path)
-    if (path / preset / "runs").is_dir():
-        return path, preset
-    if (path / "runs").is_dir():
-        return path.parent, path.name
-    raise SystemExit(f"error: {path} holds no driver results for preset {preset!r} (expected {path / preset / 'runs'} "
-                     f"or {path / 'runs'})")
+    for store in (Store(path, preset), Store.at(path)):
+        if store.runs_dir.is_dir():
+            return store.results_dir, store.preset
+    raise SystemExit(f"error: {path} holds no driver results for preset {preset!r} (expected "
+                     f"{Store(path, preset).runs_dir} or {Store.at(path).runs_dir})")
 
 
 # --------------------------------------------------------------------------------------------------------- main

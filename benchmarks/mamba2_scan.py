@@ -5,10 +5,10 @@
     python -m benchmarks.mamba2_scan --quick                # seconds
 
 A setting ``BxNxH`` is batch × tokens × heads with headdim 16, d_state 64, one (B, C) group (the paper's Mamba-2:
-d_model 1152, expand 2 → 144 heads; paper.md §4.5). The scan inputs are the real ones of a freshly initialised
-``graft_core`` ``Mamba2`` operator (d_model = H·headdim/2) on a unit-variance input — dt from its softplus with the
-operator's dt_bias, A from its A_log, B/C/x after its conv — captured by wrapping ``Mamba2.scan``. Both scans run in
-fp32 on the same inputs, timed round-robin; reported: speed-up of the chunked scan, max |Δ| between the two and
+d_model 1152, expand 2 → 144 heads; docs/paper-reference.md §3). The scan inputs are the real ones of a freshly
+initialised ``graft_core`` ``Mamba2`` operator (d_model = H·headdim/2) on a unit-variance input — dt from its softplus
+with the operator's dt_bias, A from its A_log, B/C/x after its conv — captured by wrapping ``Mamba2.scan``. Both scans
+run in fp32 on the same inputs, timed round-robin; reported: speed-up of the chunked scan, max |Δ| between the two and
 max |Δ| / max |y|. Targets (issue 9): speed-up ≥ 10×, max |Δ| ≤ 1e-4.
 """
 from __future__ import annotations

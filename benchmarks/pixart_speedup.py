@@ -8,8 +8,8 @@ Model: diffusers ``PixArtTransformer2DModel`` from config, random weights, with 
 (28 layers, 16 heads × 72 = 1152, in 4 / out 8 channels, sample 256 → 128×128 patches of 2 = 16,384 tokens,
 caption_channels 4096 (T5-XXL), cross_attention_dim 1152, ``ada_norm_single``, ``use_additional_conditions=False``,
 interpolation_scale 4, 300 caption tokens). Graft: self-attention ``attn1`` → Hyena-X in the 0-based layers
-8, 10, 12, 14, 16, 18, 20–27 (paper.md §8) via ``graft_core.surgery.graft``; the cross-attention is unchanged. The
-paper reports 1.43× on an H100 for one forward pass.
+8, 10, 12, 14, 16, 18, 20–27 (docs/paper-reference.md §4) via ``graft_core.surgery.graft``; the cross-attention is
+unchanged. The paper reports 1.43× on an H100 for one forward pass.
 
 Modes:
 

@@ -13,47 +13,39 @@ eval unchanged (the operator's model has more FLOPs there too, so this part of t
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from benchmark.store import RunPaths, Store
 
 KINDS = ("stage1", "stage2", "eval")
 FLOOR_NOTE = ("the baseline row with its stage-1 time scaled by the operator FLOP ratio (same epochs, same time per "
               "FLOP), its stage 2 and eval unchanged")
 
 
-def read_json(path: Path) -> dict | None:
-    """A store record, or None when it is missing or unreadable (also ``benchmarks.grid``'s reader)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+def step_seconds(store: Store, run: RunPaths) -> float | None:
+    """The step time of a finished run (None while it is not done); a corrupt record raises, as in the driver."""
+    if not store.is_done(run):
         return None
-
-
-def _read(path: Path) -> dict:
-    return read_json(path) or {}
-
-
-def _seconds(folder: Path) -> float | None:
-    if not (folder / "DONE").exists():
-        return None
-    return _read(folder / "metrics.json").get("seconds_step")
+    return (store.read_metrics(run) or {}).get("seconds_step")
 
 
 def row_costs(root: Path) -> list[dict]:
     """One entry per finished grafted row under ``root`` = ``results/<preset>``: site, operator, layers, stage-1 /
-    stage-2 / eval seconds and their total. Rows whose chain is unfinished or unreadable are left out."""
-    runs = Path(root) / "runs"
+    stage-2 / eval seconds and their total. Rows whose chain is unfinished are left out; a record that does not
+    parse raises the store's ``CorruptRecord`` (``python -m benchmark.run`` re-runs that run)."""
+    store = Store.at(root)
     rows = []
-    for folder in sorted((runs / "eval").iterdir()) if (runs / "eval").is_dir() else []:
-        record = _read(folder / "config.json")
+    for run in store.runs("eval"):
+        record = store.read_record(run)
         model = (record.get("config") or {}).get("model") or {}
         if model.get("source") != "stage2":
             continue
-        stage2 = runs / "stage2" / model["run"]
-        s2 = _read(stage2 / "config.json")
+        stage2 = store.run("stage2", model["run"])
+        s2 = store.read_record(stage2)
         plan = (s2.get("config") or {}).get("plan") or {}
-        stage1 = [runs / dep for dep in s2.get("deps", []) if dep.startswith("stage1/")]
-        parts = {"eval": [_seconds(folder)], "stage2": [_seconds(stage2)], "stage1": [_seconds(f) for f in stage1]}
+        stage1 = [store.run(*dep.split("/", 1)) for dep in s2.get("deps", []) if dep.startswith("stage1/")]
+        parts = {"eval": [step_seconds(store, run)], "stage2": [step_seconds(store, stage2)],
+                 "stage1": [step_seconds(store, r) for r in stage1]}
         if not plan or any(v is None for values in parts.values() for v in values):
             continue
         cost = {kind: round(sum(parts[kind]), 2) for kind in KINDS}

@@ -8,7 +8,7 @@ Same work on both sides:
 
 * the same model object: the tiny preset's DiT architecture (8 layers, 4 heads × 32, 16×16 pixels, patch 2 → 64
   tokens, 1 channel) built from config with ``num_embeds_ada_norm=1000`` (random weights), because ``DiTPipeline``
-  hard-codes the CFG null class 1000 (environment.md §2); the suite's sampler reads the null id (1000) from the config;
+  hard-codes the CFG null class 1000 ; the suite's sampler reads the null id (1000) from the config;
 * the same scheduler config (``make_sampling_scheduler("ddim", ...)``: 1000-step linear β, DDIM, η=0), steps,
   guidance scale, labels and batch size; the same initial noise (the pipeline is called once per batch with a CPU
   generator seeded like the suite's sampler seeds that batch), so the outputs are compared, not just timed;

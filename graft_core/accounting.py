@@ -1,9 +1,9 @@
 """Analytic FLOPs and parameters per operator and per plan — the efficiency columns of Table 4 (paper §4.8, §15).
 
-Conventions (paper.md §4.8): per layer, N tokens, width D, FLOPs = 2 × MACs. Attention-site FLOPs split into
-"op" (softmax attention / the gating part) and "ft" (QKV + output projections and featurizers); MLP-site FLOPs are not
-decomposed (all in "op", "ft" = 0). A plan's Δ% = Σ_replaced (new − old) / (num_layers · old) · 100, where old is the
-teacher's operator at that site (MHA; MLP with ratio 4).
+Conventions (docs/paper-reference.md §3): per layer, N tokens, width D, FLOPs = 2 × MACs. Attention-site FLOPs split
+into "op" (softmax attention / the gating part) and "ft" (QKV + output projections and featurizers); MLP-site FLOPs are
+not decomposed (all in "op", "ft" = 0). A plan's Δ% = Σ_replaced (new − old) / (num_layers · old) · 100, where old is
+the teacher's operator at that site (MHA; MLP with ratio 4).
 
 Each operator's formula is declared with it (``cost=`` of ``register_operator``; the built-ins' in
 ``graft_core.operators.catalogue``, with the paper's formulas in their docstrings): a plugin operator gets its
@@ -24,7 +24,8 @@ from graft_core.plan import GraftPlan
 if TYPE_CHECKING:  # the analytic formulas run without torch (the driver's --dry-run prints them)
     from torch import nn
 
-# Table 4, Mamba-2 rows (paper.md §6): replaced layers of 28 → (ΔFLOPs op %, ΔFLOPs ft %). Published, not derived.
+# Table 4, Mamba-2 rows (docs/paper-reference.md §5): replaced layers of 28 → (ΔFLOPs op %, ΔFLOPs ft %). Published, not
+# derived.
 PAPER_MAMBA2_DFLOPS = {14: (-37.59, 77.89), 21: (-56.38, 116.83), 28: (-75.17, 155.77)}
 
 

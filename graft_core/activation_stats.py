@@ -2,7 +2,7 @@
 
 Computed from a stage-1 capture (``capture.capture_activations``): the *targets* are the operators' outputs before
 their gates, over the capture's samples (one uniform timestep each) and all tokens and channels. The paper does not
-say which statistic its panels show (paper.md §6, UNKNOWN), so several are reported per (site, layer):
+say which statistic its panels show (UNKNOWN, docs/paper-reference.md §5), so several are reported per (site, layer):
 
 * ``variance`` / ``std`` / ``mean`` — over all elements;
 * ``max_abs`` — largest magnitude; ``p999_abs`` — 99.9th percentile of |x| (from a fixed subsample);

@@ -38,15 +38,12 @@ import numpy as np
 import torch
 
 from graft_core.config import stable_hash
+from graft_core.errors import BatchFormatError, MissingWeightsError
 from graft_core.paths import atomic_write_bytes, cache_root
 
 CACHE_VERSION = 1
 IS_SPLIT_SIZE = 5000  # ADM: compute_inception_score(activations, split_size=5000)
 ADM_STATS = ("mu", "sigma", "mu_s", "sigma_s")
-
-
-class BatchFormatError(ValueError):
-    """An ``.npz`` that is not an ADM image batch (``arr_0`` uint8 ``[N, H, W, 3]``)."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -273,7 +270,6 @@ def evaluate_npz(sample_npz: Path, reference_npz: Path, *, extractor: str = "inc
 
 
 def main(argv: list[str] | None = None) -> int:
-    from graft_core.teacher import MissingWeightsError
 
     p = argparse.ArgumentParser(description="ADM-compatible IS/FID/sFID/precision/recall of a sample .npz")
     p.add_argument("ref_batch", type=Path, help="reference batch, e.g. VIRTUAL_imagenet256_labeled.npz")

@@ -34,6 +34,7 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from graft_core.errors import CorruptArtefactError
 from graft_core.paths import atomic_write_json
 
 MANIFEST = "MANIFEST.json"
@@ -44,10 +45,6 @@ RESUME_SUFFIX = ".resume"
 LOCK_SUFFIX = ".lock"
 
 _VERIFIED: dict[str, tuple] = {}  # file path → stat signature of the last successful sha256 check in this process
-
-
-class CorruptArtefactError(ValueError):
-    """A cached file does not match the sha256 its manifest recorded (a ValueError, as the loaders' own checks)."""
 
 
 def lock_path(folder: Path) -> Path:

@@ -7,8 +7,8 @@ no label dropout), ``ε`` and ``t`` drawn from a generator seeded with ``seed`` 
 * ``capture_input="noised"`` (default, ours): ``x_t = add_noise(x0, ε, t)`` — the input the teacher sees in training
   and sampling, the natural reading of the paper;
 * ``capture_input="clean"`` (the official ``src/datasets/extract_scion_fts_mha.py``): the clean latent ``x0`` with
-  the same random ``t`` (the code never noises it; paper.md §12 item 9). ``ε`` is still drawn, so both options see
-  the same ``t``.
+  the same random ``t`` (the code never noises it; docs/paper-reference.md §6 item 8). ``ε`` is still drawn, so both
+  options see the same ``t``.
 
 Forward hooks on the blocks' ``attn1`` / ``ff`` (the same names in diffusers' DiT and PixArt blocks) record
 

@@ -18,8 +18,28 @@ OMIT_DEFAULT = {"omit_default": True}  # ``field(default=..., metadata=OMIT_DEFA
 
 def added_field(default: Any) -> Any:
     """A config field added after run ids were published: left out of the canonical form while it equals its
-    default, so adding it does not change the id of any existing run (design-lessons.md §2)."""
+    default, so adding it does not change the id of any existing run."""
     return dataclasses.field(default=default, metadata=OMIT_DEFAULT)
+
+
+def retired_field(default: Any, why: str) -> Any:
+    """A config field no code reads any more but that stays hashed: removing it would re-key every run (and the
+    shipped artefacts) made with it. ``why`` says what replaced it; :func:`retired_fields` lists them, and a test
+    checks that no project code reads one. Hidden from ``repr``, as it says nothing about what a run does."""
+    return dataclasses.field(default=default, repr=False, metadata={"retired": why})
+
+
+def retired_fields(cls) -> dict[str, str]:
+    """``{name: why}`` of the fields of dataclass ``cls`` (and of its nested config dataclasses, dotted) declared
+    with :func:`retired_field`."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if "retired" in f.metadata:
+            out[f.name] = f.metadata["retired"]
+        sub = _resolve(cls, f.type)
+        if sub is not None:
+            out.update({f"{f.name}.{k}": v for k, v in retired_fields(sub).items()})
+    return out
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -11,9 +11,9 @@ ReduceLROnPlateau, called the way that loop calls them), and ``mlp_weight_decay`
 default: ``weight_decay`` for both sites).
 
 Data: one (layer, site) of the capture and nothing else. A pair up to ``IN_MEMORY_BYTES`` is loaded into memory as
-one tensor (no data loader: tiny-testbed.md lesson 4); a larger one (paper scale: 2 × 4.7 GB in fp16) is memory-mapped
-— on a GPU copied over chunk by chunk when it fits there, otherwise each batch is gathered from the map — so stage 1
-never holds a paper-sized array in RAM.
+one tensor (no data loader: its start-up cost exceeds a tiny layer's training); a larger one (paper scale: 2 × 4.7 GB in
+fp16) is memory-mapped — on a GPU copied over chunk by chunk when it fits there, otherwise each batch is gathered from
+the map — so stage 1 never holds a paper-sized array in RAM.
 
 Each layer is an independent call (the driver runs them as a job array); a finished ``out_dir`` is reused.
 """

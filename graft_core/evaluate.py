@@ -17,9 +17,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
-from graft_core.data.sources import Decoder, source_of
+from graft_core.data.sources import source_of
+from graft_core.decoder import Decoder, decode_batches
 from graft_core.metrics import compute_metrics
 from graft_core.presets import Preset
 from graft_core.sampler import make_labels, sample, to_uint8
@@ -61,9 +61,7 @@ def evaluate_model(model, preset: Preset, *, num_samples: int | None = None, see
     x = sample(model, labels, teacher=preset.teacher, scheduler=ev.scheduler, steps=ev.steps,
                guidance_scale=ev.guidance_scale, seed=seed, batch_size=ev.batch_size, bf16=ev.bf16, progress=progress,
                guidance_channels=ev.guidance_channels)
-    if decode is not None:
-        with torch.inference_mode():
-            x = torch.cat([decode(chunk).float().cpu() for chunk in x.split(ev.batch_size)])
+    x = decode_batches(decode, x, ev.batch_size)
     sample_seconds = time.time() - start
     return _row(to_uint8(x), labels, preset, reference=reference, extractor=extractor, weights=weights,
                 extra={"seed": seed, "sample_seconds": round(sample_seconds, 4)})

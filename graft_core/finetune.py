@@ -66,6 +66,10 @@ CHECKPOINT_DIR = "checkpoints"
 FINAL_DIR = "final"
 KEEP_CHECKPOINTS = 2
 LOG_EVERY = 10  # steps per entry of the loss history
+# Fault injection for the crash tests (tests/test_crash_resume.py): a process whose environment names a step kills
+# itself with SIGKILL right after that step's checkpoint is on disk, as a lost node would, so that a test can check
+# that the same command resumes from it and ends with the metrics of an uninterrupted run. Unset: no effect.
+KILL_AFTER_CHECKPOINT_ENV = "GRAFTBENCH_KILL_AFTER_CHECKPOINT"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -394,6 +398,10 @@ class Finetune:
             atomic_torch_save(state, checkpoint_path(self.out_dir, step))
             for old in sorted((self.out_dir / CHECKPOINT_DIR).glob("step_*.pt"))[:-KEEP_CHECKPOINTS]:
                 old.unlink()
+            if os.environ.get(KILL_AFTER_CHECKPOINT_ENV) == str(step):
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
         distributed.barrier(info)
 
 

@@ -37,29 +37,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from graft_core.errors import DataLayoutError, MissingWeightsError, NotPrepared
 from graft_core.paths import atomic_write_bytes, atomic_write_json, cache_root
+from graft_core.shards import ShardArray, check_settings, check_task
 
 VAE_ID = "stabilityai/sd-vae-ft-ema"
 LATENT_SCALE = 0.18215  # SD-VAE scaling factor used by DiT and the grafting code
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's list
-
-
-class DataLayoutError(ValueError):
-    """The source folder is not an ImageFolder tree (``root/<class>/<image>``) or holds no images."""
-
-
-class SettingsMismatch(ValueError):
-    """An output folder already holds results made with other settings (mixing them would corrupt the set)."""
-
-
-class NotPrepared(DataLayoutError, FileNotFoundError):
-    """A prepared artefact is missing from an output folder: ``what`` is ``"index"`` (the file list, made from the
-    ImageNet folder), ``"subsets"`` (the fixed subset lists) or ``"shards"`` (latents not encoded yet, listed in ``missing``). The engine states the facts;
-    the tool that prepares the folder (``benchmark.prepare``) adds the command to run."""
-
-    def __init__(self, message: str, *, folder: Path, what: str, missing: tuple[int, ...] = ()):
-        super().__init__(message)
-        self.folder, self.what, self.missing = Path(folder), what, tuple(missing)
 
 
 def default_out() -> Path:
@@ -203,7 +187,6 @@ def load_vae(vae: str | Path | None = None, *, device: str | torch.device = "cpu
     """SD-VAE from a local folder (``--vae PATH``) or the Hugging Face cache (``stabilityai/sd-vae-ft-ema``)."""
     from diffusers import AutoencoderKL
 
-    from graft_core.teacher import MissingWeightsError  # imported here: diffusers makes it slow to import
 
     name = str(vae) if vae else VAE_ID
     try:
@@ -230,9 +213,7 @@ def encode_batch(vae, images_uint8: np.ndarray, seeds: list[int], device) -> tor
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def check_shard_task(shard_index: int, num_shards: int) -> None:
-    if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard index {shard_index} is outside 0..{num_shards - 1}")
+check_shard_task = check_task  # the prepare CLI's name for it
 
 
 def shard_files(split_dir: Path, s: int) -> dict[str, Path]:
@@ -241,8 +222,8 @@ def shard_files(split_dir: Path, s: int) -> dict[str, Path]:
             (("latents", ".npy"), ("labels", ".npy"), ("flips", ".npy"), ("files", ".txt"), ("DONE", ".json"))}
 
 
-def num_shards_of(n: int, shard_size: int) -> int:
-    return (n + shard_size - 1) // shard_size
+def shard_array(split_dir: Path, num_images: int, shard_size: int) -> ShardArray:
+    return ShardArray(num_images, shard_size, lambda s: shard_files(split_dir, s)["DONE"])
 
 
 def done_shards(split_dir: Path) -> list[int]:
@@ -273,25 +254,23 @@ def encode_imagenet(src: Path, out: Path, *, vae, vae_name: str = VAE_ID, split:
     """
     from tqdm.auto import tqdm
 
-    check_shard_task(shard_index, num_shards)
+    check_task(shard_index, num_shards)
     device = torch.device(device) if device is not None else next(vae.parameters()).device
     split_dir = Path(out) / split
     index = load_or_build_index(src, split_dir)
+    array = shard_array(split_dir, len(index.files), shard_size)
     settings = {"index_hash": index.hash, "num_images": len(index.files), "num_classes": len(index.classes),
                 "shard_size": shard_size, "resolution": resolution, "seed": seed, "latent_scale": LATENT_SCALE,
                 "vae_weights": module_digest(vae), "posterior": "sample",
                 "flip": "one random horizontal flip per image", "crop": "adm center_crop_arr"}
-    _check_meta(split_dir / "index" / "meta.json", settings,
-                info={"vae": vae_name, "num_skipped": len(index.skipped), "skipped_list": "index/skipped.txt"})
-    total = num_shards_of(len(index.files), shard_size)
-    mine = [s for s in range(total) if s % num_shards == shard_index]
-    encoded, skipped, start = [], [], time.time()
-    for s in mine:
+    check_settings(split_dir / "index" / "meta.json", settings, what="latents", folder=split_dir,
+                   info={"vae": vae_name, "num_skipped": len(index.skipped), "skipped_list": "index/skipped.txt"})
+    total = array.num_shards
+    todo, skipped = array.todo(shard_index, num_shards)
+    encoded, start = [], time.time()
+    for s in todo:
         paths = shard_files(split_dir, s)
-        if paths["DONE"].exists():
-            skipped.append(s)
-            continue
-        lo, hi = s * shard_size, min((s + 1) * shard_size, len(index.files))
+        lo, hi = array.bounds(s)
         files = list(index.files[lo:hi])
         loader = torch.utils.data.DataLoader(_ShardImages(src, files, resolution, seed), batch_size=batch_size,
                                              num_workers=num_workers, shuffle=False)
@@ -306,8 +285,8 @@ def encode_imagenet(src: Path, out: Path, *, vae, vae_name: str = VAE_ID, split:
         atomic_write_bytes(paths["labels"], _npy_bytes(index.labels[lo:hi]))
         atomic_write_bytes(paths["flips"], _npy_bytes(np.concatenate(flips)))
         atomic_write_bytes(paths["files"], ("\n".join(files) + "\n").encode())
-        atomic_write_json(paths["DONE"], {"shard": s, "first": lo, "count": hi - lo, "shape": list(lat.shape),
-                                          "seconds": round(time.time() - t0, 2), "index_hash": index.hash})
+        array.mark_done(s, {"shard": s, "first": lo, "count": hi - lo, "shape": list(lat.shape),
+                            "seconds": round(time.time() - t0, 2), "index_hash": index.hash})
         encoded.append(s)
     return {"split_dir": str(split_dir), "index_hash": index.hash, "num_images": len(index.files),
             "num_shard_files": total, "encoded": encoded, "skipped": skipped,
@@ -322,18 +301,6 @@ def module_digest(module: torch.nn.Module) -> str:
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _check_meta(path: Path, settings: dict, info: dict) -> None:
-    """First run: write settings + info; later runs: refuse other settings (``info`` is not compared)."""
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
-        if diff:
-            raise SettingsMismatch(f"{path.parent.parent} holds latents made with other settings {diff}; "
-                                   f"use another --out")
-    else:
-        atomic_write_json(path, {**settings, **info})
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -356,7 +323,7 @@ def load_latents(split_dir: Path, indices: np.ndarray | None = None) -> tuple[to
     size, n = meta["shard_size"], meta["num_images"]
     indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
     shards = indices // size
-    missing = sorted(set(shards.tolist()) - set(done_shards(split_dir)))
+    missing = shard_array(split_dir, n, size).missing(shards.tolist())
     if missing:
         raise NotPrepared(f"{split_dir}: shards {missing[:8]}{'…' if len(missing) > 8 else ''} are not encoded yet",
                           folder=split_dir, what="shards", missing=tuple(missing))

@@ -35,7 +35,6 @@ layers — (2, 4, 6, 7) for the 8-layer tiny teacher.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -47,13 +46,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from graft_core import cache
+from graft_core.artefacts import TrainedArtefact
+from graft_core.cache import sha256_file
 from graft_core.config import stable_hash, to_jsonable
-from graft_core.paths import ASSETS_DIR, atomic_write_json, cache_root
+from graft_core.errors import MissingWeightsError
+from graft_core.paths import atomic_write_json, cache_root
 from graft_core.plan import pixart_layers  # noqa: F401  (re-exported: the rule lives in plan, torch-free)
-from graft_core.presets import DataConfig, Preset, TeacherConfig, get_preset
+from graft_core.presets import Preset, TeacherConfig
+from graft_core.shards import ShardArray, check_settings, consecutive_seed, num_shards
 from graft_core.structure import hub_cache  # the cache HF_HOME names now (huggingface_hub reads it once)
-from graft_core.teacher import MissingWeightsError, lr_at, sha256_file
+from graft_core.teacher import lr_at
 from graft_core.text import (TEMPLATES, CachedPrompts, HashTextEncoder, PromptTable, TextConditioned, digit_prompts,
                              encode_prompts, module_fingerprint, read_prompts)
 
@@ -82,7 +84,7 @@ class PixArtConfig:
     templates: tuple[str, ...] = TEMPLATES
     num_train_timesteps: int = 1000
     beta_schedule: str = "linear"
-    # training (ignored when pretrained). Sized for <= 15 min on 2 free cores (~2.8 steps/s, tiny-testbed.md).
+    # training (ignored when pretrained). Sized for <= 15 min on 2 free cores (~2.8 steps/s).
     train_steps: int = 2400
     train_batch_size: int = 64
     train_lr: float = 2e-3
@@ -149,13 +151,10 @@ def wrap(transformer: nn.Module, cfg: PixArtConfig) -> TextConditioned:
     return TextConditioned(transformer, PromptTable(digit_prompts(cfg.templates), text_encoder(cfg).encode))
 
 
-def pixart_key(cfg: PixArtConfig, data: DataConfig) -> str:
-    return stable_hash({"pixart": cfg} if cfg.pretrained else {"pixart": cfg, "data": data})
-
-
-def pixart_dirs(key: str) -> list[Path]:
-    """Shipped assets first, then the user cache."""
-    return [ASSETS_DIR / "pixart" / key, cache_root() / "pixart" / key]
+PIXART = TrainedArtefact(kind="pixart", name="pixart", weights_file=WEIGHTS_FILE, meta_file=META_FILE,
+                         what="PixArt teacher", command="graft_core.pixart")
+pixart_key = PIXART.key  # (PixArtConfig, DataConfig) → key
+pixart_dirs = PIXART.dirs  # key → [shipped assets folder, user cache folder]
 
 
 def load_pixart_teacher(preset: Preset, *, train_if_missing: bool = True, progress: bool = False,
@@ -168,16 +167,9 @@ def load_pixart_teacher(preset: Preset, *, train_if_missing: bool = True, progre
         prompts = read_prompts()
         return load_paper_teacher(cfg, prompts[:num_prompts] if num_prompts else prompts, device=device,
                                   progress=progress)
-    key = pixart_key(cfg, preset.data)
-    folder = cache.find(pixart_dirs(key), WEIGHTS_FILE)
-    if folder is not None:
-        return load_pixart_dir(folder)
-    if not train_if_missing:
-        raise MissingWeightsError(f"no trained PixArt teacher {key}; run `python -m graft_core.pixart --preset "
-                                  f"{preset.name}`")
-    folder = cache.get_or_build(pixart_dirs(key)[1], functools.partial(_write_pixart, preset, progress=progress),
-                                marker=WEIGHTS_FILE, resume=True)
-    return load_pixart_dir(folder)
+    return load_pixart_dir(PIXART.folder(pixart_key(cfg, preset.data),
+                                         functools.partial(_write_pixart, preset, progress=progress),
+                                         preset=preset.name, train_if_missing=train_if_missing, resume=True))
 
 
 def load_pixart_dir(folder: Path) -> TextConditioned:
@@ -185,13 +177,7 @@ def load_pixart_dir(folder: Path) -> TextConditioned:
 
     from graft_core.config import from_dict
 
-    folder = Path(folder)
-    cache.verify(folder)
-    meta = json.loads((folder / META_FILE).read_text())
-    digest = sha256_file(folder / WEIGHTS_FILE)
-    if digest != meta["sha256"]:
-        raise ValueError(f"PixArt weights in {folder} are corrupt (sha256 {digest[:12]} != {meta['sha256'][:12]}); "
-                         f"delete the folder to retrain")
+    meta = PIXART.verified_meta(folder)
     cfg = from_dict(PixArtConfig, meta["pixart_config"])
     return wrap(PixArtTransformer2DModel.from_pretrained(folder), cfg).eval()
 
@@ -208,9 +194,7 @@ def train_pixart(preset: Preset, out_dir: Path, *, progress: bool = True) -> dic
     ``<out_dir>.resume/checkpoint.pt``, a folder only the holder of the key's lock touches; a new call continues from
     there (all randomness comes from one generator) and removes it once the teacher is published.
     """
-    out_dir = cache.get_or_build(out_dir, functools.partial(_write_pixart, preset, progress=progress), rebuild=True,
-                                 resume=True)
-    return json.loads((out_dir / META_FILE).read_text())
+    return PIXART.train(out_dir, functools.partial(_write_pixart, preset, progress=progress), resume=True)
 
 
 def _write_pixart(preset: Preset, tmp: Path, resume: Path, *, progress: bool = True) -> None:
@@ -313,7 +297,8 @@ PIXART_FIXED = ("num_layers", "in_channels", "out_channels", "patch_size", "norm
 def pretrained_pixart(cfg: PixArtConfig, config: dict | None = None) -> PixArtConfig:
     """``cfg`` with the width, caption channels and sample size of its Hub checkpoint (``transformer/config.json``,
     no weights read), after refusing one of another structure (``PIXART_FIXED``; one line naming the fields)."""
-    from graft_core.structure import StructureMismatch, hub_file
+    from graft_core.errors import StructureMismatch
+    from graft_core.structure import hub_file
 
     if not cfg.pretrained:
         return cfg
@@ -455,10 +440,11 @@ def paper_decoder(device: torch.device | str = "cpu"):
     """SD-XL VAE of PixArt-Σ on ``device``: latents → [-1, 1] RGB images."""
     from diffusers import AutoencoderKL
 
+    from graft_core.decoder import vae_decoder
+
     vae = _hub(f"the PixArt-Σ VAE ({PAPER_PIPELINE})",
                lambda: AutoencoderKL.from_pretrained(PAPER_PIPELINE, subfolder="vae", cache_dir=hub_cache())).eval()
-    vae = vae.to(device)
-    return lambda z: vae.decode(z.to(device, vae.dtype) / vae.config.scaling_factor).sample.float().clamp(-1, 1)
+    return vae_decoder(vae.to(device))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -496,8 +482,14 @@ def shard_path(out_dir: Path, shard: int) -> Path:
     return Path(out_dir) / f"shard_{shard:05d}.pt"
 
 
-def num_shards(num_pairs: int, shard_size: int) -> int:
-    return -(-int(num_pairs) // int(shard_size))
+def synthetic_array(folders: Path | list[Path], num_pairs: int, shard_size: int) -> ShardArray:
+    """The shard array of a synthetic set: a shard is done when its file is in (one of) ``folders``."""
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+
+    def marker(s: int) -> Path:
+        return next((shard_path(f, s) for f in folders if shard_path(f, s).exists()), shard_path(folders[0], s))
+
+    return ShardArray(int(num_pairs), int(shard_size), marker)
 
 
 def synthetic_shards(teacher: TextConditioned, out_dir: Path, *, num_pairs: int, shard_size: int, rank: int = 0,
@@ -519,42 +511,31 @@ def synthetic_shards(teacher: TextConditioned, out_dir: Path, *, num_pairs: int,
     from graft_core.paths import atomic_torch_save
     from graft_core.sampler import sample
 
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
-    if num_pairs < 1 or shard_size < 1:
-        raise ValueError(f"num_pairs and shard_size must be positive (got {num_pairs}, {shard_size})")
     out_dir = Path(out_dir)
+    array = synthetic_array(out_dir, num_pairs, shard_size)
+    mine = array.mine(rank, world_size)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
                                                                          else "cpu")
     null_id = teacher.prompts.null_id
     diffusion = diffusion_of(teacher)
-    meta = {"num_pairs": int(num_pairs), "shard_size": int(shard_size), "num_shards": num_shards(num_pairs, shard_size),
+    meta = {"num_pairs": int(num_pairs), "shard_size": int(shard_size), "num_shards": array.num_shards,
             "seed": int(seed), "scheduler": scheduler, "steps": int(steps), "guidance_scale": float(guidance_scale),
             "batch_size": int(batch_size), "bf16": bool(bf16), "clamp": bool(clamp), "null_id": int(null_id),
             "prompts": getattr(teacher.prompts, "key", None) or stable_hash(teacher.prompts.prompts),
             "teacher": to_jsonable(diffusion), "weights": module_fingerprint(teacher)}
-    meta_file = out_dir / SHARD_META
-    if meta_file.exists():
-        old = json.loads(meta_file.read_text())
-        if old != meta:
-            changed = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
-            raise ValueError(f"{out_dir} holds synthetic pairs of other settings ({', '.join(changed)} differ); use "
-                             f"another folder")
-    else:
-        atomic_write_json(meta_file, meta)
+    check_settings(out_dir / SHARD_META, meta, what="synthetic pairs")
     per_shard = -(-int(shard_size) // int(batch_size))
     home = next(teacher.parameters()).device
-    mine = list(range(rank, meta["num_shards"], world_size))
-    todo = [s for s in mine if not shard_path(out_dir, s).exists()]
+    todo, _ = array.todo(rank, world_size)
     if todo:
         teacher.to(device)
     try:
         for s in todo:
-            lo, hi = s * shard_size, min(num_pairs, (s + 1) * shard_size)
+            lo, hi = array.bounds(s)
             ids = torch.arange(lo, hi) % null_id
             x0 = sample(teacher, ids, teacher=diffusion, scheduler=scheduler, steps=steps,
-                        guidance_scale=guidance_scale, seed=seed + s * per_shard, batch_size=batch_size, bf16=bf16,
-                        device=device, progress=progress)
+                        guidance_scale=guidance_scale, seed=consecutive_seed(seed, s, per_shard),
+                        batch_size=batch_size, bf16=bf16, device=device, progress=progress)
             atomic_torch_save({"x0": x0.clamp(-1, 1) if clamp else x0, "ids": ids, "shard": s, "lo": lo, "hi": hi},
                               shard_path(out_dir, s))
     finally:
@@ -578,15 +559,17 @@ def load_synthetic(folders: Path | str | list, num_pairs: int) -> tuple[torch.Te
     meta = metas[0]
     if num_pairs > meta["num_pairs"]:
         raise ValueError(f"{num_pairs} pairs asked for, the set in {folders[0]} has {meta['num_pairs']}")
+    array = synthetic_array(folders, meta["num_pairs"], meta["shard_size"])
+    needed = range(num_shards(num_pairs, meta["shard_size"]))
+    missing = array.missing(needed)
+    if missing:
+        lo, hi = array.bounds(missing[0])
+        raise FileNotFoundError(f"synthetic pair shard {missing[0]} (pairs {lo}..{hi - 1}) is missing from "
+                                f"{', '.join(str(f) for f in folders)}: its task (rank s mod world_size) did not "
+                                f"finish; rerun it")
     x0, ids = [], []
-    for s in range(num_shards(num_pairs, meta["shard_size"])):
-        path = next((shard_path(f, s) for f in folders if shard_path(f, s).exists()), None)
-        if path is None:
-            lo, hi = s * meta["shard_size"], min(meta["num_pairs"], (s + 1) * meta["shard_size"])
-            raise FileNotFoundError(f"synthetic pair shard {s} (pairs {lo}..{hi - 1}) is missing from "
-                                    f"{', '.join(str(f) for f in folders)}: its task (rank s mod world_size) did not "
-                                    f"finish; rerun it")
-        shard = torch.load(path, map_location="cpu", weights_only=True)
+    for s in needed:
+        shard = torch.load(array.marker(s), map_location="cpu", weights_only=True)
         x0.append(shard["x0"])
         ids.append(shard["ids"])
     return torch.cat(x0)[:num_pairs], torch.cat(ids)[:num_pairs]
@@ -693,24 +676,8 @@ def measure_speedup(teacher: nn.Module, student: nn.Module, *, batch: int = 2, r
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train (or find) the preset's text-to-image PixArt teacher.")
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--out", type=Path, help="parent folder to write <key>/ into (default: the user cache)")
-    parser.add_argument("--retrain", action="store_true", help="train even if a cached/shipped teacher exists")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (1 is fastest on a busy 2-core machine)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    preset = get_preset(args.preset)
-    cfg = pixart_config(preset)
-    if cfg.pretrained:
-        raise SystemExit(f"preset {args.preset!r} uses the pretrained {cfg.pretrained}; nothing to train")
-    key = pixart_key(cfg, preset.data)
-    if not args.retrain and any((d / WEIGHTS_FILE).exists() for d in pixart_dirs(key)):
-        print(f"PixArt teacher {key} already exists: {[str(d) for d in pixart_dirs(key) if d.exists()]}")
-        return
-    out = args.out / key if args.out else pixart_dirs(key)[1]
-    print(json.dumps(train_pixart(preset, out), indent=2))
+    PIXART.main(argv, description="Train (or find) the preset's text-to-image PixArt teacher.",
+                config_of=pixart_config, train=train_pixart)
 
 
 if __name__ == "__main__":

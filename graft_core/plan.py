@@ -2,7 +2,7 @@
 
 A plan is kept apart from operator code and from weights (as the official configs do): ``GraftPlan`` says *what* is
 swapped, ``graft_core.surgery`` does the swap, stage-1 results fill the new modules. Layer indices are **0-based**
-(the code's ``transformer_blocks[i]``); the paper numbers layers from 1 (paper.md §5, §12.8).
+(the code's ``transformer_blocks[i]``); the paper numbers layers from 1 (docs/paper-reference.md §4).
 
     plan = make_plan("attn", "hyena_x", "interleaved50", num_layers=28)
     plan.layers        # (1, 3, 5, ..., 27)

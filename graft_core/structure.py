@@ -13,11 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from graft_core.errors import StructureMismatch
 from graft_core.presets import TeacherConfig
-
-
-class StructureMismatch(ValueError):
-    """A checkpoint whose structure differs from the preset's (one line: which fields, both values)."""
 
 
 def checkpoint_structure(config: Mapping[str, Any]) -> dict[str, Any]:

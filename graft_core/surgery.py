@@ -2,7 +2,7 @@
 
 Works on diffusers ``DiTTransformer2DModel`` and ``PixArtTransformer2DModel`` (built from config or
 ``from_pretrained``): a swap is a plain attribute assignment on the block, so norms, adaLN modulation, gates, residuals
-and the cross-attention ``attn2`` stay as they are (shared/reference/environment.md §2). The applied plans are kept on
+and the cross-attention ``attn2`` stay as they are. The applied plans are kept on
 the model as ``model.graft_plans``.
 
 A grafted model's ``model.config`` still describes the *original* architecture, so ``save_pretrained`` →

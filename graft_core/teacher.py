@@ -8,7 +8,6 @@ in ``graft_core/assets/teachers/<hash>/`` (made by
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import time
@@ -18,19 +17,15 @@ import torch
 from diffusers import DiTTransformer2DModel
 from tqdm.auto import tqdm
 
-from graft_core import cache
-from graft_core.cache import sha256_file  # also imported from here by the metrics and PixArt
+from graft_core.cache import sha256_file
 from graft_core.config import to_jsonable
 from graft_core.diffusion import (diffusion_loss, disable_builtin_label_dropout, drop_labels, make_train_scheduler)
 from graft_core.ema import EMA
+from graft_core.errors import MissingWeightsError
 from graft_core.paths import atomic_write_json
-from graft_core.presets import Preset, TeacherConfig, get_preset
+from graft_core.presets import Preset, TeacherConfig
 from graft_core.structure import check_structure, pretrained_width
-from graft_core.teacher_id import WEIGHTS_FILE, teacher_dirs, teacher_key  # also imported from here
-
-
-class MissingWeightsError(FileNotFoundError):
-    """Raised when pretrained weights are not on disk (these machines cannot download them)."""
+from graft_core.teacher_id import TEACHER, WEIGHTS_FILE, teacher_dirs, teacher_key  # also imported from here
 
 
 def build_dit(cfg: TeacherConfig) -> DiTTransformer2DModel:
@@ -116,26 +111,14 @@ def load_teacher(preset: Preset, *, train_if_missing: bool = True, progress: boo
     cfg = preset.teacher
     if cfg.pretrained:
         return load_pretrained(cfg)
-    key = teacher_key(cfg, preset.data)
-    folder = cache.find(teacher_dirs(key), WEIGHTS_FILE)
-    if folder is not None:
-        return load_teacher_dir(folder)
-    if not train_if_missing:
-        raise MissingWeightsError(f"no trained teacher {key}; run `python -m graft_core.teacher --preset {preset.name}`")
-    folder = cache.get_or_build(teacher_dirs(key)[1], functools.partial(_write_teacher, preset, progress=progress),
-                                marker=WEIGHTS_FILE)
-    return load_teacher_dir(folder)
+    return load_teacher_dir(TEACHER.folder(teacher_key(cfg, preset.data),
+                                           functools.partial(_write_teacher, preset, progress=progress),
+                                           preset=preset.name, train_if_missing=train_if_missing))
 
 
 def load_teacher_dir(folder: Path) -> DiTTransformer2DModel:
     """Load a teacher folder in eval mode after checking its manifest (cache entries) and its recorded sha256."""
-    folder = Path(folder)
-    cache.verify(folder)
-    meta = json.loads((folder / "teacher.json").read_text())
-    digest = sha256_file(folder / WEIGHTS_FILE)
-    if digest != meta["sha256"]:
-        raise ValueError(f"teacher weights in {folder} are corrupt (sha256 {digest[:12]} != {meta['sha256'][:12]}); "
-                         f"delete the folder to retrain")
+    TEACHER.verified_meta(folder)
     model = DiTTransformer2DModel.from_pretrained(folder)
     disable_builtin_label_dropout(model)
     return model.eval()
@@ -152,8 +135,7 @@ def train_teacher(preset: Preset, out_dir: Path, *, progress: bool = True) -> di
 
     Deterministic given ``cfg.seed`` on a fixed machine and thread count.
     """
-    out_dir = cache.get_or_build(out_dir, functools.partial(_write_teacher, preset, progress=progress), rebuild=True)
-    return json.loads((out_dir / "teacher.json").read_text())
+    return TEACHER.train(out_dir, functools.partial(_write_teacher, preset, progress=progress))
 
 
 def _write_teacher(preset: Preset, tmp: Path, *, progress: bool = True) -> None:
@@ -202,28 +184,12 @@ def _write_teacher(preset: Preset, tmp: Path, *, progress: bool = True) -> None:
         "sha256": sha256_file(tmp / WEIGHTS_FILE),
         "made_by": f"python -m graft_core.teacher --preset {preset.name}",
     }
-    atomic_write_json(tmp / "teacher.json", meta)
+    atomic_write_json(tmp / TEACHER.meta_file, meta)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train (or load) the preset's teacher and print where it lives.")
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--out", type=Path, help="folder to write to (default: the user cache)")
-    parser.add_argument("--retrain", action="store_true", help="train even if a cached/shipped teacher exists")
-    args = parser.parse_args(argv)
-    try:
-        preset = get_preset(args.preset)
-    except ValueError as err:
-        parser.exit(2, f"error: {err}\n")
-    if preset.teacher.pretrained:
-        raise SystemExit(f"preset {args.preset!r} uses a pretrained teacher ({preset.teacher.pretrained}); nothing to train")
-    key = teacher_key(preset.teacher, preset.data)
-    out = args.out or teacher_dirs(key)[1]
-    if not args.retrain and any((d / WEIGHTS_FILE).exists() for d in teacher_dirs(key)):
-        print(f"teacher {key} already exists: {[str(d) for d in teacher_dirs(key) if d.exists()]}")
-        return
-    meta = train_teacher(preset, out / key if args.out else out)
-    print(json.dumps(meta, indent=2))
+    TEACHER.main(argv, description="Train (or find) the preset's teacher and print where it lives.",
+                 config_of=lambda p: p.teacher, train=train_teacher)
 
 
 if __name__ == "__main__":

@@ -1,21 +1,12 @@
 """A teacher's identity and where its weights live, without torch: the driver computes both while planning (is the
-teacher already shipped or cached?) and ``graft_core.teacher`` caches the teacher under them."""
+teacher already shipped or cached?) and ``graft_core.teacher`` caches the teacher under them
+(``graft_core.artefacts``, the mechanism every trained artefact shares)."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from graft_core.config import stable_hash
-from graft_core.paths import ASSETS_DIR, cache_root
-from graft_core.presets import DataConfig, TeacherConfig
+from graft_core.artefacts import TrainedArtefact
 
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
-
-
-def teacher_key(cfg: TeacherConfig, data: DataConfig | None) -> str:
-    """Identity of a teacher: its config and, when trained here, the data it was trained on."""
-    return stable_hash({"teacher": cfg} if cfg.pretrained else {"teacher": cfg, "data": data})
-
-
-def teacher_dirs(key: str) -> list[Path]:
-    """Where a teacher may be found: shipped assets first, then the user cache."""
-    return [ASSETS_DIR / "teachers" / key, cache_root() / "teachers" / key]
+TEACHER = TrainedArtefact(kind="teachers", name="teacher", weights_file=WEIGHTS_FILE, meta_file="teacher.json",
+                          what="teacher", command="graft_core.teacher")
+teacher_key = TEACHER.key  # (TeacherConfig, DataConfig | None) → key: the config, and the data when trained here
+teacher_dirs = TEACHER.dirs  # key → [shipped assets folder, user cache folder]

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from graft_core.errors import MissingWeightsError
+
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 TEMPLATES = (
     "a handwritten {word}",
@@ -341,13 +343,12 @@ class CachedPrompts(nn.Module):
 
 def read_prompts(path: str | Path | None = None) -> list[str]:
     """The prompts the paper teacher generates its synthetic pairs from (``$GRAFTBENCH_PIXART_PROMPTS``)."""
-    from graft_core.teacher import MissingWeightsError
 
     path = Path(path or os.environ.get(PROMPTS_ENV, "") or "/nonexistent-prompts")
     if not path.exists():
         raise MissingWeightsError(f"no prompt file for the PixArt-Σ synthetic pairs: set {PROMPTS_ENV} to a text file "
                                   f"with one prompt per line (the paper drew them from an unnamed public 30k-prompt "
-                                  f"set, paper.md §8)")
+                                  f"set, docs/paper-reference.md §2)")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -377,7 +378,6 @@ GENEVAL_DETECTOR_FILE = "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth"
 def geneval_paths(root: str | Path | None = None, detector: str | Path | None = None) -> tuple[Path, Path]:
     """``(geneval checkout, detector folder)`` from the arguments or ``$GRAFTBENCH_GENEVAL`` /
     ``$GRAFTBENCH_GENEVAL_DETECTOR``; ``MissingWeightsError`` with set-up instructions when anything is absent."""
-    from graft_core.teacher import MissingWeightsError
 
     root = Path(root or os.environ.get(GENEVAL_ENV, "") or "/nonexistent-geneval")
     detector = Path(detector or os.environ.get(GENEVAL_DETECTOR_ENV, "") or root / "models")

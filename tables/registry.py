@@ -39,7 +39,7 @@ def canonical_target(target: str) -> str:
 
 CONTROLS = ("random_init", "self_graft")
 # Not grafted rows: no ✗ rule, no highlight, not on the Pareto plot. "teacher_stage2" is the driver's "teacher + the
-# same stage 2" control row (tiny-testbed.md lesson 1; not in the paper).
+# same stage 2" control row (not in the paper: it separates what stage 2 alone does).
 NOT_GRAFTED = CONTROLS + ("teacher_stage2",)
 CONTROL_LABELS = {  # LaTeX, as the paper prints them (Table 4)
     ("attn", "random_init"): "Random init",

@@ -15,7 +15,7 @@ from PIL import Image
 
 from graft_core import adm_eval
 from graft_core.metrics.extractors import EXTRACTORS, ExtractorSpec, register_extractor
-from graft_core.teacher import MissingWeightsError
+from graft_core.errors import MissingWeightsError
 
 FAKE = "fake-inception"
 

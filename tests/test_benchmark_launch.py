@@ -268,9 +268,8 @@ def test_distributed_environment_from_the_job(monkeypatch):
     assert os.environ["MASTER_PORT"] == str(20000 + 1234)
 
 
-def test_stale_lock_is_broken_and_a_live_one_waited_for(tmp_path):
+def test_stale_lock_is_broken_and_a_live_one_waited_for(tmp_path, lock_waits):
     import threading
-    import time
 
     store = Store(tmp_path, "tiny")
     run = store.run("eval", "abc")
@@ -284,7 +283,7 @@ def test_stale_lock_is_broken_and_a_live_one_waited_for(tmp_path):
     with run_lock(run, env):
         t = threading.Thread(target=lambda: (run_lock(run, env, poll=0.05).__enter__(), order.append("second")))
         t.start()
-        time.sleep(0.3)
+        assert lock_waits.wait(10), "the second taker never waited for the held lock"
         order.append("first released")
     t.join(5)
     assert order == ["first released", "second"]

@@ -43,7 +43,7 @@ def test_decode_hook_is_applied_to_model_outputs(micro_teacher, micro_preset):
 
 
 def test_latent_presets_need_decode_and_prepared_data(micro_teacher, micro_preset, tmp_path, monkeypatch):
-    from graft_core.imagenet import NotPrepared
+    from graft_core.errors import NotPrepared
 
     latent = micro_preset.replace(data=dataclasses.replace(micro_preset.data, name="imagenet"))
     with pytest.raises(ValueError, match="decode="):

@@ -149,7 +149,8 @@ def test_learned_sigma_loss_adds_vb_term():
 
 
 def test_paper_teacher_missing_weights_is_a_clear_error():
-    from graft_core.teacher import MissingWeightsError, load_teacher
+    from graft_core.errors import MissingWeightsError
+    from graft_core.teacher import load_teacher
 
     with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
         load_teacher(get_preset("paper"))

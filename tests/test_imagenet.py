@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from graft_core import imagenet as inet
+from graft_core.errors import SettingsMismatch
 
 RES = 32  # pixels; the micro VAE below downsamples 8× like the SD-VAE → 4×4 latents
 
@@ -31,19 +32,11 @@ def make_fake_imagenet(root: Path) -> Path:
     return root
 
 
-def micro_vae():
-    """A random-init AutoencoderKL with the SD-VAE's structure (4 blocks → 8× downsampling, 4 latent channels)."""
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    return AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
-                         up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4,
-                         latent_channels=4, sample_size=RES).eval()
-
-
 @pytest.fixture(scope="module")
 def vae():
-    return micro_vae()
+    from benchmark.fakes import sd_vae
+
+    return sd_vae(8, layers_per_block=1, norm_num_groups=4, sample_size=RES)
 
 
 @pytest.fixture
@@ -126,7 +119,7 @@ def test_resume_recomputes_only_the_unfinished_shard(fake_imagenet, tmp_path, va
 
 def test_other_settings_in_the_same_folder_are_refused(fake_imagenet, tmp_path, vae):
     encode(fake_imagenet, tmp_path / "out", vae)
-    with pytest.raises(inet.SettingsMismatch, match="seed"):
+    with pytest.raises(SettingsMismatch, match="seed"):
         encode(fake_imagenet, tmp_path / "out", vae, seed=1)
 
 
@@ -206,7 +199,7 @@ def test_real_sd_vae_config_builds():
 
 
 def test_missing_vae_weights_is_a_one_line_error(tmp_path, monkeypatch):
-    from graft_core.teacher import MissingWeightsError
+    from graft_core.errors import MissingWeightsError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(MissingWeightsError, match="huggingface-cli download stabilityai/sd-vae-ft-ema") as err:

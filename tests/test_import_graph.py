@@ -192,6 +192,18 @@ def test_graft_core_reads_no_slurm_variables():
     assert not hits, "graft_core reads Slurm variables (make them parameters the driver passes): " + ", ".join(hits)
 
 
+def test_errors_module_is_a_leaf():
+    """The error classes are caught by the driver before anything heavy is imported: their module imports only the
+    standard library, and every engine module takes them from there (one definition each)."""
+    _, raw = build_graph()
+    assert {n.split(".")[0] for n in raw["graft_core.errors"]} <= {"__future__", "pathlib"}
+    import graft_core.errors as errors
+
+    names = [n for n, v in vars(errors).items() if isinstance(v, type) and issubclass(v, Exception)]
+    defined = {n: [m for m, path in project_files().items() if f"\nclass {n}(" in path.read_text()] for n in names}
+    assert all(where == ["graft_core.errors"] for where in defined.values()), defined
+
+
 def test_the_checker_sees_cycles_and_rules(tmp_path):
     """The helpers catch what they must (a checker that finds nothing proves nothing)."""
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]

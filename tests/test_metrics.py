@@ -1,7 +1,6 @@
 """Metrics: digit-classifier cache, torch-fidelity / clean-fid agreement, sanity of every metric, Inception path."""
 import dataclasses
 import math
-import time
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from graft_core.metrics.features import UInt8Images, as_nchw_uint8, clean_fid_fo
 from graft_core.metrics.frechet import frechet_distance, statistics
 from graft_core.presets import get_preset
 from graft_core.sampler import to_uint8
-from graft_core.teacher import MissingWeightsError
+from graft_core.errors import MissingWeightsError
 
 
 @pytest.fixture(scope="session")
@@ -245,10 +244,11 @@ def test_uint8_nhwc_is_required(metrics_preset, clf_dir, digits):
 
 def test_missing_inception_weights_fail_fast_with_one_line(monkeypatch, micro_preset, digits, tmp_path):
     monkeypatch.delenv(INCEPTION_WEIGHTS_ENV, raising=False)
-    start = time.time()
+    # fails before extracting anything (its speed target: benchmarks/metrics_speed.py)
+    monkeypatch.setattr("graft_core.metrics.compute.extract_features",
+                        lambda *a, **k: pytest.fail("features were extracted"))
     with pytest.raises(InceptionWeightsMissingError) as err:
         compute_metrics(digits["held"], digits["held"], extractor="inception", preset=get_preset("paper"))
-    assert time.time() - start < 5
     message = str(err.value)
     assert "\n" not in message and INCEPTION_WEIGHTS_ENV in message and "weights=" in message
     assert isinstance(err.value, MissingWeightsError) and isinstance(err.value, FileNotFoundError)
@@ -317,16 +317,12 @@ def test_compute_metrics_runs_on_the_inception_extractor(random_inception, digit
 
 
 def test_bootstrap_fid_spread_shrinks_with_samples_and_is_deterministic():
-    import time
-
     from graft_core.metrics.frechet import bootstrap_frechet, frechet_distance, statistics
 
     rng = np.random.default_rng(0)
     ref = statistics(rng.normal(size=(5000, 32)))
     fake = rng.normal(0.3, 1.2, size=(2000, 32))
-    start = time.perf_counter()
-    big = bootstrap_frechet(fake, ref["mu"], ref["sigma"], num_resamples=200, seed=1)
-    assert time.perf_counter() - start < 5.0  # ~0.5 s on one core; generous for a loaded machine
+    big = bootstrap_frechet(fake, ref["mu"], ref["sigma"], num_resamples=200, seed=1)  # speed: benchmarks/metrics_speed
     small = bootstrap_frechet(fake[:200], ref["mu"], ref["sigma"], num_resamples=200, seed=1)
     assert bootstrap_frechet(fake, ref["mu"], ref["sigma"], num_resamples=200, seed=1) == big
     assert 0 < big["fid_std"] < small["fid_std"] / 2  # ~1/sqrt(N): 10x the samples, ~3x smaller

@@ -10,7 +10,7 @@ import torch
 
 from graft_core import pixart
 from graft_core.plan import GraftPlan
-from graft_core.teacher import MissingWeightsError
+from graft_core.errors import MissingWeightsError
 from graft_core.text import (DIGIT_WORDS, EOS, PROMPTS_ENV, HashTextEncoder, PromptTable, digit_prompts,
                              geneval_paths, geneval_score, prompt_digit, read_prompts, summarize_geneval, tokenize)
 

@@ -12,8 +12,7 @@ import torch
 
 from benchmark import fakes
 from graft_core import capture, pixart
-from graft_core.structure import StructureMismatch
-from graft_core.teacher import MissingWeightsError
+from graft_core.errors import MissingWeightsError, StructureMismatch
 from graft_core.text import PROMPT_EMBEDDINGS, PROMPTS_ENV, CachedPrompts, TextConditioned, encode_prompts
 
 

@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from graft_core.config import added_field, stable_hash
+from graft_core.config import added_field, retired_field, retired_fields, stable_hash
 from graft_core.presets import SCALE_FIELDS, get_preset, scaled
 
 
@@ -39,3 +39,30 @@ def test_an_added_field_at_its_default_keeps_the_hash():
         b: str = added_field("x")
 
     assert stable_hash(Old()) == stable_hash(New()) != stable_hash(New(b="y"))
+
+
+def test_a_retired_field_stays_hashed_and_is_read_nowhere():
+    """A retired field keeps every id (it is still hashed: its value separates two configs), and no project code
+    reads it (an attribute access anywhere in the project would make it live again, unseen)."""
+    import ast
+    from pathlib import Path
+
+    from graft_core.presets import DataConfig, Preset
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        a: int = 1
+        old: float = retired_field(0.5, "a replaces it")
+
+    assert retired_fields(Cfg) == {"old": "a replaces it"} and "old" not in repr(Cfg())
+    assert stable_hash(Cfg()) != stable_hash(Cfg(old=0.25)) != stable_hash(Cfg(a=2, old=0.25))
+    assert "stage2_fraction" in retired_fields(DataConfig)
+    assert retired_fields(Preset)["data.stage2_fraction"] == retired_fields(DataConfig)["stage2_fraction"]
+    assert stable_hash(DataConfig()) != stable_hash(DataConfig(stage2_fraction=0.05))
+    names = {k.rpartition(".")[2] for k in retired_fields(Preset)}
+    root = Path(__file__).resolve().parents[1]
+    reads = [f"{path.relative_to(root)}:{node.lineno}" for pkg in ("graft_core", "benchmark", "tables", "benchmarks")
+             for path in sorted((root / pkg).rglob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Attribute) and node.attr in names]
+    assert not reads, f"retired fields {sorted(names)} are read at {reads}"

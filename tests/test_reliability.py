@@ -54,13 +54,9 @@ def test_a_truncated_classifier_record_names_its_file(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 def _tiny_vae_folder(folder: Path) -> Path:
     """A random-init 8×-downsampling AutoencoderKL saved as a ``--vae`` folder (the SD-VAE's structure, tiny)."""
-    import torch
-    from diffusers import AutoencoderKL
+    from benchmark.fakes import sd_vae
 
-    torch.manual_seed(0)
-    AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
-                  up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4,
-                  latent_channels=4, sample_size=32).save_pretrained(folder)
+    sd_vae(8, layers_per_block=1, norm_num_groups=4, sample_size=32).save_pretrained(folder)
     return folder
 
 
@@ -320,7 +316,7 @@ def test_a_requeued_slurm_job_takes_over_the_lock_it_left_itself(tmp_path, monke
     assert "taking over the lock of teacher/abc: it names this job (slurm job 4242) itself" in capsys.readouterr().out
 
 
-def test_two_waiters_breaking_one_stale_lock_never_both_take_it(tmp_path, monkeypatch):
+def test_two_waiters_breaking_one_stale_lock_never_both_take_it(tmp_path, monkeypatch, lock_waits):
     import os
     import threading
     import time
@@ -349,7 +345,7 @@ def test_two_waiters_breaking_one_stale_lock_never_both_take_it(tmp_path, monkey
 
     t = threading.Thread(target=wait_then_take, args=({"job_id": "2", "cluster": "local"},), daemon=True)
     t.start()
-    time.sleep(0.5)
+    assert lock_waits.wait(10), "the second waiter never waited"
     assert first["record"]["job_id"] == "1" and not second.is_set()  # the second waiter lost the race: it waits
     assert json.loads(run.lock.read_text()) == first["record"]  # the first's lock, put back where it was
     first["lock"].__exit__(None, None, None)
@@ -359,9 +355,10 @@ def test_two_waiters_breaking_one_stale_lock_never_both_take_it(tmp_path, monkey
 
     run.lock.write_text("")  # just created by O_EXCL, its record not written yet: being written, not stale
     second.clear()
+    lock_waits.clear()
     t = threading.Thread(target=wait_then_take, args=({"job_id": "3", "cluster": "local"},), daemon=True)
     t.start()
-    time.sleep(0.3)
+    assert lock_waits.wait(10), "the waiter took a lock whose record is still being written"
     assert not second.is_set()
     os.utime(run.lock, (time.time() - 60, time.time() - 60))  # an old unreadable lock is stale
     assert second.wait(5)

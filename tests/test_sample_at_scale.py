@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from graft_core import sample_at_scale as sas
+from graft_core.errors import SettingsMismatch
 from graft_core.presets import TeacherConfig
 from graft_core.sampler import make_labels
 from graft_core.teacher import build_dit
@@ -15,12 +16,9 @@ PLAN = dict(num_samples=10, shard_size=4, steps=4, guidance_scale=1.5, scheduler
 
 
 def micro_vae():
-    from diffusers import AutoencoderKL
+    from benchmark.fakes import sd_vae
 
-    torch.manual_seed(0)
-    return AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
-                         up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4,
-                         latent_channels=4, sample_size=RES).eval()
+    return sd_vae(8, layers_per_block=1, norm_num_groups=4, sample_size=RES)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +83,7 @@ def test_merge_needs_every_shard(models, tmp_path):
 
 def test_another_plan_in_the_same_folder_is_refused(models, tmp_path):
     run(models, tmp_path / "s", rank=0, world_size=1)
-    with pytest.raises(sas.SettingsMismatch, match="guidance_scale"):
+    with pytest.raises(SettingsMismatch, match="guidance_scale"):
         run(models, tmp_path / "s", rank=0, world_size=1, guidance_scale=4.0)
 
 

@@ -39,6 +39,13 @@ pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[1]
 SLURM_DIR = REPO / "slurm"
 REQUIRE = os.environ.get("GRAFTBENCH_REQUIRE_SLURM", "0") == "1"
+
+
+def skip_unless_required(reason: str) -> None:
+    """Skip, or fail under GRAFTBENCH_REQUIRE_SLURM=1 (tox -e slurm, .ci/run): there a missing part is a failure."""
+    if REQUIRE:
+        pytest.fail(f"GRAFTBENCH_REQUIRE_SLURM=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
 READY_STATES = {"idle", "mixed", "allocated", "completing"}
 # seconds to wait for a job to reach a point: generous, a loaded 2-core machine takes minutes to start python + torch
 WAIT = float(os.environ.get("GRAFTBENCH_SLURM_WAIT", "300"))
@@ -75,9 +82,7 @@ def slurm_cluster():
     """Skip (or fail under GRAFTBENCH_REQUIRE_SLURM=1) without a cluster; put the sacct stand-in first on PATH."""
     problem = cluster_problem()
     if problem:
-        if REQUIRE:
-            pytest.fail(f"GRAFTBENCH_REQUIRE_SLURM=1 but {problem}", pytrace=False)
-        pytest.skip(problem)
+        skip_unless_required(problem)
     old_path = os.environ["PATH"]
     # submitit polls `sacct`; without accounting the real one fails and a cancelled job's result() hangs.
     # Prepending slurm/ makes the stand-in win even when `local-cluster.sh up` could not install it.
@@ -299,7 +304,7 @@ def test_afterok_dependency(tmp_path):
 
 def test_ddp_two_tasks_matches_single_process(tmp_path, node_cpus, reference_weights):
     if node_cpus < 2:
-        pytest.skip(f"the node has {node_cpus} CPU(s); a 2-task job needs 2")
+        skip_unless_required(f"the node has {node_cpus} CPU(s); a 2-task job needs 2")
     ex = make_executor(tmp_path, tasks_per_node=2, cpus_per_task=1, mem_gb=2)
     job = ex.submit(MiniFinetune(str(tmp_path / "run")))
     results = job.results()
@@ -399,9 +404,9 @@ def driver_launch(tmp_path_factory, node_cpus):
     """Launch, preempt stage 2 once it runs, wait for every job; returns what the tests below check."""
     missing = _driver_missing()
     if missing:
-        pytest.skip(missing)
+        skip_unless_required(missing)
     if node_cpus < 2:
-        pytest.skip(f"the node has {node_cpus} CPU(s); the 2-task stage-2 job needs 2")
+        skip_unless_required(f"the node has {node_cpus} CPU(s); the 2-task stage-2 job needs 2")
     assert not our_jobs(), f"driver jobs from an earlier run are still queued: {our_jobs()}"
     results = tmp_path_factory.mktemp("driver-results")
     runs = results / "micro" / "runs"
@@ -518,7 +523,7 @@ def run_smoke(results: Path, env: dict[str, str], timeout: float = 300) -> subpr
 @pytest.fixture(scope="module")
 def smoke_launch(tmp_path_factory, node_cpus):
     if node_cpus < 2:
-        pytest.skip(f"the node has {node_cpus} CPU(s); the 2-task stage-2 job needs 2")
+        skip_unless_required(f"the node has {node_cpus} CPU(s); the 2-task stage-2 job needs 2")
     wait_for(lambda: not our_jobs(), DRIVER_TIMEOUT, "earlier driver jobs to end", interval=1.0)
     root = tmp_path_factory.mktemp("paper-smoke")
     t0 = time.monotonic()

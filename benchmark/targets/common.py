@@ -4,7 +4,7 @@ The grid's operators and their labels are ``graft_core.operators.catalogue_rows`
 operator is registered (plugins included), never listed here.
 
 Everything is derived from ``graft_core.presets.get_preset(name)`` with ``dataclasses.replace``; a row never mutates
-a preset. Paper references are to ``shared/reference/paper.md``.
+a preset. Paper facts: ``docs/paper-reference.md``.
 """
 from __future__ import annotations
 
@@ -100,7 +100,8 @@ def hybrid_row(p: Preset, site: str, stem: str, operator: str, options: dict, la
 
 
 def control_row(p: Preset) -> Row:
-    """Teacher + the same stage 2 as the grafted rows (tiny-testbed.md lesson 1): separates the effect of stage 2."""
+    """Teacher + the same stage 2 as the grafted rows: separates the effect of stage 2 (a short stage 2 can improve
+    a small teacher on its own)."""
     return Row(id="control-teacher-stage2", label="Teacher + same stage 2 (control)", group="Control",
                kind="finetune_teacher", preset=p, name="teacher_stage2")
 

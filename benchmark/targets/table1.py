@@ -3,8 +3,9 @@
 Panels i/ii: rows ``attn-activation_stats`` / ``mlp-activation_stats`` (kind ``activation_stats``): per layer, the
 variance, std, max |x|, 99.9th-percentile |x|, 6σ-outlier fraction and excess kurtosis of the teacher's MHA / MLP
 outputs over its stage-1 capture (``extra.activation_stats``); the paper does not say which statistic it plots
-(paper.md §6, UNKNOWN), so these are our choice. They read the stage-1 captures that the stage-1 runs (of this
-table and table3) read anyway: one all-pairs capture on tiny/micro, 28 per-(layer, site) captures per site on paper.
+(UNKNOWN, docs/paper-reference.md §5), so these are our choice. They read the stage-1 captures that the stage-1 runs (of
+this table and table3) read anyway: one all-pairs capture on tiny/micro, 28 per-(layer, site) captures per site on
+paper.
 
 Self-grafting (fresh MHA, or fresh r=4 MLP) trained with L2 / L1 / Huber (δ=1) at the five study layers (paper
 l = 1, 8, 17, 27, 28 → 0-based 0, 7, 16, 26, 27; the tiny teacher's 8 layers use 0, 2, 4, 6, 7), all five replaced

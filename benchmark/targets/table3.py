@@ -3,8 +3,8 @@
 24 grafted configs: MHA × {Hyena-SE, Hyena-X, Hyena-Y, SWA, Mamba-2} × {50 % interleaved, 75 % interleaved, 100 %}
 and MLP × {r=3, r=6, Hyena-X r=2} × {50, 75, 100 %}; plus the five controls printed in Table 4 (baseline, MHA/MLP
 random init, MHA/MLP self-grafting) = the paper's 29 rows, and one extra control row, "teacher + the same stage 2"
-(tiny-testbed.md lesson 1), which separates what stage 2 alone does to the teacher. A plugin operator's catalogue
-rows (``--plugin``) join the grid of their site after the paper's.
+(a short stage 2 can improve a small teacher on its own), which separates what stage 2 alone does to the teacher. A
+plugin operator's catalogue rows (``--plugin``) join the grid of their site after the paper's.
 
 Stage-1 runs are per (layer, operator, objective, lr, epochs), so the 50 % and 75 % rows reuse the layers of the 100 %
 row; the self-grafting rows are the Table-2 runs.

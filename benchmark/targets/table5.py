@@ -6,9 +6,9 @@ grafted row expands into: synthetic pairs drawn by the teacher (a sampling array
 capture of the grafted layers' self-attention on the first ``stage1_pairs`` of them (the rest held out), stage 1 per
 layer (L1, the MHA objective of Table 1), LoRA stage 2 on all synthetic pairs, the evaluation (tiny: prompt accuracy
 by the digit classifier + FID; paper: GenEval) and a latency run. On tiny and micro two diagnostic rows
-(tiny-testbed.md lesson 1): the grafted model before stage 2, and the teacher through the identical LoRA stage 2 on the
-same pairs. The tiny preset grafts a text-conditioned tiny PixArt with the same layer rule scaled to its depth
-(``graft_core.plan.pixart_layers``: (2, 4, 6, 7) of 8).
+(a short stage 2 can improve a small teacher on its own): the grafted model before stage 2, and the teacher through the
+identical LoRA stage 2 on the same pairs. The tiny preset grafts a text-conditioned tiny PixArt with the same layer rule
+scaled to its depth (``graft_core.plan.pixart_layers``: (2, 4, 6, 7) of 8).
 """
 from __future__ import annotations
 

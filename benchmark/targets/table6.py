@@ -4,9 +4,9 @@ Rows: the teacher (depth 28; speed-up 1 by definition) and the parallel-pair mod
 with L1, stage 2 on 25 % of the data with linear warm-up and the lr halved twice — at 75k and 150k iterations (paper;
 the total is UNKNOWN, we run 200k) or, on the small presets, at 1/2 and 3/4 of the run (tiny: 600 steps = 2× the
 tiny Table-4 budget, halvings at 300 and 450) — then the evaluation and a latency run (forward pass, batch 2, as the
-paper). On tiny and micro two diagnostic rows (tiny-testbed.md lesson 1): the parallel model before stage 2, and the
-sequential teacher through the identical stage 2 (what the extra training alone gives). The TinyFusion baselines
-are copied from the paper (``tables/``), not run.
+paper). On tiny and micro two diagnostic rows (a short stage 2 can improve a small teacher on its own): the parallel
+model before stage 2, and the sequential teacher through the identical stage 2 (what the extra training alone gives).
+The TinyFusion baselines are copied from the paper (``tables/``), not run.
 """
 from __future__ import annotations
 

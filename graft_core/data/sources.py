@@ -21,11 +21,11 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
+from graft_core.decoder import Decoder, decode_batches, vae_decoder
 from graft_core.presets import Preset
 from graft_core.sampler import to_uint8
 
 IMAGENET_ROOT_ENV = "GRAFTBENCH_IMAGENET"
-Decoder = Callable[[torch.Tensor], torch.Tensor]  # model-space samples → [-1, 1] pixels [B, 3, H, W]
 
 
 @dataclass(frozen=True)
@@ -145,21 +145,12 @@ class ImageNetLatentSource:
                                                                                                   np.ndarray]:
         """The prepared latents of the split's subset, decoded with the SD-VAE (the floor control's "real" set)."""
         sub = self.subset(preset, "heldout" if split == "heldout" else "stage1")
-        decode = self.decoder(preset, device)
-        with torch.inference_mode():
-            pixels = torch.cat([decode(chunk).float().cpu() for chunk in sub.x0.split(32)])
-        return to_uint8(pixels), sub.labels.numpy()
+        return to_uint8(decode_batches(self.decoder(preset, device), sub.x0)), sub.labels.numpy()
 
     def decoder(self, preset: Preset, device: torch.device | str = "cpu") -> Decoder | None:
         from graft_core.imagenet import LATENT_SCALE, load_vae
 
-        vae = load_vae(device=device)
-
-        def decode(z: torch.Tensor) -> torch.Tensor:
-            dtype = next(vae.parameters()).dtype
-            return vae.decode(z.to(device=device, dtype=dtype) / LATENT_SCALE).sample
-
-        return decode
+        return vae_decoder(load_vae(device=device), scale=LATENT_SCALE)
 
 
 register_source("digits", DigitsSource())

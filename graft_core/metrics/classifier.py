@@ -3,7 +3,7 @@
 It plays Inception-v3's part for the 16×16 digits: its pooled penultimate features feed FID / KID / precision-recall,
 its logits feed IS and class accuracy, and an intermediate conv map feeds sFID (see ``SPATIAL_CHANNELS``).
 
-Like the teacher (``graft_core/teacher.py``) a trained classifier is keyed by the hash of (``ClassifierConfig``,
+Like the teacher, a trained classifier (``graft_core.artefacts``) is keyed by the hash of (``ClassifierConfig``,
 ``DataConfig``) and looked up in ``graft_core/assets/classifiers/<key>/`` (shipped) then in
 ``cache_root()/classifiers/<key>/``; the folder holds ``classifier.safetensors`` and ``classifier.json`` (configs,
 sha256 of the weights, held-out accuracy). Training goes through the artefact cache (``graft_core.cache``): concurrent
@@ -13,7 +13,6 @@ jobs train a key once, the others wait and load it. Train and ship the tiny one 
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import time
@@ -23,11 +22,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from graft_core import cache
-from graft_core.config import stable_hash, to_jsonable
-from graft_core.paths import ASSETS_DIR, atomic_write_json, cache_root
-from graft_core.presets import ClassifierConfig, DataConfig, Preset, get_preset
-from graft_core.teacher import MissingWeightsError, sha256_file
+from graft_core.artefacts import TrainedArtefact
+from graft_core.cache import sha256_file
+from graft_core.config import to_jsonable
+from graft_core.paths import atomic_write_json
+from graft_core.presets import ClassifierConfig, Preset
 
 WEIGHTS_FILE = "classifier.safetensors"
 META_FILE = "classifier.json"
@@ -90,32 +89,22 @@ class DigitClassifier(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def classifier_key(cfg: ClassifierConfig, data: DataConfig) -> str:
-    """Identity of a trained classifier: its config and the data (resolution, split) it was trained on."""
-    return stable_hash({"classifier": cfg, "data": data})
-
-
-def classifier_dirs(key: str) -> list[Path]:
-    """Where a classifier may be found: shipped assets first, then the user cache."""
-    return [ASSETS_DIR / "classifiers" / key, cache_root() / "classifiers" / key]
+CLASSIFIER = TrainedArtefact(kind="classifiers", name="classifier", weights_file=WEIGHTS_FILE, meta_file=META_FILE,
+                             what="digit classifier", command="graft_core.metrics.classifier")
+classifier_key = CLASSIFIER.key  # (ClassifierConfig, DataConfig) → key: the config and the data it was trained on
+classifier_dirs = CLASSIFIER.dirs  # key → [shipped assets folder, user cache folder]
+read_meta = CLASSIFIER.read_meta  # classifier.json; a garbled one is a ValueError naming the fix
 
 
 def find_classifier(preset: Preset) -> Path | None:
-    key = classifier_key(preset.classifier, preset.data)
-    return cache.find(classifier_dirs(key), WEIGHTS_FILE)
+    return CLASSIFIER.find(classifier_key(preset.classifier, preset.data))
 
 
 def classifier_dir(preset: Preset, *, train_if_missing: bool = True, progress: bool = False) -> Path:
     """Folder of the preset's trained classifier, training it into the user cache if it exists nowhere."""
-    folder = find_classifier(preset)
-    if folder is not None:
-        return folder
-    key = classifier_key(preset.classifier, preset.data)
-    if not train_if_missing:
-        raise MissingWeightsError(f"no trained digit classifier {key}; run "
-                                  f"`python -m graft_core.metrics.classifier --preset {preset.name}`")
-    return cache.get_or_build(classifier_dirs(key)[1], functools.partial(_write_classifier, preset, progress=progress),
-                              marker=WEIGHTS_FILE)
+    return CLASSIFIER.folder(classifier_key(preset.classifier, preset.data),
+                             functools.partial(_write_classifier, preset, progress=progress), preset=preset.name,
+                             train_if_missing=train_if_missing)
 
 
 def load_classifier_dir(folder: Path) -> DigitClassifier:
@@ -123,26 +112,11 @@ def load_classifier_dir(folder: Path) -> DigitClassifier:
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    cache.verify(folder)
-    meta = read_meta(folder)
-    digest = sha256_file(folder / WEIGHTS_FILE)
-    if digest != meta["sha256"]:
-        raise ValueError(f"classifier weights in {folder} are corrupt (sha256 {digest[:12]} != {meta['sha256'][:12]});"
-                         f" delete the folder to retrain")
+    meta = CLASSIFIER.verified_meta(folder)
     cfg = ClassifierConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["classifier_config"].items()})
     model = DigitClassifier(cfg, meta["resolution"], meta["num_classes"])
     model.load_state_dict(load_file(folder / WEIGHTS_FILE), strict=True)
     return model.eval().requires_grad_(False)
-
-
-def read_meta(folder: Path) -> dict:
-    """``classifier.json``; a truncated or garbled one is a ``ValueError`` naming the file and the fix."""
-    path = Path(folder) / META_FILE
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err.__class__.__name__}); delete {Path(folder)} to retrain "
-                         f"the classifier") from None
 
 
 def load_classifier(preset: Preset, *, train_if_missing: bool = True) -> DigitClassifier:
@@ -175,9 +149,7 @@ def train_classifier(preset: Preset, out_dir: Path, *, progress: bool = False) -
 
     Deterministic given ``cfg.seed`` on a fixed machine and thread count (the global RNG is left untouched).
     """
-    out_dir = cache.get_or_build(out_dir, functools.partial(_write_classifier, preset, progress=progress),
-                                 rebuild=True)
-    return read_meta(out_dir)
+    return CLASSIFIER.train(out_dir, functools.partial(_write_classifier, preset, progress=progress))
 
 
 def _write_classifier(preset: Preset, out: Path, *, progress: bool = False) -> None:
@@ -237,23 +209,10 @@ def _write_classifier(preset: Preset, out: Path, *, progress: bool = False) -> N
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train (or find) the preset's digit classifier for the metrics.")
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--out", type=Path, help="parent folder to write <key>/ into (default: the user cache)")
-    parser.add_argument("--retrain", action="store_true", help="train even if a shipped/cached classifier exists")
-    args = parser.parse_args(argv)
-    preset = get_preset(args.preset)
-    if preset.data.name != "digits":
-        raise SystemExit(f"preset {args.preset!r} evaluates with Inception-v3 ({preset.data.name}); nothing to train")
-    key = classifier_key(preset.classifier, preset.data)
-    existing = find_classifier(preset)
-    if existing is not None and not args.retrain:
-        print(f"classifier {key} already exists: {existing} "
-              f"(held-out accuracy {read_meta(existing)['heldout_accuracy']:.4f}); --retrain to train again")
-        return
-    out = args.out / key if args.out else classifier_dirs(key)[1]
-    meta = train_classifier(preset, out, progress=True)
-    print(json.dumps(meta, indent=2))
+    CLASSIFIER.main(argv, description="Train (or find) the preset's digit classifier for the metrics.",
+                    config_of=lambda p: p.classifier, train=functools.partial(train_classifier, progress=True),
+                    refuse=lambda p: None if p.data.name == "digits" else
+                    f"preset {p.name!r} evaluates with Inception-v3 ({p.data.name})")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """What every replacement operator shares: the diffusers call contract and the causal depthwise convolution.
 
 diffusers calls ``attn1(x, encoder_hidden_states=None, attention_mask=None, **cross_attention_kwargs)`` and ``ff(x)``
-(shared/reference/environment.md §2). Operators subclass ``GraftOperator`` and implement only ``mix(u)`` on
+(diffusers' ``BasicTransformerBlock``). Operators subclass ``GraftOperator`` and implement only ``mix(u)`` on
 ``[B, N, D]``; the base class absorbs the keyword arguments and refuses the ones a self-mixer cannot honour.
 """
 from __future__ import annotations

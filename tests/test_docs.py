@@ -1,0 +1,48 @@
+"""The docs name functions that exist: every ``module.function(`` in docs/contracts.md resolves in graft_core, and
+``--help`` lists every registered preset."""
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRACTS = (ROOT / "docs" / "contracts.md").read_text()
+# `mod.name(` or `graft_core.mod.name(` (call forms only: file names and fields are not API)
+CALLS = sorted(c for c in set(re.findall(r"`((?:graft_core\.)?[a-z_]+(?:\.[A-Za-z_]\w*)+)\(", CONTRACTS))
+               if not c.startswith("dataclasses."))
+
+
+def resolve(dotted: str):
+    parts = dotted.removeprefix("graft_core.").split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module("graft_core." + ".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ModuleNotFoundError(dotted)
+
+
+def test_contracts_names_calls():
+    assert len(CALLS) >= 15, CALLS
+
+
+@pytest.mark.parametrize("dotted", CALLS)
+def test_contracts_call_exists(dotted):
+    assert callable(resolve(dotted)), f"docs/contracts.md names {dotted}, which is not a callable in graft_core"
+
+
+def test_help_lists_every_preset(capsys):
+    from benchmark import run
+    from graft_core.presets import PRESETS
+
+    with pytest.raises(SystemExit):
+        run.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    missing = [name for name in PRESETS if name not in text]
+    assert not missing, f"--help does not name presets {missing}"
