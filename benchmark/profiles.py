@@ -39,7 +39,7 @@ SLURM_KEYS = ("account", "additional_parameters", "array_parallelism", "comment"
 DRIVER_KEYS = {"grad_accumulation": ("stage2",), "activation_checkpointing": ("stage2",)}
 BOOL_KEYS = ("activation_checkpointing",)  # driver keys that are true/false (the others: integers >= 1)
 KINDS = ("teacher", "capture", "stage1", "stage2", "sample", "eval", "floor", "noise", "locality",
-         "activation_stats", "latency", "synthetic", "collect")
+         "activation_stats", "latency", "synthetic", "search", "collect")
 DEFAULT_PROFILE = {"paper": "paper", "paper-smoke": "paper-smoke"}  # other presets: "cpu"
 
 

@@ -239,8 +239,35 @@ def cmd_dry_run(store: Store, plans, profile: Profile | None, executor_name: str
             f"({format_bytes(new_need)} still to write; fp16 operator inputs + targets, under the results folder)")
     log(f"estimated cost to launch: {estimate(planned, gpu=gpu).line()}")
     log(f"estimated cost of all planned runs: {estimate(nodes, gpu=gpu).line()}")
+    later = runs_after_blocked(plans, {n.key for n in nodes})
+    if later:
+        blocked = sum(rp.blocked for tp in plans for rp in tp.row_plans)
+        log(f"plus, once the {blocked} row(s) waiting for a locality or search result are planned (their stage 2 and "
+            f"eval, counted per row with stand-in layers of the same number): {estimate(later, gpu=gpu).line()}")
     log(f"executor: {executor_name}; dry run — nothing was written or submitted")
     return 0
+
+
+def runs_after_blocked(plans, planned: set[str]) -> list:
+    """The runs that rows still waiting for a locality or search result will add once it exists, estimated by planning
+    them with stand-in results of the same size (the first layers; the primary operator). Each row counts its own runs
+    (two searches usually choose differently), so rows whose results coincide are counted twice: an upper bound."""
+    def stand_in_search(node):
+        s = node.config["search"]
+        layers = s["layers"] or max(1, round(s["flops"] / max(c["saved_flops"] for c in node.config["candidates"])))
+        first = [c for c in node.config["candidates"] if c["op"] == s["primary"]][:layers]
+        return [[c["layer"], c["operator"], c["options"]] for c in first]
+
+    planner = Planner(locality_reader=lambda node, cfg: list(range(node.config["teacher"]["num_layers"])),
+                      search_reader=stand_in_search)
+    later: dict[str, object] = {}
+    for tp in plans:
+        for rp in tp.row_plans:
+            if rp.blocked:
+                for n in planner.expand(tp.name, rp.row).nodes:
+                    if n.key not in planned:
+                        later.setdefault(f"{tp.name}/{rp.row.id}/{n.key}", n)
+    return list(later.values())
 
 
 def _table4_columns(rp) -> str:
@@ -248,6 +275,12 @@ def _table4_columns(rp) -> str:
     graft, layers = rp.row.graft, rp.layers
     if graft is None or not layers or rp.row.kind != "graft":
         return ""
+    if "operators" in rp.row.extra:  # a searched per-layer choice of operators: the sum over its plans
+        from benchmark.families.dit import efficiency as plan_efficiency
+
+        stage2 = next((n for n in rp.nodes if n.kind == "stage2"), None)
+        e = plan_efficiency(rp.row.preset, stage2.config["plan"] if stage2 else rp.final.config["model"]["plan"])
+        return f" ΔFLOPs op {e['d_flops_op']:+.2f} ft {e['d_flops_ft']:+.2f} ΔParam {e['d_param']:+.2f} %"
     t = rp.row.preset.teacher
     plan = dataclasses.replace(graft, layers=tuple(layers)).plan()
     e = efficiency(plan, num_layers=t.num_layers, dim=t.hidden_size, num_heads=t.num_attention_heads,

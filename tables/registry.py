@@ -21,7 +21,7 @@ from graft_core.operators.registry import SITES, CatalogueRow, catalogue_rows
 from .common import latex_escape
 from .paper_csv import read_csv
 
-TARGETS = ("table1", "table2", "table3", "table5", "table6", "fig2", "fig4a", "fig4b")
+TARGETS = ("table1", "table2", "table3", "table5", "table6", "fig2", "fig4a", "fig4b", "search")
 ALIASES = {"table4": "table3"}
 
 
@@ -256,8 +256,29 @@ def _fig4b() -> list[RowSpec]:
             for s, label in FIG4B_SELECTIONS]
 
 
+# The search target (beyond the paper): per site, per budget, the fixed choices then the searched ones.
+SEARCH_STUDIES = (("attn", "hyena_x", "Hyena-X", ("stage1_error", "greedy", "cost_aware")),
+                  ("mlp", "mlp_r3", "MLP $r$=3", ("stage1_error", "greedy")))
+
+
+def _search() -> list[RowSpec]:
+    rows = []
+    for site, stem, label, strategies in SEARCH_STUDIES:
+        group = "MHA grafting" if site == "attn" else "MLP grafting"
+        for ratio in (50, 75):
+            # (row id suffix, the summary's strategy, the selection it names)
+            choices = [(f"interleaved{ratio}", f"interleaved{ratio}", "interleaved")]
+            if site == "attn" and ratio == 50:  # Fig. 4b's locality ranking exists at 50 % only
+                choices.append(("top_local", "top_local", "top_local"))
+            choices += [(f"{s}{ratio}", s, s) for s in strategies]
+            for suffix, strategy, selection in choices:
+                rows.append(RowSpec(f"{site}-{stem}-{suffix}", f"{label}, {selection.replace('_', ' ')}, {ratio}\\,\\%",
+                                    group, site, stem, ratio, strategy, {"strategy": selection, "budget": ratio}))
+    return rows
+
+
 _BUILDERS = {"table1": _table1, "table2": _table2, "table3": _table3, "table5": _table5, "table6": _table6,
-             "fig2": _fig2, "fig4a": _fig4a, "fig4b": _fig4b}
+             "fig2": _fig2, "fig4a": _fig4a, "fig4b": _fig4b, "search": _search}
 
 
 def registry_rows(target: str) -> list[RowSpec]:

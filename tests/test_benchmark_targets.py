@@ -30,7 +30,8 @@ def rows_by_id(tp):
 
 def test_registry_lists_every_paper_item():
     assert targets.names() == ["baseline", "table1", "table2", "table3", "table4", "table5", "table6", "fig2",
-                               "fig4a", "fig4b", "all"]
+                               "fig4a", "fig4b", "search", "all"]
+    # ``all`` is the paper's items; the layer search (beyond the paper) is asked for by name
     assert [m.NAME for m in targets.expand(["all"])] == ["baseline", "table1", "table2", "table3", "table5", "table6",
                                                          "fig2", "fig4a", "fig4b"]
     with pytest.raises(targets.UnknownTarget, match="choose from: baseline"):
