@@ -224,3 +224,23 @@ def test_levers_stage1_batch_quick(tmp_path):
     rows = record["results"]
     assert [r["batch_size"] for r in rows] == [8, 80] and {r["operator"] for r in rows} == {"hyena_x"}
     assert all(r["epochs_run"] == 2 and _finite_positive(r["best_val_mse"]) for r in rows)
+
+
+def test_paper_scale_quick(tmp_path):
+    """The real-width probe script at width 64: every probe runs, the fitted memory model predicts each check point
+    (batch 2 at 4× the largest fit's tokens) within the tolerance, and the JSON carries the per-token figures."""
+    from benchmarks import paper_scale
+
+    assert paper_scale.main(["--quick", "--out", str(tmp_path)]) == 0
+    record = _record(tmp_path, "paper_scale")
+    probes = record["summary"]["probes"]
+    assert set(probes) == {"dit_block", "pixart_block", *paper_scale.OPERATOR_CASES}
+    assert record["summary"]["all_checks_within"] is True
+    for name, entry in probes.items():
+        assert _finite_positive(entry["bytes_per_token"]), name
+        if name != "dit_block":
+            assert entry["check"]["relative_error"] <= paper_scale.TOLERANCE
+    # orderings the science relies on: Mamba-2's chunked scan keeps the most per token, wider MLPs keep more
+    assert max(probes, key=lambda n: probes[n]["bytes_per_token"] if probes[n].get("check") else 0) in (
+        "mamba2", "pixart_block")
+    assert probes["mlp_r3"]["bytes_per_token"] < probes["mlp"]["bytes_per_token"] < probes["mlp_r6"]["bytes_per_token"]
