@@ -89,8 +89,19 @@ def environment_record(env: dict) -> dict:
                             "name": torch.cuda.get_device_name(0) if torch.cuda.is_available()
                             else f"cpu ({platform.machine()}, {os.cpu_count()} cores)",
                             "count": torch.cuda.device_count(),
-                            "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
+                            "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                            # what the step used, not what it could see: 0 = it never put a tensor on the GPU
+                            "cuda_peak_bytes": torch.cuda.max_memory_allocated()
+                            if torch.cuda.is_available() and torch.cuda.is_initialized() else 0}
     return record
+
+
+def _reset_cuda_peak() -> None:
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats()
 
 
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_PARTITION", "SLURM_NODELIST",
@@ -350,6 +361,7 @@ class RunUnit(submitit.helpers.Checkpointable):
                 store.update_status(run, state="running", attempts=int(status.get("attempts", 0)) + 1,
                                     started=now(), host=socket.gethostname(), pid=os.getpid(),
                                     job_id=env["job_id"], cluster=status.get("cluster", env["cluster"]), error=None)
+            _reset_cuda_peak()  # environment.json's cuda_peak_bytes is this run's, not an earlier one's of the job
             start, cpu_start = time.time(), time.process_time()
             with tee_output(run.log) if main else contextlib.nullcontext() as log:
                 say(f"start {desc} ({run.kind}/{run.run_id}, job {env['job_id']}, attempt "

@@ -123,3 +123,18 @@ def test_a_real_step_that_asked_for_a_gpu_and_sees_none_stops(tmp_path):
     assert error.startswith("teacher: the profile asked for 1 GPU but this job sees none")
     assert "CUDA_VISIBLE_DEVICES='0'" in error and "\n" not in error
     assert not run.done.exists() and not run.log.exists()  # nothing ran
+
+
+def test_gpu_smoke_judges_the_device_a_step_used_not_the_one_it_saw(tmp_path):
+    """A step that saw a GPU (cuda: true) but never put a tensor on it ran on the CPU."""
+    from benchmarks.gpu_smoke import step_lines
+
+    for rid, peak in (("a", 0), ("b", 5_000_000_000)):
+        run = tmp_path / "paper-smoke" / "runs" / "stage2" / rid
+        run.mkdir(parents=True)
+        (run / "status.json").write_text(json.dumps({"state": "done"}))
+        (run / "environment.json").write_text(json.dumps({"device": {"cuda": True, "name": "NVIDIA H100",
+                                                                     "cuda_peak_bytes": peak}}))
+    lines = {r["step"]: r for r in step_lines(tmp_path)}
+    assert lines["stage2/a"]["device"] == "cpu" and lines["stage2/b"]["device"] == "NVIDIA H100"
+    assert lines["stage2/b"]["peak_gpu_gb"] == 5.0
