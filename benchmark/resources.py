@@ -215,9 +215,11 @@ def _disk_gb(node) -> float:
     c = node.config
     if node.kind == "capture":
         return capture_disk(node) / GB
-    if node.kind == "stage2":
+    if node.kind == "stage2":  # graft_core.finetune keeps KEEP_CHECKPOINTS checkpoints (weights, EMA, AdamW: 16 B
+        from graft_core.finetune import KEEP_CHECKPOINTS  # per parameter) and writes the final EMA weights
+
         params, _ = model_params("pixart" if "pixart" in c else "dit")
-        return 3 * 20 * params / GB  # checkpoints (weights, EMA, AdamW) kept on disk: up to three
+        return (KEEP_CHECKPOINTS * 16 + 4) * params / GB
     if node.kind == "sample":  # its share of the samples as uint8 256×256×3 arrays
         return c["eval"]["num_samples"] / c["tasks"] * 256 * 256 * 3 / GB
     if node.kind == "synthetic":  # latents of its share of the pairs, fp16
@@ -257,8 +259,8 @@ def step_fit(node, profile) -> StepFit:
     elif kind in ("eval", "floor", "noise"):
         gpu_mem = ASSUMED["inception_gb"]
     elif kind == "teacher" and t2i:
-        mem = 2 * ASSUMED["t5_params"] * (4 if not gpus else 2) / GB
-        gpu_mem = ASSUMED["t5_params"] * 2 / GB + ASSUMED["cuda_context_gb"] if gpus else 0.0
+        mem = 4 * ASSUMED["t5_params"] / GB  # graft_core.pixart.load_t5: fp32, loaded on the host, then moved
+        gpu_mem = 4 * ASSUMED["t5_params"] / GB + ASSUMED["cuda_context_gb"] if gpus else 0.0
     if not gpus:
         gpu_mem = 0.0
     hours_gpu, _ = node_cost(node, gpu=True)
