@@ -246,7 +246,10 @@ def step_fit(node, profile) -> StepFit:
     elif kind == "stage1":
         gpu_mem, s = _stage1(c)
         src.update(gpu_mem=s)
-        mem = min(_pair_gb(c), float(res.get("mem_gb") or 0)) + 4.0  # a mapped capture uses the page cache
+        from graft_core.distill import IN_MEMORY_BYTES  # a larger pair is memory-mapped: page cache, not the job's
+
+        pair = _pair_gb(c)
+        mem = 4.0 + (pair if pair * GB <= IN_MEMORY_BYTES else 0.0)
     elif kind == "capture":
         gpu_mem = _inference(c, _capture_batch())
         mem = 8.0
@@ -358,7 +361,7 @@ def summary_lines(fits: list[StepFit]) -> list[str]:
         bad = sum(not f.fits for f in group)
         mem = f"GPU mem {worst.est_gpu_mem_gb:.1f}/{worst.gpu_mem_gb if worst.gpu_mem_gb is not None else '?'} GB" \
             if worst.gpus else "no GPU"
-        resumable = " (checkpoints, requeued)" if worst.resumable else ""
+        resumable = " (resumable, requeued)" if worst.resumable else ""
         line = (f"  {kind:<9} ×{len(group):<4} {worst.gpus} GPU  {mem}, {worst.est_hours:,.2f}/"
                 f"{worst.timeout_hours:g} h{resumable}, disk {worst.est_disk_gb:,.1f} GB "
                 f"[{'fits' if not bad else f'{bad} do not fit'}; {worst.source.get('gpu_mem')}/"
