@@ -278,7 +278,9 @@ def step_fit(node, profile) -> StepFit:
             reads = pair * c["stage1"]["epochs"] / ASSUMED["read_gb_per_s"] / 3600
             if reads > hours:
                 hours, src["hours"] = reads, "assumed"
-                why.append(f"reads its {pair:,.0f} GB capture {c['stage1']['epochs']}× ({pair * c['stage1']['epochs'] / 1e3:,.0f} TB)")
+            why.append(f"re-reads its {pair:,.0f} GB capture {c['stage1']['epochs']}× "
+                       f"({pair * c['stage1']['epochs'] / 1e3:,.0f} TB, {reads:,.1f} h at "
+                       f"{ASSUMED['read_gb_per_s']:g} GB/s)")
     timeout_h = float(res.get("timeout_min") or 0) / 60
     resumable = kind in RESUMABLE
     retries = int(res.get("slurm", {}).get("max_num_timeout") or 0) if resumable else 0
