@@ -209,9 +209,7 @@ def _t5_hours(c: dict, gpus: int, cpus: int) -> float:
     return flops / rate / 3600
 
 
-def _disk_gb(node) -> float:
-    from benchmark.run import capture_disk  # the one capture-size arithmetic (graft_core.capture_size)
-
+def _disk_gb(node, capture_disk) -> float:
     c = node.config
     if node.kind == "capture":
         return capture_disk(node) / GB
@@ -232,7 +230,8 @@ RESUMABLE = {"stage2": "checkpoints every stage2.checkpoint_every steps and is r
              "sample": "resumes shard by shard", "synthetic": "resumes shard by shard"}
 
 
-def step_fit(node, profile) -> StepFit:
+def step_fit(node, profile, capture_disk) -> StepFit:
+    """``capture_disk(node) -> bytes``: the driver's capture-size arithmetic (``benchmark.run.capture_disk``)."""
     res = profile.resources(node.kind)
     settings = profile.job_settings(node.kind)
     c = node.config
@@ -286,7 +285,7 @@ def step_fit(node, profile) -> StepFit:
     retries = int(res.get("slurm", {}).get("max_num_timeout") or 0) if resumable else 0
     fit_ = StepFit(kind=kind, run=node.run_id, gpus=gpus, est_gpu_mem_gb=gpu_mem, gpu_mem_gb=res.get("gpu_mem_gb"),
                    est_host_mem_gb=mem, mem_gb=res.get("mem_gb"), est_hours=hours, timeout_hours=timeout_h,
-                   resumable=resumable, est_disk_gb=_disk_gb(node), disk_gb=res.get("disk_gb"), why=why,
+                   resumable=resumable, est_disk_gb=_disk_gb(node, capture_disk), disk_gb=res.get("disk_gb"), why=why,
                    source={**src, "disk": "assumed" if kind != "capture" else "measured"})
     _judge(fit_, node, profile, settings, retries)
     return fit_
@@ -341,8 +340,8 @@ def _memory_fix(f: StepFit, node, profile, settings: dict) -> str:
     return f"{f.kind}.gpu_mem_gb (a larger GPU)"
 
 
-def check_plan(nodes, profile) -> list[StepFit]:
-    return [step_fit(n, profile) for n in nodes]
+def check_plan(nodes, profile, capture_disk) -> list[StepFit]:
+    return [step_fit(n, profile, capture_disk) for n in nodes]
 
 
 def plan_disk(fits: list[StepFit], profile) -> dict:
@@ -389,8 +388,8 @@ def applies(profile) -> bool:
     return profile is not None and any(profile.resources(k).get("gpu_mem_gb") for k in ("stage2", "stage1"))
 
 
-def dry_run_lines(nodes, profile) -> list[str]:
-    fits = check_plan(nodes, profile)
+def dry_run_lines(nodes, profile, capture_disk) -> list[str]:
+    fits = check_plan(nodes, profile, capture_disk)
     plan = plan_disk(fits, profile)
     bad = sum(not f.fits for f in fits)
     return ([f"feasibility (profile {profile.name}: est. peak GPU memory vs gpu_mem_gb, hours vs time limit, disk "
@@ -401,9 +400,9 @@ def dry_run_lines(nodes, profile) -> list[str]:
                                                                    if bad else "")])
 
 
-def dry_run_document(nodes, todo: set[str], profile, preset: str) -> dict:
+def dry_run_document(nodes, todo: set[str], profile, preset: str, capture_disk) -> dict:
     """``--dry-run --json``: every planned step with its estimates, the plan's disk, the assumed constants."""
-    fits = check_plan(nodes, profile)
+    fits = check_plan(nodes, profile, capture_disk)
     steps = [{**f.to_dict(), "todo": n.key in todo} for f, n in zip(fits, nodes)]
     plan = plan_disk(fits, profile)
     return {"preset": preset, "profile": profile.name, "fits": all(f.fits for f in fits) and plan["fits"],
@@ -411,9 +410,9 @@ def dry_run_document(nodes, todo: set[str], profile, preset: str) -> dict:
             "measured_from": str(RESULTS.relative_to(RESULTS.parents[2])) if measured() else None}
 
 
-def launch_refusal(nodes, profile) -> str | None:
+def launch_refusal(nodes, profile, capture_disk) -> str | None:
     """The lines a real launch stops with (None: every step to launch fits)."""
-    fits = check_plan(nodes, profile)
+    fits = check_plan(nodes, profile, capture_disk)
     lines = refusal_lines(fits, plan_disk(fits, profile))
     if not lines:
         return None

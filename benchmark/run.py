@@ -239,7 +239,7 @@ def cmd_dry_run(store: Store, plans, profile: Profile | None, executor_name: str
         log(f"capture disk: {format_bytes(need)} for {len(captures)} capture run(s) of the plan "
             f"({format_bytes(new_need)} still to write; fp16 operator inputs + targets, under the results folder)")
     if resources.applies(profile):
-        for line in resources.dry_run_lines(nodes, profile):
+        for line in resources.dry_run_lines(nodes, profile, capture_disk):
             log(line)
     log(f"estimated cost to launch: {estimate(planned, gpu=gpu).line()}")
     log(f"estimated cost of all planned runs: {estimate(nodes, gpu=gpu).line()}")
@@ -325,6 +325,8 @@ def main(argv: list[str] | None = None, *, execute: Callable | None = None) -> i
         return cmd_list(args.preset)
     if args.validate:
         return cmd_validate()
+    if args.json and not args.dry_run:
+        return fail("--json goes with --dry-run (e.g. `python -m benchmark.run all --preset paper --dry-run --json`)")
     if args.executor not in EXECUTORS:
         return fail(f"unknown executor {args.executor!r}; choose one of: {', '.join(EXECUTORS)}")
     requested = args.targets or (list(registry.TARGETS) if args.status else [])
@@ -359,7 +361,7 @@ def main(argv: list[str] | None = None, *, execute: Callable | None = None) -> i
     if args.dry_run and args.json:
         nodes = all_nodes(selected)
         todo = to_launch(node_states(store, nodes, ask_slurm=False))
-        print(json.dumps(resources.dry_run_document(nodes, todo, profile, args.preset), indent=1))
+        print(json.dumps(resources.dry_run_document(nodes, todo, profile, args.preset, capture_disk), indent=1))
         return 0
     if args.dry_run:
         return cmd_dry_run(store, selected, profile, args.executor, log)
@@ -373,7 +375,8 @@ def main(argv: list[str] | None = None, *, execute: Callable | None = None) -> i
         preflight(store, selected, log, real_steps=execute is None)
         if executor in ("slurm", "local") and resources.applies(profile):  # every step fits before any is submitted
             todo = to_launch(node_states(store, all_nodes(selected), ask_slurm=False))
-            refusal = resources.launch_refusal([n for n in all_nodes(selected) if n.key in todo], profile)
+            refusal = resources.launch_refusal([n for n in all_nodes(selected) if n.key in todo], profile,
+                                                capture_disk)
             if refusal:
                 raise LaunchError(refusal)
         launcher = make_launcher(executor, store, profile=profile, jobs=args.jobs, progress=not args.quiet, log=log,

@@ -95,3 +95,8 @@ def test_profile_declared_keys_are_validated_and_never_passed_to_submitit():
 def test_cpu_profile_is_not_checked():
     assert not resources.applies(Profile.load("cpu"))
     assert resources.applies(Profile.load("paper")) and resources.applies(Profile.load("paper-smoke"))
+
+
+def test_json_without_dry_run_is_refused(tmp_path, capsys):
+    assert main(["table3", "--preset", "paper", "--json", "--results-dir", str(tmp_path)]) == 2
+    assert "--json goes with --dry-run" in capsys.readouterr().err
