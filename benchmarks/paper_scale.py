@@ -1,6 +1,6 @@
 """Saved-activation bytes and seconds of one real block of each family and of each operator at the paper's width.
 
-    python -m benchmarks.paper_scale            # width 1152, 16 heads: ~10 min on 2 CPU cores, < 8 GB of memory
+    python -m benchmarks.paper_scale            # width 1152, 16 heads: ~8 min on 2 CPU cores, < 8 GB of memory
     python -m benchmarks.paper_scale --quick    # width 64, 4 heads, tokens / 16: seconds (what the tests run)
 
 Random weights, CPU, batch 1-2. For every probe (a DiT-XL/2 block, a PixArt-Σ block with 300 text tokens, and
@@ -42,7 +42,7 @@ TEXT_TOKENS = 300  # PixArt-Σ's T5 caption length
 # CPU SDPA under bf16 autocast takes its math path at 256 tokens and keeps the attention matrix (MHA 53 KB/token vs
 # 22 KB at 1,024 tokens, measured), which a GPU's flash kernel does not: bf16 ratios are measured at >= 1,024 tokens.
 BF16_NOTE = "bf16 ratios at >= 1,024 tokens: CPU SDPA keeps the attention matrix in bf16 at 256 tokens, a GPU does not"
-BACKWARD_MAX_TOKENS = 4096  # longer probes: forward only (their backward would double a ~10-minute run)
+BACKWARD_MAX_TOKENS = 4096  # longer probes: forward only (their backward would double an ~8-minute run)
 
 
 @dataclasses.dataclass(frozen=True)
