@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     results = work / "results"
     cmd = [sys.executable, "-m", "benchmark.run", "table3", "--preset", "paper-smoke", "--rows", args.row,
            "--executor", "local", "--jobs", "1", "--results-dir", str(results), "--quiet"]
+    if args.allow_cpu:  # the profile's GPUs would stop every real step on a machine without one
+        cmd += ["--slurm", "gpus_per_node=0"]
     t0 = time.time()
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     records.append({"step": "benchmark.run", "ok": run.returncode == 0, "device": "-",
