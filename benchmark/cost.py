@@ -30,6 +30,9 @@ PAPER_GPU_H = {
     "locality": 0.2,
     "activation_stats": 0.0,  # a CPU job (no GPU in the profiles): chunked passes over the stage-1 captures
     "latency": 0.05,  # a few hundred forward passes at batch 2
+    # one held-out-loss evaluation of the layer search per 1k DiT-XL/2 forwards (~119 GFLOP each; our arithmetic at
+    # ~100 TFLOP/s effective, + assembling the student)
+    "probe_per_1k_forwards": 0.0004,
     # stage 1 of one depth→width block pair (two DiT-XL/2 blocks + merge, 200 epochs): UNKNOWN in the paper; ours:
     # 2× an operator's
     "stage1_block_pair_200ep": 1.0,
@@ -51,6 +54,10 @@ CPU_S = {
     "reference": 10.0,
     "latency": 5.0,  # teacher, eager and fused parallel model, 30 interleaved forward passes each at batch 2
     "job_overhead": 4.0,  # python + torch + diffusers import per job, teacher load
+    # one forward of one image (64 tokens, fp32, no CFG) in a layer-search probe, and assembling the probe's student:
+    # 1.36 s per 320-forward probe, 0.023 s per assembly (CPU time, tiny teacher, 2026-12-07)
+    "probe_forward": 0.0042,
+    "probe_assemble": 0.025,
 }
 
 
@@ -85,6 +92,22 @@ def teacher_present(config: dict) -> bool:
     """A trained teacher of the run's family is shipped (graft_core/assets) or cached; a pretrained one is assumed
     downloaded."""
     return family_of(config).teacher_present(config)
+
+
+def search_probes(config: dict) -> int:
+    """How many held-out-loss evaluations a search run makes at most (none cached): greedy growth evaluates every
+    remaining candidate at each step; the cost-aware budget is counted in steps of the largest saving."""
+    s, cands = config["search"], config["candidates"]
+    if s["probe"] is None:
+        return 0
+    layers = len({c["layer"] for c in cands})
+    per_layer = len(cands) / max(1, layers)
+    if s["layers"]:
+        steps = int(s["layers"])
+    else:
+        best = max((c["saved_flops"] for c in cands), default=0.0)
+        steps = min(layers, -(-int(s["flops"]) // int(best))) if best > 0 else 0
+    return 1 + int(sum((layers - i) * per_layer for i in range(steps)))
 
 
 def node_cost(node: Node, gpu: bool) -> tuple[float, int]:

@@ -21,6 +21,8 @@ activation_stats
             teacher, data, site, layers, outlier σ, the stage-1 capture id of each layer's (layer, site) (Table 1
             i/ii)                                             → ``activation_stats.activation_statistics``
 latency     teacher, the model (as eval), batch and repeats         → ``depth_width.measure_speedup`` (Table 6)
+search      teacher, data, the search (strategy, site, primary operator, budget: layers or FLOPs to save, the probe
+            config), its candidates (layer, operator, FLOPs saved, stage-1 run id)  → ``graft_core.selection``
 synthetic   the PixArt-Σ family's prerequisite: the teacher, the sampler, the pair count and shard size, task i of the
             array (Table 5)                                             → ``pixart.synthetic_shards``
 ==========  =====================================================================================================
@@ -33,6 +35,11 @@ run; the row's result is the eval record plus the latency record (``RowPlan.extr
 rows of its own kind (``benchmark.family``; PixArt-Σ's ``t2i`` rows of Table 5) expands them through its ``expand``
 hook into the same kinds plus its prerequisite nodes (PixArt-Σ: ``synthetic``, the teacher's synthetic pairs); its
 bodies carry its marker key (``pixart``), which is how the jobs look its family up.
+
+A ``search`` run resolves a row's layers as a locality run does for Fig. 4b: the row waits for it, then is planned
+from its record; its stage-2 and eval bodies hold only the plan it chose, so a search that picks table3's interleaved
+layers shares table3's runs. A per-layer choice of several operators (``cost_aware``) is a plan that is a list of
+``GraftPlan`` dicts, one per operator.
 
 Two rows that need the same step get the same node (same key ``kind/run_id``), so it runs once: the 50 % and 75 %
 rows of an operator reuse the stage-1 layers of its 100 % row, fig4a's 10 % rows are table3's 50 % rows, etc.
@@ -56,7 +63,7 @@ PARALLEL_PAIRS = {"restructure": "parallel_pairs"}  # the stage-2 / eval plan of
 BLOCK_PAIR_STAGE1 = {"objective": "l1", "lr": 1e-4}  # paper §4.9: L1; the stage-1 lr of §3.1
 
 STEP_VERSIONS = {"teacher": 1, "capture": 1, "stage1": 1, "stage2": 1, "sample": 1, "eval": 1, "floor": 1,
-                 "noise": 1, "locality": 1, "activation_stats": 1, "latency": 1, "synthetic": 1}
+                 "noise": 1, "locality": 1, "activation_stats": 1, "latency": 1, "synthetic": 1, "search": 1}
 STEP_KINDS = tuple(STEP_VERSIONS)
 CAPTURE_DTYPE = "float16"
 # Above this many bytes per split for all (layer, site) pairs, each pair is its own capture run (DiT-XL/2: 528 GB
@@ -107,13 +114,17 @@ class RowPlan:
 
 # Reads a DONE locality run's per-layer scores at ``select_k`` (None when not available yet).
 LocalityReader = Callable[[Node, LocalityConfig], "list[float] | None"]
+# Reads a DONE search run's chosen [layer, operator, options] triples (None when not available yet).
+SearchReader = Callable[[Node], "list[list] | None"]
 
 
 class Planner:
-    """Expands rows into nodes; ``locality_reader`` resolves top/low-local layers from a finished locality run."""
+    """Expands rows into nodes; ``locality_reader`` resolves top/low-local layers from a finished locality run,
+    ``search_reader`` a searched row's layers from a finished search run."""
 
-    def __init__(self, locality_reader: LocalityReader | None = None):
+    def __init__(self, locality_reader: LocalityReader | None = None, search_reader: SearchReader | None = None):
         self.locality_reader = locality_reader or (lambda node, cfg: None)
+        self.search_reader = search_reader or (lambda node: None)
 
     # ------------------------------------------------------------------------------------------------------ nodes
     @staticmethod
@@ -177,11 +188,12 @@ class Planner:
         return make_node("stage1", body, [train, held], desc=f"stage1 {site}:{operator}{_opts(options)} L{layer} "
                                                             f"{s1.objective} {s1.epochs}ep")
 
-    def stage2(self, p: Preset, plan: dict | None, init, deps: list[Node]) -> Node:
+    def stage2(self, p: Preset, plan: dict | list | None, init, deps: list[Node]) -> Node:
         body = {"preset": p.name, "teacher": p.teacher, "data": p.data, "stage2": p.stage2, "plan": plan,
                 "init": init}
         what = ("teacher (no graft)" if plan is None else "parallel pairs" if plan == PARALLEL_PAIRS
-                else f"{plan['site']}:{plan['operator']}{_opts(plan['options'])}")
+                else " + ".join(f"{q['site']}:{q['operator']}{_opts(q['options'])}"
+                                for q in (plan if isinstance(plan, list) else [plan])))
         return make_node("stage2", body, [self.teacher(p), *deps],
                          desc=f"stage2 {what} {p.stage2.steps} steps, data {p.stage2.data_fraction:g}")
 
@@ -229,6 +241,34 @@ class Planner:
                                  desc=f"activation stats {site} ({len(layers)} layers, {len(unique)} capture"
                                       f"{'s' if len(unique) != 1 else ''})")
 
+    def search(self, p: Preset, site: str, spec) -> tuple[list[Node], Node]:
+        """(the captures and stage-1 runs it reads, the node) of a layer search: every layer × every operator of
+        ``spec`` (a ``benchmark.rows.SearchSpec``), each candidate with the FLOPs it saves per forward."""
+        from graft_core.selection import op_key
+
+        t = p.teacher
+        old = layer_flops(site, None, {}, t)
+        inputs: list[Node] = []
+        candidates = []
+        for operator, options in spec.operators:
+            opts = dict(options)
+            saved = old - layer_flops(site, operator, opts, t)
+            for layer in range(t.num_layers):
+                s1 = self.stage1(p, site, operator, opts, layer)
+                inputs += [*self.captures(p, site, layer), s1]
+                candidates.append({"layer": layer, "op": op_key(operator, opts), "operator": operator,
+                                   "options": opts, "saved_flops": saved, "stage1": s1.run_id})
+        primary = op_key(spec.operators[0][0], dict(spec.operators[0][1]))
+        body = {"preset": p.name, "teacher": p.teacher, "data": p.data,
+                "search": {"strategy": spec.strategy, "site": site, "primary": primary, "layers": spec.layers,
+                           "flops": spec.flops, "probe": spec.probe},
+                "candidates": candidates}
+        budget = f"{spec.layers} layers" if spec.layers else f"{spec.flops:.3g} FLOPs saved"
+        inputs = list({n.key: n for n in inputs}.values())
+        return inputs, make_node("search", body, [self.teacher(p), *inputs],
+                                 desc=f"search {spec.strategy} {site}:{'/'.join(o for o, _ in spec.operators)} "
+                                      f"({budget}, {len(candidates)} candidates)")
+
     # ------------------------------------------------------------------------------------------------------ rows
     def expand(self, target: str, row: Row) -> RowPlan:
         p = row.preset
@@ -269,7 +309,19 @@ class Planner:
         # kind == "graft"
         graft = row.graft
         add(self.teacher(p))
-        if graft.layers is None:
+        if graft.layers is None and row.search is not None:
+            inputs, search = self.search(p, graft.site, row.search)
+            add(*inputs, search)
+            chosen = self.search_reader(search)
+            if chosen is None:
+                return RowPlan(target, row, nodes, None, waiting_for=search)
+            ops = {(operator, tuple(sorted(options.items()))) for _, operator, options in chosen}
+            if len(ops) > 1:
+                return self.mixed(target, row, chosen, add, nodes)
+            (operator, options), = ops
+            graft = dataclasses.replace(graft, operator=operator, options=options,
+                                        layers=tuple(sorted(layer for layer, _, _ in chosen)))
+        elif graft.layers is None:
             if graft.strategy not in NEEDS_LOCALITY or row.locality is None:
                 raise ValueError(f"row {row.id!r}: layers unresolved and no locality config to resolve them")
             loc = add(self.locality(p, row.locality))
@@ -296,6 +348,32 @@ class Planner:
                                       what + (" (random init)" if init == "random" else " (stage 1 only)")))
         return RowPlan(target, row, nodes, final, layers=graft.layers)
 
+    def mixed(self, target: str, row: Row, chosen: list[list], add, nodes: list[Node]) -> RowPlan:
+        """A searched row with a per-layer choice of operators: one ``GraftPlan`` dict per operator, stage-1 runs of
+        each layer's own operator, then stage 2 (or not) and eval as any graft row."""
+        from graft_core.plan import GraftPlan
+
+        p, site = row.preset, row.graft.site
+        by_op: dict[tuple, list[int]] = {}
+        for layer, operator, options in chosen:
+            by_op.setdefault((operator, tuple(sorted(options.items()))), []).append(int(layer))
+        plan = [GraftPlan(site=site, operator=op, layers=tuple(layers), options=opts).to_dict()
+                for (op, opts), layers in sorted(by_op.items())]
+        s1 = [add(*self.captures(p, site, layer), self.stage1(p, site, q["operator"], q["options"], layer))
+              for q in plan for layer in q["layers"]]
+        init = {"stage1": {str(n.config["layer"]): n.run_id for n in s1}}
+        what = " + ".join(f"{site}:{q['operator']}{_opts(q['options'])} L{','.join(map(str, q['layers']))}"
+                          for q in plan)
+        if row.finetune:
+            s2 = add(self.stage2(p, plan, init, s1))
+            final = add(*self.evaluate(p, {"source": "stage2", "run": s2.run_id}, [s2], what + " + stage 2"))
+        else:
+            final = add(*self.evaluate(p, {"source": "assembled", "plan": plan, "init": init}, s1,
+                                      what + " (stage 1 only)"))
+        layers = tuple(sorted(int(layer) for layer, _, _ in chosen))
+        resolved = dataclasses.replace(row, extra={**row.extra, "operators": {str(int(layer)): operator
+                                                                              for layer, operator, _ in chosen}})
+        return RowPlan(target, resolved, nodes, final, layers=layers)
 
     def parallel_pairs(self, target: str, row: Row, add, nodes: list[Node]) -> RowPlan:
         """Depth→width: captures → stage 1 per block pair → stage 2 (``row.finetune``) → eval, + latency."""
@@ -315,6 +393,17 @@ class Planner:
         final = add(*self.evaluate(p, model, [s2], "parallel pairs + stage 2"))
         latency = add(self.latency(p, model, [s2], row.extra["latency"]))
         return RowPlan(target, row, nodes, final, extras=(latency,))
+
+
+def layer_flops(site: str, operator: str | None, options: dict, t) -> float:
+    """Analytic FLOPs per forward of one layer's operator at ``site`` (op + ft, ``graft_core.accounting``); the
+    teacher's own when ``operator`` is None."""
+    from graft_core.accounting import operator_cost, teacher_cost
+
+    dims = {"num_heads": t.num_attention_heads, "seq_len": t.num_tokens}
+    c = teacher_cost(site, t.hidden_size, **dims) if operator is None else \
+        operator_cost(operator, t.hidden_size, **dims, **options)
+    return float(c.flops_op + c.flops_ft)
 
 
 def _opts(options: dict) -> str:

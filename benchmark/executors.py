@@ -29,10 +29,11 @@ from submitit.core.utils import FailedJobError
 from benchmark import liveness, targets
 from benchmark.cost import node_cost
 from benchmark.dag import Node
+from benchmark.gpus import GpuPool, detected_gpus
 from benchmark.jobs import PREFIX, RunUnit
 from benchmark.launch import (TargetPlan, Unit, all_nodes, collect_job, make_units, plan_targets,
                               refresh_blocked, select_rows)
-from benchmark.profiles import Profile
+from benchmark.profiles import KINDS, Profile
 from benchmark.status import NodeState, node_states, repair_records
 from benchmark.store import Store, error_line
 
@@ -149,8 +150,16 @@ class Launcher(abc.ABC):
         """The profile's execution settings per step kind (e.g. stage 2's ``grad_accumulation``), for every job."""
         return self.profile.all_job_settings() if self.profile is not None else {}
 
+    def job_gpus(self) -> dict[str, int]:
+        """GPUs the profile asks for per step kind, for the job's check that it sees them (none in this process:
+        the debug executor runs where it is)."""
+        if self.profile is None or self.inline:
+            return {}
+        return {k: int(self.profile.resources(k).get("gpus_per_node") or 0) for k in KINDS}
+
     def unit_job(self) -> RunUnit:
-        return RunUnit(self.execute, settings=self.job_settings(), in_terminal=self.inline and not self.debug)
+        return RunUnit(self.execute, settings=self.job_settings(), in_terminal=self.inline and not self.debug,
+                       gpus=self.job_gpus())
 
     def prepare(self, plans: list[TargetPlan], states: dict[str, NodeState]) -> list[Unit]:
         """Write config.json of every run to launch, take corrupt records out of service and rewrite the bad
@@ -205,7 +214,7 @@ class ProcessLauncher(Launcher):
                 for u in list(pending):
                     if len(running) >= parallel:
                         break
-                    if not u.deps <= finished:
+                    if not u.deps <= finished or not self.can_start(u):
                         continue
                     counter += 1
                     running[u.index] = self.start(ex, u, counter, len(units), parallel)
@@ -219,6 +228,7 @@ class ProcessLauncher(Launcher):
                     if r["job"].done():
                         r["seen"] = self._forward(r["job"].paths.stdout, r["seen"])
                         self._finish(running.pop(idx), result)
+                        self.released(r["unit"])
                         finished.add(idx)
                 if running:
                     time.sleep(0.5)
@@ -246,9 +256,21 @@ class ProcessLauncher(Launcher):
                 if str(status.get("job_id")) in mine or str(status.get("pid")) in mine:
                     self.store.update_status(run, state="cancelled", pid=None)
 
+    def can_start(self, u: Unit) -> bool:
+        """The unit's resources are free now (see ``LocalLauncher``: its GPUs)."""
+        return True
+
+    def place(self, ex, u: Unit) -> str:
+        """Give the executor the unit's resources before its submission; returns a note for the start line."""
+        return ""
+
+    def released(self, u: Unit) -> None:
+        """The unit's job ended: its resources are free again."""
+
     def start(self, ex, u: Unit, i: int, total: int, parallel: int) -> dict:
         kinds = ", ".join(f"{k}×{c}" if c > 1 else k for k, c in _kind_counts(u.nodes).items())
-        self.log(f"[{i}/{total}] {u.name}: {kinds}")
+        note = self.place(ex, u)
+        self.log(f"[{i}/{total}] {u.name}: {kinds}{note}")
         env = {}
         if parallel > 1 and "OMP_NUM_THREADS" not in os.environ:  # share the cores between the jobs
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
@@ -356,15 +378,49 @@ class DebugLauncher(ProcessLauncher):
 
 
 class LocalLauncher(ProcessLauncher):
-    """``local``: one subprocess per unit, up to ``jobs`` at a time."""
+    """``local``: one subprocess per unit, up to ``jobs`` at a time. A unit gets the GPUs its profile asks for (the
+    most any of its step kinds asks for) as ``CUDA_VISIBLE_DEVICES`` through submitit's ``gpus_per_node`` /
+    ``visible_gpus``, disjoint from those of the units running beside it (``benchmark.gpus.GpuPool``); a unit waits
+    while its GPUs are taken. On a machine without GPUs the job is told none and stops with one line
+    (``benchmark.gpus.no_gpu_line``). One task per job: a multi-GPU stage 2 runs as one process here."""
 
     name = "local"
 
     def parallel(self) -> int:
         return self.jobs
 
-    def executor_for(self) -> submitit.AutoExecutor:
-        ex = super().executor_for()
+    def gpus_for(self, u: Unit) -> int:
+        asked = self.job_gpus()
+        return max((asked.get(n.kind, 0) for n in u.nodes), default=0)
+
+    def run(self, units: list[Unit], plans: list[TargetPlan]) -> LaunchResult:
+        self.pool = GpuPool(detected_gpus() if any(self.gpus_for(u) for u in units) else [])
+        self.holding: dict[int, list[int]] = {}
+        if self.pool.all:
+            for u in units:
+                if self.gpus_for(u) > len(self.pool.all):
+                    kind = max((n.kind for n in u.nodes), key=lambda k: self.job_gpus().get(k, 0))
+                    raise LaunchError(f"{u.name}: {kind} asks for {self.gpus_for(u)} GPUs (profile "
+                                      f"{self.profile.name}) but this machine has {len(self.pool.all)}; pass "
+                                      f"--slurm {kind}.gpus_per_node={len(self.pool.all)} or run it on Slurm")
+        return super().run(units, plans)
+
+    def can_start(self, u: Unit) -> bool:
+        n = self.gpus_for(u)
+        return n == 0 or not self.pool.all or len(self.pool.free) >= n
+
+    def place(self, ex, u: Unit) -> str:
+        gpus = self.pool.take(self.gpus_for(u)) if self.pool.all else []
+        self.holding[u.index] = gpus
+        ex.update_parameters(gpus_per_node=len(gpus), visible_gpus=tuple(gpus))  # "" = no GPU, as before
+        return f" (GPU {','.join(map(str, gpus))})" if gpus else ""
+
+    def released(self, u: Unit) -> None:
+        self.pool.give(self.holding.pop(u.index, []))
+
+    def executor_for(self) -> submitit.LocalExecutor:
+        """submitit's ``LocalExecutor`` itself: ``AutoExecutor`` does not pass ``visible_gpus`` on."""
+        ex = submitit.LocalExecutor(folder=self.store.submitit_dir / "%j")
         ex.update_parameters(timeout_min=24 * 60)
         return ex
 

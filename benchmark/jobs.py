@@ -8,7 +8,9 @@ preemption or timeout submitit requeues the same call. What a run executes is th
 a module-level function or a picklable object, e.g. the tests' ``benchmark.testing.FakeSteps``). The job also
 carries the profile's execution settings per step kind (``RunUnit(settings=Profile.all_job_settings())``, e.g.
 ``{"stage2": {"grad_accumulation": 4}}``), handed to each step as ``StepContext.settings``: they come from the
-launch, not from config.json, because they change how a run executes, never its results or its id.
+launch, not from config.json, because they change how a run executes, never its results or its id. It also carries
+the GPUs the profile asks for per kind (``RunUnit(gpus=...)``): a real step whose profile asked for a GPU and that
+sees none stops with one line (``benchmark.gpus.no_gpu_line``) instead of running on the CPU.
 
 Multi-task jobs (paper-preset stage 2: one task per GPU) export ``MASTER_ADDR``/``MASTER_PORT``/``RANK``/
 ``WORLD_SIZE``/``LOCAL_RANK`` from ``submitit.JobEnvironment()`` before ``graft_core.finetune`` initialises
@@ -32,6 +34,7 @@ from typing import Callable
 import submitit
 
 from benchmark import steps
+from benchmark.gpus import no_gpu_line
 from benchmark.hints import with_hint
 from benchmark.liveness import holder_alive, status_alive
 from benchmark.provenance import provenance
@@ -76,7 +79,8 @@ def environment_record(env: dict) -> dict:
     # not platform.platform(): it forks `uname -p`, which a mocked subprocess (submitit's test cluster) refuses
     record = {**provenance(), "python": platform.python_version(), "host": socket.gethostname(),
               "platform": f"{platform.system()}-{platform.release()}-{platform.machine()}", "job": env, "time": now(),
-              "slurm": {k: v for k, v in os.environ.items() if k.startswith("SLURM_") and k in SLURM_VARS}}
+              "slurm": {k: v for k, v in os.environ.items() if k.startswith("SLURM_") and k in SLURM_VARS},
+              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}  # what the launcher gave the job
     if "torch" in sys.modules:  # only describe the device once a step has loaded torch
         import torch
 
@@ -85,8 +89,19 @@ def environment_record(env: dict) -> dict:
                             "name": torch.cuda.get_device_name(0) if torch.cuda.is_available()
                             else f"cpu ({platform.machine()}, {os.cpu_count()} cores)",
                             "count": torch.cuda.device_count(),
-                            "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
+                            "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                            # what the step used, not what it could see: 0 = it never put a tensor on the GPU
+                            "cuda_peak_bytes": torch.cuda.max_memory_allocated()
+                            if torch.cuda.is_available() and torch.cuda.is_initialized() else 0}
     return record
+
+
+def _reset_cuda_peak() -> None:
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats()
 
 
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_PARTITION", "SLURM_NODELIST",
@@ -281,10 +296,12 @@ class RunUnit(submitit.helpers.Checkpointable):
     """
 
     def __init__(self, execute: Callable[[steps.StepContext], dict] | None = None,
-                 settings: dict[str, dict] | None = None, in_terminal: bool = False):
+                 settings: dict[str, dict] | None = None, in_terminal: bool = False,
+                 gpus: dict[str, int] | None = None):
         self.execute = execute
         self.settings = dict(settings or {})
         self.in_terminal = in_terminal
+        self.gpus = dict(gpus or {})  # GPUs the profile asks for per step kind: a real step that sees none stops
 
     def __call__(self, results_dir: str, preset: str, keys: list[str], raise_on_failure: bool = True,
                  progress: bool = True) -> dict:
@@ -301,6 +318,13 @@ class RunUnit(submitit.helpers.Checkpointable):
                 continue
             if rank != 0 and kind != "stage2":
                 continue  # multi-task jobs exist for stage 2 only; other ranks skip everything else
+            line = no_gpu_line(kind, self.gpus.get(kind, 0)) if self.execute is None else None
+            if line:  # a --steps stand-in runs where it is; the real step would fall back to the CPU silently
+                if rank == 0:
+                    store.update_status(run, state="failed", error=line, ended=now())
+                    say(f"FAILED {kind}/{run_id}: {line}")
+                failed.append(key)
+                continue
             try:
                 ok = self.run_one(store, run, env, self.execute or steps.execute, progress,
                                   settings=self.settings.get(kind, {}), in_terminal=self.in_terminal)
@@ -337,6 +361,7 @@ class RunUnit(submitit.helpers.Checkpointable):
                 store.update_status(run, state="running", attempts=int(status.get("attempts", 0)) + 1,
                                     started=now(), host=socket.gethostname(), pid=os.getpid(),
                                     job_id=env["job_id"], cluster=status.get("cluster", env["cluster"]), error=None)
+            _reset_cuda_peak()  # environment.json's cuda_peak_bytes is this run's, not an earlier one's of the job
             start, cpu_start = time.time(), time.process_time()
             with tee_output(run.log) if main else contextlib.nullcontext() as log:
                 say(f"start {desc} ({run.kind}/{run.run_id}, job {env['job_id']}, attempt "

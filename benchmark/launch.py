@@ -9,7 +9,8 @@
 * An input that an earlier, still live launch is producing is not launched again: on Slurm the unit waits on that
   job (``Unit.wait_jobs`` → ``afterok``); locally the run waits for it inside its job, and fails only if nobody
   produces it any more (``benchmark.jobs.wait_for_inputs``).
-* Rows whose layers come from a locality result (Fig. 4b top/low-local) wait for it: locally the plan is simply
+* Rows whose layers come from a locality result (Fig. 4b top/low-local) or a layer search (the ``search`` target) wait
+  for it: locally the plan is simply
   redone once it exists; on Slurm a small ``replan`` job (``afterok`` on the locality job) submits the rest, and a
   final ``collect`` job (``afterany``) writes the summaries and builds the tables.
 * A command plans its targets once (``plan_targets``) and passes the plans down; only rows that waited for a
@@ -60,8 +61,28 @@ def locality_reader(store: Store):
     return read
 
 
+def search_reader(store: Store):
+    """A DONE search run's chosen ``[layer, operator, options]`` triples (None while it is not done or unreadable)."""
+    def read(node: Node):
+        run = store.run(node.kind, node.run_id)
+        if not run.done.exists():
+            return None
+        try:
+            chosen = (store.read_metrics(run) or {})["assignment"]
+            return [[int(layer), str(op), dict(opts)] for layer, op, opts in chosen] or None
+        except (CorruptRecord, KeyError, ValueError, TypeError):
+            return None
+
+    return read
+
+
+def make_planner(store: Store) -> Planner:
+    """The planner of a command: rows that wait for a locality or search result are resolved from the store."""
+    return Planner(locality_reader(store), search_reader(store))
+
+
 def plan_targets(store: Store, modules: list[ModuleType]) -> list[TargetPlan]:
-    planner = Planner(locality_reader(store))
+    planner = make_planner(store)
     return [TargetPlan(m.NAME, m, [planner.expand(m.NAME, row) for row in m.rows(store.preset)]) for m in modules]
 
 
@@ -69,7 +90,7 @@ def refresh_blocked(store: Store, plans: list[TargetPlan]) -> list[TargetPlan]:
     """The plans with every row that waited for a locality result expanded again (the others kept as they are)."""
     if not any(rp.blocked for tp in plans for rp in tp.row_plans):
         return plans
-    planner = Planner(locality_reader(store))
+    planner = make_planner(store)
     return [TargetPlan(tp.name, tp.module, [planner.expand(tp.name, rp.row) if rp.blocked else rp
                                             for rp in tp.row_plans]) for tp in plans]
 

@@ -14,6 +14,10 @@ step runs, never its results, so they are not part of any run id. ``grad_accumul
 ``"stage2": {"grad_accumulation": 4}`` or ``--slurm stage2.grad_accumulation=4``): micro-batches per GPU and step
 when the per-GPU batch does not fit in memory (``graft_core.finetune``).
 
+Declared keys (``DECLARED_KEYS``) say what the machines offer, for the feasibility check that ``--dry-run`` prints
+and a real launch enforces (``benchmark.resources``): ``gpu_mem_gb`` (memory of one GPU, e.g. 80 for an H100) and
+``disk_gb`` (the disk the results folder may fill). Never passed to submitit.
+
 Command-line overrides, applied after the file: ``--slurm partition=h100`` (every kind) or
 ``--slurm stage2.timeout_min=2880`` (one kind); values are parsed as JSON when they parse (``8``, ``true``,
 ``{"a": 1}``), else kept as strings. Times are integer minutes. Keep ``signal_delay_s`` longer than a checkpoint save
@@ -37,9 +41,12 @@ SLURM_KEYS = ("account", "additional_parameters", "array_parallelism", "comment"
               "teardown", "time", "use_srun", "wckey", "max_num_timeout")
 # graftbench's execution settings: key -> the step kinds that read it (a key set on another kind would do nothing)
 DRIVER_KEYS = {"grad_accumulation": ("stage2",), "activation_checkpointing": ("stage2",)}
+# what the machines offer, for the feasibility check before submission (benchmark.resources): numbers, never passed
+# to submitit. gpu_mem_gb: memory of one GPU; disk_gb: the disk the results folder may fill.
+DECLARED_KEYS = ("gpu_mem_gb", "disk_gb")
 BOOL_KEYS = ("activation_checkpointing",)  # driver keys that are true/false (the others: integers >= 1)
 KINDS = ("teacher", "capture", "stage1", "stage2", "sample", "eval", "floor", "noise", "locality",
-         "activation_stats", "latency", "synthetic", "collect")
+         "activation_stats", "latency", "synthetic", "search", "collect")
 DEFAULT_PROFILE = {"paper": "paper", "paper-smoke": "paper-smoke"}  # other presets: "cpu"
 
 
@@ -72,9 +79,12 @@ def _check(section: dict, where: str, kind: str | None = None) -> None:
                     raise ProfileError(f"{where}.{key} must be true or false, got {value!r}")
             elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ProfileError(f"{where}.{key} must be an integer >= 1, got {value!r}")
+        elif key in DECLARED_KEYS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ProfileError(f"{where}.{key} must be a positive number of GB, got {value!r}")
         elif key not in GENERIC:
-            raise ProfileError(f"{where}: unknown key {key!r}; valid: {', '.join(GENERIC + tuple(DRIVER_KEYS))} "
-                               f"and a 'slurm' object")
+            raise ProfileError(f"{where}: unknown key {key!r}; valid: "
+                               f"{', '.join(GENERIC + tuple(DRIVER_KEYS) + DECLARED_KEYS)} and a 'slurm' object")
         elif key == "timeout_min" and not isinstance(value, int):
             raise ProfileError(f"{where}.timeout_min must be integer minutes, got {value!r}")
 
@@ -127,13 +137,13 @@ class Profile:
             value = raw
         section = self.data.setdefault("defaults", {}) if kind is None else \
             self.data.setdefault("steps", {}).setdefault(kind, {})
-        if key in GENERIC or key in DRIVER_KEYS:
+        if key in GENERIC or key in DRIVER_KEYS or key in DECLARED_KEYS:
             section[key] = value
         elif key in SLURM_KEYS:
             section.setdefault("slurm", {})[key] = value
         else:
             raise ProfileError(f"--slurm {item}: unknown key {key!r}; "
-                               f"valid: {', '.join(GENERIC + tuple(DRIVER_KEYS) + SLURM_KEYS)}")
+                               f"valid: {', '.join(GENERIC + tuple(DRIVER_KEYS) + DECLARED_KEYS + SLURM_KEYS)}")
         self.validate()
 
     def resources(self, kind: str) -> dict:
@@ -152,7 +162,7 @@ class Profile:
         init = {}
         if "max_num_timeout" in slurm:
             init["slurm_max_num_timeout"] = slurm.pop("max_num_timeout")
-        params = {k: v for k, v in res.items() if v is not None and k not in DRIVER_KEYS}
+        params = {k: v for k, v in res.items() if v is not None and k not in DRIVER_KEYS and k not in DECLARED_KEYS}
         params.update({f"slurm_{k}": v for k, v in slurm.items() if v is not None})
         return init, params
 

@@ -19,6 +19,10 @@ Row kinds:
                         ``finetune``, the control);
 * ``activation_stats``  per-layer statistics of the teacher's MHA or MLP outputs (``extra.site``) from its stage-1
                         capture(s) (Table 1 i/ii).
+
+A ``graft`` row whose layers come from a measurement carries either ``locality`` (Fig. 4b top/low-local) or
+``search`` (a ``SearchSpec``: a ``graft_core.selection`` strategy over the stage-1 runs of every layer, the
+``search`` target); its layers stay None until that run is done.
 """
 from __future__ import annotations
 
@@ -66,6 +70,20 @@ class LocalityConfig:
 
 
 @dataclass(frozen=True)
+class SearchSpec:
+    """A layer search (``graft_core.selection``): ``strategy`` over the stage-1 runs of ``operators`` (each
+    ``(operator, frozen options)``, the first the primary) in every layer; budget ``layers`` (count strategies) or
+    ``flops`` (FLOPs per forward to save, ``cost_aware``); ``probe`` (a ``graft_core.probe.ProbeConfig``) for the
+    strategies that evaluate the held-out loss, else None."""
+
+    strategy: str
+    operators: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+    layers: int = 0
+    flops: float = 0.0
+    probe: Any = None
+
+
+@dataclass(frozen=True)
 class Row:
     """One row of a target's table: a frozen, declarative config."""
 
@@ -81,6 +99,7 @@ class Row:
     locality: LocalityConfig | None = None  # kind "locality", or the source of top/low-local layers
     name: str | None = None  # the summary's "operator" (tables' registry name: hyena_x, mlp_r3, self_graft, ...)
     t2i: Any = None  # kind "t2i": the text-to-image experiment settings (a frozen dataclass, hashed into run ids)
+    search: SearchSpec | None = None  # the layer search that resolves ``graft.layers`` (the ``search`` target)
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):

@@ -3,6 +3,7 @@
     python -m benchmark.run --list                                   # targets and their row counts
     python -m benchmark.run table3                                   # tiny preset, Slurm if sbatch answers else local
     python -m benchmark.run table3 --preset paper --dry-run          # planned runs, layers, resources, GPU-hours
+    python -m benchmark.run all --preset paper --dry-run --json      # every step's memory / hours / disk vs profile
     python -m benchmark.run table3 --preset paper --executor slurm --profile paper --slurm partition=h100
     python -m benchmark.run table3 --status                          # done / running / pending / failed / missing
     python -m benchmark.run all --executor local
@@ -20,6 +21,7 @@ import argparse
 import dataclasses
 import errno
 import importlib
+import json
 import os
 import signal
 import sys
@@ -27,7 +29,7 @@ import threading
 import time
 from typing import Callable
 
-from benchmark import targets as registry
+from benchmark import resources, targets as registry
 from benchmark.cost import estimate, teacher_present
 from benchmark.dag import Planner
 from benchmark.executors import EXECUTORS, LaunchError, launch, make_launcher, resolve_executor
@@ -85,6 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wait", action="store_true", help="Slurm: block until the submitted jobs end")
     p.add_argument("--dry-run", action="store_true", help="print planned runs, layers, resources and cost; write "
                                                           "nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: print one JSON document instead (every "
+                                                       "step's estimated GPU memory, hours and disk vs the profile)")
     p.add_argument("--status", action="store_true", help="print each row's state (asks Slurm for recorded jobs)")
     p.add_argument("--list", action="store_true", help="list the targets")
     p.add_argument("--validate", action="store_true", help="instantiate every target on every preset and every "
@@ -237,10 +241,40 @@ def cmd_dry_run(store: Store, plans, profile: Profile | None, executor_name: str
         new_need = sum(capture_disk(n) for n in captures if n.key in todo)
         log(f"capture disk: {format_bytes(need)} for {len(captures)} capture run(s) of the plan "
             f"({format_bytes(new_need)} still to write; fp16 operator inputs + targets, under the results folder)")
+    if resources.applies(profile):
+        for line in resources.dry_run_lines(nodes, profile, capture_disk):
+            log(line)
     log(f"estimated cost to launch: {estimate(planned, gpu=gpu).line()}")
     log(f"estimated cost of all planned runs: {estimate(nodes, gpu=gpu).line()}")
+    later = runs_after_blocked(plans, {n.key for n in nodes})
+    if later:
+        blocked = sum(rp.blocked for tp in plans for rp in tp.row_plans)
+        log(f"plus, once the {blocked} row(s) waiting for a locality or search result are planned (their stage 2 and "
+            f"eval, counted per row with stand-in layers of the same number): {estimate(later, gpu=gpu).line()}")
     log(f"executor: {executor_name}; dry run — nothing was written or submitted")
     return 0
+
+
+def runs_after_blocked(plans, planned: set[str]) -> list:
+    """The runs that rows still waiting for a locality or search result will add once it exists, estimated by planning
+    them with stand-in results of the same size (the first layers; the primary operator). Each row counts its own runs
+    (two searches usually choose differently), so rows whose results coincide are counted twice: an upper bound."""
+    def stand_in_search(node):
+        s = node.config["search"]
+        layers = s["layers"] or max(1, round(s["flops"] / max(c["saved_flops"] for c in node.config["candidates"])))
+        first = [c for c in node.config["candidates"] if c["op"] == s["primary"]][:layers]
+        return [[c["layer"], c["operator"], c["options"]] for c in first]
+
+    planner = Planner(locality_reader=lambda node, cfg: list(range(node.config["teacher"]["num_layers"])),
+                      search_reader=stand_in_search)
+    later: dict[str, object] = {}
+    for tp in plans:
+        for rp in tp.row_plans:
+            if rp.blocked:
+                for n in planner.expand(tp.name, rp.row).nodes:
+                    if n.key not in planned:
+                        later.setdefault(f"{tp.name}/{rp.row.id}/{n.key}", n)
+    return list(later.values())
 
 
 def _table4_columns(rp) -> str:
@@ -248,6 +282,12 @@ def _table4_columns(rp) -> str:
     graft, layers = rp.row.graft, rp.layers
     if graft is None or not layers or rp.row.kind != "graft":
         return ""
+    if "operators" in rp.row.extra:  # a searched per-layer choice of operators: the sum over its plans
+        from benchmark.families.dit import efficiency as plan_efficiency
+
+        stage2 = next((n for n in rp.nodes if n.kind == "stage2"), None)
+        e = plan_efficiency(rp.row.preset, stage2.config["plan"] if stage2 else rp.final.config["model"]["plan"])
+        return f" ΔFLOPs op {e['d_flops_op']:+.2f} ft {e['d_flops_ft']:+.2f} ΔParam {e['d_param']:+.2f} %"
     t = rp.row.preset.teacher
     plan = dataclasses.replace(graft, layers=tuple(layers)).plan()
     e = efficiency(plan, num_layers=t.num_layers, dim=t.hidden_size, num_heads=t.num_attention_heads,
@@ -315,6 +355,8 @@ def main(argv: list[str] | None = None, *, execute: Callable | None = None) -> i
         return cmd_list(args.preset)
     if args.validate:
         return cmd_validate()
+    if args.json and not args.dry_run:
+        return fail("--json goes with --dry-run (e.g. `python -m benchmark.run all --preset paper --dry-run --json`)")
     if args.executor not in EXECUTORS:
         return fail(f"unknown executor {args.executor!r}; choose one of: {', '.join(EXECUTORS)}")
     requested = args.targets or (list(registry.TARGETS) if args.status else [])
@@ -346,6 +388,11 @@ def main(argv: list[str] | None = None, *, execute: Callable | None = None) -> i
                     f"see `python -m benchmark.run {' '.join(requested)} --dry-run`")
     if args.status:
         return cmd_status(store, plans, log)
+    if args.dry_run and args.json:
+        nodes = all_nodes(selected)
+        todo = to_launch(node_states(store, nodes, ask_slurm=False))
+        print(json.dumps(resources.dry_run_document(nodes, todo, profile, args.preset, capture_disk), indent=1))
+        return 0
     if args.dry_run:
         return cmd_dry_run(store, selected, profile, args.executor, log)
 
@@ -356,6 +403,12 @@ def main(argv: list[str] | None = None, *, execute: Callable | None = None) -> i
     try:
         executor = resolve_executor(args.executor, log)
         preflight(store, selected, log, real_steps=execute is None)
+        if executor in ("slurm", "local") and resources.applies(profile):  # every step fits before any is submitted
+            todo = to_launch(node_states(store, all_nodes(selected), ask_slurm=False))
+            refusal = resources.launch_refusal([n for n in all_nodes(selected) if n.key in todo], profile,
+                                                capture_disk)
+            if refusal:
+                raise LaunchError(refusal)
         launcher = make_launcher(executor, store, profile=profile, jobs=args.jobs, progress=not args.quiet, log=log,
                                  target_names=[m.NAME for m in modules], profile_overrides=args.slurm,
                                  execute=execute, rows=row_patterns, debug=args.debug)

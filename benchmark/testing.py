@@ -76,6 +76,10 @@ class FakeSteps:
             return {"train_mse": 0.1, "val_mse": 0.1 + _num(rid) / 1000, "layer": c["layer"]}
         if kind == "stage2":
             return {"steps": c["stage2"]["steps"], "final_loss": 0.5, "world_size": ctx.world_size}
+        if kind == "search":  # the real strategy and probe cache, on a fake loss: additive per-swap penalties
+            from benchmark.families.dit import run_search
+
+            return run_search(ctx, probe_factory=_fake_probe)
         return {"fake": True}
 
 
@@ -83,6 +87,11 @@ class FakeSteps:
         gate = os.environ.get(self.gate) if self.gate else None
         while gate and not os.path.exists(gate):
             time.sleep(0.05)
+
+
+def _fake_probe(ctx, lookup: dict):
+    """A held-out loss that grows with every swap by a deterministic amount of its stage-1 run."""
+    return lambda swaps: 1.0 + sum(0.01 + _num(lookup[swap]["stage1"]) / 1000 for swap in swaps)
 
 
 fake_execute = FakeSteps()  # the plain fake, for ``--steps benchmark.testing:fake_execute``

@@ -4,7 +4,10 @@ Why: CI has no GPU, so the CUDA side of the paper preset (models on the job's de
 only proven when a GPU machine is at hand. This script makes the fake prerequisites (``benchmark.fakes``; or uses
 real ones when ``--real`` and the environment point at them), prepares the latents with ``benchmark.prepare``, runs
 ``python -m benchmark.run table3 --preset paper-smoke --rows <row> --executor local`` and reports every step run
-with its device and seconds, after a one-GPU NCCL process-group check. Budget: under 8 minutes on one H100/H200.
+with the device it actually used (``environment.json``'s ``cuda_peak_bytes`` > 0: it put tensors on the GPU; seeing
+one is not enough) and its seconds, after a one-GPU NCCL process-group check; the JSON is rewritten after every step.
+Budget: under 8 minutes on one H100/H200. ``benchmarks/gpu_wheels.sh`` gathers the wheels it needs beyond a bare
+torch image (for a GPU machine without network).
 
     python -m benchmarks.gpu_smoke                       # writes benchmarks/results/gpu_smoke.json
     python -m benchmarks.gpu_smoke --allow-cpu           # the same on a CPU (device checks reported, not failed)
@@ -62,9 +65,11 @@ def step_lines(results: Path) -> list[dict]:
         status = store.read_status(run)
         dev = store.read_environment(run).get("device") or {}
         metrics = store.read_metrics(run) or {}
+        used = dev.get("cuda_peak_bytes", 0) > 0  # the step put tensors on the GPU (seeing one is not enough)
         out.append({"step": f"{run.kind}/{run.run_id}", "kind": run.kind,
-                    "ok": status.get("state") == "done", "device": dev.get("name", "?") if dev.get("cuda") else
-                    "cpu", "seconds": metrics.get("seconds_step"), "error": status.get("error")})
+                    "ok": status.get("state") == "done", "device": dev.get("name", "?") if used else "cpu",
+                    "peak_gpu_gb": round(dev.get("cuda_peak_bytes", 0) / 1e9, 3),
+                    "seconds": metrics.get("seconds_step"), "error": status.get("error")})
     return out
 
 
@@ -80,17 +85,29 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="graftbench-gpu-smoke-"))
     records = [nccl_check()]
+
+    def save(passed=None) -> None:  # after every step: a smoke cut short by its time limit still leaves its record
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(plain({"machine": machine_info(), "row": args.row, "passed": passed,
+                                              "seconds": round(time.time() - start, 1), "steps": records},
+                                             finite=True), indent=2))
+
+    save()
     t0 = time.time()
     env = dict(os.environ) if args.real else prepare_rehearsal(work)
     records.append({"step": "prerequisites", "ok": True, "device": "-", "seconds": round(time.time() - t0, 2),
                     "what": "real (environment)" if args.real else "fakes + benchmark.prepare"})
+    save()
     results = work / "results"
     cmd = [sys.executable, "-m", "benchmark.run", "table3", "--preset", "paper-smoke", "--rows", args.row,
            "--executor", "local", "--jobs", "1", "--results-dir", str(results), "--quiet"]
+    if args.allow_cpu:  # the profile's GPUs would stop every real step on a machine without one
+        cmd += ["--slurm", "gpus_per_node=0"]
     t0 = time.time()
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     records.append({"step": "benchmark.run", "ok": run.returncode == 0, "device": "-",
                     "seconds": round(time.time() - t0, 2), "error": run.stderr[-2000:] if run.returncode else None})
+    save()
     for r in step_lines(results):
         if not args.allow_cpu and r["kind"] in ("capture", "stage1", "stage2", "sample", "eval") and r["device"] == "cpu":
             r["ok"], r["error"] = False, (r.get("error") or "ran on the CPU")
@@ -102,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f"  {str(r['error']).splitlines()[-1][:160]}" if r.get("error") and not r["ok"] else ""))
     total = time.time() - start
     print(f"{'PASS' if passed else 'FAIL'} gpu smoke: {len(records)} checks in {total:.0f} s (target < 480 s)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(plain({"machine": machine_info(), "row": args.row, "passed": passed,
-                                          "seconds": round(total, 1), "steps": records}, finite=True), indent=2))
+    save(passed)
     return 0 if passed else 1
 
 

@@ -379,7 +379,8 @@ def _default_device() -> torch.device:
 
 
 def assemble(teacher: nn.Module, plan, stage1_dirs: dict[int, Path] | None, *, seed: int | None = 0) -> nn.Module:
-    """Deep-copy the teacher, graft ``plan`` and load each layer's stage-1 operator.
+    """Deep-copy the teacher, graft ``plan`` (a ``GraftPlan`` or several of them) and load each layer's stage-1
+    operator.
 
     ``stage1_dirs=None`` keeps every grafted operator at its fresh initialisation (the random-init control). The
     fresh operators are built under ``seed + layer`` (``surgery.graft``); with ``seed = stage1.seed`` they are exactly
@@ -387,16 +388,19 @@ def assemble(teacher: nn.Module, plan, stage1_dirs: dict[int, Path] | None, *, s
     the teacher is untouched.
     """
     from graft_core import surgery
+    from graft_core.plan import as_plans
 
+    plans = as_plans(plan)  # one plan, or several (one per operator: a per-layer choice of operators)
     if stage1_dirs is not None:
-        missing = sorted(set(plan.layers) - set(stage1_dirs))
+        missing = sorted({layer for p in plans for layer in p.layers} - set(stage1_dirs))
         if missing:
             raise ValueError(f"stage1_dirs lacks layers {missing} of the plan (has {sorted(stage1_dirs)})")
-    model = surgery.graft(copy.deepcopy(teacher), plan, seed=seed)
+    model = surgery.graft(copy.deepcopy(teacher), plans, seed=seed)
     if stage1_dirs is not None:
-        for layer in plan.layers:
-            op = getattr(model.transformer_blocks[layer], surgery.SITE_ATTR[plan.site])
-            op.load_state_dict(load_operator_state(stage1_dirs[layer]), strict=True)
+        for p in plans:
+            for layer in p.layers:
+                op = getattr(model.transformer_blocks[layer], surgery.SITE_ATTR[p.site])
+                op.load_state_dict(load_operator_state(stage1_dirs[layer]), strict=True)
     return model.eval()
 
 

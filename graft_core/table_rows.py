@@ -193,9 +193,36 @@ def _fig4b(p: str) -> list[RowDecl]:
             for s, name, latex in FIG4B_SELECTIONS]
 
 
+# The search target (beyond the paper): (site, stem, plain label, LaTeX label, searched strategies)
+SEARCH_STUDIES = (("attn", "hyena_x", "Hyena-X", "Hyena-X", ("stage1_error", "greedy", "cost_aware")),
+                  ("mlp", "mlp_r3", "MLP r=3", "MLP $r$=3", ("stage1_error", "greedy")))
+SEARCH_BUDGETS = (50, 75)
+SEARCH_STRATEGY_LABELS = {"interleaved": "interleaved", "top_local": "top-local", "stage1_error": "stage-1 error",
+                          "greedy": "greedy validation", "cost_aware": "cost-aware"}
+
+
+def _search(p: str) -> list[RowDecl]:
+    """Per site and budget, the paper's fixed choices (interleaved; top-local at 50 % MHA, Fig. 4b's locality
+    ranking exists there only) then the searched ones; ``extra.strategy`` names the selection."""
+    rows = []
+    for site, stem, label, latex, strategies in SEARCH_STUDIES:
+        for ratio in SEARCH_BUDGETS:
+            # (row id suffix, the summary's strategy, the selection it names)
+            choices = [(f"interleaved{ratio}", f"interleaved{ratio}", "interleaved")]
+            if site == "attn" and ratio == 50:
+                choices.append(("top_local", "top_local", "top_local"))
+            choices += [(f"{s}{ratio}", s, s) for s in strategies]
+            for suffix, strategy, selection in choices:
+                rows.append(RowDecl(f"{site}-{stem}-{suffix}",
+                                    f"{label}, {SEARCH_STRATEGY_LABELS[selection]}, {ratio} %",
+                                    f"{latex}, {selection.replace('_', ' ')}, {ratio}\\,\\%", SITE_GROUP[site], site,
+                                    stem, ratio, strategy, {"strategy": selection, "budget": ratio}))
+    return rows
+
+
 DECLARATIONS: dict[str, Callable[[str], list[RowDecl]]] = {
     "baseline": _baseline_target, "table1": _table1, "table2": _table2, "table3": _table3, "table5": _table5,
-    "table6": _table6, "fig2": _fig2, "fig4a": _fig4a, "fig4b": _fig4b}
+    "table6": _table6, "fig2": _fig2, "fig4a": _fig4a, "fig4b": _fig4b, "search": _search}
 ALIASES = {"table4": "table3"}
 
 

@@ -29,18 +29,18 @@ from .common import LATEX_PACKAGES
 from .loader import Summary, load_summary_with_meta, summary_path
 from .registry import ALIASES, TARGETS, canonical_target, skipped
 
-TABLE_TARGETS = ("table1", "table2", "table3", "table5", "table6", "fig4a", "fig4b")
+TABLE_TARGETS = ("table1", "table2", "table3", "table5", "table6", "fig4a", "fig4b", "search")
 NO_OUTPUT = ("baseline",)  # driver targets without a table of their own (their rows appear in every other table)
-FIGURE_TARGETS = ("table1", "table3", "fig2", "fig4a", "fig4b")
+FIGURE_TARGETS = ("table1", "table3", "fig2", "fig4a", "fig4b", "search")
 
 
 def _renderer(target: str) -> Callable[..., str]:
-    from . import fig4, table1, table2, table3, table5, table6
+    from . import fig4, search, table1, table2, table3, table5, table6
 
     return {
         "table1": table1.render_table1, "table2": table2.render_table2, "table3": table3.render_table3,
         "table5": table5.render_table5, "table6": table6.render_table6, "fig4a": fig4.render_fig4a,
-        "fig4b": fig4.render_fig4b,
+        "fig4b": fig4.render_fig4b, "search": search.render_search,
     }[target]
 
 

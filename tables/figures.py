@@ -22,6 +22,7 @@ import seaborn as sns  # noqa: E402
 
 from .common import OURS, PAPER, as_number, values_of  # noqa: E402
 from .registry import FIG4A_OPERATORS, FIG4B_SELECTIONS, SHORT_NAMES, is_grafted  # noqa: E402
+from .search import PLAIN as SEARCH_PLAIN, SITES as SEARCH_SITES, fid_std as search_fid_std  # noqa: E402
 
 FIGURES = {  # target -> figure names it produces
     "table1": ("table1_activation_stats",),
@@ -333,6 +334,56 @@ def plot_pareto(frame: pd.DataFrame, preset: str, baselines: dict[str, float | N
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# The search target (beyond the paper): FID vs ΔFLOPs, one line per strategy
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def search_frame(rows: Sequence[dict]) -> pd.DataFrame:
+    """Columns site, strategy, budget, d_flops_op, fid, fid_std, layers (done rows with an FID and a ΔFLOPs)."""
+    records = []
+    for r in rows:
+        if r["status"] != "done" or r.get("site") not in SEARCH_SITES:
+            continue
+        fid = as_number(values_of(r, OURS, "metrics").get("fid"))
+        op = as_number(values_of(r, OURS, "efficiency").get("d_flops_op"))
+        if fid is None or op is None:
+            continue
+        strategy = (r.get("extra") or {}).get("strategy") or r.get("strategy")
+        records.append({"site": SEARCH_SITES[r["site"]], "strategy": SEARCH_PLAIN.get(strategy, strategy), "budget": r.get("ratio"),
+                        "d_flops_op": round(op, 4), "fid": round(fid, 4), "fid_std": search_fid_std(r),
+                        "layers": " ".join(map(str, (r.get("extra") or {}).get("layers") or []))})
+    return pd.DataFrame(records, columns=["site", "strategy", "budget", "d_flops_op", "fid", "fid_std", "layers"])
+
+
+def plot_search(frame: pd.DataFrame, preset: str):
+    """FID against ΔFLOPs op, one line per strategy (across its budgets), one panel per site; error bars = spread."""
+    with _style():
+        fig, axes = plt.subplots(1, len(SEARCH_SITES), figsize=(8.0, 3.4))
+        order = [s for s in SEARCH_PLAIN.values() if s in set(frame["strategy"])] if not frame.empty else []
+        palette = dict(zip(SEARCH_PLAIN.values(), sns.color_palette("deep", len(SEARCH_PLAIN))))
+        for ax, site in zip(axes, SEARCH_SITES.values()):
+            part = frame[frame["site"] == site].sort_values(["strategy", "d_flops_op"]) if not frame.empty else frame
+            ax.set_title(site, fontsize=9)
+            if part.empty:
+                _empty(ax, f"no results yet (preset {preset})")
+                continue
+            for strategy in order:
+                line = part[part["strategy"] == strategy]
+                if line.empty:
+                    continue
+                ax.errorbar(line["d_flops_op"], line["fid"], yerr=line["fid_std"].astype(float).fillna(0.0),
+                            marker="o", ms=4, lw=1.2, capsize=2, label=strategy, color=palette[strategy])
+            ax.set_xlabel("ΔFLOPs op (%)")
+            ax.set_ylabel("FID (lower is better)")
+        handles, labels = axes[0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=len(handles))
+        fig.suptitle(f"Where to graft (beyond the paper), preset {preset}", fontsize=10, x=0.02, ha="left")
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
+        return fig
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Entry point used by the builder
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -352,6 +403,9 @@ def figure_outputs(target: str, rows: Sequence[dict], preset: str) -> dict[str, 
     elif target == "fig4b":
         frame = fig4b_frame(rows)
         fig, name = plot_fig4b(frame, preset), "fig4b_layer_selection"
+    elif target == "search":
+        frame = search_frame(rows)
+        fig, name = plot_search(frame, preset), "search_fid_vs_flops"
     elif target == "table3":
         frame = pareto_frame(rows)
         base = next((r for r in rows if r["row"] == "baseline"), None)

@@ -312,6 +312,31 @@ def test_slurm_rows_waiting_for_locality_are_submitted_by_a_replan_job(tmp_path,
     assert rows["attn-hyena_x-top_local"]["extra"]["layers"] == [1, 2, 4, 5]
 
 
+def test_slurm_searched_rows_are_submitted_by_a_replan_job_after_their_searches(tmp_path, slurm):
+    """The search target on Slurm: each search is one job after its stage-1 arrays; one replan job waits for every
+    search (and fig2's locality run) and submits the searched rows' stage 2 and eval; then every row is done."""
+    import pickle
+
+    from submitit.slurm.slurm import SlurmJob
+
+    store = Store(tmp_path, "tiny")
+    launcher = make_launcher("slurm", store, profile=Profile.load("cpu"), target_names=["search"],
+                             log=lambda *a: None, execute=FakeSteps())
+    result = launch(launcher, plans_of(store, ["search"]))
+    searches = [u.job_ids[0] for u in result.units if u.kind == "search"]
+    assert len(searches) == 10  # 3 + 3 strategies × 2 budgets for MHA, 2 × 2 for the MLP
+    (replan,) = [t for t in result.tasks if "gb-replan" in sbatch_text(store, t)]
+    assert all(j in sbatch_text(store, replan) for j in searches)
+    process(store, slurm, result.tasks)
+    outcome, value = pickle.loads(SlurmJob(folder=store.submitit_dir / "%j", job_id=replan).paths.result_pickle
+                                  .read_bytes())
+    assert outcome == "success" and value["tasks"]
+    process(store, slurm, value["tasks"])
+    rows = {r["row"]: r for r in summary(tmp_path, "tiny", "search")["rows"]}
+    assert all(r["status"] == "done" for r in rows.values()), {k: r["status"] for k, r in rows.items()}
+    assert len(rows["attn-hyena_x-greedy75"]["extra"]["layers"]) == 6
+
+
 def test_queued_local_runs_show_pending_and_return_to_missing_on_interrupt(tmp_path, monkeypatch):
     """A local launcher marks every run it will execute as pending (its own pid), so --status and a second launcher
     see them as taken; Ctrl-C puts the never-started ones back to missing, not "gone without DONE"."""

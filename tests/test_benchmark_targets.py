@@ -36,7 +36,8 @@ def rows_by_id(tp):
 
 def test_registry_lists_every_paper_item():
     assert targets.names() == ["baseline", "table1", "table2", "table3", "table4", "table5", "table6", "fig2",
-                               "fig4a", "fig4b", "all"]
+                               "fig4a", "fig4b", "search", "all"]
+    # ``all`` is the paper's items; the layer search (beyond the paper) is asked for by name
     assert [m.NAME for m in targets.expand(["all"])] == ["baseline", "table1", "table2", "table3", "table5", "table6",
                                                          "fig2", "fig4a", "fig4b"]
     with pytest.raises(targets.UnknownTarget, match="choose from: baseline"):
@@ -84,7 +85,7 @@ def test_driver_summaries_read_into_the_tables_declared_rows(tmp_path, preset):
     matched to its declaration (none unmatched, no problem reported), labelled and grouped as the paper prints it,
     and every declared row the preset plans is there — Table 6's depth-named ids on tiny included."""
     store = Store(tmp_path, preset)
-    for tp in plan(tmp_path, preset, "all", "table4"):
+    for tp in plan(tmp_path, preset, "all", "table4", "search"):
         if tp.name not in registry.TARGETS and tp.name not in registry.ALIASES:
             continue
         states = node_states(store, [n for rp in tp.row_plans for n in rp.nodes], ask_slurm=False)

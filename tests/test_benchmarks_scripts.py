@@ -265,8 +265,10 @@ def test_gpu_smoke_step_lines_from_the_store(tmp_path):
     store.finish(store.ensure_config("eval", "b", {}), {"seconds_step": 3.0})
     store.ensure_config("eval", "c", {})  # planned, never started: no status, no line
     assert step_lines(tmp_path) == [
-        {"step": "eval/b", "kind": "eval", "ok": True, "device": "cpu", "seconds": 3.0, "error": None},
-        {"step": "stage1/a", "kind": "stage1", "ok": False, "device": "cpu", "seconds": None, "error": "boom"}]
+        {"step": "eval/b", "kind": "eval", "ok": True, "device": "cpu", "peak_gpu_gb": 0.0, "seconds": 3.0,
+         "error": None},
+        {"step": "stage1/a", "kind": "stage1", "ok": False, "device": "cpu", "peak_gpu_gb": 0.0, "seconds": None,
+         "error": "boom"}]
 
 
 def test_metrics_speed_quick(tmp_path):
@@ -277,3 +279,23 @@ def test_metrics_speed_quick(tmp_path):
     record = _record(tmp_path, "metrics_speed")
     assert set(record["results"]) == {"bootstrap", "inception_missing"}
     assert all(r["median_s"] > 0 and r["target"] == "<= 5" for r in record["results"].values())
+
+
+def test_paper_scale_quick(tmp_path):
+    """The real-width probe script at width 64: every probe runs, the fitted memory model predicts each check point
+    (batch 2 at 4× the largest fit's tokens) within the tolerance, and the JSON carries the per-token figures."""
+    from benchmarks import paper_scale
+
+    assert paper_scale.main(["--quick", "--out", str(tmp_path)]) == 0
+    record = _record(tmp_path, "paper_scale")
+    probes = record["summary"]["probes"]
+    assert set(probes) == {"dit_block", "pixart_block", *paper_scale.OPERATOR_CASES}
+    assert record["summary"]["all_checks_within"] is True
+    for name, entry in probes.items():
+        assert _finite_positive(entry["bytes_per_token"]), name
+        if name != "dit_block":
+            assert entry["check"]["relative_error"] <= paper_scale.TOLERANCE
+    # orderings the science relies on: Mamba-2's chunked scan keeps the most per token, wider MLPs keep more
+    assert max(probes, key=lambda n: probes[n]["bytes_per_token"] if probes[n].get("check") else 0) in (
+        "mamba2", "pixart_block")
+    assert probes["mlp_r3"]["bytes_per_token"] < probes["mlp"]["bytes_per_token"] < probes["mlp_r6"]["bytes_per_token"]

@@ -499,13 +499,15 @@ def test_driver_second_launch_submits_nothing(driver_launch):
 # (block captures of 2 blocks each, a stage-1 array over the 14 pairs, stage 2 on the 25 % subset, eval, latency),
 # and table5's two rows on the fake PixArt-Σ (T5 states encoded once, a 2-task synthetic-pair array, one capture per
 # grafted layer and split, a stage-1 array over the 14 layers, LoRA-64 stage 2, GenEval through its adapter on a fake
-# detector, latency); stage 2 as a 2-task gloo DDP job, every DiT eval a 2-task sampling array + one ADM metrics job.
+# detector, latency); the search target's MHA rows at one budget (50 %: stage-1 error, greedy validation and cost-aware
+# searches over the stage-1 runs of all 28 layers, each one job, then their rows replanned beside the interleaved and
+# top-local ones); stage 2 as a 2-task gloo DDP job, every DiT eval a 2-task sampling array + one ADM metrics job.
 # Then a second launch submits nothing.
 
 SMOKE_ROWS = ("baseline,metric_floor,noise_control,attn-hyena_x-interleaved50,mlp-mlp_r3-interleaved50,"
               "control-teacher-stage2,locality,attn-hyena_x-top_local,attn-random_init-full,parallel-depth14,"
-              "attn-hyena_x-pixart")
-SMOKE_TARGETS = ("baseline", "table3", "fig2", "fig4b", "table2", "table6", "table5")
+              "attn-hyena_x-pixart,attn-hyena_x-stage1_error50,attn-hyena_x-greedy50,attn-hyena_x-cost_aware50")
+SMOKE_TARGETS = ("baseline", "table3", "fig2", "fig4b", "table2", "table6", "table5", "search")
 SMOKE_TIMEOUT = float(os.environ.get("GRAFTBENCH_SLURM_SMOKE_TIMEOUT", "2400"))  # s for the whole rehearsal
 
 
@@ -560,7 +562,9 @@ def test_paper_smoke_rehearsal_runs_every_dit_step_on_slurm(smoke_launch):
               "table3": {"baseline", "attn-hyena_x-interleaved50", "mlp-mlp_r3-interleaved50",
                          "control-teacher-stage2"},
               "fig2": {"locality"}, "fig4b": {"attn-hyena_x-top_local"}, "table2": {"attn-random_init-full"},
-              "table6": {"baseline", "parallel-depth14"}, "table5": {"baseline", "attn-hyena_x-pixart"}}
+              "table6": {"baseline", "parallel-depth14"}, "table5": {"baseline", "attn-hyena_x-pixart"},
+              "search": {"attn-hyena_x-interleaved50", "attn-hyena_x-top_local", "attn-hyena_x-stage1_error50",
+                         "attn-hyena_x-greedy50", "attn-hyena_x-cost_aware50"}}
     for target, rows in wanted.items():
         summary = read_json_file(results / "paper-smoke" / target / "summary.json")
         by_row = {r["row"]: r for r in summary["rows"]}
@@ -576,6 +580,11 @@ def test_paper_smoke_rehearsal_runs_every_dit_step_on_slurm(smoke_launch):
     speedup = table6["parallel-depth14"]["extra"].get("speedup")
     assert isinstance(speedup, (int, float)) and math.isfinite(speedup) and speedup > 0, table6["parallel-depth14"]
     assert table6["parallel-depth14"]["extra"].get("depth") == 14, table6["parallel-depth14"]["extra"]
+    # search: every searched row replaced 14 of the 28 layers (cost-aware: at least Hyena-X's 14 layers of FLOPs)
+    search = {r["row"]: r for r in read_json_file(results / "paper-smoke" / "search" / "summary.json")["rows"]}
+    for s in ("stage1_error50", "greedy50"):
+        assert len(search[f"attn-hyena_x-{s}"]["extra"]["layers"]) == 14, search[f"attn-hyena_x-{s}"]
+    assert len(search["attn-hyena_x-cost_aware50"]["extra"]["layers"]) >= 14, search["attn-hyena_x-cost_aware50"]
     table5 = {r["row"]: r for r in read_json_file(results / "paper-smoke" / "table5" / "summary.json")["rows"]}
     grafted = table5["attn-hyena_x-pixart"]["extra"]
     assert grafted["layers"] == [8, 10, 12, 14, 16, 18, 20, 21, 22, 23, 24, 25, 26, 27] and grafted["speedup"] > 0
@@ -602,7 +611,7 @@ def test_paper_smoke_rehearsal_runs_every_dit_step_on_slurm(smoke_launch):
                              "paper-smoke"], cwd=REPO, capture_output=True, text=True, timeout=300,
                             env=smoke_launch["env"])
     assert tables.returncode == 0, tables.stderr
-    for name in ("table2", "table3", "fig4b", "table6", "table5"):
+    for name in ("table2", "table3", "fig4b", "table6", "table5", "search"):
         tex = (results / "paper-smoke" / "tables" / f"{name}.tex").read_text()
         assert "\\toprule" in tex and "\\bottomrule" in tex, name
     timings = {k: f"{len(v)} runs, {sum(v):.0f} s" for k, v in sorted(_seconds_by_kind(runs).items())}

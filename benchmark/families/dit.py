@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from benchmark.cost import CPU_S, PAPER_GPU_H
+from benchmark.cost import CPU_S, PAPER_GPU_H, search_probes
 from benchmark.family import Family, register_family
 from benchmark.step_context import (StepContext, capture_folder, capture_pairs, job_device, load_model,
                                     preset_from_config)
@@ -37,23 +37,28 @@ def get_teacher(preset: Preset, *, train_if_missing: bool = False, progress: boo
     return _TEACHERS[key]
 
 
-def build_student(teacher, plan_dict: dict | None, stage1_dirs: dict[int, Path] | None):
+def graft_plans(plan_dict: dict | list):
+    """The ``GraftPlan``s of a step config's plan: one dict, or a list of them (a per-layer choice of operators)."""
+    from graft_core.plan import GraftPlan
+
+    return [GraftPlan.from_dict(d) for d in (plan_dict if isinstance(plan_dict, list) else [plan_dict])]
+
+
+def build_student(teacher, plan_dict: dict | list | None, stage1_dirs: dict[int, Path] | None):
     """Teacher copy (no plan) or ``distill.assemble`` of the plan. Operators without stage-1 weights (random-init
     rows) keep ``assemble``'s initialisation: layer ``i`` under seed ``0 + i``, whatever the preset's seeds; the
     global RNG is left untouched."""
     if plan_dict is None:
         return copy.deepcopy(teacher).eval()
-    if plan_dict.get("restructure") == "parallel_pairs":  # Table 6: stage-1 dirs are per block pair
+    if isinstance(plan_dict, dict) and plan_dict.get("restructure") == "parallel_pairs":  # Table 6: per block pair
         from graft_core.depth_width import assemble_pairs
 
         return assemble_pairs(teacher, stage1_dirs)
     from graft_core.distill import assemble
-    from graft_core.plan import GraftPlan
-
     from graft_core.teacher import use_fast_attention
 
     device = next(teacher.parameters()).device  # new operators are built on the CPU
-    return use_fast_attention(assemble(teacher, GraftPlan.from_dict(plan_dict), stage1_dirs).to(device), device)
+    return use_fast_attention(assemble(teacher, graft_plans(plan_dict), stage1_dirs).to(device), device)
 
 
 def teacher_record(ctx: StepContext) -> dict:
@@ -166,17 +171,23 @@ def _write_batch(path: Path, images, labels) -> Path:
     return path
 
 
-def efficiency(p: Preset, plan_dict: dict | None) -> dict:
+def efficiency(p: Preset, plan_dict: dict | list | None) -> dict:
     """Table 4's ΔFLOPs/Δparams of a graft plan (none for the teacher or a restructured model: the latency run
-    reports those)."""
+    reports those); of several plans (a per-layer choice of operators) the sums, which the columns' definition
+    (Σ over replaced layers) makes exact."""
     if plan_dict is None or "restructure" in plan_dict:
         return {}
     from graft_core.accounting import efficiency as eff
-    from graft_core.plan import GraftPlan
 
     t = p.teacher
-    return plain(eff(GraftPlan.from_dict(plan_dict), num_layers=t.num_layers, dim=t.hidden_size,
-                      num_heads=t.num_attention_heads, seq_len=t.num_tokens))
+    parts = [eff(plan, num_layers=t.num_layers, dim=t.hidden_size, num_heads=t.num_attention_heads,
+                 seq_len=t.num_tokens) for plan in graft_plans(plan_dict)]
+    if len(parts) == 1:
+        return plain(parts[0])
+    keys = ("d_flops_op", "d_flops_ft", "d_param")
+    total = {k: None if any(q[k] is None for q in parts) else sum(q[k] for q in parts) for k in keys}
+    return plain({**total, "flops_source": "; ".join(dict.fromkeys(q["flops_source"] for q in parts)),
+                  "paper_d_flops_op": None, "paper_d_flops_ft": None})
 
 
 def run_floor(ctx: StepContext) -> dict:
@@ -275,6 +286,89 @@ def latency(ctx: StepContext) -> dict:
                   "params_delta_pct": 100.0 * (params - teacher_params) / teacher_params})
 
 
+def run_search(ctx: StepContext, probe_factory: Callable | None = None) -> dict:
+    """A layer search (``graft_core.selection``) over the candidates' stage-1 runs. Every held-out-loss evaluation
+    is cached by id under ``<preset>/probes/`` (id = hash of the teacher, data, probe config and the swapped
+    (layer, stage-1 run) pairs), so a search at another budget, or a requeued one, reuses every evaluation it shares.
+    ``probe_factory(ctx, lookup) -> probe`` replaces the real held-out loss (the fake steps)."""
+    from graft_core.selection import NEEDS_PROBE, Candidate, SelectionProblem, select
+
+    p, c = ctx.preset(), ctx.config
+    s = c["search"]
+    candidates, lookup = [], {}
+    for cand in c["candidates"]:
+        record = ctx.dep_metrics("stage1", cand["stage1"])
+        candidates.append(Candidate(int(cand["layer"]), cand["op"], float(cand["saved_flops"]), record.get("val_mse")))
+        lookup[(int(cand["layer"]), cand["op"])] = cand
+    stats = {"evaluated": 0, "reused": 0}
+    probe = None
+    if s["strategy"] in NEEDS_PROBE:
+        probe = _cached(ctx, (probe_factory or _held_out_probe)(ctx, lookup), lookup, stats)
+    problem = SelectionProblem(num_layers=p.teacher.num_layers, candidates=tuple(candidates), primary=s["primary"],
+                               layers=int(s["layers"]), flops=float(s["flops"]), probe=probe)
+    selection = select(s["strategy"], problem)
+    if not selection.swaps:
+        raise ValueError(f"search {s['strategy']} chose no layer: none of its candidates saves FLOPs at this size; "
+                         f"give it an operator that does")
+    chosen = [[layer, lookup[(layer, op)]["operator"], lookup[(layer, op)]["options"]] for layer, op in selection.swaps]
+    saved = sum(lookup[(layer, op)]["saved_flops"] for layer, op in selection.swaps)
+    return {"assignment": chosen, "layers": list(selection.layers), "saved_flops": saved, "probes": stats,
+            "selection": plain(selection.to_dict(), finite=True)}
+
+
+def _cached(ctx: StepContext, probe: Callable, lookup: dict, stats: dict) -> Callable:
+    """``probe`` behind the store's probe cache (one JSON file per evaluation id, written atomically)."""
+    import json
+
+    from graft_core.paths import atomic_write_json
+
+    c = ctx.config
+    folder = ctx.store.root / "probes"
+    identity = {"teacher": c["teacher"], "data": c["data"], "probe": c["search"]["probe"], "site": c["search"]["site"]}
+
+    def cached(swaps) -> float:
+        key = stable_hash({**identity, "swaps": [[layer, lookup[(layer, op)]["stage1"]] for layer, op in swaps]})
+        path = folder / f"{key}.json"
+        if path.exists():
+            try:
+                value = float(json.loads(path.read_text())["loss"])
+                stats["reused"] += 1
+                return value
+            except (ValueError, KeyError, TypeError):
+                pass  # a damaged entry is evaluated again and rewritten
+        value = float(probe(swaps))
+        atomic_write_json(path, {"loss": value, "swaps": [[layer, op] for layer, op in swaps]})
+        stats["evaluated"] += 1
+        return value
+
+    return cached
+
+
+def _held_out_probe(ctx: StepContext, lookup: dict) -> Callable:
+    """The real probe: the teacher with the swaps' stage-1 operators assembled in, scored by ``graft_core.probe``."""
+    from graft_core.config import from_dict
+    from graft_core.probe import ProbeConfig, probe_batch, probe_loss
+
+    p, c = ctx.preset(), ctx.config
+    cfg = from_dict(ProbeConfig, c["search"]["probe"])
+    teacher, batch, device = get_teacher(p), probe_batch(p, cfg), job_device()
+
+    def probe(swaps) -> float:
+        if not swaps:
+            return probe_loss(teacher, p, batch, batch_size=cfg.batch_size, device=device)
+        by_op: dict[str, dict] = {}
+        for layer, op in swaps:
+            cand = lookup[(layer, op)]
+            entry = by_op.setdefault(op, {"site": c["search"]["site"], "operator": cand["operator"], "layers": [],
+                                          "options": cand["options"]})
+            entry["layers"].append(layer)
+        dirs = {layer: ctx.dep("stage1", lookup[(layer, op)]["stage1"]).out for layer, op in swaps}
+        student = build_student(teacher, list(by_op.values()), dirs)
+        return probe_loss(student, p, batch, batch_size=cfg.batch_size, device=device)
+
+    return probe
+
+
 def teacher_present(config: dict) -> bool:
     """A trained teacher is shipped (graft_core/assets) or cached; a pretrained one is assumed downloaded."""
     teacher = from_dict(TeacherConfig, config["teacher"])
@@ -311,6 +405,10 @@ def node_cost(node, gpu: bool) -> tuple[float, int]:
             return PAPER_GPU_H["eval_per_50k_250steps"] * e["num_samples"] * e["steps"] / (50_000 * 250), 0
         if kind in ("floor", "noise"):
             return PAPER_GPU_H["reference"], 0
+        if kind == "search":
+            probe = c["search"]["probe"] or {}
+            forwards = probe.get("num_samples", 0) * probe.get("timesteps", 0)
+            return search_probes(c) * PAPER_GPU_H["probe_per_1k_forwards"] * forwards / 1000, 0
         return PAPER_GPU_H.get(kind, 0.0), samples
     # CPU minutes
     s = CPU_S["job_overhead"]
@@ -343,6 +441,10 @@ def node_cost(node, gpu: bool) -> tuple[float, int]:
         s += CPU_S["latency"]
     elif kind in ("floor", "noise"):
         s += CPU_S["reference"]
+    elif kind == "search":
+        probe = c["search"]["probe"] or {}
+        forwards = probe.get("num_samples", 0) * probe.get("timesteps", 0)
+        s += search_probes(c) * (forwards * CPU_S["probe_forward"] * scale + CPU_S["probe_assemble"])
     elif kind == "locality":
         loc = c["locality"]
         s += loc["num_samples"] * loc["steps"] * CPU_S["sample_per_image_step"] * 1.5 * scale
@@ -354,7 +456,7 @@ class DitFamily(Family):
     marker = ""  # the default: runs with a ``teacher`` key, and the reference runs without a model
     sites = ("attn", "mlp", "block")
     executors = {"sample": run_sample, "floor": run_floor, "noise": run_noise, "locality": run_locality,
-                 "activation_stats": run_activation_stats}
+                 "activation_stats": run_activation_stats, "search": run_search}
 
     def capture_bytes(self, node) -> int:
         """``graft_core.capture_size``: the run's pairs, or all of them, of one split."""
@@ -384,7 +486,7 @@ class DitFamily(Family):
 
         return pretrained_width(ctx.preset().teacher)
 
-    def build_student(self, teacher, plan: dict | None, dirs):
+    def build_student(self, teacher, plan: dict | list | None, dirs):
         return build_student(teacher, plan, dirs)
 
     def evaluate(self, ctx: StepContext) -> dict:
