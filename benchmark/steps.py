@@ -144,8 +144,14 @@ def run_eval(ctx: StepContext) -> dict:
         return {"metrics": adm_metrics(merged, p), "efficiency": efficiency(p, plan), "model": c["model"],
                 "samples": str(merged.relative_to(ctx.run.folder))}
     model, plan = load_model(ctx, p, c["model"])
-    metrics = evaluate_model(model, p, decode=_source(p).decoder(p, job_device()))
+    per_sample: dict = {}  # features + per-draw FIDs for paired comparisons at summary time (benchmark.comparisons)
+    metrics = evaluate_model(model, p, decode=_source(p).decoder(p, job_device()), per_sample=per_sample)
     record = {"metrics": plain(metrics), "efficiency": efficiency(p, plan), "model": c["model"]}
+    if "pairing" in per_sample:
+        from graft_core.metrics.paired import save_per_sample
+
+        record["pairing"] = plain(per_sample["pairing"])
+        record["per_sample"] = save_per_sample(ctx.run.out, per_sample)
     return record
 
 
