@@ -66,22 +66,26 @@ def frechet_influence(features: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
                       rtol: float = 1e-10) -> tuple[float, np.ndarray]:
     """FID of ``features`` and each sample's influence on it (the derivative of FID along the weight of sample i).
 
-    With ``c_i = x_i − μ``, ``R = Σ2^½`` and ``M = R Σ R = U Λ Uᵀ``: ``dμ = c_i``, ``dΣ = c_i c_iᵀ − Σ`` and
-    ``d tr M^½ = ½ tr(M^-½ R dΣ R)``, so ``IF_i = 2 (μ − μ2)·c_i + |c_i|² − tr Σ − (|Λ^-¼ Uᵀ R c_i|² − tr Λ^½)``.
+    With ``c_i = x_i − μ``, ``k = N/(N−1)`` (the covariance is ``np.cov``'s, ``k`` × the weighted second moment),
+    ``R = Σ2^½`` and ``M = R Σ R = U Λ Uᵀ``: ``dμ = c_i``, ``dΣ = k c_i c_iᵀ − Σ`` and ``d tr M^½ = ½ tr(M^-½ R dΣ R)``,
+    so ``IF_i = 2 (μ − μ2)·c_i + k |c_i|² − tr Σ − 2 (½ k |Λ^-¼ Uᵀ R c_i|² − ½ tr Λ^½)``.
     Directions with ``λ ≈ 0`` (``λ ≤ rtol·λ_max``) are dropped: no resample leaves the span of the generated set, so
     their term is 0 for every bootstrap draw. Costs one eigendecomposition of a D×D matrix and O(N·D²).
     """
     x = np.asarray(features, dtype=np.float64)
+    n = len(x)
+    k = n / (n - 1)
     mu, mu2 = x.mean(axis=0), np.asarray(mu2, dtype=np.float64)
     c = x - mu
-    sigma = c.T @ c / (len(x) - 1)
+    sigma = c.T @ c / (n - 1)
     root2 = _sym_sqrt(np.asarray(sigma2, dtype=np.float64))
     lam, u = np.linalg.eigh(root2 @ sigma @ root2)
     keep = lam > rtol * max(lam[-1], np.finfo(np.float64).tiny)
     proj = (c @ root2 @ u[:, keep]) * lam[keep] ** -0.25
-    influence = (2 * c @ (mu - mu2) + np.einsum("nd,nd->n", c, c) - np.trace(sigma)
-                 - (np.einsum("nk,nk->n", proj, proj) - np.sum(np.sqrt(lam[keep]))))
-    fid = float((mu - mu2) @ (mu - mu2) + np.trace(sigma) + np.trace(sigma2) - 2 * np.sum(np.sqrt(lam[keep])))
+    tr_sqrt = float(np.sum(np.sqrt(lam[keep])))
+    influence = (2 * c @ (mu - mu2) + k * np.einsum("nd,nd->n", c, c) - np.trace(sigma)
+                 - (k * np.einsum("nk,nk->n", proj, proj) - tr_sqrt))
+    fid = float((mu - mu2) @ (mu - mu2) + np.trace(sigma) + np.trace(sigma2) - 2 * tr_sqrt)
     return fid, influence
 
 
