@@ -3,7 +3,8 @@
 Which pairs: a registry ``PAIRS`` (target → function of the summary rows → ``(a, b, kind)``), following what each
 paper item claims — Table 1: each objective vs the best of its site; Tables 3/4: each row vs the "teacher + the same
 stage 2" control (the control vs the baseline), vs its grid neighbours (the next ratio of the same operator, the next
-operator of the site at the same ratio) and MLP r=3 vs r=6 at each ratio; Fig. 4a: 10 % vs 20 % stage-2 data per
+operator of the site at the same ratio), MLP r=3 vs r=6 at each ratio and 100 % vs 50 % (the grafting-damage check of
+``benchmarks/conclusions.py``); Fig. 4a: 10 % vs 20 % stage-2 data per
 operator; Fig. 4b: each layer-selection strategy vs interleaved.
 
 How: each eval run keeps its per-draw FIDs (``graft_core.metrics.paired.BOOTSTRAP_FILE``) over index draws shared by
@@ -71,6 +72,9 @@ def grid_pairs(rows: list[dict]) -> list[Pair]:
             for lo, hi in zip(ratios, ratios[1:]):
                 if (site, op, lo) in cell and (site, op, hi) in cell:
                     out.append((cell[site, op, hi], cell[site, op, lo], "grid neighbours: next ratio"))
+            if len(ratios) > 2 and (site, op, ratios[0]) in cell and (site, op, ratios[-1]) in cell:
+                out.append((cell[site, op, ratios[-1]], cell[site, op, ratios[0]],  # the damage check's pair
+                            f"{ratios[-1]} % vs {ratios[0]} %"))
         for ratio in ratios:
             for a, b in zip(operators, operators[1:]):
                 if (site, a, ratio) in cell and (site, b, ratio) in cell:
