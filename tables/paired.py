@@ -59,7 +59,7 @@ def render_paired(comparisons: dict | None, rows: Sequence[dict], *, preset: str
         body.group(latex_escape(kind), 2, 4)
         for _, e in part.iterrows():
             index = (latex_escape(e["label_a"]), latex_escape(e["label_b"]))
-            if e["error"] or e["diff"] is None:
+            if isinstance(e["error"], str) or pd.isna(e["diff"]):  # (pandas holds a missing error as NaN)
                 body.add(index, ["--", "--", "--", "--"])
                 errors.append(f"{latex_escape(e['a'])} vs {latex_escape(e['b'])}: {latex_escape(e['error'])}")
                 continue
