@@ -21,7 +21,8 @@ from benchmarks.common import RESULTS_DIR, fmt_flops, fmt_num, fmt_time, format_
 from benchmarks import row_costs
 from benchmarks.grid import wall_targets
 
-BENCHMARKS = ("operators", "mamba2_scan", "mamba2_row", "pixart_speedup", "sampling", "grid", "conclusions")
+BENCHMARKS = ("operators", "mamba2_scan", "mamba2_row", "pixart_speedup", "sampling", "grid", "conclusions",
+              "paired_samples", "eval_overhead")
 OP_ORDER = ("hyena_x", "hyena_x_cm", "hyena_y", "hyena_y_cm", "hyena_se", "hyena_se_cm", "swa", "swa_blocked",
             "mamba2")
 
@@ -183,6 +184,24 @@ def section_conclusions(r: dict) -> list[str]:
             r["table"], ""]
 
 
+def section_paired_samples(r: dict) -> list[str]:
+    st = r["settings"]
+    return ["### Close calls vs sample count (`python -m benchmarks.paired_samples`)", "",
+            f"Paired FID difference ± its paired bootstrap std ({st['draws']} shared draws) at each sample count, from "
+            f"one {st['max_samples']:,}-sample draw per model of `{st['results']}` (the first n samples = an n-sample "
+            "eval); * = 95 % interval excludes 0. Sampling noise only, not training-seed variance.", "",
+            r["table"], "", machine_line([r]), ""]
+
+
+def section_eval_overhead(r: dict) -> list[str]:
+    su = r["summary"]
+    return ["### Eval step with per-sample data for paired comparisons (`python -m benchmarks.eval_overhead`)", "",
+            f"Eval step body of {len(r['settings']['runs'])} tiny table3 runs, this code vs "
+            f"`{r['settings']['baseline_code']}`, best of {r['settings']['rounds']} alternating rounds; FIDs "
+            f"identical: {su.get('fids_identical')}; target ≤ 1.05×: {_met(bool(su.get('target', {}).get('met')))}.",
+            "", r["table"], "", machine_line([r]), ""]
+
+
 def section_mamba2_row(r: dict) -> list[str]:
     st = r["settings"]
     return ["### Mamba-2 vs Hyena-X in the tiny DiT (`python -m benchmarks.mamba2_row`)", "",
@@ -200,7 +219,9 @@ def render(results: Path) -> str:
     sections = {"operators": lambda rs: section_operators(rs), "mamba2_scan": lambda rs: section_mamba(rs[-1]),
                 "pixart_speedup": lambda rs: section_pixart(rs[-1]), "sampling": lambda rs: section_sampling(rs[-1]),
                 "grid": lambda rs: section_grid(rs[-1]), "conclusions": lambda rs: section_conclusions(rs[-1]),
-                "mamba2_row": lambda rs: section_mamba2_row(rs[-1])}
+                "mamba2_row": lambda rs: section_mamba2_row(rs[-1]),
+                "paired_samples": lambda rs: section_paired_samples(rs[-1]),
+                "eval_overhead": lambda rs: section_eval_overhead(rs[-1])}
     for name in BENCHMARKS:
         records = load(results, name)
         quick = not records
