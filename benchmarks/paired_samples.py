@@ -151,9 +151,9 @@ def main(argv=None) -> int:
                         "std_log_slope": slope, "matches_summary_at_default": match})
         lines.append([c["table"], f"{c['a']} − {c['b']}"]
                      + [f"{r['diff']:+.2f} ±{r['std']:.2f}{'*' if r['excludes_zero'] else ''}" for r in per_n]
-                     + [str(first or "none"), f"{slope:.2f}" if slope is not None else "–"])
+                     + [f"{first or 'none'} / {stays or 'none'}", f"{slope:.2f}" if slope is not None else "–"])
     table = common.format_table(["table", "a − b"] + [f"n={n}" for n in counts]
-                                + [f"excl. 0 at (≤{counts[-1]})", "log σ / log n"], lines)
+                                + [f"excl. 0 first / from (≤{counts[-1]})", "log σ / log n"], lines)
     print(table)
     print("ΔFID ±paired std per count; * = 95 % interval excludes 0 (sampling noise only, not training-seed variance)")
     summary = {c["a"] + " - " + c["b"]: r["first_excluding_zero"] for c, r in zip(calls, results)}
