@@ -21,6 +21,11 @@ fig2 ``locality`` = ``{"k": [...], "layers": [[...]]}``, table1's activation_sta
 ``activation_stats`` = ``{"site", "outlier_sigma", "num_samples", "split", "layers": [{"layer", "variance", "std",
 "max_abs", "p999_abs", "outlier_frac", "kurtosis", "input_variance", ...}]}``, fig4a
 ``stage2_data``, fig4b ``strategy``. Row order is the target's order.
+
+table1, table3/table4, fig4a and fig4b summaries also carry ``"comparisons": {"metric": "fid", "interval": str,
+"pairs": [{"a", "b", "kind", "metric", "diff", "mean", "std", "lo", "hi", "confidence", "excludes_zero",
+"unpaired_std": [a, b]} or {"a", "b", "kind", "metric", "error", "unpaired_std"}]}`` — paired FID differences
+``a − b`` with their bootstrap interval (``benchmark.comparisons``; sampling noise only, not training-seed variance).
 """
 from __future__ import annotations
 
@@ -103,8 +108,14 @@ def stage1_val_mse(store: Store, rp: RowPlan) -> float | None:
 
 
 def build_summary(store: Store, target: str, row_plans: list[RowPlan], states: dict[str, NodeState]) -> dict:
-    return {"target": target, "preset": store.preset, "git_rev": git_rev(),
-            "rows": [row_record(store, rp, states) for rp in row_plans]}
+    from benchmark.comparisons import comparisons
+
+    rows = [row_record(store, rp, states) for rp in row_plans]
+    summary = {"target": target, "preset": store.preset, "git_rev": git_rev(), "rows": rows}
+    paired = comparisons(store, target, row_plans, rows)
+    if paired is not None:
+        summary["comparisons"] = paired
+    return summary
 
 
 def write_summary(store: Store, target: str, row_plans: list[RowPlan], states: dict[str, NodeState],

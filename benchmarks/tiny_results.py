@@ -66,8 +66,9 @@ def ok(flag: bool) -> str:
     return "holds" if flag else "**fails**"
 
 
-def conclusion_lines(t3: dict[str, dict], t5: dict[str, dict], t6: dict[str, dict]) -> list[str]:
-    c = conclusions.checks(t3)
+def conclusion_lines(t3: dict[str, dict], t5: dict[str, dict], t6: dict[str, dict],
+                     pairs3: list[dict] | None = None) -> list[str]:
+    c = conclusions.checks(t3, pairs3)
     teacher, rnd = metric(t3.get("baseline"), "fid"), metric(t3.get("attn-random_init-full"), "fid")
     damage = [v for v in c["full_over_50"].values() if v is not None]
     sg = c["self_graft_vs_control"]
@@ -84,7 +85,10 @@ def conclusion_lines(t3: dict[str, dict], t5: dict[str, dict], t6: dict[str, dic
         f"- The ranking agrees with Table 4: Spearman ρ {f(c['spearman']['all'])} over {c['rows_compared']} "
         f"hybrid rows "
         f"(attention {f(c['spearman']['attn'])}, MLP {f(c['spearman']['mlp'])}; ≥ 0.85: {ok(c['spearman_holds'])}).",
-        f"- A wider MLP (r=6) is no worse than r=3 beyond the bootstrap spread at any ratio: {ok(c['r6_holds'])}.",
+        f"- A wider MLP (r=6) is no worse than r=3 at any ratio, judged by the paired 95 % interval of r=6 − r=3: "
+        f"{ok(c['r6_holds'])} ("
+        + ", ".join(f"{ratio}: {conclusions.interval(v['paired']) or f(v['diff'], '+.2f')}"
+                    for ratio, v in c["r6_vs_r3"].items()) + "; * = excludes 0).",
     ]
     par, par1, ctl6 = t6.get("parallel-depth4"), t6.get("parallel-depth4-stage1"), t6.get("control-teacher-stage2")
     out.append(f"- Depth → width (`table6`): the parallel-pair model scores FID {fid(metric(par, 'fid'))} after "
@@ -157,16 +161,47 @@ def timing(grid_record: Path = GRID_RECORD) -> str:
             f"[`benchmarks/README.md`](benchmarks/README.md).")
 
 
+def paired_table(results: Path) -> str:
+    """Table 1's objectives and MLP r=6 vs r=3: the paired difference and its interval beside the rows' own spreads
+    (``benchmark.comparisons``; sampling noise only, not training-seed variance)."""
+    out = []
+    t1_path, t3_path = results / "table1-summary.json", results / "table3-summary.json"
+    if t1_path.exists():
+        t1 = load("table1", results)
+        for site, v in conclusions.table1_conclusions(t1_path).items():
+            best = next(r for r in t1.values() if r["site"] == site and (r.get("extra") or {}).get("objective") ==
+                        v["best"])
+            for obj, o in v["others"].items():
+                row = next(r for r in t1.values() if r["site"] == site and (r.get("extra") or {}).get("objective") ==
+                           obj)
+                out.append([f"`table1` {site}: {obj} − {v['best']}", conclusions.interval(o) if "diff" in o else "–",
+                            f"±{f(conclusions.fid_std(row))} / ±{f(conclusions.fid_std(best))}"])
+    if t3_path.exists():
+        t3, pairs = load("table3", results), conclusions.read_pairs(t3_path)
+        for ratio, v in conclusions.checks(t3, pairs)["r6_vs_r3"].items():
+            out.append([f"`table3` MLP r=6 − r=3, {ratio}", conclusions.interval(v["paired"]) or "–",
+                        f"±{f(conclusions.fid_std(t3.get(f'mlp-mlp_r6-{ratio}')))} / "
+                        f"±{f(conclusions.fid_std(t3.get(f'mlp-mlp_r3-{ratio}')))}"])
+    return table(["close call (FID)", "paired difference [95 % interval]", "unpaired ± of the two rows"], out)
+
+
 def render(results: Path = RESULTS, grid_record: Path = GRID_RECORD) -> str:
     t3, t5, t6 = load("table3", results), load("table5", results), load("table6", results)
+    pairs3 = conclusions.read_pairs(results / "table3-summary.json")
     intro = (f"Measured on a 2-core CPU (`docs/results-tiny/`: summaries, LaTeX, Pareto plot). FID is computed on the "
              f"digit classifier's features over {samples(t3)} samples (`table3`), {samples(t5)} (`table5`) and "
              f"{samples(t6)} (`table6`); accuracy is the classifier's class accuracy (`table5`: the share of "
              f"samples that follow their prompt's digit). Conclusions, with the thresholds of "
              f"`python -m benchmarks.conclusions`:")
-    bullets = "\n".join(textwrap.fill(line, WIDTH, subsequent_indent="  ") for line in conclusion_lines(t3, t5, t6))
+    bullets = "\n".join(textwrap.fill(line, WIDTH, subsequent_indent="  ")
+                        for line in conclusion_lines(t3, t5, t6, pairs3))
+    paired_note = ("Close calls, paired: every row's samples share seeds, labels and initial noise, so the difference "
+                   "of two rows resampled on the same indices (`comparisons` in each summary, `*_paired.png`) has a "
+                   "far smaller spread than either row's own ±; * = the 95 % interval excludes 0. The intervals "
+                   "cover sampling noise only, not training-seed variance.")
     return "\n\n".join([BEGIN, textwrap.fill(intro, WIDTH), bullets, grid_table(t3),
-                        reference_table(t3), other_table(t5, t6), textwrap.fill(timing(grid_record), WIDTH), END])
+                        reference_table(t3), textwrap.fill(paired_note, WIDTH), paired_table(results),
+                        other_table(t5, t6), textwrap.fill(timing(grid_record), WIDTH), END])
 
 
 def splice(text: str, block: str, begin: str = BEGIN, end: str = END) -> str:

@@ -224,8 +224,12 @@ def adm_inception_score(logits: np.ndarray, split_size: int = IS_SPLIT_SIZE) -> 
 
 def evaluate_npz(sample_npz: Path, reference_npz: Path, *, extractor: str = "inception", weights: str | None = None,
                  preset=None, cache_dir: Path | None = None, device=None, batch_size: int = 64,
-                 adm_stats: bool | None = None, progress: bool = False) -> dict:
+                 adm_stats: bool | None = None, progress: bool = False, per_sample: dict | None = None) -> dict:
     """IS, FID, sFID, precision, recall of ``sample_npz`` against ``reference_npz`` (both ADM batches).
+
+    ``per_sample``: a dict to fill for paired comparisons (``metrics.paired``): the pool ``features`` and the
+    per-draw FIDs (``fid_bootstrap``; linearised above 512 dimensions) against the statistics the reported ``fid``
+    uses (the reference batch's stored ones under ``adm_stats``, else its images').
 
     ``adm_stats``: also report ``fid_adm_stats``/``sfid_adm_stats`` against the ``mu, sigma, mu_s, sigma_s`` stored in
     the reference (None → when present and the extractor is ``inception``, whose features they were made with).
@@ -240,15 +244,16 @@ def evaluate_npz(sample_npz: Path, reference_npz: Path, *, extractor: str = "inc
     kw = dict(cache_dir=cache_dir, device=device, batch_size=batch_size, progress=progress)
     real, real_meta = batch_features(reference_npz, spec, weights_path, what="reference batch", **kw)
     fake, fake_meta = batch_features(sample_npz, spec, weights_path, what="sample batch", **kw)
-    ctx = MetricContext(spec, None, dict(DEFAULT_OPTIONS))
+    if adm_stats is None:
+        adm_stats = ref_info["has_adm_stats"] and spec.name == "inception"
+    # the draws go against the statistics of the reported FID: the reference images' here, the stored ones below
+    ctx = MetricContext(spec, None, dict(DEFAULT_OPTIONS), per_sample if not adm_stats else None)
     out = {"is": adm_inception_score(fake["logits"].numpy())}
     for name in ("fid", "sfid"):
         out.update(METRICS[name].fn(fake, real, ctx))
     dev = _device(device)  # the k-NN distances (50k × 10k, 50k × 50k) are the slow part: on the GPU when there is one
     out.update(METRICS["prc"].fn(FeatureSet({"pool": fake["pool"].to(dev)}), FeatureSet({"pool": real["pool"].to(dev)}),
                                  ctx))
-    if adm_stats is None:
-        adm_stats = ref_info["has_adm_stats"] and spec.name == "inception"
     if adm_stats:
         if not ref_info["has_adm_stats"]:
             raise BatchFormatError(f"reference batch {reference_npz} stores no ADM statistics {list(ADM_STATS)}")
@@ -261,6 +266,13 @@ def evaluate_npz(sample_npz: Path, reference_npz: Path, *, extractor: str = "inc
                 raise BatchFormatError(f"reference batch {reference_npz}: stored {mu} has shape {stored[mu].shape}, "
                                        f"the {spec.name} {role} features have {ours['mu'].shape}")
             out[key] = frechet_distance(ours["mu"], ours["sigma"], stored[mu], stored[sigma])
+        if per_sample is not None:
+            from graft_core.metrics.paired import fid_bootstrap
+
+            x = fake["pool"].cpu().numpy()
+            values, meta = fid_bootstrap(x, stored["mu"], stored["sigma"], seed=ctx.options["rng_seed"])
+            per_sample.update(features=x.astype(np.float32), fid_bootstrap=values,
+                              bootstrap={**meta, "against": "reference batch statistics (mu, sigma)"})
     out.update({"num_samples": fake_meta["num_images"], "num_reference": real_meta["num_images"],
                 "sample_resolution": fake_meta["resolution"], "reference_resolution": real_meta["resolution"],
                 "extractor": spec.name, "reference_sha256": file_sha256(reference_npz),

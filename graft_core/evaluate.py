@@ -31,20 +31,24 @@ def real_images(preset: Preset, split: str = "train") -> tuple[np.ndarray, np.nd
 
 
 def _row(images: np.ndarray, labels, preset: Preset, *, reference, extractor: str | None, weights: str | None,
-         extra: dict) -> dict:
+         extra: dict, per_sample: dict | None = None) -> dict:
     if reference is None:
         reference = real_images(preset, "train")[0]
     start = time.time()
     metrics = compute_metrics(images, reference, extractor=extractor or preset.eval.extractor, preset=preset,
-                              labels=labels, weights=weights)
+                              labels=labels, weights=weights, per_sample=per_sample)
     return {**metrics, "num_samples": int(len(images)), "extractor": extractor or preset.eval.extractor,
             "sample_seconds": 0.0, **extra, "metric_seconds": round(time.time() - start, 2)}
 
 
 def evaluate_model(model, preset: Preset, *, num_samples: int | None = None, seed: int | None = None,
                    decode: Decoder | None = None, reference=None, extractor: str | None = None,
-                   weights: str | None = None, progress: bool = False) -> dict:
+                   weights: str | None = None, progress: bool = False, per_sample: dict | None = None) -> dict:
     """Sample ``num_samples`` (default ``preset.eval.num_samples``) images and compute every metric.
+
+    ``per_sample``: a dict to fill with what paired comparisons need (``metrics.paired``): the pool ``features``,
+    the per-draw ``fid_bootstrap`` and the ``pairing`` record (``sampling_pairing``): what two evaluations must
+    share for their samples to be the same draws.
 
     ``decode`` maps model-space samples to [-1, 1] images (required when the model samples latents: paper preset).
     Returns the metrics plus ``num_samples``, ``seed``, ``extractor``, ``sample_seconds`` (sampling + decoding) and
@@ -63,8 +67,26 @@ def evaluate_model(model, preset: Preset, *, num_samples: int | None = None, see
                guidance_channels=ev.guidance_channels)
     x = decode_batches(decode, x, ev.batch_size)
     sample_seconds = time.time() - start
-    return _row(to_uint8(x), labels, preset, reference=reference, extractor=extractor, weights=weights,
-                extra={"seed": seed, "sample_seconds": round(sample_seconds, 4)})
+    row = _row(to_uint8(x), labels, preset, reference=reference, extractor=extractor, weights=weights,
+               extra={"seed": seed, "sample_seconds": round(sample_seconds, 4)}, per_sample=per_sample)
+    if per_sample is not None and "bootstrap" in per_sample:
+        per_sample["pairing"] = {**sampling_pairing(preset, seed=seed, labels=labels, reference=reference),
+                                 "extractor": extractor or ev.extractor, "bootstrap": per_sample.pop("bootstrap")}
+    return row
+
+
+def sampling_pairing(preset: Preset, *, seed: int, labels, reference=None) -> dict:
+    """What makes two in-process evaluations draw the same samples' noise: ``graft_core.sampler.sample`` draws batch
+    ``i``'s initial noise from ``seed + i`` in batches of ``batch_size``, so seed, batch size, labels and the sampler
+    settings must match (the sharded path, ``sample_at_scale``, seeds per shard: a different ``path``)."""
+    from graft_core.metrics.paired import labels_digest
+
+    ev = preset.eval
+    return {"path": "in_process", "noise": "per batch: torch.Generator(seed + batch index)", "seed": int(seed),
+            "batch_size": ev.batch_size, "num_samples": int(len(labels)), "labels": labels_digest(labels),
+            "scheduler": ev.scheduler, "steps": ev.steps, "guidance_scale": ev.guidance_scale,
+            "guidance_channels": ev.guidance_channels, "bf16": ev.bf16,
+            "reference": "train" if reference is None else "given"}
 
 
 def metric_floor(preset: Preset, *, reference=None, extractor: str | None = None, weights: str | None = None) -> dict:

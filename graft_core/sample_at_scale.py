@@ -45,6 +45,24 @@ MERGED = "samples.npz"
 shard_seed = spaced_seed  # the noise seed of one shard (batch i: + i)
 
 
+def sharded_pairing(preset, merged) -> dict:
+    """What makes two sharded evaluations draw the same samples (``graft_core.metrics.paired``): labels from
+    ``global_seed`` over all N, shard ``s``'s noise from ``shard_seed(global_seed, s)`` + batch index, so seed, shard
+    size, batch size, labels and sampler settings must match (the in-process path is a different ``path``)."""
+    import numpy as np
+
+    from graft_core.metrics.paired import labels_digest
+
+    ev = preset.eval
+    with np.load(merged) as z:
+        labels = z["arr_1"]
+    return {"path": "sharded", "noise": "per shard: seed*10^6 + shard*10^3 + batch index", "seed": int(ev.seed),
+            "shard_size": ev.shard_size, "batch_size": ev.batch_size, "num_samples": int(len(labels)),
+            "labels": labels_digest(labels), "scheduler": ev.scheduler, "steps": ev.steps,
+            "guidance_scale": ev.guidance_scale, "guidance_channels": ev.guidance_channels, "bf16": ev.bf16,
+            "reference": "adm reference batch"}
+
+
 def shard_paths(out_dir: Path, s: int) -> tuple[Path, Path]:
     d = Path(out_dir) / "shards"
     return d / f"samples_{s:05d}.npz", d / f"DONE_{s:05d}.json"

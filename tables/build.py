@@ -64,6 +64,17 @@ def render_target(summary: Summary, *, git_rev_: str, results_dir: Path) -> dict
     if target in TABLE_TARGETS:
         tex = _renderer(target)(summary.rows, preset=preset, git_rev=git_rev_, results_rev=summary.git_rev,
                                 source=source, target=name)
+        if summary.comparisons:  # paired FID differences: a float after the table, a forest plot
+            from .paired import paired_frame, plot_paired, render_paired
+
+            tex += render_paired(summary.comparisons, summary.rows, preset=preset, target=name)
+            frame = paired_frame(summary.comparisons, summary.rows)
+            if frame["diff"].notna().any():
+                from .figures import save_figure
+
+                for file, data in save_figure(plot_paired(frame, preset, name), Path(f"{name}_paired")).items():
+                    out[f"figures/{file}"] = data
+                out[f"figures/{name}_paired.csv"] = frame.to_csv(index=False, lineterminator="\n").encode()
         out[f"tables/{name}.tex"] = tex.encode()
     if target in FIGURE_TARGETS:
         from .figures import figure_outputs

@@ -49,6 +49,7 @@ class Summary:
     problems: list[str] = field(default_factory=list)
     name: str = ""  # the target as requested (``table4`` for the alias): names the output files
     unreadable: str | None = None  # why the summary file exists but cannot be used (then ``found`` is False)
+    comparisons: dict | None = None  # the summary's paired FID differences (``benchmark.comparisons``), if any
 
     def __post_init__(self):
         self.name = self.name or self.target
@@ -133,6 +134,7 @@ def load_summary_with_meta(results_dir: str | Path, preset: str, target: str, *,
     problems: list[str] = []
     disk_rows: list[dict] = []
     git_rev = None
+    comparisons = None
     unreadable = None
     found = path.exists()
     if found:
@@ -145,6 +147,7 @@ def load_summary_with_meta(results_dir: str | Path, preset: str, target: str, *,
             found, unreadable = False, str(e)
         else:
             git_rev = data.get("git_rev")
+            comparisons = data.get("comparisons") if isinstance(data.get("comparisons"), dict) else None
             for i, raw in enumerate(data["rows"]):
                 where = f"{path}: rows[{i}]"
                 if not isinstance(raw, dict) or not raw.get("row"):
@@ -192,7 +195,8 @@ def load_summary_with_meta(results_dir: str | Path, preset: str, target: str, *,
 
     if canon == "fig4a":
         _borrow_table3(results_dir, preset, rows, problems)
-    return Summary(canon, preset, path, found, git_rev, rows, problems, name=target, unreadable=unreadable)
+    return Summary(canon, preset, path, found, git_rev, rows, problems, name=target, unreadable=unreadable,
+                   comparisons=comparisons)
 
 
 def _borrow_table3(results_dir, preset, rows, problems) -> None:

@@ -250,3 +250,32 @@ def test_whole_path_prepare_sample_evaluate(tmp_path, weights):
         assert np.isfinite(res4[key]), key
         assert res4[key] == res1[key], key  # 1 task vs 4 tasks: the same samples, the same metrics
     assert res4["num_samples"] == 12 and res4["num_reference"] == 9
+
+
+@pytest.mark.slow
+def test_paired_draws_on_the_inception_sized_path(tmp_path, weights, monkeypatch):
+    """The sharded path's per-draw FIDs go against the stored statistics (the reported FID's), by the linearised
+    estimator that Inception's 2,048 dimensions get (forced here: the fake's features are small); the same samples
+    give exactly 0, brightened samples a difference whose interval excludes 0."""
+    from graft_core.metrics import paired
+    from graft_core.metrics.paired import paired_difference
+
+    monkeypatch.setattr(paired, "EXACT_MAX_DIM", 1)
+
+    real = images(200, 0)
+    probe = adm_eval.batch_features(save(tmp_path / "probe.npz", real), EXTRACTORS[FAKE], Path(weights))[0]
+    stats = {"mu": probe.stats["pool"]["mu"], "sigma": probe.stats["pool"]["sigma"],
+             "mu_s": probe.stats["spatial"]["mu"], "sigma_s": probe.stats["spatial"]["sigma"]}
+    ref = save(tmp_path / "ref.npz", real, **stats)
+    kept = [{}, {}, {}]
+    runs = [evaluate(save(tmp_path / f"s{i}.npz", images(150, 1, shift=shift)), ref, weights, adm_stats=True,
+                     per_sample=k) for i, (shift, k) in enumerate(zip((0, 0, 25), kept))]
+    assert kept[0]["bootstrap"]["method"] == "linearised" and kept[0]["features"].shape[0] == 150
+    draws = kept[0]["fid_bootstrap"]
+    assert draws.shape == (200,) and np.isfinite(draws).all() and draws.std() > 0
+    same = paired_difference(runs[1]["fid_adm_stats"], kept[1]["fid_bootstrap"], runs[0]["fid_adm_stats"],
+                             kept[0]["fid_bootstrap"])
+    assert same["diff"] == 0 and same["std"] == 0
+    worse = paired_difference(runs[2]["fid_adm_stats"], kept[2]["fid_bootstrap"], runs[0]["fid_adm_stats"],
+                              kept[0]["fid_bootstrap"])
+    assert worse["diff"] > 0 and worse["excludes_zero"]

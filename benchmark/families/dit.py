@@ -79,11 +79,30 @@ def evaluate(ctx: StepContext) -> dict:
     if p.eval.protocol == "adm":
         merged = _merge_sample_runs(ctx, c["samples"])
         plan = _model_plan(ctx, c["model"])
-        return {"metrics": adm_metrics(merged, p), "efficiency": efficiency(p, plan), "model": c["model"],
-                "samples": str(merged.relative_to(ctx.run.folder))}
+        per_sample: dict = {}
+        record = {"metrics": adm_metrics(merged, p, per_sample), "efficiency": efficiency(p, plan),
+                  "model": c["model"], "samples": str(merged.relative_to(ctx.run.folder))}
+        return _keep_per_sample(ctx, record, per_sample, merged)
     model, plan = load_model(ctx, c["model"])
-    metrics = evaluate_model(model, p, decode=_source(p).decoder(p, job_device()))
+    per_sample: dict = {}  # features + per-draw FIDs for paired comparisons at summary time (benchmark.comparisons)
+    metrics = evaluate_model(model, p, decode=_source(p).decoder(p, job_device()), per_sample=per_sample)
     record = {"metrics": plain(metrics), "efficiency": efficiency(p, plan), "model": c["model"]}
+    return _keep_per_sample(ctx, record, per_sample)
+
+
+def _keep_per_sample(ctx: StepContext, record: dict, per_sample: dict, merged: Path | None = None) -> dict:
+    """Write the eval's per-sample features and per-draw FIDs next to its metrics and record what pairs it
+    (``graft_core.metrics.paired``); the sharded path's record is built here from the merged batch."""
+    if merged is not None and "bootstrap" in per_sample:
+        from graft_core.sample_at_scale import sharded_pairing
+
+        per_sample["pairing"] = {**sharded_pairing(ctx.preset(), merged), "extractor": ctx.preset().eval.extractor,
+                                 "bootstrap": per_sample.pop("bootstrap")}
+    if "pairing" in per_sample:
+        from graft_core.metrics.paired import save_per_sample
+
+        record["pairing"] = plain(per_sample["pairing"])
+        record["per_sample"] = save_per_sample(ctx.run.out, per_sample)
     return record
 
 
@@ -145,14 +164,15 @@ def _merge_sample_runs(ctx: StepContext, sample_ids: list[str]) -> Path:
     return merged if merged.exists() else merge_shards(out)
 
 
-def adm_metrics(npz: Path, p: Preset) -> dict:
+def adm_metrics(npz: Path, p: Preset, per_sample: dict | None = None) -> dict:
     """ADM's evaluator on ``npz`` against the reference batch: FID/sFID from the batch's stored statistics (the
-    paper's numbers), the 10k reference images' own FID/sFID kept as ``fid_ref_images``/``sfid_ref_images``."""
+    paper's numbers), the 10k reference images' own FID/sFID kept as ``fid_ref_images``/``sfid_ref_images``.
+    ``per_sample``: filled for paired comparisons (``graft_core.adm_eval.evaluate_npz``)."""
     from benchmark.preflight import adm_reference_path
     from graft_core.adm_eval import evaluate_npz
 
     m = evaluate_npz(npz, adm_reference_path(), extractor=p.eval.extractor, device=job_device(),
-                     batch_size=max(p.eval.batch_size, 16))
+                     batch_size=max(p.eval.batch_size, 16), per_sample=per_sample)
     out = dict(m)
     if "fid_adm_stats" in m:
         out.update(fid=m["fid_adm_stats"], sfid=m["sfid_adm_stats"], fid_ref_images=m["fid"],

@@ -23,7 +23,7 @@ import torch
 
 from graft_core.metrics.extractors import ExtractorSpec, get_extractor
 from graft_core.metrics.features import FeatureSet, extract_features, quiet_clean_fid, reference_features
-from graft_core.metrics.frechet import bootstrap_frechet, frechet_distance
+from graft_core.metrics.frechet import frechet_distance
 from graft_core.presets import Preset
 
 # BLAS threads for the metric arithmetic (eigh, matmuls). OpenBLAS with 2 threads on a busy 2-core machine spins
@@ -45,6 +45,8 @@ class MetricContext:
     spec: ExtractorSpec
     labels: np.ndarray | None
     options: dict = field(default_factory=lambda: dict(DEFAULT_OPTIONS))
+    # per-sample arrays a metric keeps for later paired comparisons (``metrics.paired``): filled only when asked
+    per_sample: dict | None = None
 
     def fidelity_kwargs(self, **extra) -> dict:
         """kwargs for torch-fidelity's metric functions: CPU, quiet, no feature cache."""
@@ -93,17 +95,30 @@ FID_BOOTSTRAP_MAX_DIM = 512
 
 @register_metric("fid", ("fid", "fid_std", "fid_lo", "fid_hi"), ("pool",))
 def _fid(fake: FeatureSet, real: FeatureSet, ctx: MetricContext) -> dict:
-    """torch-fidelity's FID, plus its bootstrap spread over the generated set (``frechet.bootstrap_frechet``; the
-    reference statistics fixed) when the generated features are at hand and small (``FID_BOOTSTRAP_MAX_DIM``)."""
+    """torch-fidelity's FID, plus its bootstrap spread over the generated set (the reference statistics fixed) when
+    the generated features are at hand and small (``FID_BOOTSTRAP_MAX_DIM``). When the caller keeps per-sample data
+    (``ctx.per_sample``), the per-draw FIDs are kept for paired differences (``metrics.paired``; above
+    ``FID_BOOTSTRAP_MAX_DIM`` by the linearised estimator, which gives no ``fid_std``: only differences use it)."""
     from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    from graft_core.metrics.paired import fid_bootstrap
 
     a, b = fake.frechet_stats("pool"), real.frechet_stats("pool")
     if a["mu"].dtype != b["mu"].dtype:  # e.g. a reference built from float64 statistics; torch-fidelity asserts equal
         a, b = ({k: v.astype(np.float64) for k, v in s.items()} for s in (a, b))
     out = {"fid": fid_statistics_to_metric(a, b, False)[KEY_METRIC_FID]}
-    if "pool" in fake.features and FID_BOOTSTRAP > 1 and fake.features["pool"].shape[-1] <= FID_BOOTSTRAP_MAX_DIM:
-        out.update(bootstrap_frechet(fake.features["pool"].numpy(), b["mu"], b["sigma"],
-                                     num_resamples=FID_BOOTSTRAP, seed=ctx.options["rng_seed"]))
+    if "pool" not in fake.features or FID_BOOTSTRAP < 2:
+        return out
+    x = fake.features["pool"].cpu().numpy()
+    small = x.shape[-1] <= FID_BOOTSTRAP_MAX_DIM
+    if small or ctx.per_sample is not None:
+        values, meta = fid_bootstrap(x, b["mu"], b["sigma"], draws=FID_BOOTSTRAP, seed=ctx.options["rng_seed"],
+                                     method="exact" if small else "linearised")
+        if small:
+            lo, hi = np.percentile(values, [2.5, 97.5])
+            out.update(fid_std=float(values.std(ddof=1)), fid_lo=float(lo), fid_hi=float(hi))
+        if ctx.per_sample is not None:
+            ctx.per_sample.update(features=x.astype(np.float32), fid_bootstrap=values, bootstrap=meta)
     return out
 
 
@@ -159,7 +174,7 @@ def _class_accuracy(fake: FeatureSet, real: FeatureSet, ctx: MetricContext) -> d
 def compute_metrics(samples: np.ndarray, reference: np.ndarray | FeatureSet, *, extractor: str, preset: Preset,
                     labels: np.ndarray | torch.Tensor | Sequence[int] | None = None, weights: str | None = None,
                     metrics: Sequence[str] | None = None, batch_size: int = 200, disk_cache: bool = True,
-                    device: str | None = None, **options) -> dict[str, float]:
+                    device: str | None = None, per_sample: dict | None = None, **options) -> dict[str, float]:
     """All registered metrics of ``samples`` against ``reference`` under one extractor.
 
     Args:
@@ -174,6 +189,8 @@ def compute_metrics(samples: np.ndarray, reference: np.ndarray | FeatureSet, *, 
         metrics: names from ``METRICS`` (default: all that apply).
         device: where the extractor runs (default: CUDA when available, else CPU; the metric arithmetic is CPU).
             Torch's CPU thread count is left to the caller; BLAS runs on ``BLAS_THREADS`` threads.
+        per_sample: a dict to fill with the generated set's per-sample data for paired comparisons
+            (``features``: pool features, ``fid_bootstrap``: per-draw FIDs, ``bootstrap``: how they were drawn).
         options: overrides of ``DEFAULT_OPTIONS`` (``rng_seed``, ``kid_subset_size``, ...).
 
     Returns ``{"is", "is_std", "fid", "fid_std", "fid_lo", "fid_hi", "fid_clean", "sfid", "kid", "kid_std",
@@ -186,7 +203,7 @@ def compute_metrics(samples: np.ndarray, reference: np.ndarray | FeatureSet, *, 
     labels_np = None if labels is None else np.asarray(torch.as_tensor(labels).cpu()).astype(np.int64)
     if labels_np is not None and len(labels_np) != len(samples):
         raise ValueError(f"{len(labels_np)} labels for {len(samples)} samples")
-    ctx = MetricContext(spec, labels_np, {**DEFAULT_OPTIONS, **options})
+    ctx = MetricContext(spec, labels_np, {**DEFAULT_OPTIONS, **options}, per_sample)
     names = list(METRICS) if metrics is None else list(metrics)
     for name in names:
         if name not in METRICS:

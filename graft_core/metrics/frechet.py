@@ -61,16 +61,11 @@ def bootstrap_frechet(features: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
     replacement, fixed ``seed``) against the fixed reference ``(mu2, sigma2)``. Returns ``fid_std`` (standard
     deviation of the resampled distances) and the 2.5 / 97.5 % percentiles ``fid_lo`` / ``fid_hi``. Sampling noise
     of the generated set only (the reference statistics and the model are held fixed)."""
+    from graft_core.metrics.paired import bootstrap_indices, resampled_frechet  # paired imports this module
+
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2:
         raise ValueError(f"need [N >= 2, D] features, got shape {x.shape}")
-    rng = np.random.default_rng(seed)
-    n = len(x)
-    values = np.empty(num_resamples)
-    for i in range(num_resamples):
-        s = x[rng.integers(0, n, n)]
-        mu = s.mean(axis=0)
-        centred = s - mu
-        values[i] = frechet_distance(mu, centred.T @ centred / (n - 1), mu2, sigma2, eps=eps)
+    values = resampled_frechet(x, mu2, sigma2, bootstrap_indices(len(x), num_resamples, seed), eps=eps)
     lo, hi = np.percentile(values, [2.5, 97.5])
     return {"fid_std": float(values.std(ddof=1)), "fid_lo": float(lo), "fid_hi": float(hi)}
