@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmark.cost import node_cost
+from benchmark.family import families, family_of
 from benchmark.memory_model import SavedModel, fit, state_bytes
 
 GB = 1e9
@@ -37,12 +38,10 @@ ASSUMED = {
     "read_gb_per_s": 2.0,  # sustained read of a capture larger than host memory (parallel filesystem)
     "cpu_gflops_per_core": 50.0,  # fp32 matmul throughput of one CPU core (T5 encoding on a CPU job)
     "gpu_tflops": 300.0,  # sustained bf16 throughput of one H100 on a large encoder (~30 % of peak)
-    "t5_params": 4.7e9,  # T5-XXL encoder
     "inception_gb": 4.0,  # Inception-v3 feature extraction at batch 64-256
-    "t2i_eval_batch": 4,  # GenEval images generated at once
-}
+}  # a family's own constants: ``Family.resource_constants``
 # fallbacks when benchmarks/results/paper_scale.json is absent: bytes per token per layer (fp32), our arithmetic
-FALLBACK_PER_TOKEN = {"dit_block": 100e3, "pixart_block": 120e3, "mha": 23e3, "mlp": 37e3}
+FALLBACK_PER_TOKEN = {"dit_block": 100e3, "pixart_block": 120e3, "mha": 23e3, "mlp": 37e3}  # by probe name
 OPERATOR_PROBE = {("mlp", 3): "mlp_r3", ("mlp", 6): "mlp_r6"}
 SITE_PROBE = {"attn": "mha", "mlp": "mlp"}
 
@@ -101,12 +100,13 @@ def probe_params(name: str) -> int | None:
     return measured().get("probes", {}).get(name, {}).get("params")
 
 
-def model_params(family: str) -> tuple[int, str]:
+def model_params(c: dict) -> tuple[int, str]:
+    """(parameters, source) of the node's model: counted by the probes, else the family's published count."""
+    family = family_of(c)
     counted = measured().get("model_params", {})
-    key = "pixart_sigma" if family == "pixart" else "dit_xl_2"
-    if counted.get(key):
-        return int(counted[key]), "measured"
-    return (611_000_000 if family == "pixart" else 675_000_000), "paper"
+    if counted.get(family.params_key):
+        return int(counted[family.params_key]), "measured"
+    return family.published_params, "paper"
 
 
 def _probe_of(op: str, options: dict) -> str:
@@ -114,19 +114,23 @@ def _probe_of(op: str, options: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ per step kind
-def _dims(c: dict) -> tuple[int, int, int, str]:
-    """(width, tokens, layers, family) of the step's model."""
-    t = c.get("pixart") or c.get("teacher")
+def transformer_dims(t: dict) -> tuple[int, int, int]:
+    """(width, tokens, layers) of a patch transformer's hashed config (DiT's ``teacher``, PixArt's ``pixart``)."""
     width = t["num_attention_heads"] * t["attention_head_dim"]
     tokens = (t["sample_size"] // t["patch_size"]) ** 2
-    return width, tokens, t["num_layers"], "pixart" if "pixart" in c else "dit"
+    return width, tokens, t["num_layers"]
+
+
+def _dims(c: dict) -> tuple[int, int, int]:
+    """(width, tokens, layers) of the step's model, by its family (``Family.model_dims``)."""
+    return family_of(c).model_dims(c)
 
 
 def _block_bytes(c: dict, batch: int, bf16: bool) -> tuple[float, str]:
     """Saved bytes of every block of the step's model for one micro-batch of ``batch``, the plan's operator in its
     layers."""
-    width, tokens, layers, family = _dims(c)
-    block, block_bf16, src = probe_model(f"{family}_block")
+    width, tokens, layers = _dims(c)
+    block, block_bf16, src = probe_model(family_of(c).block_probe)
     per_block = block.predict(batch, tokens)
     plan = c.get("plan") if isinstance(c.get("plan"), dict) else {}
     grafted = set(plan.get("layers") or []) if plan.get("operator") else set()
@@ -142,9 +146,9 @@ def _block_bytes(c: dict, batch: int, bf16: bool) -> tuple[float, str]:
 
 def _stage2(c: dict, gpus: int, settings: dict) -> tuple[float, float, str]:
     """(GPU GB, host GB, source) of a stage-2 step."""
-    width, tokens, layers, family = _dims(c)
+    width, tokens, layers = _dims(c)
     st = c["stage2"]
-    params, psrc = model_params(family)
+    params, psrc = model_params(c)
     plan = c.get("plan") if isinstance(c.get("plan"), dict) else {}
     if plan.get("operator") and plan.get("layers"):
         new = probe_params(_probe_of(plan["operator"], plan.get("options") or {}))
@@ -167,9 +171,10 @@ def _stage2(c: dict, gpus: int, settings: dict) -> tuple[float, float, str]:
     return gpu, host, "measured" if {psrc, asrc} <= {"measured"} else "assumed"
 
 
-def _inference(c: dict, batch: int) -> float:
-    width, tokens, _, family = _dims(c)
-    params, _ = model_params(family)
+def inference_gb(c: dict, batch: int) -> float:
+    """GPU GB of an inference forward of the node's model at ``batch``: weights + a working set of activations."""
+    width, tokens, _ = _dims(c)
+    params, _ = model_params(c)
     act = batch * tokens * width * ASSUMED["inference_widths"] * ASSUMED["inference_bytes"]
     return (4 * params + act) / GB + ASSUMED["cuda_context_gb"]
 
@@ -186,7 +191,7 @@ def _stage1(c: dict) -> tuple[float, str]:
     ``graft_core.distill.mse_over`` moves to the device at every check."""
     from graft_core.distill import EVAL_CHUNK
 
-    width, tokens, _, _ = _dims(c)
+    width, tokens, _ = _dims(c)
     probe = _probe_of(c["operator"], c.get("options") or {}) if c.get("site") != "block_pair" else "dit_block"
     model, bf16, src = probe_model(probe)
     batch = c["stage1"]["batch_size"]
@@ -198,15 +203,9 @@ def _stage1(c: dict) -> tuple[float, str]:
 
 def _pair_gb(c: dict) -> float:
     """Bytes of one (layer, site) capture pair a stage-1 step reads: inputs + targets in fp16."""
-    width, tokens, _, _ = _dims(c)
+    width, tokens, _ = _dims(c)
     n = c.get("num_samples") or c["data"]["stage1_per_class"] * c["teacher"]["num_classes"]
     return 2 * n * tokens * width * 2 / GB
-
-
-def _t5_hours(c: dict, gpus: int, cpus: int) -> float:
-    flops = 2 * ASSUMED["t5_params"] * c["pixart"]["max_tokens"] * c.get("num_prompts", 0)
-    rate = ASSUMED["gpu_tflops"] * 1e12 * gpus if gpus else ASSUMED["cpu_gflops_per_core"] * 1e9 * max(1, cpus)
-    return flops / rate / 3600
 
 
 def _disk_gb(node, capture_disk) -> float:
@@ -216,12 +215,12 @@ def _disk_gb(node, capture_disk) -> float:
     if node.kind == "stage2":  # graft_core.finetune keeps KEEP_CHECKPOINTS checkpoints (weights, EMA, AdamW: 16 B
         from graft_core.finetune import KEEP_CHECKPOINTS  # per parameter) and writes the final EMA weights
 
-        params, _ = model_params("pixart" if "pixart" in c else "dit")
+        params, _ = model_params(c)
         return (KEEP_CHECKPOINTS * 16 + 4) * params / GB
     if node.kind == "sample":  # its share of the samples as uint8 256×256×3 arrays
         return c["eval"]["num_samples"] / c["tasks"] * 256 * 256 * 3 / GB
     if node.kind == "synthetic":  # latents of its share of the pairs, fp16
-        width, tokens, _, _ = _dims(c)
+        width, tokens, _ = _dims(c)
         return c["synthetic"]["num_pairs"] / c["tasks"] * tokens * 4 * 4 * 2 / GB
     return 0.1
 
@@ -238,7 +237,7 @@ def step_fit(node, profile, capture_disk) -> StepFit:
     gpus = int(res.get("gpus_per_node") or 0) * int(res.get("nodes") or 1)
     cpus = int(res.get("cpus_per_task") or 1)
     gpu_mem, mem, src = 0.0, 4.0, {"gpu_mem": "assumed", "host_mem": "assumed"}
-    kind, t2i = node.kind, "pixart" in c
+    kind, family = node.kind, family_of(c)
     if kind == "stage2":
         gpu_mem, mem, s = _stage2(c, gpus, settings)
         src.update(gpu_mem=s)
@@ -250,27 +249,23 @@ def step_fit(node, profile, capture_disk) -> StepFit:
         pair = _pair_gb(c)
         mem = 4.0 + (pair if pair * GB <= IN_MEMORY_BYTES else 0.0)
     elif kind == "capture":
-        gpu_mem = _inference(c, _capture_batch())
+        gpu_mem = inference_gb(c, _capture_batch())
         mem = 8.0
-    elif kind in ("sample", "locality", "latency", "synthetic") or (kind == "eval" and t2i):
+    elif kind in ("sample", "locality", "latency", "synthetic"):
         batch = (c.get("synthetic", {}).get("batch_size") if kind == "synthetic" else
-                 ASSUMED["t2i_eval_batch"] if kind == "eval" else c.get("eval", {}).get("batch_size", 64)
-                 if kind == "sample" else 2)
-        cfg = 2 if kind in ("sample", "synthetic", "eval") else 1
-        gpu_mem = _inference(c, batch * cfg)
+                 c.get("eval", {}).get("batch_size", 64) if kind == "sample" else 2)
+        cfg = 2 if kind in ("sample", "synthetic") else 1
+        gpu_mem = inference_gb(c, batch * cfg)
     elif kind in ("eval", "floor", "noise"):
         gpu_mem = ASSUMED["inception_gb"]
-    elif kind == "teacher" and t2i:
-        mem = 4 * ASSUMED["t5_params"] / GB  # graft_core.pixart.load_t5: fp32, loaded on the host, then moved
-        gpu_mem = 4 * ASSUMED["t5_params"] / GB + ASSUMED["cuda_context_gb"] if gpus else 0.0
-    if not gpus:
-        gpu_mem = 0.0
     hours_gpu, _ = node_cost(node, gpu=True)
     hours = hours_gpu / max(1, gpus)
-    src["hours"] = "paper" if kind in ("stage2", "stage1", "capture") and not t2i else "assumed"
+    src["hours"] = "paper" if kind in family.published_cost_kinds else "assumed"
+    own = family.step_resources(kind, c, gpus, cpus)
+    gpu_mem, mem, hours = own.get("gpu_mem", gpu_mem), own.get("mem", mem), own.get("hours", hours)
+    if not gpus:
+        gpu_mem = 0.0
     why = []
-    if kind == "teacher" and t2i:
-        hours = _t5_hours(c, gpus, cpus)
     if kind == "stage1":
         pair = _pair_gb(c)
         if pair > float(res.get("mem_gb") or 0):  # larger than the job's memory: re-read from disk every epoch
@@ -406,7 +401,8 @@ def dry_run_document(nodes, todo: set[str], profile, preset: str, capture_disk) 
     steps = [{**f.to_dict(), "todo": n.key in todo} for f, n in zip(fits, nodes)]
     plan = plan_disk(fits, profile)
     return {"preset": preset, "profile": profile.name, "fits": all(f.fits for f in fits) and plan["fits"],
-            "plan": plan, "steps": steps, "assumed": ASSUMED,
+            "plan": plan, "steps": steps,
+            "assumed": {**ASSUMED, **{k: v for f in families() for k, v in f.resource_constants.items()}},
             "measured_from": str(RESULTS.relative_to(RESULTS.parents[2])) if measured() else None}
 
 

@@ -102,3 +102,37 @@ def test_only_profiles_that_declare_gpu_memory_are_checked():
 def test_json_without_dry_run_is_refused(tmp_path, capsys):
     assert main(["table3", "--preset", "paper", "--json", "--results-dir", str(tmp_path)]) == 2
     assert "--json goes with --dry-run" in capsys.readouterr().err
+
+
+def test_the_model_sizes_and_family_specific_steps_come_from_the_family(tmp_path):
+    """``benchmark.resources`` asks the family (``Family.model_dims``/``step_resources``/``params_key``), never its
+    name: PixArt-Σ's T5 teacher step and GenEval batch come from its module, and a family that reports twice the
+    width gets a larger inference estimate from the same generic arithmetic."""
+    from benchmark.family import family_of
+
+    (tp,) = plan_targets(Store(tmp_path, "paper"), targets.expand(["table5"]))
+    nodes = {n.kind: n for rp in tp.row_plans for n in rp.nodes}
+    pix = family_of(nodes["teacher"].config)
+    assert pix.name == "pixart" and pix.model_dims(nodes["stage2"].config) == resources._dims(nodes["stage2"].config)
+    t5 = pix.step_resources("teacher", nodes["teacher"].config, 1, 8)
+    assert t5["mem"] == pytest.approx(4 * pix.resource_constants["t5_params"] / 1e9)
+    cpu = pix.step_resources("teacher", nodes["teacher"].config, 0, 8)
+    assert cpu["gpu_mem"] == 0.0 and cpu["hours"] > t5["hours"] * 10  # a GPU encodes far faster than 8 cores
+    assert pix.step_resources("stage2", nodes["stage2"].config, 8, 8) == {}
+    c = nodes["eval"].config
+    w, n, layers = pix.model_dims(c)
+    base = resources.inference_gb(c, 2)
+
+    class Wide(type(pix)):
+        def model_dims(self, config):
+            return 2 * w, n, layers
+
+    original = type(pix).model_dims
+    try:
+        type(pix).model_dims = Wide.model_dims
+        assert resources.inference_gb(c, 2) > base
+    finally:
+        type(pix).model_dims = original
+    assert resources.inference_gb(c, 2) == base
+    doc_keys = {**resources.ASSUMED, **pix.resource_constants}
+    assert {"t5_params", "t2i_eval_batch"} <= set(doc_keys) and "t5_params" not in resources.ASSUMED

@@ -474,6 +474,14 @@ class DitFamily(Family):
     def train_steps(self, config: dict) -> int:
         return config["teacher"]["train_steps"]
 
+    block_probe, params_key, published_params = "dit_block", "dit_xl_2", 675_000_000  # DiT-XL/2
+    published_cost_kinds = ("stage2", "stage1", "capture")
+
+    def model_dims(self, config: dict) -> tuple[int, int, int]:
+        from benchmark.resources import transformer_dims
+
+        return transformer_dims(config["teacher"])
+
     def teacher(self, ctx: StepContext, *, train_if_missing: bool = False):
         return get_teacher(ctx.preset(), train_if_missing=train_if_missing, progress=ctx.progress)
 

@@ -181,6 +181,33 @@ class PixArtFamily(Family):
     def train_steps(self, config: dict) -> int:
         return config["pixart"]["train_steps"]
 
+    # ------------------------------------------------------------------------------------------------- resources
+    block_probe, params_key, published_params = "pixart_block", "pixart_sigma", 611_000_000  # PixArt-Σ
+    resource_constants = {
+        "t5_params": 4.7e9,  # T5-XXL encoder (assumed)
+        "t2i_eval_batch": 4,  # GenEval images generated at once (assumed)
+    }
+
+    def model_dims(self, config: dict) -> tuple[int, int, int]:
+        from benchmark.resources import transformer_dims
+
+        return transformer_dims(config["pixart"])
+
+    def step_resources(self, kind: str, config: dict, gpus: int, cpus: int) -> dict:
+        """The teacher step encodes the prompts with T5-XXL (``graft_core.pixart.load_t5``: fp32, loaded on the host,
+        then moved); evaluation generates ``t2i_eval_batch`` images at once with classifier-free guidance."""
+        from benchmark.resources import ASSUMED, GB, inference_gb
+
+        t5 = self.resource_constants["t5_params"]
+        if kind == "eval":
+            return {"gpu_mem": inference_gb(config, self.resource_constants["t2i_eval_batch"] * 2)}
+        if kind != "teacher":
+            return {}
+        flops = 2 * t5 * config["pixart"]["max_tokens"] * config.get("num_prompts", 0)
+        rate = ASSUMED["gpu_tflops"] * 1e12 * gpus if gpus else ASSUMED["cpu_gflops_per_core"] * 1e9 * max(1, cpus)
+        return {"mem": 4 * t5 / GB, "gpu_mem": 4 * t5 / GB + ASSUMED["cuda_context_gb"] if gpus else 0.0,
+                "hours": flops / rate / 3600}
+
     def summary(self, record: dict) -> dict:
         """Prompt following: geneval_or_acc, per-template accuracy / GenEval tasks, params."""
         return {k: v for k, v in record.items() if k not in ("metrics", "efficiency", "model")}
