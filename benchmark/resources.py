@@ -65,6 +65,7 @@ class StepFit:
     fix: list[str] = field(default_factory=list)  # profile settings that would make it fit ("" = none exists)
     source: dict = field(default_factory=dict)
     row: str = ""
+    settings: dict = field(default_factory=dict)  # execution settings chosen by the model (``model_settings``)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -142,6 +143,42 @@ def _block_bytes(c: dict, batch: int, bf16: bool) -> tuple[float, str]:
         srcs |= {s1, s2}
     total = layers * per_block + len(grafted) * delta
     return total * (block_bf16 if bf16 else 1.0), "measured" if srcs == {"measured"} else "assumed"
+
+
+def fitting_accumulation(c: dict, gpus: int, settings: dict, gpu_mem_gb: float) -> int | None:
+    """The smallest power-of-2 ``grad_accumulation`` at or above the profile's whose stage-2 estimate fits
+    ``gpu_mem_gb`` (it must divide the per-GPU batch: same effective batch, same results); None when none does."""
+    per_gpu = c["stage2"]["batch_size"] // max(1, gpus)
+    k = int(settings.get("grad_accumulation", 1))
+    while k <= per_gpu:
+        if per_gpu % k == 0 and _stage2(c, gpus, {**settings, "grad_accumulation": k})[0] <= gpu_mem_gb:
+            return k
+        k *= 2
+    return None
+
+
+def model_settings(node, profile) -> dict:
+    """Execution settings the memory model chooses for one step (empty: the profile's own fit). A stage-2 step whose
+    estimate exceeds ``gpu_mem_gb`` at the profile's accumulation gets the smallest power-of-2 accumulation that
+    fits: micro-batches of the same effective batch, so its results and run id are unchanged (the job reads it as
+    ``ctx.settings``, from the launch, never from config.json)."""
+    if node.kind != "stage2":
+        return {}
+    res, settings = profile.resources("stage2"), profile.job_settings("stage2")
+    gpus = int(res.get("gpus_per_node") or 0) * int(res.get("nodes") or 1)
+    limit = res.get("gpu_mem_gb")
+    if not gpus or limit is None or _stage2(node.config, gpus, settings)[0] <= float(limit):
+        return {}
+    k = fitting_accumulation(node.config, gpus, settings, float(limit))
+    return {"grad_accumulation": k} if k else {}
+
+
+def run_settings(nodes, profile) -> dict[str, dict]:
+    """``model_settings`` of every step that has any, by node key (``kind/run_id``): what the jobs carry beside the
+    profile's per-kind settings (``benchmark.jobs.RunUnit``)."""
+    if not applies(profile):
+        return {}
+    return {n.key: s for n in nodes if (s := model_settings(n, profile))}
 
 
 def _stage2(c: dict, gpus: int, settings: dict) -> tuple[float, float, str]:
@@ -232,7 +269,8 @@ RESUMABLE = {"stage2": "checkpoints every stage2.checkpoint_every steps and is r
 def step_fit(node, profile, capture_disk) -> StepFit:
     """``capture_disk(node) -> bytes``: the driver's capture-size arithmetic (``benchmark.run.capture_disk``)."""
     res = profile.resources(node.kind)
-    settings = profile.job_settings(node.kind)
+    chosen = model_settings(node, profile)
+    settings = {**profile.job_settings(node.kind), **chosen}
     c = node.config
     gpus = int(res.get("gpus_per_node") or 0) * int(res.get("nodes") or 1)
     cpus = int(res.get("cpus_per_task") or 1)
@@ -281,7 +319,10 @@ def step_fit(node, profile, capture_disk) -> StepFit:
     fit_ = StepFit(kind=kind, run=node.run_id, gpus=gpus, est_gpu_mem_gb=gpu_mem, gpu_mem_gb=res.get("gpu_mem_gb"),
                    est_host_mem_gb=mem, mem_gb=res.get("mem_gb"), est_hours=hours, timeout_hours=timeout_h,
                    resumable=resumable, est_disk_gb=_disk_gb(node, capture_disk), disk_gb=res.get("disk_gb"), why=why,
-                   source={**src, "disk": "assumed" if kind != "capture" else "measured"})
+                   source={**src, "disk": "assumed" if kind != "capture" else "measured"}, settings=chosen)
+    if chosen:
+        fit_.why.append(f"the memory model chose {', '.join(f'{kind}.{k}={v}' for k, v in chosen.items())} "
+                        f"(profile: {profile.job_settings(kind).get('grad_accumulation', 1)}; same effective batch)")
     _judge(fit_, node, profile, settings, retries)
     return fit_
 
@@ -317,16 +358,11 @@ def _judge(f: StepFit, node, profile, settings: dict, retries: int) -> None:
 def _memory_fix(f: StepFit, node, profile, settings: dict) -> str:
     """The smallest profile change that brings the step under ``gpu_mem_gb``, or a note that none exists."""
     c = node.config
-    if f.kind == "stage2":
-        per_gpu = c["stage2"]["batch_size"] // max(1, f.gpus)
-        k = int(settings.get("grad_accumulation", 1))
-        while k < per_gpu:
-            k *= 2
-            if per_gpu % k == 0 and _stage2(c, f.gpus, {**settings, "grad_accumulation": k})[0] <= f.gpu_mem_gb:
-                return f"stage2.grad_accumulation={k}"
-        if not settings.get("activation_checkpointing") and \
-                _stage2(c, f.gpus, {**settings, "activation_checkpointing": True})[0] <= f.gpu_mem_gb:
-            return "stage2.activation_checkpointing=true"
+    if f.kind == "stage2":  # no accumulation fits (``model_settings`` chose one otherwise)
+        ckpt = {**settings, "activation_checkpointing": True, "grad_accumulation": 1}
+        k = None if settings.get("activation_checkpointing") else fitting_accumulation(c, f.gpus, ckpt, f.gpu_mem_gb)
+        if k:
+            return "stage2.activation_checkpointing=true" + (f", stage2.grad_accumulation={k}" if k > 1 else "")
         return "no profile setting fits (even micro-batch 1 with activation checkpointing)"
     if f.kind == "capture":
         return f"none: the capture batch ({_capture_batch()}) is fixed in graft_core/capture.py"
@@ -365,6 +401,10 @@ def summary_lines(fits: list[StepFit]) -> list[str]:
         lines.append(line)
         if bad:
             lines.append(f"      {worst.run}: {'; '.join(worst.why)} → {', '.join(worst.fix)}")
+        for f in group:
+            if f.settings:
+                lines.append(f"      {f.run}: {', '.join(f'{kind}.{k}={v}' for k, v in f.settings.items())} chosen "
+                             f"by the memory model ({f.est_gpu_mem_gb:.1f} GB; same effective batch)")
     return lines
 
 
