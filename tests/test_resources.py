@@ -80,7 +80,8 @@ def test_a_launch_with_a_step_that_does_not_fit_submits_nothing(tmp_path, capsys
     assert rc == 2
     lines = capsys.readouterr().err.strip().splitlines()
     refused = [line for line in lines if line.startswith("error: stage2/")]
-    assert len(refused) == 1 and "gpu_mem_gb 24" in refused[0] and "→ stage2.activation_checkpointing=true" in refused[0]
+    assert len(refused) == 1 and "gpu_mem_gb 24" in refused[0]
+    assert "→ stage2.activation_checkpointing=true" in refused[0]
     assert lines[-1].startswith("error: ") and "nothing submitted" in lines[-1]
     assert not (results / "paper" / "runs").exists()
 
@@ -172,6 +173,7 @@ def test_the_memory_model_chooses_the_smallest_accumulation_that_fits_and_the_jo
     monkeypatch.setattr(RunUnit, "run_one", lambda self, store, run, env, execute, progress, settings, **kw:
                         seen.setdefault(run.run_id, settings) is not None)
     row = mamba[0]
-    RunUnit(lambda ctx: {}, settings=settings)(str(tmp_path), "paper", [stage2[row].key, stage2["attn-hyena_x-interleaved50"].key])
+    hyena = stage2["attn-hyena_x-interleaved50"]
+    RunUnit(lambda ctx: {}, settings=settings)(str(tmp_path), "paper", [stage2[row].key, hyena.key])
     assert seen[stage2[row].run_id] == chosen[row]
     assert seen[stage2["attn-hyena_x-interleaved50"].run_id] == {"grad_accumulation": 1}

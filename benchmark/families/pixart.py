@@ -210,7 +210,7 @@ class PixArtFamily(Family):
 
     def summary(self, record: dict) -> dict:
         """Prompt following: geneval_or_acc, per-template accuracy / GenEval tasks, params."""
-        return {k: v for k, v in record.items() if k not in ("metrics", "efficiency", "model")}
+        return {k: v for k, v in record.items() if k not in ("metrics", "efficiency", "model", "sampling_precision")}
 
     def cost(self, node: Node, gpu: bool) -> tuple[float, int]:
         """(GPU-h or CPU-min, stage-2 samples) of one run."""
@@ -342,12 +342,14 @@ class PixArtFamily(Family):
         """Prompt following (tiny: prompt accuracy + FID on the digits; paper: GenEval, resumable in ``out/``)."""
         from graft_core.accounting import count_params
         from graft_core.pixart import evaluate_t2i
+        from graft_core.sampler import precision
 
         c = ctx.config
         model, _ = load_model(ctx, c["model"])
         record = evaluate_t2i(model, ctx.preset(), c["t2i"], out_dir=ctx.run.out,
                               max_tokens=pixart_of(c).max_tokens, progress=ctx.progress)
-        return plain({**record, "model": c["model"], "params_m": count_params(model) / 1e6})
+        used = precision(ctx.preset().eval.bf16, next(model.parameters()).device)
+        return plain({**record, "model": c["model"], "params_m": count_params(model) / 1e6, "sampling_precision": used})
 
     def latency(self, ctx: StepContext) -> dict:
         """Forward latency of teacher and grafted model at the model's tokens and at ``long_tokens``; parameters."""
@@ -373,6 +375,7 @@ def run_synthetic(ctx: StepContext) -> dict:
     import time
 
     from graft_core.pixart import synthetic_shards
+    from graft_core.sampler import precision
 
     c, s = ctx.config, ctx.config["synthetic"]
     device = job_device()
@@ -380,10 +383,10 @@ def run_synthetic(ctx: StepContext) -> dict:
     files = synthetic_shards(FAMILY.teacher(ctx), ctx.run.out, num_pairs=s["num_pairs"], shard_size=s["shard_size"],
                              rank=c["task"], world_size=c["tasks"], seed=s["seed"], scheduler=s["scheduler"],
                              steps=s["steps"], guidance_scale=s["guidance_scale"], batch_size=s["batch_size"],
-                             bf16=s["bf16"] or device.type == "cuda", device=device, clamp=s["clamp"],
+                             bf16=s["bf16"], device=device, clamp=s["clamp"],
                              progress=ctx.progress)
     return {"task": c["task"], "tasks": c["tasks"], "shards": len(files), "seconds": round(time.time() - start, 2),
-            "device": str(device)}
+            "device": str(device), "sampling_precision": precision(s["bf16"], device)}
 
 
 PixArtFamily.executors = {"synthetic": run_synthetic}
