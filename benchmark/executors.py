@@ -141,14 +141,19 @@ class Launcher(abc.ABC):
         self.profile_overrides = profile_overrides or []
         self.execute = execute  # the jobs' step runner; None = the real steps
         self.debug = debug  # --debug: tracebacks where they happen (and submitit's post-mortem in the debug executor)
+        self.run_settings: dict[str, dict] = {}  # per run (node key): settings the memory model chose (``prepare``)
 
     @property
     def executor(self) -> str:
         return self.name
 
     def job_settings(self) -> dict[str, dict]:
-        """The profile's execution settings per step kind (e.g. stage 2's ``grad_accumulation``), for every job."""
-        return self.profile.all_job_settings() if self.profile is not None else {}
+        """The profile's execution settings per step kind (e.g. stage 2's ``grad_accumulation``), for every job,
+        and per run (node key ``kind/run_id``) those the memory model chose (``benchmark.resources.run_settings``:
+        the accumulation that fits ``gpu_mem_gb``)."""
+        if self.profile is None:
+            return {}
+        return {**self.profile.all_job_settings(), **self.run_settings}
 
     def job_gpus(self) -> dict[str, int]:
         """GPUs the profile asks for per step kind, for the job's check that it sees them (none in this process:
@@ -165,6 +170,12 @@ class Launcher(abc.ABC):
         """Write config.json of every run to launch, take corrupt records out of service and rewrite the bad
         config/status records of finished runs (``repair_records``)."""
         repair_records(self.store, all_nodes(plans), states, self.log)
+        if self.profile is not None:
+            from benchmark.resources import run_settings
+
+            self.run_settings = run_settings(all_nodes(plans), self.profile)
+            for key, chosen in self.run_settings.items():
+                self.log(f"{key}: {', '.join(f'{k}={v}' for k, v in chosen.items())} (chosen to fit gpu_mem_gb)")
         units = make_units(plans, states, self.name)
         for u in units:
             for n in u.nodes:

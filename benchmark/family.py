@@ -66,6 +66,23 @@ class Family:
         """The fields of an eval record that join a row's ``extra`` in the summary (none by default)."""
         return {}
 
+    # ------------------------------------------------------------------------------------------------- resources
+    # What ``benchmark.resources`` (the feasibility check before submission) asks of a family's model.
+    block_probe: str = ""  # the probe of one of its blocks in benchmarks/results/paper_scale.json
+    params_key: str = ""  # its parameter count's key there ...
+    published_params: int = 0  # ... and the published count used when that file is absent
+    published_cost_kinds: tuple[str, ...] = ()  # step kinds whose hours are the paper's bounds (``benchmark.cost``)
+    resource_constants: dict = {}  # its assumed constants, listed in the ``--dry-run --json`` document
+
+    def model_dims(self, config: dict) -> tuple[int, int, int]:
+        """(width, tokens, layers) of the node's model, from its hashed body (no model built)."""
+        raise NotImplementedError
+
+    def step_resources(self, kind: str, config: dict, gpus: int, cpus: int) -> dict:
+        """Estimates of a step kind only this family knows: any of ``gpu_mem``, ``mem`` (GB), ``hours``; they replace
+        the generic ones of ``benchmark.resources`` (none by default)."""
+        return {}
+
     # ------------------------------------------------------------------------------------------------- job side
     def teacher(self, ctx, *, train_if_missing: bool = False):
         raise NotImplementedError

@@ -288,7 +288,8 @@ class RunUnit(submitit.helpers.Checkpointable):
     nobody produces is recorded as failed (not attempted); the other runs still go ahead. With
     ``raise_on_failure`` (Slurm / local executors) the job ends with an error when any run failed, so Slurm's
     ``afterok`` dependents do not start. ``execute(ctx) -> record`` runs one step (default: the real steps);
-    ``settings`` maps a step kind to its execution settings from the profile (``ctx.settings``).
+    ``settings`` maps a step kind to its execution settings from the profile (``ctx.settings``), and a run's key
+    (``kind/run_id``) to those chosen for that run (``benchmark.resources.run_settings``), which take precedence.
 
     ``in_terminal``: the job prints to the user's terminal (the debug executor without ``--debug``), so a failed
     step's traceback goes to its step.log only, and an OS error of the records (a full disk) is returned as
@@ -327,7 +328,8 @@ class RunUnit(submitit.helpers.Checkpointable):
                 continue
             try:
                 ok = self.run_one(store, run, env, self.execute or steps.execute, progress,
-                                  settings=self.settings.get(kind, {}), in_terminal=self.in_terminal)
+                                  settings={**self.settings.get(kind, {}), **self.settings.get(key, {})},
+                                  in_terminal=self.in_terminal)
             except OSError as err:
                 if not self.in_terminal:
                     raise

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmark.cost import node_cost
+from benchmark.family import families, family_of
 from benchmark.memory_model import SavedModel, fit, state_bytes
 
 GB = 1e9
@@ -37,12 +38,10 @@ ASSUMED = {
     "read_gb_per_s": 2.0,  # sustained read of a capture larger than host memory (parallel filesystem)
     "cpu_gflops_per_core": 50.0,  # fp32 matmul throughput of one CPU core (T5 encoding on a CPU job)
     "gpu_tflops": 300.0,  # sustained bf16 throughput of one H100 on a large encoder (~30 % of peak)
-    "t5_params": 4.7e9,  # T5-XXL encoder
     "inception_gb": 4.0,  # Inception-v3 feature extraction at batch 64-256
-    "t2i_eval_batch": 4,  # GenEval images generated at once
-}
+}  # a family's own constants: ``Family.resource_constants``
 # fallbacks when benchmarks/results/paper_scale.json is absent: bytes per token per layer (fp32), our arithmetic
-FALLBACK_PER_TOKEN = {"dit_block": 100e3, "pixart_block": 120e3, "mha": 23e3, "mlp": 37e3}
+FALLBACK_PER_TOKEN = {"dit_block": 100e3, "pixart_block": 120e3, "mha": 23e3, "mlp": 37e3}  # by probe name
 OPERATOR_PROBE = {("mlp", 3): "mlp_r3", ("mlp", 6): "mlp_r6"}
 SITE_PROBE = {"attn": "mha", "mlp": "mlp"}
 
@@ -66,6 +65,7 @@ class StepFit:
     fix: list[str] = field(default_factory=list)  # profile settings that would make it fit ("" = none exists)
     source: dict = field(default_factory=dict)
     row: str = ""
+    settings: dict = field(default_factory=dict)  # execution settings chosen by the model (``model_settings``)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -101,12 +101,13 @@ def probe_params(name: str) -> int | None:
     return measured().get("probes", {}).get(name, {}).get("params")
 
 
-def model_params(family: str) -> tuple[int, str]:
+def model_params(c: dict) -> tuple[int, str]:
+    """(parameters, source) of the node's model: counted by the probes, else the family's published count."""
+    family = family_of(c)
     counted = measured().get("model_params", {})
-    key = "pixart_sigma" if family == "pixart" else "dit_xl_2"
-    if counted.get(key):
-        return int(counted[key]), "measured"
-    return (611_000_000 if family == "pixart" else 675_000_000), "paper"
+    if counted.get(family.params_key):
+        return int(counted[family.params_key]), "measured"
+    return family.published_params, "paper"
 
 
 def _probe_of(op: str, options: dict) -> str:
@@ -114,19 +115,23 @@ def _probe_of(op: str, options: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ per step kind
-def _dims(c: dict) -> tuple[int, int, int, str]:
-    """(width, tokens, layers, family) of the step's model."""
-    t = c.get("pixart") or c.get("teacher")
+def transformer_dims(t: dict) -> tuple[int, int, int]:
+    """(width, tokens, layers) of a patch transformer's hashed config (DiT's ``teacher``, PixArt's ``pixart``)."""
     width = t["num_attention_heads"] * t["attention_head_dim"]
     tokens = (t["sample_size"] // t["patch_size"]) ** 2
-    return width, tokens, t["num_layers"], "pixart" if "pixart" in c else "dit"
+    return width, tokens, t["num_layers"]
+
+
+def _dims(c: dict) -> tuple[int, int, int]:
+    """(width, tokens, layers) of the step's model, by its family (``Family.model_dims``)."""
+    return family_of(c).model_dims(c)
 
 
 def _block_bytes(c: dict, batch: int, bf16: bool) -> tuple[float, str]:
     """Saved bytes of every block of the step's model for one micro-batch of ``batch``, the plan's operator in its
     layers."""
-    width, tokens, layers, family = _dims(c)
-    block, block_bf16, src = probe_model(f"{family}_block")
+    width, tokens, layers = _dims(c)
+    block, block_bf16, src = probe_model(family_of(c).block_probe)
     per_block = block.predict(batch, tokens)
     plan = c.get("plan") if isinstance(c.get("plan"), dict) else {}
     grafted = set(plan.get("layers") or []) if plan.get("operator") else set()
@@ -140,11 +145,47 @@ def _block_bytes(c: dict, batch: int, bf16: bool) -> tuple[float, str]:
     return total * (block_bf16 if bf16 else 1.0), "measured" if srcs == {"measured"} else "assumed"
 
 
+def fitting_accumulation(c: dict, gpus: int, settings: dict, gpu_mem_gb: float) -> int | None:
+    """The smallest power-of-2 ``grad_accumulation`` at or above the profile's whose stage-2 estimate fits
+    ``gpu_mem_gb`` (it must divide the per-GPU batch: same effective batch, same results); None when none does."""
+    per_gpu = c["stage2"]["batch_size"] // max(1, gpus)
+    k = int(settings.get("grad_accumulation", 1))
+    while k <= per_gpu:
+        if per_gpu % k == 0 and _stage2(c, gpus, {**settings, "grad_accumulation": k})[0] <= gpu_mem_gb:
+            return k
+        k *= 2
+    return None
+
+
+def model_settings(node, profile) -> dict:
+    """Execution settings the memory model chooses for one step (empty: the profile's own fit). A stage-2 step whose
+    estimate exceeds ``gpu_mem_gb`` at the profile's accumulation gets the smallest power-of-2 accumulation that
+    fits: micro-batches of the same effective batch, so its results and run id are unchanged (the job reads it as
+    ``ctx.settings``, from the launch, never from config.json)."""
+    if node.kind != "stage2":
+        return {}
+    res, settings = profile.resources("stage2"), profile.job_settings("stage2")
+    gpus = int(res.get("gpus_per_node") or 0) * int(res.get("nodes") or 1)
+    limit = res.get("gpu_mem_gb")
+    if not gpus or limit is None or _stage2(node.config, gpus, settings)[0] <= float(limit):
+        return {}
+    k = fitting_accumulation(node.config, gpus, settings, float(limit))
+    return {"grad_accumulation": k} if k else {}
+
+
+def run_settings(nodes, profile) -> dict[str, dict]:
+    """``model_settings`` of every step that has any, by node key (``kind/run_id``): what the jobs carry beside the
+    profile's per-kind settings (``benchmark.jobs.RunUnit``)."""
+    if not applies(profile):
+        return {}
+    return {n.key: s for n in nodes if (s := model_settings(n, profile))}
+
+
 def _stage2(c: dict, gpus: int, settings: dict) -> tuple[float, float, str]:
     """(GPU GB, host GB, source) of a stage-2 step."""
-    width, tokens, layers, family = _dims(c)
+    width, tokens, layers = _dims(c)
     st = c["stage2"]
-    params, psrc = model_params(family)
+    params, psrc = model_params(c)
     plan = c.get("plan") if isinstance(c.get("plan"), dict) else {}
     if plan.get("operator") and plan.get("layers"):
         new = probe_params(_probe_of(plan["operator"], plan.get("options") or {}))
@@ -167,9 +208,10 @@ def _stage2(c: dict, gpus: int, settings: dict) -> tuple[float, float, str]:
     return gpu, host, "measured" if {psrc, asrc} <= {"measured"} else "assumed"
 
 
-def _inference(c: dict, batch: int) -> float:
-    width, tokens, _, family = _dims(c)
-    params, _ = model_params(family)
+def inference_gb(c: dict, batch: int) -> float:
+    """GPU GB of an inference forward of the node's model at ``batch``: weights + a working set of activations."""
+    width, tokens, _ = _dims(c)
+    params, _ = model_params(c)
     act = batch * tokens * width * ASSUMED["inference_widths"] * ASSUMED["inference_bytes"]
     return (4 * params + act) / GB + ASSUMED["cuda_context_gb"]
 
@@ -186,7 +228,7 @@ def _stage1(c: dict) -> tuple[float, str]:
     ``graft_core.distill.mse_over`` moves to the device at every check."""
     from graft_core.distill import EVAL_CHUNK
 
-    width, tokens, _, _ = _dims(c)
+    width, tokens, _ = _dims(c)
     probe = _probe_of(c["operator"], c.get("options") or {}) if c.get("site") != "block_pair" else "dit_block"
     model, bf16, src = probe_model(probe)
     batch = c["stage1"]["batch_size"]
@@ -198,15 +240,9 @@ def _stage1(c: dict) -> tuple[float, str]:
 
 def _pair_gb(c: dict) -> float:
     """Bytes of one (layer, site) capture pair a stage-1 step reads: inputs + targets in fp16."""
-    width, tokens, _, _ = _dims(c)
+    width, tokens, _ = _dims(c)
     n = c.get("num_samples") or c["data"]["stage1_per_class"] * c["teacher"]["num_classes"]
     return 2 * n * tokens * width * 2 / GB
-
-
-def _t5_hours(c: dict, gpus: int, cpus: int) -> float:
-    flops = 2 * ASSUMED["t5_params"] * c["pixart"]["max_tokens"] * c.get("num_prompts", 0)
-    rate = ASSUMED["gpu_tflops"] * 1e12 * gpus if gpus else ASSUMED["cpu_gflops_per_core"] * 1e9 * max(1, cpus)
-    return flops / rate / 3600
 
 
 def _disk_gb(node, capture_disk) -> float:
@@ -216,12 +252,12 @@ def _disk_gb(node, capture_disk) -> float:
     if node.kind == "stage2":  # graft_core.finetune keeps KEEP_CHECKPOINTS checkpoints (weights, EMA, AdamW: 16 B
         from graft_core.finetune import KEEP_CHECKPOINTS  # per parameter) and writes the final EMA weights
 
-        params, _ = model_params("pixart" if "pixart" in c else "dit")
+        params, _ = model_params(c)
         return (KEEP_CHECKPOINTS * 16 + 4) * params / GB
     if node.kind == "sample":  # its share of the samples as uint8 256×256×3 arrays
         return c["eval"]["num_samples"] / c["tasks"] * 256 * 256 * 3 / GB
     if node.kind == "synthetic":  # latents of its share of the pairs, fp16
-        width, tokens, _, _ = _dims(c)
+        width, tokens, _ = _dims(c)
         return c["synthetic"]["num_pairs"] / c["tasks"] * tokens * 4 * 4 * 2 / GB
     return 0.1
 
@@ -233,12 +269,13 @@ RESUMABLE = {"stage2": "checkpoints every stage2.checkpoint_every steps and is r
 def step_fit(node, profile, capture_disk) -> StepFit:
     """``capture_disk(node) -> bytes``: the driver's capture-size arithmetic (``benchmark.run.capture_disk``)."""
     res = profile.resources(node.kind)
-    settings = profile.job_settings(node.kind)
+    chosen = model_settings(node, profile)
+    settings = {**profile.job_settings(node.kind), **chosen}
     c = node.config
     gpus = int(res.get("gpus_per_node") or 0) * int(res.get("nodes") or 1)
     cpus = int(res.get("cpus_per_task") or 1)
     gpu_mem, mem, src = 0.0, 4.0, {"gpu_mem": "assumed", "host_mem": "assumed"}
-    kind, t2i = node.kind, "pixart" in c
+    kind, family = node.kind, family_of(c)
     if kind == "stage2":
         gpu_mem, mem, s = _stage2(c, gpus, settings)
         src.update(gpu_mem=s)
@@ -250,27 +287,23 @@ def step_fit(node, profile, capture_disk) -> StepFit:
         pair = _pair_gb(c)
         mem = 4.0 + (pair if pair * GB <= IN_MEMORY_BYTES else 0.0)
     elif kind == "capture":
-        gpu_mem = _inference(c, _capture_batch())
+        gpu_mem = inference_gb(c, _capture_batch())
         mem = 8.0
-    elif kind in ("sample", "locality", "latency", "synthetic") or (kind == "eval" and t2i):
+    elif kind in ("sample", "locality", "latency", "synthetic"):
         batch = (c.get("synthetic", {}).get("batch_size") if kind == "synthetic" else
-                 ASSUMED["t2i_eval_batch"] if kind == "eval" else c.get("eval", {}).get("batch_size", 64)
-                 if kind == "sample" else 2)
-        cfg = 2 if kind in ("sample", "synthetic", "eval") else 1
-        gpu_mem = _inference(c, batch * cfg)
+                 c.get("eval", {}).get("batch_size", 64) if kind == "sample" else 2)
+        cfg = 2 if kind in ("sample", "synthetic") else 1
+        gpu_mem = inference_gb(c, batch * cfg)
     elif kind in ("eval", "floor", "noise"):
         gpu_mem = ASSUMED["inception_gb"]
-    elif kind == "teacher" and t2i:
-        mem = 4 * ASSUMED["t5_params"] / GB  # graft_core.pixart.load_t5: fp32, loaded on the host, then moved
-        gpu_mem = 4 * ASSUMED["t5_params"] / GB + ASSUMED["cuda_context_gb"] if gpus else 0.0
-    if not gpus:
-        gpu_mem = 0.0
     hours_gpu, _ = node_cost(node, gpu=True)
     hours = hours_gpu / max(1, gpus)
-    src["hours"] = "paper" if kind in ("stage2", "stage1", "capture") and not t2i else "assumed"
+    src["hours"] = "paper" if kind in family.published_cost_kinds else "assumed"
+    own = family.step_resources(kind, c, gpus, cpus)
+    gpu_mem, mem, hours = own.get("gpu_mem", gpu_mem), own.get("mem", mem), own.get("hours", hours)
+    if not gpus:
+        gpu_mem = 0.0
     why = []
-    if kind == "teacher" and t2i:
-        hours = _t5_hours(c, gpus, cpus)
     if kind == "stage1":
         pair = _pair_gb(c)
         if pair > float(res.get("mem_gb") or 0):  # larger than the job's memory: re-read from disk every epoch
@@ -286,7 +319,10 @@ def step_fit(node, profile, capture_disk) -> StepFit:
     fit_ = StepFit(kind=kind, run=node.run_id, gpus=gpus, est_gpu_mem_gb=gpu_mem, gpu_mem_gb=res.get("gpu_mem_gb"),
                    est_host_mem_gb=mem, mem_gb=res.get("mem_gb"), est_hours=hours, timeout_hours=timeout_h,
                    resumable=resumable, est_disk_gb=_disk_gb(node, capture_disk), disk_gb=res.get("disk_gb"), why=why,
-                   source={**src, "disk": "assumed" if kind != "capture" else "measured"})
+                   source={**src, "disk": "assumed" if kind != "capture" else "measured"}, settings=chosen)
+    if chosen:
+        fit_.why.append(f"the memory model chose {', '.join(f'{kind}.{k}={v}' for k, v in chosen.items())} "
+                        f"(profile: {profile.job_settings(kind).get('grad_accumulation', 1)}; same effective batch)")
     _judge(fit_, node, profile, settings, retries)
     return fit_
 
@@ -322,16 +358,11 @@ def _judge(f: StepFit, node, profile, settings: dict, retries: int) -> None:
 def _memory_fix(f: StepFit, node, profile, settings: dict) -> str:
     """The smallest profile change that brings the step under ``gpu_mem_gb``, or a note that none exists."""
     c = node.config
-    if f.kind == "stage2":
-        per_gpu = c["stage2"]["batch_size"] // max(1, f.gpus)
-        k = int(settings.get("grad_accumulation", 1))
-        while k < per_gpu:
-            k *= 2
-            if per_gpu % k == 0 and _stage2(c, f.gpus, {**settings, "grad_accumulation": k})[0] <= f.gpu_mem_gb:
-                return f"stage2.grad_accumulation={k}"
-        if not settings.get("activation_checkpointing") and \
-                _stage2(c, f.gpus, {**settings, "activation_checkpointing": True})[0] <= f.gpu_mem_gb:
-            return "stage2.activation_checkpointing=true"
+    if f.kind == "stage2":  # no accumulation fits (``model_settings`` chose one otherwise)
+        ckpt = {**settings, "activation_checkpointing": True, "grad_accumulation": 1}
+        k = None if settings.get("activation_checkpointing") else fitting_accumulation(c, f.gpus, ckpt, f.gpu_mem_gb)
+        if k:
+            return "stage2.activation_checkpointing=true" + (f", stage2.grad_accumulation={k}" if k > 1 else "")
         return "no profile setting fits (even micro-batch 1 with activation checkpointing)"
     if f.kind == "capture":
         return f"none: the capture batch ({_capture_batch()}) is fixed in graft_core/capture.py"
@@ -370,6 +401,10 @@ def summary_lines(fits: list[StepFit]) -> list[str]:
         lines.append(line)
         if bad:
             lines.append(f"      {worst.run}: {'; '.join(worst.why)} → {', '.join(worst.fix)}")
+        for f in group:
+            if f.settings:
+                lines.append(f"      {f.run}: {', '.join(f'{kind}.{k}={v}' for k, v in f.settings.items())} chosen "
+                             f"by the memory model ({f.est_gpu_mem_gb:.1f} GB; same effective batch)")
     return lines
 
 
@@ -406,7 +441,8 @@ def dry_run_document(nodes, todo: set[str], profile, preset: str, capture_disk) 
     steps = [{**f.to_dict(), "todo": n.key in todo} for f, n in zip(fits, nodes)]
     plan = plan_disk(fits, profile)
     return {"preset": preset, "profile": profile.name, "fits": all(f.fits for f in fits) and plan["fits"],
-            "plan": plan, "steps": steps, "assumed": ASSUMED,
+            "plan": plan, "steps": steps,
+            "assumed": {**ASSUMED, **{k: v for f in families() for k, v in f.resource_constants.items()}},
             "measured_from": str(RESULTS.relative_to(RESULTS.parents[2])) if measured() else None}
 
 

@@ -51,7 +51,8 @@ def sampled_features(store, run_id: str, num_samples: int) -> tuple[np.ndarray, 
     """Pool features of ``num_samples`` samples of an eval run's model (cached under
     ``<results>/<preset>/paired_samples/``; the runs themselves are left as they are)."""
     from benchmark.step_context import StepContext
-    from benchmark.steps import _source, load_model
+    from benchmark.families.dit import _source
+    from benchmark.step_context import load_model
     from graft_core.evaluate import evaluate_model
     from benchmark.step_context import job_device
 
@@ -61,7 +62,7 @@ def sampled_features(store, run_id: str, num_samples: int) -> tuple[np.ndarray, 
         return np.load(cache), {"cached": True}
     ctx = StepContext(store, run, store.read_config(run), progress=False)
     p = ctx.preset()
-    model, _ = load_model(ctx, p, ctx.config["model"])
+    model, _ = load_model(ctx, ctx.config["model"])
     kept: dict = {}
     row = evaluate_model(model, p, num_samples=num_samples, decode=_source(p).decoder(p, job_device()), per_sample=kept)
     from graft_core.paths import atomic_write_bytes

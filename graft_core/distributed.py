@@ -51,13 +51,19 @@ def init_from_env(backend: str | None = None) -> DistInfo:
             raise RuntimeError(f"WORLD_SIZE={info.world_size} but {var} is not set; the launcher must export it")
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend == "nccl":
-        torch.cuda.set_device(info.local_rank)
+        torch.cuda.set_device(device_index(info))
     dist.init_process_group(backend=backend, init_method="env://", rank=info.rank, world_size=info.world_size)
     return DistInfo(rank=info.rank, world_size=info.world_size, local_rank=info.local_rank, initialized_here=True)
 
 
+def device_index(info: DistInfo) -> int:
+    """The CUDA device of this task: ``LOCAL_RANK`` when the task sees all the node's GPUs, device 0 when the
+    scheduler binds one GPU per task (``CUDA_VISIBLE_DEVICES`` of one device: local rank 3 sees only ``cuda:0``)."""
+    return info.local_rank if torch.cuda.device_count() > info.local_rank else 0
+
+
 def default_device(info: DistInfo) -> torch.device:
-    return torch.device(f"cuda:{info.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(f"cuda:{device_index(info)}") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def barrier(info: DistInfo) -> None:

@@ -307,7 +307,7 @@ class Finetune:
             model = add_lora(model, st.lora_rank)
         model.to(device).train()
         trainable = [p for p in model.parameters() if p.requires_grad]
-        ema = EMA(model, st.ema_decay)
+        ema = EMA(model, st.ema_decay, warmup=st.ema_warmup)
         opt = torch.optim.AdamW(trainable, lr=st.lr, weight_decay=st.weight_decay)
         lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, Warmup(st.warmup_steps, st.lr_milestones))
         step, history, window, seconds_before, resumed_from = 0, [], [], 0.0, None
@@ -354,7 +354,7 @@ class Finetune:
                 torch.nn.utils.clip_grad_norm_(trainable, st.grad_clip)
             opt.step()
             lr_sched.step()
-            ema.update(model)
+            ema.update(model, update=step + 1)
             step += 1
             window.append(distributed.mean_over_ranks(step_loss, info, device))
             if step % LOG_EVERY == 0 or step == st.steps:

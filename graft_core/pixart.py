@@ -447,12 +447,13 @@ def paper_decoder(device: torch.device | str = "cpu"):
 def sampling(model: nn.Module, prompt_ids: torch.Tensor, preset: Preset, sampler: dict, *, seed: int,
              progress: bool = False) -> torch.Tensor:
     """Samples of ``model`` for ``prompt_ids`` with ``sampler`` (scheduler, steps, guidance_scale) at the model's own
-    size (``diffusion_of``); batch size and bf16 from ``preset.eval``, on the model's device."""
+    size (``diffusion_of``); batch size and bf16 from ``preset.eval`` (fp32 by default, TF32 matmuls on CUDA: the
+    config decides, not the device), on the model's device."""
     from graft_core.sampler import sample
 
     device = next(model.parameters()).device
     return sample(model, prompt_ids, teacher=diffusion_of(model), seed=seed, batch_size=preset.eval.batch_size,
-                  bf16=preset.eval.bf16 or device.type == "cuda", device=device, progress=progress,
+                  bf16=preset.eval.bf16, device=device, progress=progress,
                   scheduler=sampler["scheduler"], steps=sampler["steps"], guidance_scale=sampler["guidance_scale"])
 
 

@@ -162,6 +162,9 @@ class Stage2Config:
     seed: int = 0
     # added later (config.added_field): optimizer steps at which the lr is halved after warm-up (Table 6: 75k, 150k)
     lr_milestones: tuple[int, ...] = added_field(())
+    # EMA decay warmed up from the step count (graft_core.ema: min(ema_decay, 1 - n^(-2/3)) at update n), so a short
+    # finetune's EMA is its trained weights, not mostly its initial ones (Table 5's 4,000 LoRA steps)
+    ema_warmup: bool = added_field(False)
 
 
 @dataclass(frozen=True)

@@ -155,3 +155,54 @@ def _stopping_init(init, stop_after):
         init(self, *args, **kwargs)
         self.stop_after = stop_after
     return patched
+
+
+def test_fused_tolerance_scales_with_the_output_and_tf32():
+    """Table 6's latency check: rounding of a large output or under TF32 passes, a wrong fusion does not."""
+    small, large = torch.full((2, 2), 0.5), torch.full((2, 2), 300.0)
+    assert dw.fused_tolerance(small, "cpu") == pytest.approx(1e-3)
+    assert dw.fused_tolerance(large, "cpu") == pytest.approx(0.3)  # 1e-3 of the output's scale
+    saved = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        assert dw.fused_tolerance(small, torch.device("cuda", 0)) == pytest.approx(1e-2)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        assert dw.fused_tolerance(small, torch.device("cuda", 0)) == pytest.approx(1e-3)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_a_wrong_fusion_exceeds_the_tolerance_and_a_right_one_does_not(micro_teacher, micro_preset):
+    wide = to_parallel_pairs(copy.deepcopy(micro_teacher)).eval()
+    with torch.no_grad():
+        for pair in wide.transformer_blocks:
+            pair.merge.weight.add_(0.05 * torch.randn_like(pair.merge.weight))
+    fast = dw.fused(wide)
+    eager_call = dw.dit_forward_fn(wide, micro_preset.teacher, 3)
+    with torch.no_grad():
+        eager = eager_call()
+        tol = dw.fused_tolerance(eager, "cpu")
+        assert (dw.dit_forward_fn(fast, micro_preset.teacher, 3)() - eager).abs().max() <= tol
+        p = next(fast.transformer_blocks[0].parameters())
+        p.mul_(1.05)  # a fused weight 5 % off
+        assert (dw.dit_forward_fn(fast, micro_preset.teacher, 3)() - eager).abs().max() > tol
+
+
+@pytest.mark.parametrize("visible, expected", [(8, 3), (1, 0)])
+def test_the_cuda_device_is_the_local_rank_only_when_the_task_sees_it(visible, expected, monkeypatch):
+    """One GPU bound per task (CUDA_VISIBLE_DEVICES of one device): local rank 3 uses cuda:0, not a missing cuda:3."""
+    from graft_core import distributed
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    info = distributed.DistInfo(rank=3, world_size=8, local_rank=3)
+    assert distributed.device_index(info) == expected
+    assert distributed.default_device(info) == torch.device("cuda", expected)
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: None)
+    for k, v in {"WORLD_SIZE": "8", "RANK": "3", "LOCAL_RANK": "3", "MASTER_ADDR": "x", "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(k, v)
+    distributed.init_from_env("nccl")
+    assert chosen == [expected]

@@ -74,19 +74,24 @@ def teacher_record(ctx: StepContext) -> dict:
 def evaluate(ctx: StepContext) -> dict:
     """``in_process``: sample and score here. ``adm``: merge the sampling array's shards and score them."""
     from graft_core.evaluate import evaluate_model
+    from graft_core.sampler import precision
 
     p, c = ctx.preset(), ctx.config
     if p.eval.protocol == "adm":
         merged = _merge_sample_runs(ctx, c["samples"])
         plan = _model_plan(ctx, c["model"])
         per_sample: dict = {}
+        used = sorted({ctx.dep_metrics("sample", rid).get("sampling_precision", "unrecorded") for rid in c["samples"]})
         record = {"metrics": adm_metrics(merged, p, per_sample), "efficiency": efficiency(p, plan),
-                  "model": c["model"], "samples": str(merged.relative_to(ctx.run.folder))}
+                  "model": c["model"], "samples": str(merged.relative_to(ctx.run.folder)),
+                  "sampling_precision": ",".join(used)}
         return _keep_per_sample(ctx, record, per_sample, merged)
     model, plan = load_model(ctx, c["model"])
+    device = job_device()
     per_sample: dict = {}  # features + per-draw FIDs for paired comparisons at summary time (benchmark.comparisons)
-    metrics = evaluate_model(model, p, decode=_source(p).decoder(p, job_device()), per_sample=per_sample)
-    record = {"metrics": plain(metrics), "efficiency": efficiency(p, plan), "model": c["model"]}
+    metrics = evaluate_model(model, p, decode=_source(p).decoder(p, device), per_sample=per_sample)
+    record = {"metrics": plain(metrics), "efficiency": efficiency(p, plan), "model": c["model"],
+              "sampling_precision": precision(p.eval.bf16, next(model.parameters()).device)}
     return _keep_per_sample(ctx, record, per_sample)
 
 
@@ -123,6 +128,7 @@ def run_sample(ctx: StepContext) -> dict:
     to uint8 and saved one file per shard (a requeued task skips the shards already DONE)."""
     from graft_core.imagenet import load_vae
     from graft_core.sample_at_scale import sample_shards
+    from graft_core.sampler import precision
 
     p, c = ctx.preset(), ctx.config
     e, device = p.eval, job_device()
@@ -132,10 +138,11 @@ def run_sample(ctx: StepContext) -> dict:
                            shard_size=e.shard_size, steps=e.steps, guidance_scale=e.guidance_scale,
                            scheduler=e.scheduler, global_seed=e.seed, batch_size=e.batch_size,
                            label_mode=e.label_mode, rank=c["task"], world_size=c["tasks"],
-                           bf16=e.bf16 or device.type == "cuda", progress=ctx.progress,
+                           bf16=e.bf16, progress=ctx.progress,
                            model_key=stable_hash(c["model"]), guidance_channels=e.guidance_channels)
     return {"task": c["task"], "tasks": c["tasks"], "shards": report["sampled"] + report["skipped"],
-            "sampled": report["sampled"], "seconds": report["seconds"], "device": str(device)}
+            "sampled": report["sampled"], "seconds": report["seconds"], "device": str(device),
+            "sampling_precision": precision(e.bf16, device)}
 
 
 def _merge_sample_runs(ctx: StepContext, sample_ids: list[str]) -> Path:
@@ -493,6 +500,14 @@ class DitFamily(Family):
 
     def train_steps(self, config: dict) -> int:
         return config["teacher"]["train_steps"]
+
+    block_probe, params_key, published_params = "dit_block", "dit_xl_2", 675_000_000  # DiT-XL/2
+    published_cost_kinds = ("stage2", "stage1", "capture")
+
+    def model_dims(self, config: dict) -> tuple[int, int, int]:
+        from benchmark.resources import transformer_dims
+
+        return transformer_dims(config["teacher"])
 
     def teacher(self, ctx: StepContext, *, train_if_missing: bool = False):
         return get_teacher(ctx.preset(), train_if_missing=train_if_missing, progress=ctx.progress)

@@ -181,9 +181,36 @@ class PixArtFamily(Family):
     def train_steps(self, config: dict) -> int:
         return config["pixart"]["train_steps"]
 
+    # ------------------------------------------------------------------------------------------------- resources
+    block_probe, params_key, published_params = "pixart_block", "pixart_sigma", 611_000_000  # PixArt-Σ
+    resource_constants = {
+        "t5_params": 4.7e9,  # T5-XXL encoder (assumed)
+        "t2i_eval_batch": 4,  # GenEval images generated at once (assumed)
+    }
+
+    def model_dims(self, config: dict) -> tuple[int, int, int]:
+        from benchmark.resources import transformer_dims
+
+        return transformer_dims(config["pixart"])
+
+    def step_resources(self, kind: str, config: dict, gpus: int, cpus: int) -> dict:
+        """The teacher step encodes the prompts with T5-XXL (``graft_core.pixart.load_t5``: fp32, loaded on the host,
+        then moved); evaluation generates ``t2i_eval_batch`` images at once with classifier-free guidance."""
+        from benchmark.resources import ASSUMED, GB, inference_gb
+
+        t5 = self.resource_constants["t5_params"]
+        if kind == "eval":
+            return {"gpu_mem": inference_gb(config, self.resource_constants["t2i_eval_batch"] * 2)}
+        if kind != "teacher":
+            return {}
+        flops = 2 * t5 * config["pixart"]["max_tokens"] * config.get("num_prompts", 0)
+        rate = ASSUMED["gpu_tflops"] * 1e12 * gpus if gpus else ASSUMED["cpu_gflops_per_core"] * 1e9 * max(1, cpus)
+        return {"mem": 4 * t5 / GB, "gpu_mem": 4 * t5 / GB + ASSUMED["cuda_context_gb"] if gpus else 0.0,
+                "hours": flops / rate / 3600}
+
     def summary(self, record: dict) -> dict:
         """Prompt following: geneval_or_acc, per-template accuracy / GenEval tasks, params."""
-        return {k: v for k, v in record.items() if k not in ("metrics", "efficiency", "model")}
+        return {k: v for k, v in record.items() if k not in ("metrics", "efficiency", "model", "sampling_precision")}
 
     def cost(self, node: Node, gpu: bool) -> tuple[float, int]:
         """(GPU-h or CPU-min, stage-2 samples) of one run."""
@@ -315,12 +342,14 @@ class PixArtFamily(Family):
         """Prompt following (tiny: prompt accuracy + FID on the digits; paper: GenEval, resumable in ``out/``)."""
         from graft_core.accounting import count_params
         from graft_core.pixart import evaluate_t2i
+        from graft_core.sampler import precision
 
         c = ctx.config
         model, _ = load_model(ctx, c["model"])
         record = evaluate_t2i(model, ctx.preset(), c["t2i"], out_dir=ctx.run.out,
                               max_tokens=pixart_of(c).max_tokens, progress=ctx.progress)
-        return plain({**record, "model": c["model"], "params_m": count_params(model) / 1e6})
+        used = precision(ctx.preset().eval.bf16, next(model.parameters()).device)
+        return plain({**record, "model": c["model"], "params_m": count_params(model) / 1e6, "sampling_precision": used})
 
     def latency(self, ctx: StepContext) -> dict:
         """Forward latency of teacher and grafted model at the model's tokens and at ``long_tokens``; parameters."""
@@ -346,6 +375,7 @@ def run_synthetic(ctx: StepContext) -> dict:
     import time
 
     from graft_core.pixart import synthetic_shards
+    from graft_core.sampler import precision
 
     c, s = ctx.config, ctx.config["synthetic"]
     device = job_device()
@@ -353,10 +383,10 @@ def run_synthetic(ctx: StepContext) -> dict:
     files = synthetic_shards(FAMILY.teacher(ctx), ctx.run.out, num_pairs=s["num_pairs"], shard_size=s["shard_size"],
                              rank=c["task"], world_size=c["tasks"], seed=s["seed"], scheduler=s["scheduler"],
                              steps=s["steps"], guidance_scale=s["guidance_scale"], batch_size=s["batch_size"],
-                             bf16=s["bf16"] or device.type == "cuda", device=device, clamp=s["clamp"],
+                             bf16=s["bf16"], device=device, clamp=s["clamp"],
                              progress=ctx.progress)
     return {"task": c["task"], "tasks": c["tasks"], "shards": len(files), "seconds": round(time.time() - start, 2),
-            "device": str(device)}
+            "device": str(device), "sampling_precision": precision(s["bf16"], device)}
 
 
 PixArtFamily.executors = {"synthetic": run_synthetic}

@@ -55,14 +55,33 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
 
 
+def bootstrap_indices(n: int, draws: int, seed: int) -> np.ndarray:
+    """``[draws, n]`` resampled indices; the same for every evaluation with the same ``n`` (draw ``b`` = the
+    ``b``-th ``rng.integers(0, n, n)`` of ``default_rng(seed)``, the sequence ``bootstrap_frechet`` uses;
+    ``graft_core.metrics.paired`` pairs evaluations on it)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, n, n) for _ in range(draws)])
+
+
+def resampled_frechet(features: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, indices: np.ndarray, *,
+                      eps: float = 1e-6) -> np.ndarray:
+    """The exact FID of every resample ``features[indices[b]]`` against the fixed reference ``(mu2, sigma2)``."""
+    x = np.asarray(features, dtype=np.float64)
+    values = np.empty(len(indices))
+    for b, idx in enumerate(indices):
+        s = x[idx]
+        mu = s.mean(axis=0)
+        centred = s - mu
+        values[b] = frechet_distance(mu, centred.T @ centred / (len(idx) - 1), mu2, sigma2, eps=eps)
+    return values
+
+
 def bootstrap_frechet(features: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, *, num_resamples: int = 200,
                       seed: int = 0, eps: float = 1e-6) -> dict[str, float]:
     """Spread of the Fréchet distance over the generated set: ``num_resamples`` resamples of ``features`` (rows, with
     replacement, fixed ``seed``) against the fixed reference ``(mu2, sigma2)``. Returns ``fid_std`` (standard
     deviation of the resampled distances) and the 2.5 / 97.5 % percentiles ``fid_lo`` / ``fid_hi``. Sampling noise
     of the generated set only (the reference statistics and the model are held fixed)."""
-    from graft_core.metrics.paired import bootstrap_indices, resampled_frechet  # paired imports this module
-
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2:
         raise ValueError(f"need [N >= 2, D] features, got shape {x.shape}")

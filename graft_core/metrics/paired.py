@@ -28,33 +28,14 @@ import hashlib
 
 import numpy as np
 
-from graft_core.metrics.frechet import frechet_distance
+from graft_core.metrics.frechet import (bootstrap_indices, frechet_distance,  # noqa: F401 (re-exported)
+                                        resampled_frechet)
 
 BOOTSTRAP_DRAWS = 200  # as compute.FID_BOOTSTRAP
 EXACT_MAX_DIM = 512  # above it: the linearised estimator
 CONFIDENCE = 0.95
 FEATURES_FILE = "features.npy"  # per-sample pool features of an evaluation, float32 [N, D]
 BOOTSTRAP_FILE = "fid_bootstrap.npy"  # per-draw FIDs over bootstrap_indices(N, draws, seed), float64 [draws]
-
-
-def bootstrap_indices(n: int, draws: int, seed: int) -> np.ndarray:
-    """``[draws, n]`` resampled indices; the same for every evaluation with the same ``n`` (draw ``b`` = the
-    ``b``-th ``rng.integers(0, n, n)`` of ``default_rng(seed)``, the sequence ``frechet.bootstrap_frechet`` uses)."""
-    rng = np.random.default_rng(seed)
-    return np.stack([rng.integers(0, n, n) for _ in range(draws)])
-
-
-def resampled_frechet(features: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, indices: np.ndarray, *,
-                      eps: float = 1e-6) -> np.ndarray:
-    """The exact FID of every resample ``features[indices[b]]`` against the fixed reference ``(mu2, sigma2)``."""
-    x = np.asarray(features, dtype=np.float64)
-    values = np.empty(len(indices))
-    for b, idx in enumerate(indices):
-        s = x[idx]
-        mu = s.mean(axis=0)
-        centred = s - mu
-        values[b] = frechet_distance(mu, centred.T @ centred / (len(idx) - 1), mu2, sigma2, eps=eps)
-    return values
 
 
 def _sym_sqrt(sigma: np.ndarray) -> np.ndarray:
