@@ -619,6 +619,27 @@ def test_paper_smoke_rehearsal_runs_every_dit_step_on_slurm(smoke_launch):
           f"{smoke_launch['prepare_seconds']:.0f} s); step seconds by kind: {timings}")
 
 
+@pytest.mark.latex
+def test_paper_smoke_tables_compile(smoke_launch):
+    """The rehearsal's LaTeX, rendered from its real (fake-weight) runs, compiles with pdflatex: every paper target's
+    table in one document (a missing pdflatex fails under CI=true, tests/conftest.py)."""
+    pdflatex = shutil.which("pdflatex")
+    if pdflatex is None:
+        pytest.skip("pdflatex not installed (.ci/run installs TeX Live as root)")
+    results = smoke_launch["results"]
+    folder = results / "paper-smoke" / "tables"
+    if not folder.exists():
+        subprocess.run([sys.executable, "-m", "tables.build", "--results", str(results), "--preset", "paper-smoke"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300, env=smoke_launch["env"], check=True)
+    doc = (folder / "all.tex").read_text()  # the full build's standalone document of every table
+    assert all(f"\\input{{{name}}}" in doc for name in ("table2", "table3", "table5", "table6", "fig4b")), doc
+    proc = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "all.tex"], cwd=folder,
+                          capture_output=True, text=True, timeout=300)
+    log = folder / "all.log"
+    assert proc.returncode == 0, (log.read_text(errors="replace") if log.exists() else proc.stdout)[-3000:]
+    assert (folder / "all.pdf").stat().st_size > 0
+
+
 def test_paper_smoke_second_launch_submits_nothing(smoke_launch):
     before = job_ids_used()
     again = run_smoke(smoke_launch["results"], smoke_launch["env"])
