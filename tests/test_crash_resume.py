@@ -7,7 +7,8 @@ the same command resumes and ends with the metrics of an uninterrupted run.
   it started runs on alone; once that job has let go of its run lock, the relaunch picks up from the store.
 
 Compared with an uninterrupted run of the same command: the row's metrics (FID, IS, class accuracy, …) and stage
-2's loss history, exactly.
+2's loss history, to float rounding (relative 1e-5: with more than one BLAS thread a resumed process's reductions may
+round differently; a resume that lost its optimizer state, its data order or a step moves them by far more).
 """
 from __future__ import annotations
 
@@ -27,6 +28,16 @@ pytestmark = pytest.mark.slow
 
 ROW = "attn-hyena_x-interleaved50"
 DEADLINE_S = 600
+REL = 1e-5
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=REL, abs=1e-9) for k in a)
+
+
+def same_history(a: list[dict], b: list[dict]) -> bool:
+    """The logged (step, loss, lr) of two stage-2 runs: the same steps, losses and rates to float rounding."""
+    return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
 
 
 def command(results: Path) -> list[str]:
@@ -76,8 +87,9 @@ def test_stage2_killed_after_a_checkpoint_resumes_to_the_same_metrics(tmp_path, 
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     metrics, s2 = row_metrics(tmp_path), stage2(tmp_path)
     assert s2["resumed_from"] == 3
-    assert metrics == uninterrupted[0]
-    assert s2["history"] == uninterrupted[1]["history"] and s2["final_loss"] == uninterrupted[1]["final_loss"]
+    assert same(metrics, uninterrupted[0]), (metrics, uninterrupted[0])
+    assert same_history(s2["history"], uninterrupted[1]["history"])
+    assert s2["final_loss"] == pytest.approx(uninterrupted[1]["final_loss"], rel=REL)
 
 
 def test_launcher_killed_mid_stage2_then_the_same_command_finishes_the_same(tmp_path, uninterrupted):
@@ -99,5 +111,5 @@ def test_launcher_killed_mid_stage2_then_the_same_command_finishes_the_same(tmp_
         time.sleep(0.05)
     again = run(tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert row_metrics(tmp_path) == uninterrupted[0]
-    assert stage2(tmp_path)["history"] == uninterrupted[1]["history"]
+    assert same(row_metrics(tmp_path), uninterrupted[0])
+    assert same_history(stage2(tmp_path)["history"], uninterrupted[1]["history"])
