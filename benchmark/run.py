@@ -159,7 +159,7 @@ def cmd_list(preset: str) -> int:
     for m in registry.TARGET_MODULES:
         alias = f" (alias of {m.ALIAS_OF})" if getattr(m, "ALIAS_OF", None) else ""
         print(f"  {m.NAME:<9} {len(m.rows(preset)):>3} rows  {m.TITLE}{alias}")
-    print(f"  {'all':<9}          every paper target above (not the aliases, not the studies beyond the paper such as search)")
+    print(f"  {'all':<9}          every paper target above (not aliases, not studies beyond the paper: search)")
     return 0
 
 
