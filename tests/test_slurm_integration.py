@@ -118,9 +118,14 @@ def scontrol_job(job_id: str) -> dict[str, str]:
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    """Poll ``predicate`` until it is truthy or ``timeout`` passes. A Slurm command that times out (slurmctld busy
+    under the rehearsal's load: "Socket timed out on send/recv") is asked again, within the same deadline."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except subprocess.TimeoutExpired:
+            value = None
         if value:
             return value
         time.sleep(interval)
