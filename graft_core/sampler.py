@@ -79,7 +79,6 @@ def guided_output(model, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
     return torch.cat([eps, cond[:, channels:]], dim=1)
 
 
-@torch.inference_mode()
 def precision(bf16: bool, device: torch.device | str) -> str:
     """The arithmetic a sampling pass runs in, for its record: ``bf16`` (autocast), ``tf32`` (fp32 tensors, TF32
     matmuls: CUDA with ``allow_tf32``, the official DiT sampler's setting) or ``fp32``. The config's ``bf16`` decides
@@ -90,6 +89,7 @@ def precision(bf16: bool, device: torch.device | str) -> str:
     return "tf32" if on_cuda and torch.backends.cuda.matmul.allow_tf32 else "fp32"
 
 
+@torch.inference_mode()
 def sample(model, labels: torch.Tensor, *, teacher: TeacherConfig, scheduler: str = "ddim", steps: int = 10,
            guidance_scale: float = 1.5, seed: int = 0, batch_size: int = 256, bf16: bool = False,
            progress: bool = False, device: torch.device | str | None = None,

@@ -95,6 +95,8 @@ def test_sampler_is_deterministic_and_uses_the_model_null_class(micro_preset, mi
     kw = dict(teacher=micro_preset.teacher, steps=3, guidance_scale=1.5, seed=7, batch_size=6)
     a, b = sample(micro_teacher, labels, **kw), sample(micro_teacher, labels, **kw)
     assert a.shape == (12, 1, 8, 8) and torch.equal(a, b)
+    # no autograd graph across the sampling loop: without inference mode a tiny 500-sample eval grew to 22 GB
+    assert torch.is_inference(a) and not a.requires_grad
     c = sample(micro_teacher, labels, **{**kw, "seed": 8})
     assert not torch.equal(a, c)
     img = to_uint8(a)
