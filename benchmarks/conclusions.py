@@ -189,6 +189,15 @@ def table1_rows(t1: dict) -> list[list[str]]:
              "separated" if v["best_is_separated"] else "not separated from all"] for site, v in t1.items()]
 
 
+def in_repo(path: Path) -> str:
+    """A summary's path as recorded: relative to the repository when inside it (the record then reads the same in
+    any clone), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(common.REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def main(argv=None) -> int:
     p = common.base_parser(__doc__)
     p.add_argument("--summary", type=Path, default=DEFAULT_SUMMARY, help="table3 summary JSON (the driver's or docs')")
@@ -198,7 +207,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     ctx = common.setup(args)
     new = checks(read_rows(args.summary), read_pairs(args.summary))
-    results = {"summary": str(args.summary), "checks": new}
+    results = {"summary": in_repo(args.summary), "checks": new}
     lines = table_rows(new)
     if args.table1:
         results["table1"] = table1_conclusions(args.table1)
@@ -207,13 +216,13 @@ def main(argv=None) -> int:
                                 lines)
     if args.before:
         old = checks(read_rows(args.before), read_pairs(args.before))
-        results.update(before=str(args.before), before_checks=old)
+        results.update(before=in_repo(args.before), before_checks=old)
         table = ("new: " + str(args.summary) + "\n" + table + "\n\nbefore: " + str(args.before) + "\n"
                  + common.format_table(["check", "value", ""], table_rows(old)))
     print(table)
-    path = common.write_result(ctx, "conclusions", settings={"summary": str(args.summary),
-                                                             "before": str(args.before) if args.before else None,
-                                                             "table1": str(args.table1) if args.table1 else None},
+    path = common.write_result(ctx, "conclusions", settings={"summary": in_repo(args.summary),
+                                                             "before": in_repo(args.before) if args.before else None,
+                                                             "table1": in_repo(args.table1) if args.table1 else None},
                                results=results, table=table)
     print(f"wrote {path}")
     all_hold = all(new[k] for k in ("spearman_holds", "self_graft_holds", "damage_holds", "r6_holds"))

@@ -183,8 +183,9 @@ def section_grid(r: dict) -> list[str]:
 
 def shown(path: str) -> str:
     """A record's input path as a reader can find it: relative to the repository, else only its file name."""
+    p = Path(path) if Path(path).is_absolute() else REPO_ROOT / path  # records store repository paths relative
     try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
+        return str(p.resolve().relative_to(REPO_ROOT))
     except ValueError:
         return f"{Path(path).parent.name}/{Path(path).name} of a fresh run (outside the repository)"
 
