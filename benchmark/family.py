@@ -18,14 +18,16 @@ text-image attention (SD3, Flux) or linear attention (Sana) does not: such a fam
 """
 from __future__ import annotations
 
+import abc
 import importlib
 from typing import Any, Callable
 
 BUILTIN_MODULES = ("benchmark.families.dit", "benchmark.families.pixart")
 
 
-class Family:
-    """Defaults are the DiT behaviour a family may keep; see the module docstring for the contract."""
+class Family(abc.ABC):
+    """The hooks marked abstract are what every family must say about its model (a plug-in missing one is refused at
+    registration, in one line naming them); the others have the DiT behaviour as default. See the module docstring."""
 
     name: str = ""
     marker: str = ""  # the node-body key that marks this family's runs ("" only for the default family)
@@ -48,13 +50,18 @@ class Family:
 
     # ------------------------------------------------------------------------------------------------- planning
     def expand(self, target: str, row, add: Callable, nodes: list):
-        raise NotImplementedError(f"family {self.name!r} plans no rows of its own")
+        """The nodes of one row of ``row_kind`` (a family with a ``row_kind`` must override it: checked at
+        registration); the default family's rows are the planner's own."""
+        raise ValueError(f"family {self.name!r} plans no rows of its own (it declares no row_kind); "
+                         f"row {getattr(row, 'id', row)!r} of target {target!r} must be a planner row")
 
+    @abc.abstractmethod
     def capture_bytes(self, node) -> int:
-        raise NotImplementedError
+        """Bytes of one capture node's stored activation pairs (disk and ``--dry-run``)."""
 
+    @abc.abstractmethod
     def cost(self, node, gpu: bool) -> tuple[float, int]:
-        raise NotImplementedError
+        """(minutes, samples) of a node for ``--dry-run``'s cost table."""
 
     def teacher_present(self, config: dict) -> bool:
         return True
@@ -74,9 +81,9 @@ class Family:
     published_cost_kinds: tuple[str, ...] = ()  # step kinds whose hours are the paper's bounds (``benchmark.cost``)
     resource_constants: dict = {}  # its assumed constants, listed in the ``--dry-run --json`` document
 
+    @abc.abstractmethod
     def model_dims(self, config: dict) -> tuple[int, int, int]:
         """(width, tokens, layers) of the node's model, from its hashed body (no model built)."""
-        raise NotImplementedError
 
     def step_resources(self, kind: str, config: dict, gpus: int, cpus: int) -> dict:
         """Estimates of a step kind only this family knows: any of ``gpu_mem``, ``mem`` (GB), ``hours``; they replace
@@ -84,19 +91,21 @@ class Family:
         return {}
 
     # ------------------------------------------------------------------------------------------------- job side
+    @abc.abstractmethod
     def teacher(self, ctx, *, train_if_missing: bool = False):
-        raise NotImplementedError
+        """The pretrained model a graft starts from, on the job's device."""
 
+    @abc.abstractmethod
     def teacher_record(self, ctx) -> dict:
-        raise NotImplementedError
+        """What the ``teacher`` step records (its identity, parameter count)."""
 
     def engine_preset(self, ctx, teacher):
         """The preset the engine (capture, finetune) reads, with this teacher's sizes and noise schedule."""
         return ctx.preset()
 
+    @abc.abstractmethod
     def sizes(self, ctx):
         """The teacher's ``TeacherConfig`` (width, heads, tokens) that stage 1 builds operators at."""
-        raise NotImplementedError
 
     def capture_data(self, ctx, teacher) -> Any:
         return None  # the preset's data source
@@ -110,14 +119,19 @@ class Family:
     def checkpointing(self, ctx, teacher) -> bool:
         return False
 
+    @abc.abstractmethod
     def build_student(self, teacher, plan: dict | None, dirs):
-        raise NotImplementedError
+        """The teacher with the plan's operators (from their stage-1 folders ``dirs``) swapped in; a copy of the
+        teacher when ``plan`` is None."""
 
+    @abc.abstractmethod
     def evaluate(self, ctx) -> dict:
-        raise NotImplementedError
+        """The ``eval`` step: the family's metrics of the node's model."""
 
     def latency(self, ctx) -> dict:
-        raise NotImplementedError
+        """The ``latency`` step (only families whose rows plan latency nodes measure it: DiT, PixArt-Σ)."""
+        raise ValueError(f"family {self.name!r} measures no latency: its rows must not plan a latency step "
+                         f"(run {ctx.run.run_id}); implement Family.latency to add one")
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -125,7 +139,17 @@ _STATE = {"ready": False}
 
 
 def register_family(family: Family | type) -> Family:
-    """Register ``family`` (an instance, or a class: it is instantiated; usable as a class decorator)."""
+    """Register ``family`` (an instance, or a class: it is instantiated; usable as a class decorator). A family
+    missing a required hook, or planning a row kind without ``expand``, is refused here in one line, not when a job
+    first calls the hook."""
+    cls = family if isinstance(family, type) else type(family)
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise ValueError(f"family {cls.__name__} ({cls.__module__}) does not implement the required hook(s) "
+                         f"{', '.join(missing)} of benchmark.family.Family")
+    if getattr(cls, "row_kind", "") and cls.expand is Family.expand:
+        raise ValueError(f"family {cls.__name__} ({cls.__module__}) plans rows of kind {cls.row_kind!r} but does not "
+                         f"implement Family.expand")
     obj = family() if isinstance(family, type) else family
     if not obj.name:
         raise ValueError(f"{type(obj).__name__}: a family needs a name")

@@ -93,6 +93,13 @@ def test_latte_micro_rows_run_end_to_end_from_the_cli(tmp_path):
     ('"""A plug-in."""\nimport os\nimport no_such_module_for_graftbench\n', 3, "ModuleNotFoundError"),
     ("from graft_core.operators import GraftOperator, register_operator\n\n\n@register_operator('mha', site='attn')\n"
      "class Clash(GraftOperator):\n    pass\n", 4, "registered twice"),
+    # a family missing required hooks is refused when it registers, not when a job first calls the hook
+    ("from benchmark.family import Family, register_family\n\n\nclass Half(Family):\n    name = 'half'\n\n"
+     "    def teacher(self, ctx, *, train_if_missing=False):\n        return None\n\n\nregister_family(Half)\n",
+     11, "build_student, capture_bytes, cost, evaluate, model_dims, sizes, teacher_record"),
+    ("from benchmark.families.dit import DitFamily\nfrom benchmark.family import register_family\n\n\n"
+     "class Rows(DitFamily):\n    name, marker, row_kind = 'rows', 'rows', 'rows'\n\n\nregister_family(Rows)\n",
+     9, "does not implement Family.expand"),
 ])
 def test_a_plugin_that_cannot_be_imported_is_refused_in_one_line(tmp_path, source, line, error):
     from graft_core.operators.registry import PluginError, load_plugins

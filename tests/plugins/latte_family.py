@@ -168,6 +168,13 @@ class LatteFamily(Family):
     def cost(self, node, gpu: bool) -> tuple[float, int]:
         return 0.0, 0  # seconds on a CPU
 
+    def model_dims(self, config: dict) -> tuple[int, int, int]:
+        """A clip's tokens are every frame's patches (spatial and temporal blocks alternate over them)."""
+        from benchmark.resources import transformer_dims
+
+        width, tokens, layers = transformer_dims(config["latte"]["sizes"])
+        return width, tokens * config["latte"]["num_frames"], layers
+
     # ------------------------------------------------------------------------------------------------- job side
     def config(self, ctx) -> LatteConfig:
         return from_dict(LatteConfig, ctx.config["latte"])
