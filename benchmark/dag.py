@@ -4,7 +4,7 @@ Step kinds and what their config (= identity) holds; every config also carries `
 name, never a path or an executor setting:
 
 ==========  =====================================================================================================
-teacher     teacher config (+ data config when trained here)                       → ``graft_core.teacher``
+teacher     teacher config (+ data config when trained here)                       → ``graft_core.models.teacher``
 capture     teacher, data, split (stage1 | heldout), seed, dtype (+ the one (layer, site) pair when all pairs would
             exceed PER_PAIR_CAPTURE_BYTES; + capture_input when not "noised")      → ``capture.capture_activations``
 stage1      teacher, data, capture ids, site, operator, options, layer, Stage1Config with objective and lr resolved
@@ -16,13 +16,13 @@ eval        teacher, data, classifier, EvalConfig, the model (teacher | stage-2 
             and the step merges their shards and scores them                       → ``adm_eval.evaluate_npz``
 sample      the eval body + task i of ``eval.sample_tasks`` (adm protocol only)      → ``sample_at_scale``
 floor/noise data, classifier, EvalConfig                                      → ``metric_floor`` / ``noise_control``
-locality    teacher, LocalityConfig                                                  → ``graft_core.locality``
+locality    teacher, LocalityConfig                                                  → ``graft_core.grafting.locality``
 activation_stats
             teacher, data, site, layers, outlier σ, the stage-1 capture id of each layer's (layer, site) (Table 1
             i/ii)                                             → ``activation_stats.activation_statistics``
 latency     teacher, the model (as eval), batch and repeats         → ``depth_width.measure_speedup`` (Table 6)
 search      teacher, data, the search (strategy, site, primary operator, budget: layers or FLOPs to save, the probe
-            config), its candidates (layer, operator, FLOPs saved, stage-1 run id)  → ``graft_core.selection``
+            config), its candidates (layer, operator, FLOPs saved, stage-1 run id)  → ``graft_core.grafting.selection``
 synthetic   the PixArt-Σ family's prerequisite: the teacher, the sampler, the pair count and shard size, task i of the
             array (Table 5)                                             → ``pixart.synthetic_shards``
 ==========  =====================================================================================================
@@ -44,7 +44,7 @@ layers shares table3's runs. A per-layer choice of several operators (``cost_awa
 Two rows that need the same step get the same node (same key ``kind/run_id``), so it runs once: the 50 % and 75 %
 rows of an operator reuse the stage-1 layers of its 100 % row, fig4a's 10 % rows are table3's 50 % rows, etc.
 Planning imports no torch itself, except for a family's rows that need it (PixArt-Σ's teacher config comes from
-``graft_core.pixart``, which imports torch).
+``graft_core.text_to_image.pixart``, which imports torch).
 """
 from __future__ import annotations
 
@@ -54,9 +54,9 @@ from typing import Callable, Iterable
 
 from benchmark.family import family_for_row
 from benchmark.rows import LocalityConfig, Row
-from graft_core.capture_size import capture_bytes
+from graft_core.stages.capture_size import capture_bytes
 from graft_core.config import stable_hash, to_jsonable
-from graft_core.plan import NEEDS_LOCALITY, select_layers
+from graft_core.grafting.plan import NEEDS_LOCALITY, select_layers
 from graft_core.presets import Preset
 
 PARALLEL_PAIRS = {"restructure": "parallel_pairs"}  # the stage-2 / eval plan of the depth→width student (Table 6)
@@ -244,7 +244,7 @@ class Planner:
     def search(self, p: Preset, site: str, spec) -> tuple[list[Node], Node]:
         """(the captures and stage-1 runs it reads, the node) of a layer search: every layer × every operator of
         ``spec`` (a ``benchmark.rows.SearchSpec``), each candidate with the FLOPs it saves per forward."""
-        from graft_core.selection import op_key
+        from graft_core.grafting.selection import op_key
 
         t = p.teacher
         old = layer_flops(site, None, {}, t)
@@ -351,7 +351,7 @@ class Planner:
     def mixed(self, target: str, row: Row, chosen: list[list], add, nodes: list[Node]) -> RowPlan:
         """A searched row with a per-layer choice of operators: one ``GraftPlan`` dict per operator, stage-1 runs of
         each layer's own operator, then stage 2 (or not) and eval as any graft row."""
-        from graft_core.plan import GraftPlan
+        from graft_core.grafting.plan import GraftPlan
 
         p, site = row.preset, row.graft.site
         by_op: dict[tuple, list[int]] = {}
@@ -396,9 +396,9 @@ class Planner:
 
 
 def layer_flops(site: str, operator: str | None, options: dict, t) -> float:
-    """Analytic FLOPs per forward of one layer's operator at ``site`` (op + ft, ``graft_core.accounting``); the
+    """Analytic FLOPs per forward of one layer's operator at ``site`` (op + ft, ``graft_core.grafting.accounting``); the
     teacher's own when ``operator`` is None."""
-    from graft_core.accounting import operator_cost, teacher_cost
+    from graft_core.grafting.accounting import operator_cost, teacher_cost
 
     dims = {"num_heads": t.num_attention_heads, "seq_len": t.num_tokens}
     c = teacher_cost(site, t.hidden_size, **dims) if operator is None else \

@@ -5,7 +5,7 @@
 recorded in each run's status.json right away. ``launch`` is the loop every command goes through.
 
 A launcher runs its jobs with a step runner: the real steps unless the caller passes ``execute`` (the tests pass
-``benchmark.testing.FakeSteps``); it travels with each job (``RunUnit(execute)``), so subprocesses and Slurm jobs
+``benchmark.fakes.steps.FakeSteps``); it travels with each job (``RunUnit(execute)``), so subprocesses and Slurm jobs
 run the same one, together with the profile's execution settings (``Launcher.job_settings``).
 """
 from __future__ import annotations

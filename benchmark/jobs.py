@@ -5,7 +5,7 @@ and, on a requeue, starts again from what is on disk (DONE runs are skipped, sta
 checkpoint), never from state stored in the pickle. ``RunUnit`` is a ``submitit.helpers.Checkpointable``: on
 preemption or timeout submitit requeues the same call. What a run executes is the job's step runner:
 ``benchmark.steps.execute`` unless the launcher was given another (``RunUnit(execute=...)``, pickled with the job:
-a module-level function or a picklable object, e.g. the tests' ``benchmark.testing.FakeSteps``). The job also
+a module-level function or a picklable object, e.g. the tests' ``benchmark.fakes.steps.FakeSteps``). The job also
 carries the profile's execution settings per step kind (``RunUnit(settings=Profile.all_job_settings())``, e.g.
 ``{"stage2": {"grad_accumulation": 4}}``), handed to each step as ``StepContext.settings``: they come from the
 launch, not from config.json, because they change how a run executes, never its results or its id. It also carries
@@ -13,7 +13,7 @@ the GPUs the profile asks for per kind (``RunUnit(gpus=...)``): a real step whos
 sees none stops with one line (``benchmark.gpus.no_gpu_line``) instead of running on the CPU.
 
 Multi-task jobs (paper-preset stage 2: one task per GPU) export ``MASTER_ADDR``/``MASTER_PORT``/``RANK``/
-``WORLD_SIZE``/``LOCAL_RANK`` from ``submitit.JobEnvironment()`` before ``graft_core.finetune`` initialises
+``WORLD_SIZE``/``LOCAL_RANK`` from ``submitit.JobEnvironment()`` before ``graft_core.stages.finetune`` initialises
 ``torch.distributed``; only rank 0 writes records.
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ def job_environment() -> dict:
 
 
 def setup_distributed(env: dict) -> None:
-    """torch.distributed variables for a multi-task job (graft_core.distributed reads them); a one-task job
+    """torch.distributed variables for a multi-task job (graft_core.runtime.distributed reads them); a one-task job
     overrides stale ones it inherited (e.g. a launcher run under torchrun), which would make it wait for peers."""
     if env["world_size"] <= 1:
         if "WORLD_SIZE" in os.environ:

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from graft_core.errors import BatchFormatError, MissingWeightsError, StructureMismatch
 from benchmark.family import families
 from graft_core.presets import Preset
-from graft_core.structure import hub_file as _hub_file
+from graft_core.models.structure import hub_file as _hub_file
 
 ADM_REFERENCE_ENV = "GRAFTBENCH_ADM_REFERENCE"
 ADM_REFERENCE_FILE = "VIRTUAL_imagenet256_labeled.npz"
@@ -81,7 +81,7 @@ def dit_kinds(kinds: set[str]) -> set[str]:
 
 @prerequisite("DiT weights", lambda p, kinds: p.teacher.pretrained is not None and bool(dit_kinds(kinds)))
 def check_dit(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.structure import check_structure
+    from graft_core.models.structure import check_structure
 
     repo = p.teacher.pretrained
     config, problem = hub_config(repo, "transformer/config.json")
@@ -112,7 +112,7 @@ def stage2_fractions(p: Preset) -> set[float]:
 
 @prerequisite("ImageNet latents", lambda p, kinds: p.data.name == "imagenet" and bool(kinds & DATA_STEPS))
 def check_latents(p: Preset, kinds: set[str], *, fractions: Iterable[float] | None = None) -> str | None:
-    from graft_core import imagenet as inet
+    from graft_core.data import imagenet as inet
     from graft_core.data.sources import imagenet_root
 
     root = imagenet_root()
@@ -175,7 +175,7 @@ def check_inception(p: Preset, kinds: set[str]) -> str | None:
 
 
 def adm_reference_path() -> Path:
-    from graft_core.paths import cache_root
+    from graft_core.runtime.paths import cache_root
 
     given = os.environ.get(ADM_REFERENCE_ENV)
     return Path(given) if given else cache_root() / "adm" / ADM_REFERENCE_FILE
@@ -183,7 +183,7 @@ def adm_reference_path() -> Path:
 
 @prerequisite("ADM reference batch", lambda p, kinds: p.eval.extractor == "inception" and bool(kinds & EVAL_STEPS))
 def check_adm_reference(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.adm_eval import ADM_STATS, batch_info
+    from graft_core.evaluation.adm_eval import ADM_STATS, batch_info
 
     path = adm_reference_path()
     fix = (f"download {ADM_REFERENCE_FILE} from {ADM_REFERENCE_URL} and put it at {path} (or set "

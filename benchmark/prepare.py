@@ -5,7 +5,7 @@
     python -m benchmark.prepare imagenet --src /data/imagenet/val --split val     # held-out 8/class (stage-1 val)
     python -m benchmark.prepare subsets [--out DIR] [--src PATH]              # stage-1 + stage-2 lists, hashed
     python -m benchmark.prepare reference --npz VIRTUAL_imagenet256_labeled.npz   # cache the reference features
-    python -m benchmark.prepare samples --out DIR [--preset paper] [...]      # graft_core.sample_at_scale's options
+    python -m benchmark.prepare samples --out DIR [--preset paper] [...]      # graft_core.evaluation.sample_at_scale's options
 
 Under a Slurm array, ``imagenet`` and ``samples`` take the array task as their shard (``SLURM_ARRAY_TASK_ID`` minus
 ``SLURM_ARRAY_TASK_MIN`` of ``SLURM_ARRAY_TASK_COUNT``) unless ``--shard-index/--num-shards`` say otherwise; outside
@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 from benchmark.hints import with_hint
-from graft_core.adm_eval import prepare_reference
+from graft_core.evaluation.adm_eval import prepare_reference
 from graft_core.errors import BatchFormatError, DataLayoutError, MissingWeightsError, SettingsMismatch
-from graft_core.imagenet import (VAE_ID, default_out, encode_imagenet,
+from graft_core.data.imagenet import (VAE_ID, default_out, encode_imagenet,
                                  load_or_build_index, load_vae, make_subsets)
 
 
@@ -107,8 +107,8 @@ def cmd_subsets(args) -> dict:
 
 
 def cmd_samples(args) -> dict:
-    """``graft_core.sample_at_scale`` (its options, ``args.rest``) with this task's shard (see the module docstring)."""
-    from graft_core import sample_at_scale  # diffusers: imported only by the command that samples
+    """``graft_core.evaluation.sample_at_scale`` (its options, ``args.rest``) with this task's shard (see the module docstring)."""
+    from graft_core.evaluation import sample_at_scale  # diffusers: imported only by the command that samples
 
     opts = sample_at_scale.build_parser(prog="python -m benchmark.prepare samples").parse_args(args.rest)
     opts.shard_index, opts.num_shards = shard_task(opts.shard_index, opts.num_shards)
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--cache-dir", type=Path, help="default: next to the .npz, else $GRAFTBENCH_CACHE/reference")
     rf.set_defaults(func=cmd_reference)
 
-    sa = sub.add_parser("samples", add_help=False,  # its options (and --help) are graft_core.sample_at_scale's
+    sa = sub.add_parser("samples", add_help=False,  # its options (and --help) are graft_core.evaluation.sample_at_scale's
                         help="sharded, resumable sampling → ADM .npz (a Slurm array task samples its shards)")
     sa.set_defaults(func=cmd_samples)
     return p

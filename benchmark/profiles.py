@@ -12,7 +12,7 @@ Driver keys (``DRIVER_KEYS``) are graftbench's own execution settings, not submi
 submitit, handed to the job instead (``job_settings`` → ``benchmark.jobs.RunUnit(settings=...)``). They change how a
 step runs, never its results, so they are not part of any run id. ``grad_accumulation`` (integer ≥ 1, stage 2 only,
 ``"stage2": {"grad_accumulation": 4}`` or ``--slurm stage2.grad_accumulation=4``): micro-batches per GPU and step
-when the per-GPU batch does not fit in memory (``graft_core.finetune``).
+when the per-GPU batch does not fit in memory (``graft_core.stages.finetune``).
 
 Declared keys (``DECLARED_KEYS``) say what the machines offer, for the feasibility check that ``--dry-run`` prints
 and a real launch enforces (``benchmark.resources``): ``gpu_mem_gb`` (memory of one GPU, e.g. 80 for an H100) and

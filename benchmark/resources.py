@@ -217,7 +217,7 @@ def inference_gb(c: dict, batch: int) -> float:
 
 
 def _capture_batch() -> int:
-    from graft_core.capture import capture_activations
+    from graft_core.stages.capture import capture_activations
     import inspect
 
     return inspect.signature(capture_activations).parameters["batch_size"].default
@@ -225,8 +225,8 @@ def _capture_batch() -> int:
 
 def _stage1(c: dict) -> tuple[float, str]:
     """GPU GB of a stage-1 step: the operator's state and saved activations at its batch, plus the two fp32 chunks
-    ``graft_core.distill.mse_over`` moves to the device at every check."""
-    from graft_core.distill import EVAL_CHUNK
+    ``graft_core.stages.distill.mse_over`` moves to the device at every check."""
+    from graft_core.stages.distill import EVAL_CHUNK
 
     width, tokens, _ = _dims(c)
     probe = _probe_of(c["operator"], c.get("options") or {}) if c.get("site") != "block_pair" else "dit_block"
@@ -249,8 +249,8 @@ def _disk_gb(node, capture_disk) -> float:
     c = node.config
     if node.kind == "capture":
         return capture_disk(node) / GB
-    if node.kind == "stage2":  # graft_core.finetune keeps KEEP_CHECKPOINTS checkpoints (weights, EMA, AdamW: 16 B
-        from graft_core.finetune import KEEP_CHECKPOINTS  # per parameter) and writes the final EMA weights
+    if node.kind == "stage2":  # graft_core.stages.finetune keeps KEEP_CHECKPOINTS checkpoints (weights, EMA, AdamW: 16 B
+        from graft_core.stages.finetune import KEEP_CHECKPOINTS  # per parameter) and writes the final EMA weights
 
         params, _ = model_params(c)
         return (KEEP_CHECKPOINTS * 16 + 4) * params / GB
@@ -282,7 +282,7 @@ def step_fit(node, profile, capture_disk) -> StepFit:
     elif kind == "stage1":
         gpu_mem, s = _stage1(c)
         src.update(gpu_mem=s)
-        from graft_core.distill import IN_MEMORY_BYTES  # a larger pair is memory-mapped: page cache, not the job's
+        from graft_core.stages.distill import IN_MEMORY_BYTES  # a larger pair is memory-mapped: page cache, not the job's
 
         pair = _pair_gb(c)
         mem = 4.0 + (pair if pair * GB <= IN_MEMORY_BYTES else 0.0)
@@ -365,9 +365,9 @@ def _memory_fix(f: StepFit, node, profile, settings: dict) -> str:
             return "stage2.activation_checkpointing=true" + (f", stage2.grad_accumulation={k}" if k > 1 else "")
         return "no profile setting fits (even micro-batch 1 with activation checkpointing)"
     if f.kind == "capture":
-        return f"none: the capture batch ({_capture_batch()}) is fixed in graft_core/capture.py"
+        return f"none: the capture batch ({_capture_batch()}) is fixed in graft_core/stages/capture.py"
     if f.kind == "stage1":
-        return "none: graft_core/distill.py mse_over moves two fp32 chunks of EVAL_CHUNK samples to the GPU"
+        return "none: graft_core/stages/distill.py mse_over moves two fp32 chunks of EVAL_CHUNK samples to the GPU"
     return f"{f.kind}.gpu_mem_gb (a larger GPU)"
 
 

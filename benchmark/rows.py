@@ -21,7 +21,7 @@ Row kinds:
                         capture(s) (Table 1 i/ii).
 
 A ``graft`` row whose layers come from a measurement carries either ``locality`` (Fig. 4b top/low-local) or
-``search`` (a ``SearchSpec``: a ``graft_core.selection`` strategy over the stage-1 runs of every layer, the
+``search`` (a ``SearchSpec``: a ``graft_core.grafting.selection`` strategy over the stage-1 runs of every layer, the
 ``search`` target); its layers stay None until that run is done.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmark.family import row_kinds
-from graft_core.plan import GraftPlan
+from graft_core.grafting.plan import GraftPlan
 from graft_core.presets import Preset
 
 ROW_KINDS = ("teacher", "graft", "finetune_teacher", "floor", "noise", "locality", "activation_stats",
@@ -71,9 +71,9 @@ class LocalityConfig:
 
 @dataclass(frozen=True)
 class SearchSpec:
-    """A layer search (``graft_core.selection``): ``strategy`` over the stage-1 runs of ``operators`` (each
+    """A layer search (``graft_core.grafting.selection``): ``strategy`` over the stage-1 runs of ``operators`` (each
     ``(operator, frozen options)``, the first the primary) in every layer; budget ``layers`` (count strategies) or
-    ``flops`` (FLOPs per forward to save, ``cost_aware``); ``probe`` (a ``graft_core.probe.ProbeConfig``) for the
+    ``flops`` (FLOPs per forward to save, ``cost_aware``); ``probe`` (a ``graft_core.grafting.probe.ProbeConfig``) for the
     strategies that evaluate the held-out loss, else None."""
 
     strategy: str

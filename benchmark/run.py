@@ -40,8 +40,8 @@ from benchmark.preflight import problems as prerequisite_problems
 from benchmark.profiles import Profile, ProfileError, available as available_profiles, default_profile
 from benchmark.status import counts_line, node_states, row_state
 from benchmark.store import Store
-from graft_core.accounting import efficiency
-from graft_core.capture_size import format_bytes
+from graft_core.grafting.accounting import efficiency
+from graft_core.stages.capture_size import format_bytes
 from graft_core.config import stable_hash
 from graft_core.errors import SETUP_ERRORS
 from graft_core.operators.registry import use_plugins
@@ -100,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "$GRAFTBENCH_PLUGINS)")
     p.add_argument("--steps", metavar="MODULE:FUNCTION",
                    help="run every step through this function instead of graft_core (a driver check, e.g. "
-                        "benchmark.testing:fake_execute: records derived from the run ids, no torch)")
+                        "benchmark.fakes.steps:fake_execute: records derived from the run ids, no torch)")
     p.add_argument("--debug", action="store_true", help="show the traceback of an OS or setup error instead of "
                                                         "its one-line summary")
     return p.parse_args(argv)
@@ -278,7 +278,7 @@ def runs_after_blocked(plans, planned: set[str]) -> list:
 
 
 def _table4_columns(rp) -> str:
-    """The row's analytic ΔFLOPs(op) / ΔFLOPs(ft) / ΔParam in % (Table 4's columns, ``graft_core.accounting``)."""
+    """The row's analytic ΔFLOPs(op) / ΔFLOPs(ft) / ΔParam in % (Table 4's columns, ``graft_core.grafting.accounting``)."""
     graft, layers = rp.row.graft, rp.layers
     if graft is None or not layers or rp.row.kind != "graft":
         return ""
@@ -296,7 +296,7 @@ def _table4_columns(rp) -> str:
 
 
 def capture_disk(node) -> int:
-    """Bytes one capture run writes (``graft_core.capture_size`` at its family's sizes: ``Family.capture_bytes``)."""
+    """Bytes one capture run writes (``graft_core.stages.capture_size`` at its family's sizes: ``Family.capture_bytes``)."""
     return family_of(node.config).capture_bytes(node)
 
 
@@ -338,7 +338,7 @@ def load_steps(spec: str) -> Callable:
         raise UsageError(f"--steps {spec}: cannot import {module_name} ({err})") from None
     if not callable(fn):
         raise UsageError(f"--steps {spec}: expected MODULE:FUNCTION naming a callable (e.g. "
-                         f"benchmark.testing:fake_execute)")
+                         f"benchmark.fakes.steps:fake_execute)")
     return fn
 
 

@@ -58,7 +58,7 @@ def job_device():
     else the CPU. Every step puts its models here; only stage 1 and stage 2 pick it themselves."""
     import torch
 
-    from graft_core.distributed import default_device, env_info
+    from graft_core.runtime.distributed import default_device, env_info
 
     device = default_device(env_info())
     if device.type == "cuda":
@@ -93,7 +93,7 @@ def load_model(ctx: StepContext, spec: dict):
     import torch
 
     from benchmark.family import family_of
-    from graft_core.finetune import FINAL_DIR
+    from graft_core.stages.finetune import FINAL_DIR
 
     family = family_of(ctx.config)
     teacher = family.teacher(ctx)

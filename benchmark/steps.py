@@ -26,7 +26,7 @@ def run_teacher(ctx: StepContext) -> dict:
 
 def run_capture(ctx: StepContext) -> dict:
     """The inputs and outputs of the run's (layer, site) pairs under the frozen teacher, on disk."""
-    from graft_core.capture import capture_activations
+    from graft_core.stages.capture import capture_activations
 
     c = ctx.config
     family = family_of(c)
@@ -42,13 +42,13 @@ def run_capture(ctx: StepContext) -> dict:
 def run_stage1(ctx: StepContext) -> dict:
     """One operator for one (layer, site) at the teacher's sizes (``distill.distill_layer``, the one stage-1 loop),
     or — site ``block_pair`` (Table 6) — one block pair of the teacher."""
-    from graft_core.distill import distill_layer
+    from graft_core.stages.distill import distill_layer
 
     p, c = ctx.preset(), ctx.config
     family = family_of(c)
     train, held = capture_folder(ctx, c["inputs"]["capture_train"]), capture_folder(ctx, c["inputs"]["capture_heldout"])
     if c["site"] == "block_pair":
-        from graft_core.depth_width import distill_pair
+        from graft_core.stages.depth_width import distill_pair
 
         return distill_pair(family.teacher(ctx), c["layer"], train, held, stage1=p.stage1, out_dir=ctx.run.out,
                             device=job_device(), bf16=c["bf16"], progress=ctx.progress)
@@ -61,7 +61,7 @@ def run_stage1(ctx: StepContext) -> dict:
 def run_stage2(ctx: StepContext) -> dict:
     """Stage 2 (``finetune``: DDP over the job's tasks) of the grafted model or, without a plan, of the teacher (the
     control), on the family's data."""
-    from graft_core.finetune import finetune
+    from graft_core.stages.finetune import finetune
 
     p, c = ctx.preset(), ctx.config
     family = family_of(c)

@@ -13,7 +13,7 @@ Layout (``root`` = ``results/<preset>``)::
     <target>/summary.json  one row per paper row (see ``benchmark.summary``)
     submitit/              submitit's pickles and Slurm logs
 
-Every whole-file write goes through the one atomic writer, ``graft_core.paths.atomic_write_bytes`` (temp file, fsync,
+Every whole-file write goes through the one atomic writer, ``graft_core.runtime.paths.atomic_write_bytes`` (temp file, fsync,
 ``os.replace``, mode 0644 under the usual umask), re-exported here; readers treat a run as a
 result only when DONE exists *and* its metrics.json parses. Nothing here imports torch.
 """
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from graft_core.paths import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported for the driver)
+from graft_core.runtime.paths import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported for the driver)
 
 class CorruptRecord(ValueError):
     """A JSON record in a run folder that does not parse (reported, the run is re-run)."""

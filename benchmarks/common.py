@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from graft_core.config import plain
-from graft_core.provenance import git_rev
+from graft_core.runtime.provenance import git_rev
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -332,7 +332,7 @@ def write_result(ctx: Context, name: str, *, settings: dict, results: Any, summa
     out.mkdir(parents=True, exist_ok=True)
     tag = getattr(ctx.args, "tag", "")
     path = out / f"{name}{'-' + tag if tag else ''}{'-quick' if ctx.args.quick else ''}.json"
-    from graft_core.paths import atomic_write_bytes  # the project's one atomic writer (fsync, 0644)
+    from graft_core.runtime.paths import atomic_write_bytes  # the project's one atomic writer (fsync, 0644)
 
     atomic_write_bytes(path, (json.dumps(plain(payload, finite=True), indent=2, allow_nan=False) + "\n").encode())
     return path

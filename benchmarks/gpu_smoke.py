@@ -1,7 +1,7 @@
 """GPU check of the paper path: the paper-smoke rehearsal of one table3 row on one GPU, one pass/fail line per step.
 
 Why: CI has no GPU, so the CUDA side of the paper preset (models on the job's device, bf16 autocast, TF32, NCCL) is
-only proven when a GPU machine is at hand. This script makes the fake prerequisites (``benchmark.fakes``; or uses
+only proven when a GPU machine is at hand. This script makes the fake prerequisites (``benchmark.fakes.prerequisites``; or uses
 real ones when ``--real`` and the environment point at them), prepares the latents with ``benchmark.prepare``, runs
 ``python -m benchmark.run table3 --preset paper-smoke --rows <row> --executor local`` and reports every step run
 with the device it actually used (``environment.json``'s ``cuda_peak_bytes`` > 0: it put tensors on the GPU; seeing
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmark.fakes import prepare_rehearsal  # noqa: E402
+from benchmark.fakes.prerequisites import prepare_rehearsal  # noqa: E402
 from benchmark.store import Store  # noqa: E402
 from benchmarks.common import RESULTS_DIR, machine_info  # noqa: E402
 from graft_core.config import plain  # noqa: E402

@@ -108,7 +108,7 @@ def pending_runs(results_dir: Path, preset: str, rows: str | None) -> int | None
 def capture_batch_size() -> int:
     import inspect
 
-    from graft_core.capture import capture_activations
+    from graft_core.stages.capture import capture_activations
 
     return int(inspect.signature(capture_activations).parameters["batch_size"].default)
 
@@ -272,7 +272,7 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", type=Path, help="where the cold run's results, cache and logs go (default: a new "
                                                 "temporary folder, kept)")
     p.add_argument("--steps", metavar="MODULE:FUNCTION", help="pass --steps to the driver (e.g. "
-                                                              "benchmark.testing:fake_execute: no torch work)")
+                                                              "benchmark.fakes.steps:fake_execute: no torch work)")
     p.add_argument("--shared-cache", action="store_true", help="cold run uses the normal GRAFTBENCH_CACHE instead of "
                                                                "a fresh one")
     return run(p.parse_args(argv))
@@ -280,8 +280,8 @@ def main(argv=None) -> int:
 
 
 def _capture_meta(folder: Path) -> dict | None:
-    """A capture's meta (``graft_core.capture``: per-pair entries, or the older flat folder), None if unreadable."""
-    from graft_core.capture import capture_meta
+    """A capture's meta (``graft_core.stages.capture``: per-pair entries, or the older flat folder), None if unreadable."""
+    from graft_core.stages.capture import capture_meta
 
     try:
         return capture_meta(folder)

@@ -37,7 +37,7 @@ def tiny():
 
 
 def teacher(p):
-    from graft_core.teacher import load_teacher
+    from graft_core.models.teacher import load_teacher
 
     return load_teacher(p, train_if_missing=False, progress=False)
 
@@ -50,7 +50,7 @@ def with_eval(p, **changes):
 
 
 def score(model, p, seed: int = 0) -> dict:
-    from graft_core.evaluate import evaluate_model
+    from graft_core.evaluation.evaluate import evaluate_model
 
     t0 = time.perf_counter()
     m = evaluate_model(model, p, seed=seed)
@@ -61,7 +61,7 @@ def score(model, p, seed: int = 0) -> dict:
 # ------------------------------------------------------------------------------------------------- stage-1 weights
 def captures(p, work: Path):
     """The tiny teacher's (stage-1, held-out) captures in ``work`` (made once, reused by every part)."""
-    from graft_core.capture import capture_activations
+    from graft_core.stages.capture import capture_activations
 
     t = teacher(p)
     return (capture_activations(t, p, split="stage1", root=work / "capture"),
@@ -70,7 +70,7 @@ def captures(p, work: Path):
 
 def distill(p, caps, out_dir: Path, operator: str, layer: int, *, site: str = "attn", stage1=None) -> dict:
     """One layer's stage 1 as the driver's stage-1 runs call it (benchmark.steps.run_stage1), into ``out_dir``."""
-    from graft_core.distill import distill_layer
+    from graft_core.stages.distill import distill_layer
 
     return distill_layer(*caps, layer=layer, site=site, operator=operator, options={}, stage1=stage1 or p.stage1,
                          dim=p.teacher.hidden_size, num_heads=p.teacher.num_attention_heads,
@@ -89,8 +89,8 @@ def stage1_dirs(p, work: Path, operator: str, layers, *, stage1=None) -> dict[in
 
 
 def grafted(p, dirs: dict[int, Path], operator: str):
-    from graft_core.distill import assemble
-    from graft_core.plan import GraftPlan
+    from graft_core.stages.distill import assemble
+    from graft_core.grafting.plan import GraftPlan
 
     plan = GraftPlan.from_dict({"site": "attn", "operator": operator, "layers": sorted(dirs), "options": {}})
     return assemble(teacher(p), plan, dirs)
@@ -131,7 +131,7 @@ def part_sampler(args, ctx, work: Path) -> dict:
 
 def part_stage1(args, ctx, work: Path) -> dict:
     """Validation MSE every ``eval_every`` epochs for two operators and two layers at the preset's 400 epochs."""
-    from graft_core.distill import read_metrics
+    from graft_core.stages.distill import read_metrics
 
     p = tiny()
     out, rows = [], []
@@ -194,8 +194,8 @@ def part_stage2(args, ctx, work: Path) -> dict:
     """FID of the EMA weights after s stage-2 steps, for the control (teacher), Hyena-X 50 % and 100 %."""
     import torch
 
-    from graft_core.ema import EMA
-    from graft_core.finetune import Finetune, checkpoint_path
+    from graft_core.models.ema import EMA
+    from graft_core.stages.finetune import Finetune, checkpoint_path
 
     p = tiny()
     p_eval = with_eval(p, scheduler=args.sched, steps=args.steps, num_samples=args.samples)
@@ -235,8 +235,8 @@ THREADS_CHILD = r"""
 import sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
 from graft_core.presets import get_preset
-from graft_core.teacher import load_teacher
-from graft_core.diffusion import diffusion_loss
+from graft_core.models.teacher import load_teacher
+from graft_core.models.diffusion import diffusion_loss
 p = get_preset("tiny"); m = load_teacher(p, train_if_missing=False, progress=False).train()
 opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
 x = torch.randn(64, 1, 16, 16); y = torch.randint(0, 10, (64,)); t = torch.randint(0, 1000, (64,))
@@ -284,7 +284,7 @@ def part_threads(args, ctx, work: Path) -> dict:
 
 def part_attention(args, ctx, work: Path) -> dict:
     """The tiny teacher's stage-2 step (batch 64) and sampling forward (batch 200) with diffusers' fused-SDPA
-    processor vs its classic one (``graft_core.teacher.use_fast_attention``), timed round-robin; plus the largest
+    processor vs its classic one (``graft_core.models.teacher.use_fast_attention``), timed round-robin; plus the largest
     output difference of the two at the same weights."""
     import copy
 

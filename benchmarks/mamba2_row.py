@@ -9,7 +9,7 @@ one group, chunk 64 (the whole sequence is one chunk). The model is the tiny tea
 layers (``interleaved50``, as the grid's 50 % rows). Workloads, each timed round-robin over the rows:
 
 * **stage2** — one stage-2 training step at batch 64 under ``torch.autocast("cpu", bfloat16)``: ε-MSE
-  (``graft_core.diffusion.diffusion_loss``), backward, AdamW step;
+  (``graft_core.models.diffusion.diffusion_loss``), backward, AdamW step;
 * **sample** — one sampling forward at batch 1000 (CFG doubles a batch of 500), bf16 autocast, inference mode
   (1 warm-up + 2 timed calls per row: seconds each);
 * **stage1** — the operator alone, forward + backward of an MSE at batch 256, fp32 (stage-1 distillation).
@@ -109,10 +109,10 @@ def use_reference(model: torch.nn.Module) -> int:
 
 
 def build_rows(layers: str):
-    from graft_core import surgery
-    from graft_core.plan import make_plan
+    from graft_core.grafting import surgery
+    from graft_core.grafting.plan import make_plan
     from graft_core.presets import get_preset
-    from graft_core.teacher import build_dit
+    from graft_core.models.teacher import build_dit
 
     cfg = get_preset("tiny").teacher
     torch.manual_seed(0)
@@ -136,7 +136,7 @@ def run(args) -> int:
         args.threads = 1
     args.device, args.dtype = "cpu", "fp32"
     ctx = common.setup(args)
-    from graft_core.diffusion import diffusion_loss, make_train_scheduler, null_class_id
+    from graft_core.models.diffusion import diffusion_loss, make_train_scheduler, null_class_id
 
     common.header(ctx, "Mamba-2 vs Hyena-X vs MHA grid-row costs at the tiny size (CPU)")
     cfg, models, ops, layers = build_rows(args.layers)

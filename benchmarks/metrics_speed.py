@@ -31,7 +31,7 @@ def cases(quick: bool) -> dict:
     from graft_core.metrics.extractors import INCEPTION_WEIGHTS_ENV, InceptionWeightsMissingError
     from graft_core.metrics.frechet import bootstrap_frechet, statistics
     from graft_core.presets import get_preset
-    from graft_core.sampler import to_uint8
+    from graft_core.data.decoder import to_uint8
 
     rng = np.random.default_rng(0)
     ref = statistics(rng.normal(size=(5000, 32)))

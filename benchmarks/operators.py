@@ -7,7 +7,7 @@
 For each N every operator is built with ``graft_core.operators.build`` (paper §4 configs: Hyena-X/Y/SE K=4, SWA w=4,
 Mamba-2 d_state 64, E=2, headdim 16) and timed round-robin with MHA (``benchmarks.common.measure``). Reported per
 operator: median forward time, measured speed-up over MHA, the analytic FLOP ratio (total op+ft FLOPs of MHA / of the
-operator, ``graft_core.accounting.operator_cost``), and the fraction of that FLOP-ratio speed-up reached.
+operator, ``graft_core.grafting.accounting.operator_cost``), and the fraction of that FLOP-ratio speed-up reached.
 
 SWA: ``graft_core``'s ``swa`` is MHA with a band mask, i.e. full attention (its saving is analytic only); it is timed
 as implemented. Beside it, ``swa_blocked`` is a **benchmark-only** exact re-computation of the same function (checked
@@ -35,7 +35,7 @@ from torch import nn
 
 from benchmarks import common
 from graft_core import operators
-from graft_core.accounting import operator_cost
+from graft_core.grafting.accounting import operator_cost
 
 NAME = "operators"
 OPERATORS = ("mha", "hyena_x", "hyena_x_cm", "hyena_y", "hyena_se", "swa", "swa_blocked", "mamba2")
@@ -208,7 +208,7 @@ def run(args) -> int:
     for key, t in summary["targets"].items():
         print(f"target {key}: {t['value']:.2f} (goal {t['target']}) → {'met' if t['met'] else 'MISSED'}")
     notes = [
-        "FLOP ratio = (op + ft FLOPs of MHA) / (op + ft FLOPs of the operator), graft_core.accounting.operator_cost "
+        "FLOP ratio = (op + ft FLOPs of MHA) / (op + ft FLOPs of the operator), graft_core.grafting.accounting.operator_cost "
         "(paper §4.8); fraction reached = measured speed-up / FLOP ratio.",
         "swa is graft_core's SWA: SDPA with a boolean band mask, i.e. full attention; its FLOP ratio is what a local "
         "kernel would save, which this implementation does not.",

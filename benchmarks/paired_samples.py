@@ -53,7 +53,7 @@ def sampled_features(store, run_id: str, num_samples: int) -> tuple[np.ndarray, 
     from benchmark.step_context import StepContext
     from benchmark.families.dit import _source
     from benchmark.step_context import load_model
-    from graft_core.evaluate import evaluate_model
+    from graft_core.evaluation.evaluate import evaluate_model
     from benchmark.step_context import job_device
 
     run = store.run("eval", run_id)
@@ -65,7 +65,7 @@ def sampled_features(store, run_id: str, num_samples: int) -> tuple[np.ndarray, 
     model, _ = load_model(ctx, ctx.config["model"])
     kept: dict = {}
     row = evaluate_model(model, p, num_samples=num_samples, decode=_source(p).decoder(p, job_device()), per_sample=kept)
-    from graft_core.paths import atomic_write_bytes
+    from graft_core.runtime.paths import atomic_write_bytes
     import io
 
     buf = io.BytesIO()
@@ -75,7 +75,7 @@ def sampled_features(store, run_id: str, num_samples: int) -> tuple[np.ndarray, 
 
 
 def reference_stats(preset) -> tuple[np.ndarray, np.ndarray]:
-    from graft_core.evaluate import real_images
+    from graft_core.evaluation.evaluate import real_images
     from graft_core.metrics.extractors import get_extractor
     from graft_core.metrics.features import reference_features
 

@@ -62,9 +62,9 @@ QUICK = Scale(width=64, heads=4, fit=((1, 128), (1, 512), (2, 512)), check=(2, 2
 
 # ------------------------------------------------------------------------------------------------------ probes
 def dit_block(width: int, heads: int):
-    """Block 0 of a DiT-XL/2-shaped DiT (adaLN-Zero), as ``graft_core.teacher.build_dit`` makes it."""
+    """Block 0 of a DiT-XL/2-shaped DiT (adaLN-Zero), as ``graft_core.models.teacher.build_dit`` makes it."""
     from graft_core.presets import get_preset
-    from graft_core.teacher import build_dit
+    from graft_core.models.teacher import build_dit
 
     t = dataclasses.replace(get_preset("paper").teacher, num_layers=1, num_attention_heads=heads,
                             attention_head_dim=width // heads, pretrained=None)
@@ -78,7 +78,7 @@ def dit_block(width: int, heads: int):
 
 def pixart_block(width: int, heads: int, text_tokens: int = TEXT_TOKENS):
     """Block 0 of a PixArt-Σ-shaped transformer (adaLN-single, cross-attention to ``text_tokens`` caption tokens)."""
-    from graft_core.pixart import PAPER_PIXART, build_pixart
+    from graft_core.text_to_image.pixart import PAPER_PIXART, build_pixart
 
     cfg = dataclasses.replace(PAPER_PIXART, num_layers=1, num_attention_heads=heads, attention_head_dim=width // heads,
                               pretrained=None, caption_channels=64)
@@ -134,9 +134,9 @@ def probe(build, batch: int, tokens: int, dtype: str) -> dict:
 # ------------------------------------------------------------------------------------------------------ models
 def model_params() -> dict:
     """Parameter counts of the whole paper models (built on the meta device: nothing allocated)."""
-    from graft_core.pixart import PAPER_PIXART, build_pixart
+    from graft_core.text_to_image.pixart import PAPER_PIXART, build_pixart
     from graft_core.presets import get_preset
-    from graft_core.teacher import build_dit
+    from graft_core.models.teacher import build_dit
 
     with torch.device("meta"):
         dit = build_dit(dataclasses.replace(get_preset("paper").teacher, pretrained=None))

@@ -8,7 +8,7 @@ Model: diffusers ``PixArtTransformer2DModel`` from config, random weights, with 
 (28 layers, 16 heads × 72 = 1152, in 4 / out 8 channels, sample 256 → 128×128 patches of 2 = 16,384 tokens,
 caption_channels 4096 (T5-XXL), cross_attention_dim 1152, ``ada_norm_single``, ``use_additional_conditions=False``,
 interpolation_scale 4, 300 caption tokens). Graft: self-attention ``attn1`` → Hyena-X in the 0-based layers
-8, 10, 12, 14, 16, 18, 20–27 (docs/paper-reference.md §4) via ``graft_core.surgery.graft``; the cross-attention is
+8, 10, 12, 14, 16, 18, 20–27 (docs/paper-reference.md §4) via ``graft_core.grafting.surgery.graft``; the cross-attention is
 unchanged. The paper reports 1.43× on an H100 for one forward pass.
 
 Modes:
@@ -37,9 +37,9 @@ import torch
 from torch import nn
 
 from benchmarks import common
-from graft_core.accounting import operator_cost
-from graft_core.plan import make_plan
-from graft_core.surgery import graft
+from graft_core.grafting.accounting import operator_cost
+from graft_core.grafting.plan import make_plan
+from graft_core.grafting.surgery import graft
 
 NAME = "pixart_speedup"
 PAPER_SPEEDUP = 1.43

@@ -8,7 +8,7 @@ replaced layers.
 ``compare`` sets an operator's rows (Mamba-2) against a baseline operator's rows (Hyena-X) with the same number of
 layers, and gives a lower bound on the ratio ("floor") that no implementation of the operator can go under at the
 same stage-1 epochs and the same time per FLOP as the baseline: the baseline's stage-1 time scaled by the analytic
-operator FLOP ratio (``graft_core.accounting.operator_cost``; stage 1 trains the operator alone), its stage 2 and
+operator FLOP ratio (``graft_core.grafting.accounting.operator_cost``; stage 1 trains the operator alone), its stage 2 and
 eval unchanged (the operator's model has more FLOPs there too, so this part of the bound is loose).
 """
 from __future__ import annotations
@@ -61,7 +61,7 @@ def flop_ratio(operator: str, baseline: str, teacher: dict, options: dict | None
                baseline_options: dict | None = None) -> float | None:
     """Analytic per-layer FLOPs (op + ft) of ``operator`` over ``baseline`` (each with its plan's options) at the
     teacher's width and token count; None when a formula or a teacher field is missing."""
-    from graft_core.accounting import NoCostFormula, operator_cost
+    from graft_core.grafting.accounting import NoCostFormula, operator_cost
 
     try:
         dim = int(teacher["num_attention_heads"]) * int(teacher["attention_head_dim"])

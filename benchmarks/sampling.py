@@ -1,4 +1,4 @@
-"""Sampling throughput: the suite's sampler (``graft_core.sampler.sample``) vs diffusers ``DiTPipeline``.
+"""Sampling throughput: the suite's sampler (``graft_core.evaluation.sampler.sample``) vs diffusers ``DiTPipeline``.
 
     python -m benchmarks.sampling                      # 500 samples, batch 250, DDIM 10, CFG 1.5; fp32 and bf16
     python -m benchmarks.sampling --precision fp32     # one precision
@@ -60,8 +60,8 @@ def make_models(ctx: common.Context, quick: bool):
     from diffusers import DiTPipeline
 
     from graft_core.presets import TeacherConfig
-    from graft_core.sampler import make_sampling_scheduler
-    from graft_core.teacher import build_dit
+    from graft_core.evaluation.sampler import make_sampling_scheduler
+    from graft_core.models.teacher import build_dit
 
     cfg = TeacherConfig(num_classes=1000)  # tiny-preset architecture; 1000 classes for DiTPipeline's null id
     if quick:
@@ -76,7 +76,7 @@ def make_models(ctx: common.Context, quick: bool):
 
 
 def run_suite(dit, cfg, labels, args, bf16: bool, ctx) -> torch.Tensor:
-    from graft_core.sampler import sample
+    from graft_core.evaluation.sampler import sample
 
     return sample(dit, labels, teacher=cfg, scheduler="ddim", steps=args.steps, guidance_scale=args.guidance,
                   seed=args.seed, batch_size=args.batch_size, bf16=bf16, device=ctx.device)
@@ -87,7 +87,7 @@ def run_pipeline(pipe, labels, args, bf16: bool, ctx) -> torch.Tensor:
     outs = []
     with autocast:
         for i, y in enumerate(torch.split(labels, args.batch_size)):
-            gen = torch.Generator(device="cpu").manual_seed(args.seed + i)  # as graft_core.sampler seeds batch i
+            gen = torch.Generator(device="cpu").manual_seed(args.seed + i)  # as graft_core.evaluation.sampler seeds batch i
             out = pipe(class_labels=y.tolist(), guidance_scale=args.guidance, num_inference_steps=args.steps,
                        generator=gen, output_type="pt").images
             outs.append(out.float().cpu())
@@ -105,7 +105,7 @@ def run(args) -> int:
     cfg, dit, pipe = make_models(ctx, args.quick)
     labels = torch.arange(args.num_samples) % 1000
     precisions = args.precision or ["fp32", "bf16"]
-    common.header(ctx, f"sampling throughput: graft_core.sampler.sample vs DiTPipeline ({args.num_samples} samples, "
+    common.header(ctx, f"sampling throughput: graft_core.evaluation.sampler.sample vs DiTPipeline ({args.num_samples} samples, "
                        f"batch {args.batch_size}, DDIM {args.steps}, CFG {args.guidance}, "
                        f"{cfg.num_tokens} tokens, {cfg.num_layers} layers × {cfg.hidden_size})")
     rows = []

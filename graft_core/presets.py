@@ -35,7 +35,7 @@ class TeacherConfig:
     """The pretrained DiT that every experiment grafts.
 
     ``pretrained`` set → loaded with diffusers ``from_pretrained`` (paper); otherwise trained by
-    ``graft_core.teacher.train_teacher`` with the ``train_*`` fields (tiny/micro).
+    ``graft_core.models.teacher.train_teacher`` with the ``train_*`` fields (tiny/micro).
     """
 
     pretrained: str | None = None
@@ -90,8 +90,8 @@ STAGE1_LR = {"paper": {"attn": 1e-4, "mlp": 1e-4}, "code": {"attn": 5e-4, "mlp":
 # Stage-1 objective per site, from Table 1 (L1 for MHA, L2 for MLP).
 STAGE1_OBJECTIVE = {"attn": "l1", "mlp": "l2"}
 # How a row is evaluated: "in_process" = sample and score in one job against the dataset's real images (tiny);
-# "adm" = the paper protocol, a resumable sampling array (graft_core.sample_at_scale) then one metrics job
-# (graft_core.adm_eval) against ADM's reference batch, FID/sFID from its stored statistics.
+# "adm" = the paper protocol, a resumable sampling array (graft_core.evaluation.sample_at_scale) then one metrics job
+# (graft_core.evaluation.adm_eval) against ADM's reference batch, FID/sFID from its stored statistics.
 EVAL_PROTOCOLS = ("in_process", "adm")
 # Stage-1 lr schedules: "constant" (the paper: "a constant learning rate of 1e-4") | "official" (src/train_stage1.py:
 # MultiStepLR milestones [50, 100, 150], γ 0.5, plus ReduceLROnPlateau(factor 0.5, patience 1, threshold 1e-4 rel,
@@ -162,7 +162,7 @@ class Stage2Config:
     seed: int = 0
     # added later (config.added_field): optimizer steps at which the lr is halved after warm-up (Table 6: 75k, 150k)
     lr_milestones: tuple[int, ...] = added_field(())
-    # EMA decay warmed up from the step count (graft_core.ema: min(ema_decay, 1 - n^(-2/3)) at update n), so a short
+    # EMA decay warmed up from the step count (graft_core.models.ema: min(ema_decay, 1 - n^(-2/3)) at update n), so a short
     # finetune's EMA is its trained weights, not mostly its initial ones (Table 5's 4,000 LoRA steps)
     ema_warmup: bool = added_field(False)
 
@@ -172,7 +172,7 @@ class EvalConfig:
     """Sampling + metrics (paper §3.3: 50k samples, 250 DDPM steps, cfg 1.5)."""
 
     num_samples: int = 50_000
-    scheduler: str = "ddpm"  # graft_core.sampler.SCHEDULERS: "ddpm" | "ddim" | "dpm" (DPM-Solver++ 2M)
+    scheduler: str = "ddpm"  # graft_core.evaluation.sampler.SCHEDULERS: "ddpm" | "ddim" | "dpm" (DPM-Solver++ 2M)
     steps: int = 250
     guidance_scale: float = 1.5
     batch_size: int = 64

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from graft_core import provenance
+from graft_core.runtime import provenance
 from graft_core.operators.registry import load_plugins
 from graft_core.presets import PRESETS
 
@@ -45,7 +45,7 @@ def _renderer(target: str) -> Callable[..., str]:
 
 
 def _write(path: Path, data: bytes) -> Path:
-    from graft_core.paths import atomic_write_bytes
+    from graft_core.runtime.paths import atomic_write_bytes
 
     atomic_write_bytes(path, data)
     return path
@@ -86,7 +86,7 @@ def render_target(summary: Summary, *, git_rev_: str, results_dir: Path) -> dict
 
 def code_rev() -> str:
     """The revision of the code building the tables, in the format ``summary.json`` records
-    (``graft_core.provenance.git_rev``: ``<sha>[-dirty]`` or ``$GRAFTBENCH_GIT_REV``); ``unknown`` outside a
+    (``graft_core.runtime.provenance.git_rev``: ``<sha>[-dirty]`` or ``$GRAFTBENCH_GIT_REV``); ``unknown`` outside a
     checkout."""
     return provenance.git_rev() or "unknown"
 

@@ -60,7 +60,7 @@ def micro_preset():
 @pytest.fixture(scope="session")
 def micro_teacher(micro_preset, tmp_path_factory):
     """A micro teacher trained in ~1 s (20 steps): real weights, real code path, no quality."""
-    from graft_core.teacher import load_teacher_dir, teacher_key, train_teacher
+    from graft_core.models.teacher import load_teacher_dir, teacher_key, train_teacher
 
     folder = tmp_path_factory.mktemp("teacher") / teacher_key(micro_preset.teacher, micro_preset.data)
     train_teacher(micro_preset, folder, progress=False)

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from graft_core import operators
-from graft_core.accounting import (PAPER_MAMBA2_DFLOPS, efficiency, measured_param_delta, operator_cost, site_params,
+from graft_core.grafting.accounting import (PAPER_MAMBA2_DFLOPS, efficiency, measured_param_delta, operator_cost, site_params,
                                    table4_plans)
-from graft_core.plan import make_plan
-from graft_core.surgery import graft
-from graft_core.teacher import build_dit
+from graft_core.grafting.plan import make_plan
+from graft_core.grafting.surgery import graft
+from graft_core.models.teacher import build_dit
 
 TABLE4 = Path(__file__).resolve().parents[1] / "tables" / "paper" / "table4.csv"
 XL2 = dict(num_layers=28, dim=1152, num_heads=16, seq_len=256)

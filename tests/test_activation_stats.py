@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from graft_core import activation_stats
-from graft_core import capture as cap
+from graft_core.stages import activation_stats
+from graft_core.stages import capture as cap
 
 
 def test_statistics_cover_the_pairs_a_capture_holds(micro_teacher, micro_preset, tmp_path):

@@ -13,7 +13,7 @@ import torch
 import torch_fidelity
 from PIL import Image
 
-from graft_core import adm_eval
+from graft_core.evaluation import adm_eval
 from graft_core.metrics.extractors import EXTRACTORS, ExtractorSpec, register_extractor
 from graft_core.errors import MissingWeightsError
 
@@ -203,11 +203,11 @@ def test_whole_path_prepare_sample_evaluate(tmp_path, weights):
     after a killed shard) → merged .npz → metrics against a reference batch of the centre-cropped images."""
     from diffusers import AutoencoderKL
 
-    from graft_core import imagenet as inet
-    from graft_core import sample_at_scale as sas
-    from graft_core.diffusion import diffusion_loss, make_train_scheduler
+    from graft_core.data import imagenet as inet
+    from graft_core.evaluation import sample_at_scale as sas
+    from graft_core.models.diffusion import diffusion_loss, make_train_scheduler
     from graft_core.presets import TeacherConfig
-    from graft_core.teacher import build_dit
+    from graft_core.models.teacher import build_dit
 
     res, rng = 32, np.random.default_rng(0)
     src = tmp_path / "train"

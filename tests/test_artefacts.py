@@ -1,12 +1,12 @@
-"""One identity and cache for trained artefacts (``graft_core.artefacts``): teacher, PixArt teacher, classifier."""
+"""One identity and cache for trained artefacts (``graft_core.runtime.artefacts``): teacher, PixArt teacher, classifier."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from graft_core.artefacts import TrainedArtefact
-from graft_core.cache import sha256_file
+from graft_core.runtime.artefacts import TrainedArtefact
+from graft_core.runtime.cache import sha256_file
 from graft_core.config import stable_hash
 from graft_core.errors import MissingWeightsError
 from graft_core.presets import get_preset
@@ -16,8 +16,8 @@ def test_the_three_artefacts_keep_their_published_keys():
     """The keys name shipped assets and enter run ids: config + training data, or the config alone when it names a
     pretrained checkpoint (the formula each module had before they shared one)."""
     from graft_core.metrics.classifier import CLASSIFIER
-    from graft_core.pixart import PIXART, pixart_config
-    from graft_core.teacher_id import TEACHER
+    from graft_core.text_to_image.pixart import PIXART, pixart_config
+    from graft_core.models.teacher_id import TEACHER
 
     tiny, paper = get_preset("tiny"), get_preset("paper")
     assert TEACHER.key(tiny.teacher, tiny.data) == stable_hash({"teacher": tiny.teacher, "data": tiny.data})

@@ -110,14 +110,14 @@ def test_dry_run_lists_the_paper_grid_with_layers_and_cost_and_writes_nothing(tm
 
 def test_steps_option_selects_the_step_runner(tmp_path, capsys):
     """``--steps MODULE:FUNCTION`` hands the jobs another step runner (no environment variable does)."""
-    from benchmark import testing
+    from benchmark.fakes import steps as testing
 
     testing.CALLS.clear()
     args = ["baseline", "--preset", "micro", "--executor", "debug", "--results-dir", str(tmp_path), "--quiet"]
-    assert main([*args, "--steps", "benchmark.testing:fake_execute"]) == 0
+    assert main([*args, "--steps", "benchmark.fakes.steps:fake_execute"]) == 0
     assert sorted(k.split("/")[0] for k in testing.CALLS) == ["eval", "floor", "noise", "teacher"]
-    assert main([*args, "--steps", "benchmark.testing:no_such_runner"]) == 2
-    assert "--steps benchmark.testing:no_such_runner" in capsys.readouterr().err
+    assert main([*args, "--steps", "benchmark.fakes.steps:no_such_runner"]) == 2
+    assert "--steps benchmark.fakes.steps:no_such_runner" in capsys.readouterr().err
 
 
 def test_list_and_help():

@@ -1,6 +1,6 @@
 """Launching: only what is missing, shared steps once, failures isolated, corrupt records re-run, Slurm DAGs.
 
-Every launch is handed ``benchmark.testing.FakeSteps`` as its step runner (records derived from the run id), so these
+Every launch is handed ``benchmark.fakes.steps.FakeSteps`` as its step runner (records derived from the run id), so these
 tests exercise the driver — plan, submitit, jobs, records, summaries — in seconds without torch.
 """
 import json
@@ -17,7 +17,7 @@ from benchmark.profiles import Profile
 from benchmark.run import main
 from benchmark.status import node_states
 from benchmark.store import Store
-from benchmark.testing import CALLS, FakeSteps, fake_steps
+from benchmark.fakes.steps import CALLS, FakeSteps, fake_steps
 
 SUMMARY_KEYS = {"target", "preset", "git_rev", "rows"}
 ROW_KEYS = {"row", "label", "group", "site", "operator", "ratio", "strategy", "status", "metrics", "efficiency",
@@ -98,7 +98,7 @@ def test_summary_schema(tmp_path):
 def test_top_and_low_local_rows_wait_for_the_locality_run(tmp_path):
     assert cli(tmp_path, "fig4b", "--preset", "tiny", "--executor", "debug") == 0
     rows = {r["row"]: r for r in summary(tmp_path, "tiny", "fig4b")["rows"]}
-    # fake locality (benchmark.testing): layer score ∝ (5·i mod 7) → top = 1, 2, 4, 5; low = 0, 3, 6, 7
+    # fake locality (benchmark.fakes.steps): layer score ∝ (5·i mod 7) → top = 1, 2, 4, 5; low = 0, 3, 6, 7
     assert rows["attn-hyena_x-top_local"]["extra"]["layers"] == [1, 2, 4, 5]
     assert rows["attn-hyena_x-low_local"]["extra"]["layers"] == [0, 3, 6, 7]
     assert rows["attn-hyena_x-deep"]["extra"]["layers"] == [4, 5, 6, 7]

@@ -14,7 +14,7 @@ from benchmark.launch import all_nodes, plan_targets
 from benchmark.status import node_states
 from benchmark.store import Store
 from benchmark.summary import write_summary
-from graft_core.plan import GraftPlan
+from graft_core.grafting.plan import GraftPlan
 from graft_core.presets import get_preset
 from graft_core.table_rows import FIG4A_OPERATORS, declared_rows
 from tables import paper as paper_module
@@ -263,7 +263,7 @@ def test_table5_settings_are_part_of_the_run_identity(tmp_path, monkeypatch):
 def test_table5_is_ordinary_steps(tmp_path):
     """PixArt grafting expands into the teacher, a synthetic-pair array, captures, stage 1 per grafted layer, LoRA
     stage 2, eval and latency; the diagnostic rows share the runs; on paper one capture run per layer and split."""
-    from graft_core.plan import pixart_layers
+    from graft_core.grafting.plan import pixart_layers
 
     (tp,) = plan(tmp_path, "tiny", "table5")
     rps = {rp.row.id: rp for rp in tp.row_plans}
@@ -285,7 +285,7 @@ def test_table5_is_ordinary_steps(tmp_path):
         list(pixart_layers(28))
     syn = [n for rp in paper.row_plans for n in rp.nodes if n.kind == "synthetic"]
     assert len({n.key for n in syn}) == 16 and syn[0].config["synthetic"]["num_pairs"] == 12_000
-    from graft_core.pixart import PIXART_PRESETS
+    from graft_core.text_to_image.pixart import PIXART_PRESETS
     from benchmark.targets.table5 import PIXART_DEPTH
 
     assert {k: v.num_layers for k, v in PIXART_PRESETS.items()} == PIXART_DEPTH

@@ -146,7 +146,7 @@ def test_grid_quick_with_fake_steps(tmp_path):
     from benchmarks import grid
 
     out, work = tmp_path / "out", tmp_path / "work"
-    fake = ["--steps", "benchmark.testing:fake_execute"]
+    fake = ["--steps", "benchmark.fakes.steps:fake_execute"]
     assert grid.main(["--quick", *fake, "--out", str(out), "--workdir", str(work)]) == 0
     record = _record(out, "grid")
     s = record["summary"]
@@ -172,7 +172,7 @@ def test_row_comparison_ratio_and_flop_floor():
     import dataclasses
 
     from benchmarks import row_costs
-    from graft_core.accounting import operator_cost
+    from graft_core.grafting.accounting import operator_cost
     from graft_core.presets import get_preset
 
     teacher = dataclasses.asdict(get_preset("tiny").teacher)

@@ -1,4 +1,4 @@
-"""The artefact cache (``graft_core.cache``) and the one atomic writer (``graft_core.paths``): two processes racing on
+"""The artefact cache (``graft_core.runtime.cache``) and the one atomic writer (``graft_core.runtime.paths``): two processes racing on
 one key, a writer killed mid-write, corruption caught by the manifest, record permissions."""
 import fcntl
 import json
@@ -11,7 +11,7 @@ import time
 import pytest
 
 from benchmark import store
-from graft_core import cache, paths
+from graft_core.runtime import cache, paths
 
 CTX = multiprocessing.get_context("fork")  # the children only touch files: no torch, fast and deterministic
 WAIT = 60  # seconds: an upper bound on every wait, never a synchronisation by itself

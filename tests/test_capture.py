@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from graft_core import capture as cap
+from graft_core.stages import capture as cap
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_captured_pairs_are_the_operator_input_and_ungated_output(micro_teacher,
             x, y = cap.load_capture(folder, layer, "mlp")
             torch.testing.assert_close(blocks[layer].ff(x), y, rtol=1e-5, atol=1e-5)
         # recompute layer 0's attention input from the patch embedding and norm1
-        from graft_core.diffusion import make_train_scheduler
+        from graft_core.models.diffusion import make_train_scheduler
         images, labels, _ = cap.capture_subset(micro_preset, "stage1")
         gen = torch.Generator().manual_seed(micro_preset.stage1.seed)
         t = torch.randint(0, 1000, (len(labels),), generator=gen)
@@ -140,11 +140,11 @@ def test_capture_stored_as_float16_by_default(micro_teacher, micro_preset, captu
 
 
 def test_default_capture_key_is_the_one_before_pairs_existed(micro_teacher, micro_preset, capture_root):
-    """The key formula of the all-pairs capture (git show HEAD~5:graft_core/capture.py): tiny/micro captures keep
+    """The key formula of the all-pairs capture (git show HEAD~5:graft_core/stages/capture.py): tiny/micro captures keep
     their folders, and the stage-1 spec hashes that name them keep theirs."""
     from graft_core.config import stable_hash
     from graft_core.data.digits import subset_hash
-    from graft_core.teacher import teacher_key
+    from graft_core.models.teacher import teacher_key
 
     _, _, idx = cap.capture_subset(micro_preset, "stage1")
     old = stable_hash({"teacher": teacher_key(micro_preset.teacher, micro_preset.data), "split": "stage1",
@@ -268,7 +268,7 @@ def test_captures_of_the_flat_layout_are_still_read(micro_teacher, micro_preset,
     """Folders written before per-pair entries (flat ``layer000.attn.inputs.npy`` + top-level DONE) stay valid."""
     import shutil
 
-    from graft_core import cache
+    from graft_core.runtime import cache
 
     new = cap.capture_activations(micro_teacher, micro_preset, root=tmp_path / "new")
     legacy = tmp_path / "old" / "captures" / new.name
@@ -301,7 +301,7 @@ def test_capture_leaves_the_teacher_where_it_was(micro_teacher, micro_preset, tm
 
 
 def test_capture_bytes_formula_and_paper_scale():
-    from graft_core import capture_size as cs
+    from graft_core.stages import capture_size as cs
     from graft_core.presets import get_preset
 
     paper = get_preset("paper")
@@ -322,7 +322,7 @@ def test_capture_bytes_formula_and_paper_scale():
 
 
 def test_capture_bytes_bounds_what_a_capture_writes(micro_teacher, micro_preset, tmp_path):
-    from graft_core import capture_size as cs
+    from graft_core.stages import capture_size as cs
 
     folder = cap.capture_activations(micro_teacher, micro_preset, root=tmp_path, pairs=[(0, "mlp")])
     entry = cap.pair_folder(folder, 0, "mlp")
@@ -338,7 +338,7 @@ _KILLED_CHILD = """
 import os, signal, sys
 import torch
 torch.set_num_threads(1)
-from graft_core import capture as cap
+from graft_core.stages import capture as cap
 from graft_core.presets import get_preset
 
 teacher = torch.load(sys.argv[1], weights_only=False)
@@ -400,10 +400,10 @@ def test_paper_preset_captures_prepared_imagenet_latents(tmp_path, monkeypatch):
     source), keyed by the subset's identity; here a 3-class fake at 64 px (8×8×4 latents) and a 2-block DiT."""
     import dataclasses
 
-    from benchmark.fakes import encode_latents, make_vae
-    from graft_core import imagenet as inet
+    from benchmark.fakes.prerequisites import encode_latents, make_vae
+    from graft_core.data import imagenet as inet
     from graft_core.presets import get_preset
-    from graft_core.teacher import build_dit
+    from graft_core.models.teacher import build_dit
 
     make_vae(tmp_path / "hf", width=8)
     out = encode_latents(tmp_path, tmp_path / "hf", classes=3, per_class={"train": 4, "val": 2}, resolution=64,

@@ -3,10 +3,10 @@ without stage-1 weights — and activation statistics."""
 import pytest
 import torch
 
-from graft_core import activation_stats, capture as cap, distill
+from graft_core.stages import activation_stats, capture as cap, distill
 from graft_core.operators import MHA, MLP
 from graft_core.operators.registry import TEACHER_OPERATOR
-from graft_core.plan import make_plan
+from graft_core.grafting.plan import make_plan
 
 
 def self_graft_plan(site, num_layers):

@@ -1,7 +1,7 @@
 """Crash tests through the CLI: a real micro stage 2, and the launcher, SIGKILLed at a fault-injection point, then
 the same command resumes and ends with the metrics of an uninterrupted run.
 
-* stage 2: ``GRAFTBENCH_KILL_AFTER_CHECKPOINT=3`` (``graft_core.finetune``) makes the stage-2 job kill itself right
+* stage 2: ``GRAFTBENCH_KILL_AFTER_CHECKPOINT=3`` (``graft_core.stages.finetune``) makes the stage-2 job kill itself right
   after its step-3 checkpoint is written (micro: 6 steps, a checkpoint every 3); the relaunch resumes from it;
 * the launcher: SIGKILLed once a stage-2 checkpoint exists (the test watches for the file, with a deadline); the job
   it started runs on alone; once that job has let go of its run lock, the relaunch picks up from the store.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from graft_core.finetune import KILL_AFTER_CHECKPOINT_ENV
+from graft_core.stages.finetune import KILL_AFTER_CHECKPOINT_ENV
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.fakes import encode_latents, make_vae
-from graft_core import imagenet as inet
+from benchmark.fakes.prerequisites import encode_latents, make_vae
+from graft_core.data import imagenet as inet
 from graft_core.data import load_digits, stratified_subset
 from graft_core.data.digits import subset_hash
 from graft_core.data.sources import ImageNetLatentSource, source_of, stage2_subset_name

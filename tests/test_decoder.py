@@ -1,13 +1,13 @@
-"""The one VAE decode path (``graft_core.decoder``) against diffusers' own ``AutoencoderKL.decode``."""
+"""The one VAE decode path (``graft_core.data.decoder``) against diffusers' own ``AutoencoderKL.decode``."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from benchmark.fakes import sd_vae
-from graft_core.decoder import decode_batches, vae_decoder
-from graft_core.sample_at_scale import decode_latents
-from graft_core.sampler import to_uint8
+from benchmark.fakes.prerequisites import sd_vae
+from graft_core.data.decoder import decode_batches, vae_decoder
+from graft_core.evaluation.sample_at_scale import decode_latents
+from graft_core.data.decoder import to_uint8
 
 
 def test_vae_decoder_is_diffusers_decode_of_the_unscaled_latents():

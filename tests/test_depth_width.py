@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from graft_core import depth_width as dw
-from graft_core.capture import capture_activations, load_capture, load_conditioning
-from graft_core.restructure import ParallelPair, to_parallel_pairs
+from graft_core.stages import depth_width as dw
+from graft_core.stages.capture import capture_activations, load_capture, load_conditioning
+from graft_core.grafting.restructure import ParallelPair, to_parallel_pairs
 
 BLOCKS = [(0, "block"), (1, "block")]
 
@@ -93,7 +93,7 @@ def test_fused_pairs_equal_eager_pairs(micro_teacher, micro_preset):
 
 
 def test_warmup_then_halvings_are_part_of_finetune(micro_teacher, micro_preset, tmp_path):
-    from graft_core.finetune import Warmup, finetune
+    from graft_core.stages.finetune import Warmup, finetune
 
     sched = Warmup(4, (10, 20))
     assert [sched(s) for s in (0, 3, 9, 10, 19, 20, 50)] == [0.25, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
@@ -116,7 +116,7 @@ def test_table6_runs_through_the_driver_and_a_killed_stage2_resumes_from_its_che
     launch runs nothing."""
     from benchmark import steps
     from benchmark.run import main
-    from graft_core import finetune as ft
+    from graft_core.stages import finetune as ft
 
     killed = []
 
@@ -191,7 +191,7 @@ def test_a_wrong_fusion_exceeds_the_tolerance_and_a_right_one_does_not(micro_tea
 @pytest.mark.parametrize("visible, expected", [(8, 3), (1, 0)])
 def test_the_cuda_device_is_the_local_rank_only_when_the_task_sees_it(visible, expected, monkeypatch):
     """One GPU bound per task (CUDA_VISIBLE_DEVICES of one device): local rank 3 uses cuda:0, not a missing cuda:3."""
-    from graft_core import distributed
+    from graft_core.runtime import distributed
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from graft_core import capture as cap
-from graft_core import distill
-from graft_core.plan import make_plan
+from graft_core.stages import capture as cap
+from graft_core.stages import distill
+from graft_core.grafting.plan import make_plan
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_a_diverging_stage1_keeps_the_best_finite_state_never_nan():
     import torch
     from torch import nn
 
-    from graft_core.distill import train_operator
+    from graft_core.stages.distill import train_operator
     from graft_core.presets import get_preset
 
     torch.manual_seed(0)
@@ -129,7 +129,7 @@ def test_early_stopping_ends_a_plateaued_run_and_keeps_the_best_weights():
     import torch
     from torch import nn
 
-    from graft_core.distill import plateaued, train_operator
+    from graft_core.stages.distill import plateaued, train_operator
     from graft_core.presets import get_preset
 
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from graft_core.config import stable_hash
-from graft_core.ema import EMA, warmup_decay
+from graft_core.models.ema import EMA, warmup_decay
 from graft_core.presets import Stage2Config
 
 
@@ -69,9 +69,9 @@ def test_table5_stage2_warms_its_ema_up_where_a_plain_ema_would_keep_its_start(p
 
 
 def test_finetune_with_warmup_returns_its_trained_weights(micro_teacher, micro_preset, tmp_path):
-    """Through graft_core.finetune: with ``ema_warmup`` at decay 0.9999 the returned EMA model is close to the trained
+    """Through graft_core.stages.finetune: with ``ema_warmup`` at decay 0.9999 the returned EMA model is close to the trained
     weights of the last checkpoint (6 steps: decay ≤ 0.70); without it, it is still the teacher."""
-    from graft_core import finetune as ft
+    from graft_core.stages import finetune as ft
 
     def run(warm: bool, out):
         st = dataclasses.replace(micro_preset.stage2, ema_decay=0.9999, ema_warmup=warm, lr=1e-2)

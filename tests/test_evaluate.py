@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from graft_core.evaluate import evaluate_model, metric_floor, noise_control
+from graft_core.evaluation.evaluate import evaluate_model, metric_floor, noise_control
 
 METRIC_KEYS = {"is", "is_std", "fid", "fid_std", "fid_lo", "fid_hi", "fid_clean", "sfid", "kid", "kid_std", "precision",
                "recall", "class_acc"}

@@ -36,8 +36,8 @@ def latte():
 def test_self_graft_reproduces_the_latte_teacher(latte):
     """``mha`` in every spatial self-attention and ``mlp`` in every spatial MLP, initialised from the teacher as a
     self-graft is, compute the teacher's output on two-frame clips (temporal attention mixing the frames)."""
-    from graft_core import surgery
-    from graft_core.plan import GraftPlan
+    from graft_core.grafting import surgery
+    from graft_core.grafting.plan import GraftPlan
 
     cfg = latte.LatteConfig(sizes=dataclasses.replace(latte.LatteConfig().sizes, num_layers=3), num_frames=2)
     teacher = latte.build_teacher(cfg)

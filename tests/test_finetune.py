@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-from graft_core import distributed
-from graft_core import finetune as ft
-from graft_core.diffusion import diffusion_loss, make_train_scheduler
+from graft_core.runtime import distributed
+from graft_core.stages import finetune as ft
+from graft_core.models.diffusion import diffusion_loss, make_train_scheduler
 
 
 def _states_equal(a: dict, b: dict) -> bool:
@@ -21,7 +21,7 @@ def test_given_draws_equal_drawn_ones(micro_teacher, micro_preset, learned_sigma
     cfg = micro_preset.teacher
     model = micro_teacher
     if learned_sigma:  # DiT-XL/2's case: 2·C output channels, loss = ε-MSE + vb
-        from graft_core.teacher import build_dit
+        from graft_core.models.teacher import build_dit
 
         cfg = dataclasses.replace(cfg, out_channels=2 * cfg.in_channels)
         model = build_dit(cfg).eval()
@@ -115,7 +115,7 @@ def _assert_same_training(got: torch.nn.Module, ref: torch.nn.Module, preset, at
     """EMA weights equal up to float summation order. The attention key biases are checked through the outputs
     instead: softmax is invariant to them, so their true gradient is 0 and Adam turns its round-off into ±lr steps
     that differ between summation orders yet change nothing the model computes."""
-    from graft_core.diffusion import model_output
+    from graft_core.models.diffusion import model_output
 
     ref_state, got_state = ref.state_dict(), got.state_dict()
     assert got_state.keys() == ref_state.keys()
@@ -153,7 +153,7 @@ def test_accumulation_gives_the_results_of_one_batch(micro_teacher, micro_preset
     summation order; k is recorded in the metrics, not in the stage-2 config."""
     model = micro_teacher
     if learned_sigma:  # DiT-XL/2's case: the vb term is a per-sample mean too
-        from graft_core.teacher import build_dit
+        from graft_core.models.teacher import build_dit
 
         torch.manual_seed(0)
         model = build_dit(dataclasses.replace(micro_preset.teacher,

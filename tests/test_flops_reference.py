@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from graft_core import operators
-from graft_core.accounting import operator_cost
+from graft_core.grafting.accounting import operator_cost
 
 D, HEADS, N = 64, 4, 256
 ATEN = torch.ops.aten

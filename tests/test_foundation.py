@@ -6,8 +6,9 @@ import torch
 from graft_core.data import load_digits, stratified_subset
 from graft_core.data.digits import subset_hash
 from graft_core.presets import get_preset
-from graft_core.sampler import make_labels, sample, to_uint8
-from graft_core.teacher import load_teacher_dir, teacher_key, train_teacher
+from graft_core.evaluation.sampler import make_labels, sample
+from graft_core.data.decoder import to_uint8
+from graft_core.models.teacher import load_teacher_dir, teacher_key, train_teacher
 
 
 def test_digit_splits_are_deterministic_and_disjoint(micro_preset):
@@ -48,7 +49,7 @@ def test_records_are_plain_json():
     from pathlib import Path
 
     from graft_core.config import plain, to_jsonable
-    from graft_core.plan import make_plan
+    from graft_core.grafting.plan import make_plan
 
     plan = make_plan("mlp", "mlp", [1], num_layers=4, ratio=3)
     record = {"b": np.float32(0.5), "a": torch.tensor(2), 3: np.arange(3), "t": torch.ones(1, 2), "p": plan,
@@ -106,7 +107,7 @@ def test_sampler_is_deterministic_and_uses_the_model_null_class(micro_preset, mi
 def test_ddpm_sampler_handles_learned_sigma():
     import dataclasses
 
-    from graft_core.teacher import build_dit
+    from graft_core.models.teacher import build_dit
 
     cfg = dataclasses.replace(get_preset("micro").teacher, out_channels=2)
     model = build_dit(cfg).eval()
@@ -138,8 +139,8 @@ def test_labels_and_unknown_options():
 def test_learned_sigma_loss_adds_vb_term():
     import dataclasses
 
-    from graft_core.diffusion import diffusion_loss, make_train_scheduler
-    from graft_core.teacher import build_dit
+    from graft_core.models.diffusion import diffusion_loss, make_train_scheduler
+    from graft_core.models.teacher import build_dit
 
     cfg = dataclasses.replace(get_preset("micro").teacher, out_channels=2)
     model = build_dit(cfg).eval()
@@ -152,14 +153,14 @@ def test_learned_sigma_loss_adds_vb_term():
 
 def test_paper_teacher_missing_weights_is_a_clear_error():
     from graft_core.errors import MissingWeightsError
-    from graft_core.teacher import load_teacher
+    from graft_core.models.teacher import load_teacher
 
     with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
         load_teacher(get_preset("paper"))
 
 
 def test_ddpm_uses_adm_respacing():
-    from graft_core.sampler import adm_timesteps
+    from graft_core.evaluation.sampler import adm_timesteps
 
     ts = adm_timesteps(250, 1000)
     assert len(ts) == 250 and ts[:3] == [999, 995, 991] and ts[-1] == 0
@@ -167,7 +168,7 @@ def test_ddpm_uses_adm_respacing():
 
 
 def test_guidance_channels_limits_cfg_to_the_first_channels():
-    from graft_core.sampler import guided_output
+    from graft_core.evaluation.sampler import guided_output
 
     class Fake(torch.nn.Module):
         def forward(self, x, timestep=None, class_labels=None, return_dict=False):

@@ -1,13 +1,13 @@
-"""``graft_core.text.geneval_score`` end to end against the GenEval-structured checkout of
-``benchmark.fakes.make_geneval``: GenEval's folder layout, its evaluator's CLI in a subprocess, the summary. The
+"""``graft_core.text_to_image.text.geneval_score`` end to end against the GenEval-structured checkout of
+``benchmark.fakes.prerequisites.make_geneval``: GenEval's folder layout, its evaluator's CLI in a subprocess, the summary. The
 fake evaluator's detector is a fixed rule (mean intensity above a threshold), so the score is known in advance."""
 import json
 import math
 
 import numpy as np
 
-from benchmark import fakes
-from graft_core import text
+from benchmark.fakes import prerequisites as fakes
+from graft_core.text_to_image import text
 
 
 def test_geneval_score_runs_against_the_fake_checkout(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from graft_core import imagenet as inet
+from graft_core.data import imagenet as inet
 from graft_core.errors import SettingsMismatch
 
 RES = 32  # pixels; the micro VAE below downsamples 8× like the SD-VAE → 4×4 latents
@@ -34,7 +34,7 @@ def make_fake_imagenet(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def vae():
-    from benchmark.fakes import sd_vae
+    from benchmark.fakes.prerequisites import sd_vae
 
     return sd_vae(8, layers_per_block=1, norm_num_groups=4, sample_size=RES)
 

@@ -3,7 +3,7 @@
 Fails on (a) a cycle among project modules (a package's ``__init__`` importing its own submodules aside), (b)
 ``graft_core`` importing ``benchmark``, ``tables`` or ``submitit``, (c) ``tables`` importing ``benchmark``, (d) a
 production module (``graft_core``, ``benchmark``, ``tables``; not the ``benchmarks/`` scripts) importing the test
-fakes (``benchmark.testing``, ``benchmark.fakes``) or ``tests``; and on ``graft_core`` reading a ``SLURM_``
+fakes (``benchmark.fakes.steps``, ``benchmark.fakes.prerequisites``) or ``tests``; and on ``graft_core`` reading a ``SLURM_``
 environment variable. Function-local imports count like module-level ones.
 
 ``python tests/test_import_graph.py`` prints the module count, the edge count and the longest import chain.
@@ -16,8 +16,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("graft_core", "benchmark", "tables", "benchmarks")
-FAKES = ("benchmark.testing", "benchmark.fakes", "tests")
+FAKES = ("benchmark.fakes", "tests")
 PRODUCTION = ("graft_core", "benchmark", "tables")
+# graft_core's parts from the bottom up (top-level modules by name): each imports only parts listed before it
+GRAFT_CORE_LAYERS = ("errors", "config", "presets", "runtime", "operators", "table_rows", "data", "models", "metrics",
+                     "evaluation", "grafting", "stages", "text_to_image")
 
 
 def module_name(path: Path) -> str:
@@ -153,6 +156,26 @@ def forbidden(raw: dict[str, set[str]]) -> list[str]:
     return bad
 
 
+def upward_imports(graph: dict[str, set[str]], layers: tuple[str, ...] = GRAFT_CORE_LAYERS) -> list[str]:
+    """``graft_core`` imports from a part higher in ``layers`` than the importer's own (a part is the folder or
+    top-level module right under ``graft_core``); a module in no listed part is reported too."""
+    def part(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 1 and parts[0] == "graft_core" else None
+
+    bad = []
+    for mod, deps in sorted(graph.items()):
+        here = part(mod)
+        if here is None:
+            continue
+        if here not in layers:
+            bad.append(f"{mod} is in no part of GRAFT_CORE_LAYERS")
+            continue
+        bad += [f"{mod} ({here}) imports {d} ({part(d)}), a higher part" for d in sorted(deps)
+                if part(d) in layers and layers.index(part(d)) > layers.index(here)]
+    return bad
+
+
 def slurm_env_reads(path: Path, root: Path = ROOT) -> list[str]:
     """``os.environ[...]`` / ``os.environ.get(...)`` / ``os.getenv(...)`` / ``env.get(...)`` / ``"SLURM_..." in env``
     with a literal key starting with ``SLURM_``."""
@@ -187,6 +210,18 @@ def test_layering_rules():
     assert not bad, "forbidden imports:\n  " + "\n  ".join(bad)
 
 
+def test_graft_core_parts_import_downward_only():
+    """The folder layout says the architecture: runtime → operators → data → models → evaluation → grafting → stages
+    → text-to-image, never back up (a module that imports across would make the folders lie)."""
+    graph, _ = build_graph()
+    bad = upward_imports(graph)
+    assert not bad, "graft_core imports against its layout:\n  " + "\n  ".join(bad)
+    assert upward_imports({"graft_core.data.x": {"graft_core.stages.y"}, "graft_core.stages.y": {"graft_core.data.x"},
+                           "graft_core.zzz": set()}) == [
+        "graft_core.data.x (data) imports graft_core.stages.y (stages), a higher part",
+        "graft_core.zzz is in no part of GRAFT_CORE_LAYERS"]
+
+
 def test_graft_core_reads_no_slurm_variables():
     hits = [h for path in sorted((ROOT / "graft_core").rglob("*.py")) for h in slurm_env_reads(path)]
     assert not hits, "graft_core reads Slurm variables (make them parameters the driver passes): " + ", ".join(hits)
@@ -210,9 +245,9 @@ def test_the_checker_sees_cycles_and_rules(tmp_path):
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     assert longest_chain({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"c"}}) == ["a", "b", "c"]
     raw = {"graft_core.x": {"submitit.helpers"}, "tables.y": {"benchmark.store"},
-           "benchmark.z": {"benchmark", "benchmark.testing"},  # `from benchmark import testing`
-           "benchmark.testing": {"benchmark.store"}, "benchmarks.grid": {"benchmark.testing"}}
-    assert forbidden(raw) == ["benchmark.z (production) imports the test fake benchmark.testing",
+           "benchmark.z": {"benchmark", "benchmark.fakes.steps"},  # `from benchmark import testing`
+           "benchmark.fakes.steps": {"benchmark.store"}, "benchmarks.grid": {"benchmark.fakes.steps"}}
+    assert forbidden(raw) == ["benchmark.z (production) imports the test fake benchmark.fakes.steps",
                               "graft_core.x imports submitit.helpers", "tables.y imports benchmark.store"]
     src = tmp_path / "m.py"
     src.write_text("import os\nos.environ.get('SLURM_ARRAY_TASK_ID')\nos.environ['SLURM_X']\n"

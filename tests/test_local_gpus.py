@@ -10,7 +10,7 @@ from benchmark.gpus import GpuPool, detected_gpus
 from benchmark.jobs import RunUnit
 from benchmark.run import main
 from benchmark.store import Store
-from benchmark.testing import FakeSteps
+from benchmark.fakes.steps import FakeSteps
 
 PROFILE = {"defaults": {"timeout_min": 60, "nodes": 1, "tasks_per_node": 1, "cpus_per_task": 1, "gpus_per_node": 1,
                         "mem_gb": 2}, "steps": {"collect": {"gpus_per_node": 0}}}

@@ -4,10 +4,10 @@ import copy
 import pytest
 import torch
 
-from graft_core.locality import BandMassRecorder, band_locality, band_masses, locality_scores
-from graft_core.plan import make_plan, select_layers
-from graft_core.sampler import sample
-from graft_core.surgery import graft
+from graft_core.grafting.locality import BandMassRecorder, band_locality, band_masses, locality_scores
+from graft_core.grafting.plan import make_plan, select_layers
+from graft_core.evaluation.sampler import sample
+from graft_core.grafting.surgery import graft
 
 
 def test_band_mass_definition():

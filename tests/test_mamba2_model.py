@@ -5,9 +5,9 @@ import dataclasses
 
 import torch
 
-from graft_core import finetune as ft
-from graft_core.distill import assemble
-from graft_core.plan import make_plan
+from graft_core.stages import finetune as ft
+from graft_core.stages.distill import assemble
+from graft_core.grafting.plan import make_plan
 
 
 def test_bf16_stage2_steps_with_mamba2_in_half_the_layers_stay_finite(micro_teacher, micro_preset, tmp_path,

@@ -17,7 +17,7 @@ from graft_core.metrics.extractors import (EXTRACTORS, INCEPTION_WEIGHTS_ENV, In
 from graft_core.metrics.features import UInt8Images, as_nchw_uint8, clean_fid_folders
 from graft_core.metrics.frechet import frechet_distance, statistics
 from graft_core.presets import get_preset
-from graft_core.sampler import to_uint8
+from graft_core.data.decoder import to_uint8
 from graft_core.errors import MissingWeightsError
 
 

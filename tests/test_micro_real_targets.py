@@ -1,6 +1,6 @@
 """Table 1's objective rows, Table 2 and Figure 4a on the micro preset with the real graft_core steps, through the CLI.
 
-The launcher tests drive these targets with fake steps (``benchmark.testing``); this runs them for real (debug
+The launcher tests drive these targets with fake steps (``benchmark.fakes.steps``); this runs them for real (debug
 executor, in this process) so that a target whose rows the real steps cannot build, or whose summary cannot read what
 the real steps wrote, fails here. Micro is too weak for FID orderings (its teacher trains 20 steps,
 its eval draws 40 samples; those live in ``test_tiny_quantitative``). Checked: every row is done with a finite FID

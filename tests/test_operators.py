@@ -213,7 +213,7 @@ def test_classic_attention_kernel_computes_the_same_function_and_follows_the_tea
     classic processor (``use_fast_attention``) copies that choice and stays bit-identical."""
     import copy
 
-    from graft_core.teacher import use_fast_attention, use_fast_operator_attention
+    from graft_core.models.teacher import use_fast_attention, use_fast_operator_attention
 
     torch.manual_seed(0)
     x = torch.randn(2, 20, 32, requires_grad=True)

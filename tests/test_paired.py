@@ -96,7 +96,7 @@ def test_compute_metrics_keeps_linearised_draws_above_the_exact_dimension(monkey
 
 
 def _evaluate(model, preset, **kw):
-    from graft_core.evaluate import evaluate_model
+    from graft_core.evaluation.evaluate import evaluate_model
 
     kept: dict = {}
     row = evaluate_model(model, preset, per_sample=kept, **kw)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from graft_core.plan import pixart_layers, select_layers
+from graft_core.grafting.plan import pixart_layers, select_layers
 from graft_core.presets import PRESETS, get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def test_hyperparameters_match_the_preset_fields(row):
 
 def test_layer_lists_match_the_code():
     from benchmark.targets.table1 import TABLE1_LAYERS_28
-    from graft_core.pixart import PAPER_LAYERS
+    from graft_core.text_to_image.pixart import PAPER_LAYERS
 
     code = {"select_layers": lambda s: select_layers(s, 28), "pixart_layers": lambda _: pixart_layers(28)}
     rows = next(rows for ctx, rows in DOC_TABLES if rows and "strategy" in rows[0] and "code" in rows[0])

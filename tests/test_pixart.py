@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from graft_core import pixart
-from graft_core.plan import GraftPlan
+from graft_core.text_to_image import pixart
+from graft_core.grafting.plan import GraftPlan
 from graft_core.errors import MissingWeightsError
-from graft_core.text import (DIGIT_WORDS, EOS, PROMPTS_ENV, HashTextEncoder, PromptTable, digit_prompts,
+from graft_core.text_to_image.text import (DIGIT_WORDS, EOS, PROMPTS_ENV, HashTextEncoder, PromptTable, digit_prompts,
                              geneval_paths, geneval_score, prompt_digit, read_prompts, summarize_geneval, tokenize)
 
 
@@ -69,7 +69,7 @@ def test_teacher_is_cached_and_deterministic(micro_preset, micro_pixart, micro_p
     assert meta["key"] == micro_pixart_dir.name and len(meta["sha256"]) == 64
     again = pixart.load_pixart_dir(micro_pixart_dir)
     assert torch.equal(forward(micro_pixart), forward(again))
-    with pytest.raises(MissingWeightsError, match="python -m graft_core.pixart --preset micro"):
+    with pytest.raises(MissingWeightsError, match="python -m graft_core.text_to_image.pixart --preset micro"):
         pixart.load_pixart_teacher(micro_preset.replace(data=dataclasses.replace(micro_preset.data, split_seed=99)),
                                    train_if_missing=False)
     out = forward(micro_pixart)
@@ -78,7 +78,7 @@ def test_teacher_is_cached_and_deterministic(micro_preset, micro_pixart, micro_p
 
 def test_teacher_training_resumes_bit_for_bit(micro_preset, micro_pixart_dir, tmp_path, monkeypatch):
     """Interrupted after 12 of 20 steps (checkpoints every 5), a second call finishes with the same weights."""
-    from graft_core.ema import EMA
+    from graft_core.models.ema import EMA
 
     monkeypatch.setattr(pixart, "CHECKPOINT_EVERY", 5)
     original, calls = EMA.update, []
@@ -105,7 +105,7 @@ def test_teacher_training_resumes_bit_for_bit(micro_preset, micro_pixart_dir, tm
 def test_graft_replaces_only_self_attention(micro_pixart):
     teacher = micro_pixart.transformer
     plan = GraftPlan(site="attn", operator="hyena_x", layers=pixart.pixart_layers(2))
-    from graft_core.distill import assemble
+    from graft_core.stages.distill import assemble
 
     student = assemble(teacher, plan, None, seed=0)
     before = dict(teacher.named_parameters())
@@ -121,9 +121,9 @@ def test_graft_replaces_only_self_attention(micro_pixart):
 
 def test_lora_stage2_trains_only_adapters(micro_preset, micro_pixart, tmp_path):
     """Three LoRA steps: every base weight is bit-identical in the checkpoint; after merging, only attn1/ff change."""
-    from graft_core.distill import assemble
-    from graft_core.finetune import CHECKPOINT_DIR, finetune
-    from graft_core.text import TextConditioned
+    from graft_core.stages.distill import assemble
+    from graft_core.stages.finetune import CHECKPOINT_DIR, finetune
+    from graft_core.text_to_image.text import TextConditioned
 
     pix = pixart.pixart_config(micro_preset)
     plan = GraftPlan(site="attn", operator="hyena_x", layers=(1,))

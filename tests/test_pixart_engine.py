@@ -1,6 +1,6 @@
 """The PixArt engine pieces the Table-5 steps call: T5 prompts encoded once into the artefact cache (``CachedPrompts``),
 the resumable sharded synthetic-pair sampler, the on-disk stage-1 capture of a PixArt teacher, and PixArt-Σ loaded
-offline from the fake Hub cache of ``benchmark.fakes.make_pixart``."""
+offline from the fake Hub cache of ``benchmark.fakes.prerequisites.make_pixart``."""
 import copy
 import json
 import pickle
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import fakes
-from graft_core import capture, pixart
+from benchmark.fakes import prerequisites as fakes
+from graft_core.stages import capture, pixart
 from graft_core.errors import MissingWeightsError, StructureMismatch
-from graft_core.text import PROMPT_EMBEDDINGS, PROMPTS_ENV, CachedPrompts, TextConditioned, encode_prompts
+from graft_core.text_to_image.text import PROMPT_EMBEDDINGS, PROMPTS_ENV, CachedPrompts, TextConditioned, encode_prompts
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,7 @@ def test_synthetic_shards_do_not_depend_on_world_size(micro_pixart, tmp_path):
 def reference_attn(teacher, x0, ids, layer, cfg, *, seed):
     """``attn1``'s input and ungated output of ``layer`` in one forward, with the capture protocol's draws: one
     uniform timestep per sample, then the noise, from a generator seeded with ``seed``."""
-    from graft_core.diffusion import make_train_scheduler
+    from graft_core.models.diffusion import make_train_scheduler
 
     gen = torch.Generator().manual_seed(seed)
     t = torch.randint(0, cfg.num_train_timesteps, (len(x0),), generator=gen)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from graft_core.config import stable_hash
-from graft_core.plan import GraftPlan, as_plans, make_plan, select_layers
+from graft_core.grafting.plan import GraftPlan, as_plans, make_plan, select_layers
 
 LAYERS_CSV = Path(__file__).resolve().parents[1] / "tables" / "paper" / "layers.csv"
 
@@ -97,7 +97,7 @@ def test_several_site_edits():
 
 def test_plans_are_built_and_hashed_without_torch():
     """The driver plans every run without loading torch: plans validate against the registry's declarations."""
-    code = ("import sys; from graft_core.plan import make_plan; "
+    code = ("import sys; from graft_core.grafting.plan import make_plan; "
             "p = make_plan('mlp', 'mlp', 'full', num_layers=4, ratio=3); "
             "assert p.to_dict()['options'] == {'ratio': 3}; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -51,7 +51,7 @@ def test_one_file_operator_plans_runs_and_tabulates(tmp_path):
     # plan of the row's stage-2 run (rebuilt from its config.json, as the job does) fails with a clear error
     (stage2,) = (results / "micro" / "runs" / "stage2").iterdir()
     assert json.loads((stage2 / "environment.json").read_text())["job"]["cluster"] == "local"
-    code = ("import json, sys; from graft_core.plan import GraftPlan; "
+    code = ("import json, sys; from graft_core.grafting.plan import GraftPlan; "
             "GraftPlan.from_dict(json.load(open(sys.argv[1]))['config']['plan'])")
     alone = run("-c", code, str(stage2 / "config.json"), check=False)
     assert alone.returncode != 0 and "unknown operator 'my_op'" in alone.stderr

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from benchmark import fakes
+from benchmark.fakes import prerequisites as fakes
 from benchmark.preflight import problems
 from graft_core.presets import get_preset
 
@@ -107,7 +107,7 @@ def test_the_teacher_loader_refuses_another_structure_and_takes_the_width(prereq
     import subprocess
     import sys
 
-    code = ("from graft_core.presets import get_preset; from graft_core.teacher import load_teacher, effective_teacher;"
+    code = ("from graft_core.presets import get_preset; from graft_core.models.teacher import load_teacher, effective_teacher;"
             "p = get_preset('paper-smoke'); m = load_teacher(p, train_if_missing=False);"
             "q = effective_teacher(p, m); print(q.teacher.hidden_size, q.teacher.num_layers)")
     env = {**os.environ, **prereqs[0].environ()}
@@ -245,7 +245,7 @@ def test_each_missing_t2i_piece_is_one_line_naming_its_fix(t2i_env, piece):
 
 
 def test_missing_tokenizer_packages_are_one_line(t2i_env, monkeypatch):
-    from graft_core import pixart
+    from graft_core.text_to_image import pixart
 
     monkeypatch.setattr(pixart, "missing_tokenizer_packages", lambda: ["sentencepiece", "protobuf"])
     (line,) = problems(t2i_plan())

@@ -37,7 +37,7 @@ def test_driver_refuses_a_bad_jobs_count(jobs):
 
 
 def test_teacher_cli_refuses_an_unknown_preset():
-    p = cli("-m", "graft_core.teacher", "--preset", "nosuch")
+    p = cli("-m", "graft_core.models.teacher", "--preset", "nosuch")
     assert p.returncode == 2 and "unknown preset 'nosuch'" in one_error_line(p)
 
 
@@ -54,7 +54,7 @@ def test_a_truncated_classifier_record_names_its_file(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 def _tiny_vae_folder(folder: Path) -> Path:
     """A random-init 8×-downsampling AutoencoderKL saved as a ``--vae`` folder (the SD-VAE's structure, tiny)."""
-    from benchmark.fakes import sd_vae
+    from benchmark.fakes.prerequisites import sd_vae
 
     sd_vae(8, layers_per_block=1, norm_num_groups=4, sample_size=32).save_pretrained(folder)
     return folder
@@ -80,7 +80,7 @@ def _bad_imagenet(root: Path) -> Path:
 
 def test_prepare_imagenet_skips_undecodable_images_and_lists_them(tmp_path, capsys):
     from benchmark.prepare import main
-    from graft_core import imagenet as inet
+    from graft_core.data import imagenet as inet
 
     src, out = _bad_imagenet(tmp_path / "train"), tmp_path / "out"
     args = ["imagenet", "--src", str(src), "--out", str(out), "--vae", str(_tiny_vae_folder(tmp_path / "vae")),
@@ -128,7 +128,7 @@ def _driver(tmp_path, *args):
     from benchmark.run import main
 
     return main(["table3", "--preset", "micro", "--executor", "debug", "--quiet", "--results-dir", str(tmp_path),
-                 "--steps", "benchmark.testing:fake_execute", *args])
+                 "--steps", "benchmark.fakes.steps:fake_execute", *args])
 
 
 def _error_lines(capsys) -> list[str]:
@@ -196,7 +196,7 @@ def test_a_full_disk_during_a_launch_is_one_line_and_loses_nothing(tmp_path, cap
         assert store.run(*key.split("/")).done.stat().st_mtime_ns == mtime
     # space freed: the same command, from a new process (the runs this launcher had queued name it as their owner)
     p = cli("-m", "benchmark.run", "table3", "--preset", "micro", "--executor", "debug", "--quiet", "--results-dir",
-            str(tmp_path), "--steps", "benchmark.testing:fake_execute")
+            str(tmp_path), "--steps", "benchmark.fakes.steps:fake_execute")
     assert p.returncode == 0, p.stderr
     for key, mtime in done_before.items():  # ... without redoing what was finished
         assert store.run(*key.split("/")).done.stat().st_mtime_ns == mtime
@@ -295,7 +295,7 @@ def test_a_requeued_slurm_job_takes_over_the_lock_it_left_itself(tmp_path, monke
 
     from benchmark.jobs import RunUnit
     from benchmark.store import Store
-    from benchmark.testing import FakeSteps
+    from benchmark.fakes.steps import FakeSteps
 
     store = Store(tmp_path, "micro")
     run = store.ensure_config("teacher", "abc", {"kind": "teacher"})
@@ -369,7 +369,7 @@ def test_two_waiters_breaking_one_stale_lock_never_both_take_it(tmp_path, monkey
 # local launches: a second launch waits for the teacher the first is producing; Ctrl-C is one line, rows "missing"
 # ---------------------------------------------------------------------------------------------------------------------
 GATED = ("-m", "benchmark.run", "table3", "--preset", "micro", "--executor", "local",
-         "--steps", "benchmark.testing:gated_teacher_execute")
+         "--steps", "benchmark.fakes.steps:gated_teacher_execute")
 
 
 def _launch(tmp_path, gate, *args):
@@ -476,7 +476,7 @@ def test_a_full_disk_inside_a_step_of_the_debug_executor_is_one_line(tmp_path, c
 
     from benchmark.run import main
     from benchmark.store import atomic_write_json
-    from benchmark.testing import FakeSteps
+    from benchmark.fakes.steps import FakeSteps
 
     fake, real_fsync = FakeSteps(), os.fsync
 
@@ -517,7 +517,7 @@ def test_the_operator_benchmark_refuses_a_sequence_length_below_one(n):
 
 
 def test_a_plan_refuses_seq_len_zero_however_it_is_made():
-    from graft_core.plan import GraftPlan, make_plan
+    from graft_core.grafting.plan import GraftPlan, make_plan
 
     for make in (lambda: make_plan("mlp", "mlp_hyena_x", "full", num_layers=4, seq_len=0),
                  lambda: GraftPlan.from_dict({"site": "mlp", "operator": "mlp_hyena_x", "layers": [0], "seq_len": 0})):
@@ -549,7 +549,7 @@ def test_prepare_refuses_bad_numbers_in_one_line(args, says, tmp_path):
 def smoke_prereqs(tmp_path_factory):
     """The fake prerequisites a paper-smoke table3 baseline needs (DiT, SD-VAE, latents + subsets, Inception, ADM
     reference), made directly (no PixArt, a 4-image reference batch)."""
-    from benchmark import fakes
+    from benchmark.fakes import prerequisites as fakes
 
     root = tmp_path_factory.mktemp("smoke")
     hf = root / "hf"
@@ -566,7 +566,7 @@ def smoke_prereqs(tmp_path_factory):
 def _break_snapshot(env, tmp_path):  # B11: the DiT snapshot folder exists but is empty
     import shutil
 
-    from benchmark import fakes
+    from benchmark.fakes import prerequisites as fakes
 
     hf = tmp_path / "hf"
     shutil.copytree(env["HF_HOME"], hf)

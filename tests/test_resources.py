@@ -10,7 +10,7 @@ from benchmark.launch import plan_targets
 from benchmark.profiles import Profile, ProfileError
 from benchmark.run import main
 from benchmark.store import Store
-from benchmark.testing import FakeSteps
+from benchmark.fakes.steps import FakeSteps
 from benchmark import targets
 
 KEYS = {"kind", "run", "gpus", "est_gpu_mem_gb", "gpu_mem_gb", "est_hours", "timeout_hours", "resumable",

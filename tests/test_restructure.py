@@ -5,10 +5,10 @@ import pytest
 import torch
 from diffusers import DiTTransformer2DModel
 
-from graft_core.accounting import count_params
-from graft_core.plan import make_plan
-from graft_core.restructure import ParallelPair, merge_params, to_parallel_pairs
-from graft_core.surgery import graft
+from graft_core.grafting.accounting import count_params
+from graft_core.grafting.plan import make_plan
+from graft_core.grafting.restructure import ParallelPair, merge_params, to_parallel_pairs
+from graft_core.grafting.surgery import graft
 
 
 def dit_forward(model):

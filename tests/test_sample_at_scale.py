@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from graft_core import sample_at_scale as sas
+from graft_core.evaluation import sample_at_scale as sas
 from graft_core.errors import SettingsMismatch
 from graft_core.presets import TeacherConfig
-from graft_core.sampler import make_labels
-from graft_core.teacher import build_dit
+from graft_core.evaluation.sampler import make_labels
+from graft_core.models.teacher import build_dit
 
 RES = 32
 CFG = TeacherConfig(num_layers=1, num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
@@ -16,7 +16,7 @@ PLAN = dict(num_samples=10, shard_size=4, steps=4, guidance_scale=1.5, scheduler
 
 
 def micro_vae():
-    from benchmark.fakes import sd_vae
+    from benchmark.fakes.prerequisites import sd_vae
 
     return sd_vae(8, layers_per_block=1, norm_num_groups=4, sample_size=RES)
 
@@ -42,7 +42,7 @@ def test_merged_npz_has_the_adm_layout(models, tmp_path):
     assert images.shape == (10, RES, RES, 3) and images.dtype == np.uint8
     assert labels.tolist() == make_labels(10, 3, "uniform", seed=0).tolist()  # i.i.d. uniform, as ADM/DiT
     assert images.std() > 0
-    from graft_core.adm_eval import batch_info, iter_images
+    from graft_core.evaluation.adm_eval import batch_info, iter_images
 
     assert batch_info(path)["num_images"] == 10
     assert np.array_equal(np.concatenate(list(iter_images(path, batch_size=4))), images)  # ADM-style streaming read

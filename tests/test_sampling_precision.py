@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from graft_core.presets import get_preset
-from graft_core.sampler import precision
+from graft_core.evaluation.sampler import precision
 
 
 def test_precision_names_what_runs():
@@ -41,7 +41,7 @@ def test_a_cuda_sampling_job_runs_in_the_configured_precision(bf16, monkeypatch,
         seen.update(kw)
         return {"sampled": 1, "skipped": 0, "seconds": 0.0}
 
-    monkeypatch.setattr("graft_core.sample_at_scale.sample_shards", sample_shards)
+    monkeypatch.setattr("graft_core.evaluation.sample_at_scale.sample_shards", sample_shards)
     ctx = types.SimpleNamespace(preset=lambda: p, config={"model": {"source": "teacher"}, "task": 0, "tasks": 1},
                                 run=types.SimpleNamespace(out=tmp_path), progress=False)
     try:

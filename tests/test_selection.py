@@ -1,4 +1,4 @@
-"""Layer selection (``graft_core.selection``) and the ``search`` target: the strategies' contracts on constructed
+"""Layer selection (``graft_core.grafting.selection``) and the ``search`` target: the strategies' contracts on constructed
 losses and on a real micro teacher with one deliberately broken layer, the search's identity (a search that picks
 table3's layers shares table3's runs), evaluations reused by id across budgets, and the target end to end."""
 import dataclasses
@@ -12,9 +12,9 @@ from benchmark.launch import plan_targets
 from benchmark.run import main
 from benchmark.store import Store
 from benchmark.targets import search as search_target
-from benchmark.testing import FakeSteps
-from graft_core.plan import select_layers
-from graft_core.selection import STRATEGIES, Candidate, SelectionProblem, select
+from benchmark.fakes.steps import FakeSteps
+from graft_core.grafting.plan import select_layers
+from graft_core.grafting.selection import STRATEGIES, Candidate, SelectionProblem, select
 
 
 def additive(penalty: dict[int, float], op_factor: dict[str, float] | None = None):
@@ -106,11 +106,11 @@ def test_greedy_on_the_tiny_teacher_avoids_the_broken_layer(tmp_path, broken):
     at every budget below 8."""
     import torch
 
-    from graft_core.distill import assemble, save_result
-    from graft_core.plan import GraftPlan
+    from graft_core.stages.distill import assemble, save_result
+    from graft_core.grafting.plan import GraftPlan
     from graft_core.presets import get_preset
-    from graft_core.probe import ProbeConfig, probe_batch, probe_loss
-    from graft_core.teacher import load_teacher
+    from graft_core.grafting.probe import ProbeConfig, probe_batch, probe_loss
+    from graft_core.models.teacher import load_teacher
 
     p = get_preset("tiny")
     teacher = load_teacher(p)
@@ -151,7 +151,7 @@ def test_a_probe_that_returns_nan_is_never_picked():
 
 
 def test_probe_batch_is_fixed_and_stratified(micro_preset):
-    from graft_core.probe import ProbeConfig, probe_batch
+    from graft_core.grafting.probe import ProbeConfig, probe_batch
 
     cfg = ProbeConfig(num_samples=10, timesteps=4, seed=3)
     a, b = probe_batch(micro_preset, cfg), probe_batch(micro_preset, cfg)

@@ -1,4 +1,4 @@
-"""The one shard array (``graft_core.shards``) that sampling, synthetic pairs and ImageNet encoding share."""
+"""The one shard array (``graft_core.runtime.shards``) that sampling, synthetic pairs and ImageNet encoding share."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 
 from graft_core.errors import SettingsMismatch
-from graft_core.shards import ShardArray, check_settings, check_task, consecutive_seed, spaced_seed
+from graft_core.runtime.shards import ShardArray, check_settings, check_task, consecutive_seed, spaced_seed
 
 
 def test_tasks_cover_every_shard_once_whatever_their_number(tmp_path):

@@ -8,7 +8,7 @@ failure, so CI cannot go green without having run them.
 Two tiers:
 
 * submitit directly (always): a job array, an ``afterok`` dependency (and a never-satisfied one), a 2-task
-  DDP job over gloo, and the stage-2 resume contract (``graft_core.finetune``: a Checkpointable-style job that
+  DDP job over gloo, and the stage-2 resume contract (``graft_core.stages.finetune``: a Checkpointable-style job that
   checkpoints every k steps and resumes from the newest checkpoint in its ``out_dir``) exercised with a small
   torch stand-in, ``MiniFinetune``: preempted via ``job._interrupt()`` (SIGTERM + USR2, what Slurm sends on
   preemption) → submitit requeues it → it resumes from its checkpoint; cancelled with ``scancel`` → a re-run
@@ -170,7 +170,7 @@ def fail() -> None:
 
 
 class MiniFinetune(submitit.helpers.Checkpointable):
-    """Stand-in for the stage-2 contract of ``graft_core.finetune.finetune`` (docs/contracts.md).
+    """Stand-in for the stage-2 contract of ``graft_core.stages.finetune.finetune`` (docs/contracts.md).
 
     Trains a tiny linear model for ``steps`` SGD+momentum steps; every ``checkpoint_every`` steps rank 0 writes
     ``out_dir/checkpoints/step_XXXXXX.pt`` atomically (model, optimizer, step); a new call resumes from the newest
@@ -497,7 +497,7 @@ def test_driver_second_launch_submits_nothing(driver_launch):
 
 # ----------------------------------------------------------------------------------------------------------------
 # The paper-preset rehearsal: `paper-smoke` (the paper's code and settings at rehearsal scale) through the driver on
-# fake prerequisites of the paper's structure (benchmark.fakes: a 28-block DiT at reduced width in an HF cache, an
+# fake prerequisites of the paper's structure (benchmark.fakes.prerequisites: a 28-block DiT at reduced width in an HF cache, an
 # SD-VAE-structured VAE, JPEG ImageFolders run through `benchmark.prepare`, Inception weights in torch-fidelity's
 # format, an ADM reference batch). Baseline with floor/noise, two table3 rows (Hyena-X at 50 %, MLP r=3 at 50 %)
 # and the control, fig2's locality → fig4b's replanned top-local row, one table2 row, and table6's parallel-pair row
@@ -532,7 +532,7 @@ def smoke_launch(tmp_path_factory, node_cpus):
     wait_for(lambda: not our_jobs(), DRIVER_TIMEOUT, "earlier driver jobs to end", interval=1.0)
     root = tmp_path_factory.mktemp("paper-smoke")
     t0 = time.monotonic()
-    from benchmark.fakes import prepare_rehearsal
+    from benchmark.fakes.prerequisites import prepare_rehearsal
 
     env = {**prepare_rehearsal(root), "OMP_NUM_THREADS": "1"}
     prepared = time.monotonic() - t0

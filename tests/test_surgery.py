@@ -7,9 +7,9 @@ import torch
 from diffusers import PixArtTransformer2DModel
 
 from graft_core import operators
-from graft_core.plan import make_plan
-from graft_core.surgery import grafted_modules, graft, init_from_teacher, model_dims
-from graft_core.teacher import build_dit
+from graft_core.grafting.plan import make_plan
+from graft_core.grafting.surgery import grafted_modules, graft, init_from_teacher, model_dims
+from graft_core.models.teacher import build_dit
 
 ATTN_OPS = operators.available("attn")
 MLP_OPS = operators.available("mlp")

@@ -14,7 +14,7 @@ from benchmark.dag import Planner
 from benchmark.launch import plan_targets
 from benchmark.run import main
 from benchmark.store import Store
-from benchmark.testing import FakeSteps
+from benchmark.fakes.steps import FakeSteps
 from tables.build import main as build_main
 
 STATS_ROWS = "attn-activation_stats,mlp-activation_stats"
@@ -22,7 +22,7 @@ STAT_KEYS = ("variance", "std", "max_abs", "p999_abs", "outlier_frac", "kurtosis
 
 
 def test_micro_activation_stats_rows_end_to_end(tmp_path, capsys):
-    from graft_core.activation_stats import activation_statistics
+    from graft_core.stages.activation_stats import activation_statistics
     from graft_core.presets import get_preset
     from tables.table1 import fmt_sig
 

@@ -22,7 +22,7 @@ import pytest
 
 from tables import build as build_mod
 from tables import build_target, load_summary, load_summary_with_meta, paper_highlights
-from graft_core import provenance
+from graft_core.runtime import provenance
 from tables.common import DASH, as_number, fmt, latex_escape
 from tables.figures import fig2_frame, pareto_front
 from tables.loader import SummaryError
@@ -394,7 +394,7 @@ def test_number_formatting():
 
 
 def test_headers_name_the_code_in_the_summaries_format(tmp_path, monkeypatch):
-    """One implementation (``graft_core.provenance``): the HEAD commit read from the .git files, ``-dirty`` when
+    """One implementation (``graft_core.runtime.provenance``): the HEAD commit read from the .git files, ``-dirty`` when
     tracked files differ, ``$GRAFTBENCH_GIT_REV`` when pinned; the table headers print that same string."""
     monkeypatch.delenv("GRAFTBENCH_GIT_REV", raising=False)
     git = tmp_path / ".git"

@@ -18,7 +18,7 @@ from benchmark.step_context import (StepContext, capture_folder, capture_pairs, 
                                     preset_from_config)
 from graft_core.config import from_dict, plain, stable_hash
 from graft_core.presets import DataConfig, Preset, TeacherConfig
-from graft_core.teacher_id import WEIGHTS_FILE, teacher_dirs, teacher_key
+from graft_core.models.teacher_id import WEIGHTS_FILE, teacher_dirs, teacher_key
 
 _TEACHERS: dict[str, Any] = {}
 
@@ -26,11 +26,11 @@ _TEACHERS: dict[str, Any] = {}
 def get_teacher(preset: Preset, *, train_if_missing: bool = False, progress: bool = False):
     """The preset's teacher on the job's device, loaded once per process (callers must not modify it:
     assemble/finetune copy it)."""
-    from graft_core.teacher import load_teacher
+    from graft_core.models.teacher import load_teacher
 
     key = stable_hash({"teacher": preset.teacher, "data": preset.data})
     if key not in _TEACHERS:
-        from graft_core.teacher import use_fast_attention
+        from graft_core.models.teacher import use_fast_attention
 
         model = load_teacher(preset, train_if_missing=train_if_missing, progress=progress)
         _TEACHERS[key] = use_fast_attention(model.to(job_device()), job_device())
@@ -39,7 +39,7 @@ def get_teacher(preset: Preset, *, train_if_missing: bool = False, progress: boo
 
 def graft_plans(plan_dict: dict | list):
     """The ``GraftPlan``s of a step config's plan: one dict, or a list of them (a per-layer choice of operators)."""
-    from graft_core.plan import GraftPlan
+    from graft_core.grafting.plan import GraftPlan
 
     return [GraftPlan.from_dict(d) for d in (plan_dict if isinstance(plan_dict, list) else [plan_dict])]
 
@@ -51,11 +51,11 @@ def build_student(teacher, plan_dict: dict | list | None, stage1_dirs: dict[int,
     if plan_dict is None:
         return copy.deepcopy(teacher).eval()
     if isinstance(plan_dict, dict) and plan_dict.get("restructure") == "parallel_pairs":  # Table 6: per block pair
-        from graft_core.depth_width import assemble_pairs
+        from graft_core.stages.depth_width import assemble_pairs
 
         return assemble_pairs(teacher, stage1_dirs)
-    from graft_core.distill import assemble
-    from graft_core.teacher import use_fast_attention
+    from graft_core.stages.distill import assemble
+    from graft_core.models.teacher import use_fast_attention
 
     device = next(teacher.parameters()).device  # new operators are built on the CPU
     return use_fast_attention(assemble(teacher, graft_plans(plan_dict), stage1_dirs).to(device), device)
@@ -73,8 +73,8 @@ def teacher_record(ctx: StepContext) -> dict:
 
 def evaluate(ctx: StepContext) -> dict:
     """``in_process``: sample and score here. ``adm``: merge the sampling array's shards and score them."""
-    from graft_core.evaluate import evaluate_model
-    from graft_core.sampler import precision
+    from graft_core.evaluation.evaluate import evaluate_model
+    from graft_core.evaluation.sampler import precision
 
     p, c = ctx.preset(), ctx.config
     if p.eval.protocol == "adm":
@@ -99,7 +99,7 @@ def _keep_per_sample(ctx: StepContext, record: dict, per_sample: dict, merged: P
     """Write the eval's per-sample features and per-draw FIDs next to its metrics and record what pairs it
     (``graft_core.metrics.paired``); the sharded path's record is built here from the merged batch."""
     if merged is not None and "bootstrap" in per_sample:
-        from graft_core.sample_at_scale import sharded_pairing
+        from graft_core.evaluation.sample_at_scale import sharded_pairing
 
         per_sample["pairing"] = {**sharded_pairing(ctx.preset(), merged), "extractor": ctx.preset().eval.extractor,
                                  "bootstrap": per_sample.pop("bootstrap")}
@@ -126,9 +126,9 @@ def _model_plan(ctx: StepContext, spec: dict) -> dict | None:
 def run_sample(ctx: StepContext) -> dict:
     """Task ``i`` of the sampling array: the shards ``s ≡ i (mod tasks)`` of the row's ``num_samples``, decoded
     to uint8 and saved one file per shard (a requeued task skips the shards already DONE)."""
-    from graft_core.imagenet import load_vae
-    from graft_core.sample_at_scale import sample_shards
-    from graft_core.sampler import precision
+    from graft_core.data.imagenet import load_vae
+    from graft_core.evaluation.sample_at_scale import sample_shards
+    from graft_core.evaluation.sampler import precision
 
     p, c = ctx.preset(), ctx.config
     e, device = p.eval, job_device()
@@ -150,7 +150,7 @@ def _merge_sample_runs(ctx: StepContext, sample_ids: list[str]) -> Path:
     import os
     import shutil
 
-    from graft_core.sample_at_scale import MERGED, merge_shards
+    from graft_core.evaluation.sample_at_scale import MERGED, merge_shards
 
     out = ctx.run.out
     (out / "shards").mkdir(parents=True, exist_ok=True)
@@ -174,9 +174,9 @@ def _merge_sample_runs(ctx: StepContext, sample_ids: list[str]) -> Path:
 def adm_metrics(npz: Path, p: Preset, per_sample: dict | None = None) -> dict:
     """ADM's evaluator on ``npz`` against the reference batch: FID/sFID from the batch's stored statistics (the
     paper's numbers), the 10k reference images' own FID/sFID kept as ``fid_ref_images``/``sfid_ref_images``.
-    ``per_sample``: filled for paired comparisons (``graft_core.adm_eval.evaluate_npz``)."""
+    ``per_sample``: filled for paired comparisons (``graft_core.evaluation.adm_eval.evaluate_npz``)."""
     from benchmark.preflight import adm_reference_path
-    from graft_core.adm_eval import evaluate_npz
+    from graft_core.evaluation.adm_eval import evaluate_npz
 
     m = evaluate_npz(npz, adm_reference_path(), extractor=p.eval.extractor, device=job_device(),
                      batch_size=max(p.eval.batch_size, 16), per_sample=per_sample)
@@ -191,8 +191,8 @@ def _write_batch(path: Path, images, labels) -> Path:
     """An ADM-layout batch (``arr_0`` uint8 images, ``arr_1`` labels), written as the sampler writes its shards."""
     import numpy as np
 
-    from graft_core.paths import atomic_write_bytes
-    from graft_core.sample_at_scale import npz_bytes
+    from graft_core.runtime.paths import atomic_write_bytes
+    from graft_core.evaluation.sample_at_scale import npz_bytes
 
     atomic_write_bytes(path, npz_bytes(arr_0=images, arr_1=np.asarray(labels, dtype=np.int64)))
     return path
@@ -204,7 +204,7 @@ def efficiency(p: Preset, plan_dict: dict | list | None) -> dict:
     (Σ over replaced layers) makes exact."""
     if plan_dict is None or "restructure" in plan_dict:
         return {}
-    from graft_core.accounting import efficiency as eff
+    from graft_core.grafting.accounting import efficiency as eff
 
     t = p.teacher
     parts = [eff(plan, num_layers=t.num_layers, dim=t.hidden_size, num_heads=t.num_attention_heads,
@@ -220,7 +220,7 @@ def efficiency(p: Preset, plan_dict: dict | list | None) -> dict:
 def run_floor(ctx: StepContext) -> dict:
     """Real held-out images scored as samples. adm: the prepared val latents (8 per class), decoded with the
     SD-VAE, against the reference batch — the floor that the SD-VAE round trip and the sample count allow."""
-    from graft_core.evaluate import metric_floor
+    from graft_core.evaluation.evaluate import metric_floor
 
     p = ctx.preset()
     if p.eval.protocol == "adm":
@@ -232,15 +232,15 @@ def run_floor(ctx: StepContext) -> dict:
 
 def run_noise(ctx: StepContext) -> dict:
     """Uniform-noise images scored as samples (what "no model" scores); adm: against the reference batch."""
-    from graft_core.evaluate import noise_control
+    from graft_core.evaluation.evaluate import noise_control
 
     p = ctx.preset()
     if p.eval.protocol == "adm":
         import numpy as np
 
         from benchmark.preflight import adm_reference_path
-        from graft_core.adm_eval import batch_info
-        from graft_core.sampler import make_labels
+        from graft_core.evaluation.adm_eval import batch_info
+        from graft_core.evaluation.sampler import make_labels
 
         res = batch_info(adm_reference_path(), "reference batch")["resolution"]
         e = p.eval
@@ -251,8 +251,8 @@ def run_noise(ctx: StepContext) -> dict:
 
 
 def run_locality(ctx: StepContext) -> dict:
-    from graft_core.locality import band_locality
-    from graft_core.sampler import make_labels
+    from graft_core.grafting.locality import band_locality
+    from graft_core.evaluation.sampler import make_labels
 
     p, cfg = ctx.preset(), ctx.config["locality"]
     labels = make_labels(cfg["num_samples"], p.teacher.num_classes, p.eval.label_mode, cfg["seed"])
@@ -271,8 +271,8 @@ def run_activation_stats(ctx: StepContext) -> dict:
     4.7 GB) resumes at the first layer not done yet."""
     import json
 
-    from graft_core.activation_stats import activation_statistics
-    from graft_core.paths import atomic_write_bytes
+    from graft_core.stages.activation_stats import activation_statistics
+    from graft_core.runtime.paths import atomic_write_bytes
 
     c = ctx.config
     site, sigma = c["site"], float(c["outlier_sigma"])
@@ -298,8 +298,8 @@ def run_activation_stats(ctx: StepContext) -> dict:
 def latency(ctx: StepContext) -> dict:
     """Forward latency of the teacher and the parallel-pair model (eager and fused), and the parameter counts
     (Table 6's speed-up and Params columns), on the job's device."""
-    from graft_core.accounting import count_params
-    from graft_core.depth_width import measure_speedup
+    from graft_core.grafting.accounting import count_params
+    from graft_core.stages.depth_width import measure_speedup
 
     p, c = ctx.preset(), ctx.config
     teacher = get_teacher(p)
@@ -314,11 +314,11 @@ def latency(ctx: StepContext) -> dict:
 
 
 def run_search(ctx: StepContext, probe_factory: Callable | None = None) -> dict:
-    """A layer search (``graft_core.selection``) over the candidates' stage-1 runs. Every held-out-loss evaluation
+    """A layer search (``graft_core.grafting.selection``) over the candidates' stage-1 runs. Every held-out-loss evaluation
     is cached by id under ``<preset>/probes/`` (id = hash of the teacher, data, probe config and the swapped
     (layer, stage-1 run) pairs), so a search at another budget, or a requeued one, reuses every evaluation it shares.
     ``probe_factory(ctx, lookup) -> probe`` replaces the real held-out loss (the fake steps)."""
-    from graft_core.selection import NEEDS_PROBE, Candidate, SelectionProblem, select
+    from graft_core.grafting.selection import NEEDS_PROBE, Candidate, SelectionProblem, select
 
     p, c = ctx.preset(), ctx.config
     s = c["search"]
@@ -347,7 +347,7 @@ def _cached(ctx: StepContext, probe: Callable, lookup: dict, stats: dict) -> Cal
     """``probe`` behind the store's probe cache (one JSON file per evaluation id, written atomically)."""
     import json
 
-    from graft_core.paths import atomic_write_json
+    from graft_core.runtime.paths import atomic_write_json
 
     c = ctx.config
     folder = ctx.store.root / "probes"
@@ -372,9 +372,9 @@ def _cached(ctx: StepContext, probe: Callable, lookup: dict, stats: dict) -> Cal
 
 
 def _held_out_probe(ctx: StepContext, lookup: dict) -> Callable:
-    """The real probe: the teacher with the swaps' stage-1 operators assembled in, scored by ``graft_core.probe``."""
+    """The real probe: the teacher with the swaps' stage-1 operators assembled in, scored by ``graft_core.grafting.probe``."""
     from graft_core.config import from_dict
-    from graft_core.probe import ProbeConfig, probe_batch, probe_loss
+    from graft_core.grafting.probe import ProbeConfig, probe_batch, probe_loss
 
     p, c = ctx.preset(), ctx.config
     cfg = from_dict(ProbeConfig, c["search"]["probe"])
@@ -486,8 +486,8 @@ class DitFamily(Family):
                  "activation_stats": run_activation_stats, "search": run_search}
 
     def capture_bytes(self, node) -> int:
-        """``graft_core.capture_size``: the run's pairs, or all of them, of one split."""
-        from graft_core.capture_size import capture_bytes
+        """``graft_core.stages.capture_size``: the run's pairs, or all of them, of one split."""
+        from graft_core.stages.capture_size import capture_bytes
 
         c = node.config
         return capture_bytes(preset_from_config(c), capture_pairs(c), dtype=c["dtype"])
@@ -517,7 +517,7 @@ class DitFamily(Family):
 
     def sizes(self, ctx: StepContext):
         """The checkpoint's width, from its config file (no model loaded)."""
-        from graft_core.structure import pretrained_width
+        from graft_core.models.structure import pretrained_width
 
         return pretrained_width(ctx.preset().teacher)
 

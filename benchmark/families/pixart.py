@@ -5,7 +5,7 @@ settings in ``row.t2i``: ``benchmark.targets.table5.T2IConfig``) expand into the
 sampling array: this family's prerequisite nodes), captures of the grafted layers on a range of them, stage 1 per
 layer, LoRA stage 2, the evaluation (prompt accuracy on tiny, GenEval on paper) and latency. Job side: sizes (width,
 tokens) are read from the teacher itself, so the paper's checkpoint and the rehearsal's reduced-width fake run the
-same code; the engine sees the teacher through ``graft_core.pixart.diffusion_of`` (prompts as class ids).
+same code; the engine sees the teacher through ``graft_core.text_to_image.pixart.diffusion_of`` (prompts as class ids).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from benchmark.preflight import hub_config, prerequisite
 from benchmark.step_context import StepContext, job_device, load_model, preset_from_config
 from graft_core.config import from_dict, plain, stable_hash
 from graft_core.presets import Preset
-from graft_core.structure import hub_file as _hub_file
+from graft_core.models.structure import hub_file as _hub_file
 
 _TEACHERS: dict[str, Any] = {}
 # above this many tokens stage 2 recomputes block activations unless the profile says otherwise (PixArt-Σ 2K: 16,384
@@ -37,7 +37,7 @@ DIT_TOKENS, DIT_WIDTH = 256, 1152
 
 
 def pixart_of(config: dict):
-    from graft_core.pixart import PixArtConfig
+    from graft_core.text_to_image.pixart import PixArtConfig
 
     return from_dict(PixArtConfig, config["pixart"])
 
@@ -47,7 +47,7 @@ class RowNodes:
     is driven by the first that many prompts of the prompt file)."""
 
     def __init__(self, row):
-        from graft_core.pixart import pixart_config  # imports torch: only when a t2i row is planned
+        from graft_core.text_to_image.pixart import pixart_config  # imports torch: only when a t2i row is planned
 
         self.row, self.p, self.cfg = row, row.preset, row.t2i
         self.pix = pixart_config(self.p)
@@ -77,7 +77,7 @@ class RowNodes:
     def per_layer(self) -> bool:
         """One capture run per layer when the grafted layers' captures exceed PER_PAIR_CAPTURE_BYTES (PixArt-Σ 2K:
         ~600 GB per layer and split at 16,384 tokens), as for DiT."""
-        from graft_core.capture_size import capture_bytes
+        from graft_core.stages.capture_size import capture_bytes
 
         one = capture_bytes(self.p.replace(teacher=self.pix.diffusion()), [(0, "attn")],
                             split_count=self.cfg.stage1_pairs, dtype=CAPTURE_DTYPE)
@@ -161,7 +161,7 @@ class PixArtFamily(Family):
 
     def capture_bytes(self, node: Node) -> int:
         """The PixArt teacher's sizes, the synthetic pairs of the capture's range."""
-        from graft_core.capture_size import capture_bytes
+        from graft_core.stages.capture_size import capture_bytes
 
         c = node.config
         p = preset_from_config(c).replace(teacher=pixart_of(c).diffusion())
@@ -169,7 +169,7 @@ class PixArtFamily(Family):
 
     def teacher_present(self, config: dict) -> bool:
         """The tiny PixArt teacher is shipped or cached (a pretrained one is assumed downloaded)."""
-        from graft_core.pixart import WEIGHTS_FILE, pixart_dirs, pixart_key
+        from graft_core.text_to_image.pixart import WEIGHTS_FILE, pixart_dirs, pixart_key
         from graft_core.presets import DataConfig
 
         pix = pixart_of(config)
@@ -194,7 +194,7 @@ class PixArtFamily(Family):
         return transformer_dims(config["pixart"])
 
     def step_resources(self, kind: str, config: dict, gpus: int, cpus: int) -> dict:
-        """The teacher step encodes the prompts with T5-XXL (``graft_core.pixart.load_t5``: fp32, loaded on the host,
+        """The teacher step encodes the prompts with T5-XXL (``graft_core.text_to_image.pixart.load_t5``: fp32, loaded on the host,
         then moved); evaluation generates ``t2i_eval_batch`` images at once with classifier-free guidance."""
         from benchmark.resources import ASSUMED, GB, inference_gb
 
@@ -259,7 +259,7 @@ class PixArtFamily(Family):
     def teacher(self, ctx: StepContext, *, train_if_missing: bool = False):
         """The run's PixArt teacher on the job's device, loaded once per process (callers copy before changing
         it), built from the run's hashed ``pixart`` config as DiT teachers are from theirs."""
-        from graft_core.pixart import load_pixart_teacher
+        from graft_core.text_to_image.pixart import load_pixart_teacher
 
         c = ctx.config
         key = stable_hash({k: c.get(k) for k in ("pixart", "data", "num_prompts")})
@@ -271,24 +271,24 @@ class PixArtFamily(Family):
         return _TEACHERS[key]
 
     def teacher_id(self, ctx: StepContext) -> str:
-        from graft_core.pixart import pixart_key
+        from graft_core.text_to_image.pixart import pixart_key
 
         return pixart_key(pixart_of(ctx.config), ctx.preset().data)
 
     def teacher_record(self, ctx: StepContext) -> dict:
-        from graft_core.accounting import count_params
+        from graft_core.grafting.accounting import count_params
 
         teacher = self.teacher(ctx, train_if_missing=True)
         return {"pixart_key": self.teacher_id(ctx), "pretrained": pixart_of(ctx.config).pretrained,
                 "num_prompts": teacher.prompts.null_id, "num_params": count_params(teacher)}
 
     def engine_preset(self, ctx: StepContext, teacher):
-        from graft_core.pixart import diffusion_of
+        from graft_core.text_to_image.pixart import diffusion_of
 
         return ctx.preset().replace(teacher=diffusion_of(teacher))
 
     def sizes(self, ctx: StepContext):
-        from graft_core.pixart import diffusion_of
+        from graft_core.text_to_image.pixart import diffusion_of
 
         return diffusion_of(self.teacher(ctx))
 
@@ -299,7 +299,7 @@ class PixArtFamily(Family):
 
     def capture_data(self, ctx: StepContext, teacher):
         """The capture's range of the synthetic pairs."""
-        from graft_core.pixart import synthetic_subset
+        from graft_core.text_to_image.pixart import synthetic_subset
 
         lo, hi = ctx.config["range"]
         return synthetic_subset(self._synthetic_folders(ctx, ctx.config["synthetic"]), lo, hi,
@@ -313,14 +313,14 @@ class PixArtFamily(Family):
         """All synthetic pairs (LoRA stage 2 of the grafted model or, without a plan, of the teacher: the control)."""
         import numpy as np
 
-        from graft_core.pixart import load_synthetic
+        from graft_core.text_to_image.pixart import load_synthetic
 
         s = ctx.config["synthetic"]
         x0, ids = load_synthetic(self._synthetic_folders(ctx, s["runs"]), s["num_pairs"])
         return x0, ids, np.arange(len(ids))
 
     def checkpointing(self, ctx: StepContext, teacher) -> bool:
-        from graft_core.pixart import diffusion_of
+        from graft_core.text_to_image.pixart import diffusion_of
 
         return diffusion_of(teacher).num_tokens > CHECKPOINT_TOKENS
 
@@ -330,9 +330,9 @@ class PixArtFamily(Family):
 
         if plan is None:
             return copy.deepcopy(teacher).eval()
-        from graft_core.distill import assemble
-        from graft_core.plan import GraftPlan
-        from graft_core.text import TextConditioned
+        from graft_core.stages.distill import assemble
+        from graft_core.grafting.plan import GraftPlan
+        from graft_core.text_to_image.text import TextConditioned
 
         device = next(teacher.parameters()).device
         transformer = assemble(teacher.transformer, GraftPlan.from_dict(plan), dirs)
@@ -340,9 +340,9 @@ class PixArtFamily(Family):
 
     def evaluate(self, ctx: StepContext) -> dict:
         """Prompt following (tiny: prompt accuracy + FID on the digits; paper: GenEval, resumable in ``out/``)."""
-        from graft_core.accounting import count_params
-        from graft_core.pixart import evaluate_t2i
-        from graft_core.sampler import precision
+        from graft_core.grafting.accounting import count_params
+        from graft_core.text_to_image.pixart import evaluate_t2i
+        from graft_core.evaluation.sampler import precision
 
         c = ctx.config
         model, _ = load_model(ctx, c["model"])
@@ -353,8 +353,8 @@ class PixArtFamily(Family):
 
     def latency(self, ctx: StepContext) -> dict:
         """Forward latency of teacher and grafted model at the model's tokens and at ``long_tokens``; parameters."""
-        from graft_core.accounting import count_params
-        from graft_core.pixart import diffusion_of, measure_speedup
+        from graft_core.grafting.accounting import count_params
+        from graft_core.text_to_image.pixart import diffusion_of, measure_speedup
 
         c = ctx.config
         teacher = self.teacher(ctx)
@@ -374,8 +374,8 @@ def run_synthetic(ctx: StepContext) -> dict:
     shards)."""
     import time
 
-    from graft_core.pixart import synthetic_shards
-    from graft_core.sampler import precision
+    from graft_core.text_to_image.pixart import synthetic_shards
+    from graft_core.evaluation.sampler import precision
 
     c, s = ctx.config, ctx.config["synthetic"]
     device = job_device()
@@ -396,7 +396,7 @@ register_family(FAMILY)
 
 # ------------------------------------------------------------------------------------------- text to image (Table 5)
 # Needed only when a plan has this family's rows and their preset loads PixArt-Σ from the Hub cache (paper, paper-smoke).
-# graft_core.pixart / graft_core.text import torch and diffusers: they are imported only then, and no check loads
+# graft_core.text_to_image.pixart / graft_core.text_to_image.text import torch and diffusers: they are imported only then, and no check loads
 # weights (configs, file sizes, the sentencepiece model and GenEval's prompt list are read).
 T2I_EVAL_STEPS = {FAMILY.prerequisite_prefix + "eval"}  # the steps that decode images (VAE) and score them (GenEval)
 
@@ -408,7 +408,7 @@ def _pixart_needed(wanted: set[str] | None = None) -> Callable[[Preset, set[str]
             t2i &= wanted
         if not t2i:
             return False
-        from graft_core.pixart import pixart_config
+        from graft_core.text_to_image.pixart import pixart_config
 
         try:
             return bool(pixart_config(p).pretrained)
@@ -418,7 +418,7 @@ def _pixart_needed(wanted: set[str] | None = None) -> Callable[[Preset, set[str]
 
 
 def _pixart_hint() -> str:
-    from graft_core.pixart import PAPER_PIPELINE, PAPER_TRANSFORMER
+    from graft_core.text_to_image.pixart import PAPER_PIPELINE, PAPER_TRANSFORMER
 
     return (f"on a machine with internet run `huggingface-cli download {PAPER_TRANSFORMER}` and `huggingface-cli "
             f"download {PAPER_PIPELINE}` and copy ~/.cache/huggingface here (or set HF_HOME)")
@@ -449,7 +449,7 @@ def _weights_problem(repo: str, folder: str, names: tuple[str, ...], fix: str) -
 
 @prerequisite("PixArt-Σ transformer", _pixart_needed())
 def check_pixart(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.pixart import pixart_config, pretrained_pixart
+    from graft_core.text_to_image.pixart import pixart_config, pretrained_pixart
     from graft_core.errors import StructureMismatch
 
     cfg = pixart_config(p)
@@ -469,7 +469,7 @@ def check_pixart(p: Preset, kinds: set[str]) -> str | None:
 
 @prerequisite("T5 encoder", _pixart_needed())
 def check_t5_encoder(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.pixart import PAPER_PIPELINE, pixart_config
+    from graft_core.text_to_image.pixart import PAPER_PIPELINE, pixart_config
 
     config, problem = hub_config(PAPER_PIPELINE, "text_encoder/config.json")
     if problem:
@@ -491,7 +491,7 @@ def check_t5_encoder(p: Preset, kinds: set[str]) -> str | None:
 
 @prerequisite("T5 tokenizer packages", _pixart_needed())
 def check_tokenizer_packages(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.pixart import missing_tokenizer_packages
+    from graft_core.text_to_image.pixart import missing_tokenizer_packages
 
     missing = missing_tokenizer_packages()
     if missing:
@@ -502,7 +502,7 @@ def check_tokenizer_packages(p: Preset, kinds: set[str]) -> str | None:
 
 @prerequisite("T5 tokenizer", _pixart_needed())
 def check_t5_tokenizer(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.pixart import PAPER_PIPELINE, missing_tokenizer_packages
+    from graft_core.text_to_image.pixart import PAPER_PIPELINE, missing_tokenizer_packages
 
     path = _hub_file(PAPER_PIPELINE, "tokenizer/spiece.model")
     if path is None:
@@ -523,7 +523,7 @@ def check_t5_tokenizer(p: Preset, kinds: set[str]) -> str | None:
 
 @prerequisite("PixArt-Σ VAE", _pixart_needed(T2I_EVAL_STEPS))
 def check_pixart_vae(p: Preset, kinds: set[str]) -> str | None:
-    from graft_core.pixart import PAPER_PIPELINE, pixart_config
+    from graft_core.text_to_image.pixart import PAPER_PIPELINE, pixart_config
 
     config, problem = hub_config(PAPER_PIPELINE, "vae/config.json")
     if problem:
@@ -540,7 +540,7 @@ def check_pixart_vae(p: Preset, kinds: set[str]) -> str | None:
 @prerequisite("PixArt-Σ prompts", _pixart_needed())
 def check_pixart_prompts(p: Preset, kinds: set[str]) -> str | None:
     from graft_core.errors import MissingWeightsError
-    from graft_core.text import PROMPTS_ENV, read_prompts
+    from graft_core.text_to_image.text import PROMPTS_ENV, read_prompts
 
     try:
         prompts = read_prompts()
@@ -558,7 +558,7 @@ def check_pixart_prompts(p: Preset, kinds: set[str]) -> str | None:
 @prerequisite("GenEval", _pixart_needed(T2I_EVAL_STEPS))
 def check_geneval(p: Preset, kinds: set[str]) -> str | None:
     from graft_core.errors import MissingWeightsError
-    from graft_core.text import GENEVAL_DETECTOR_FILE, GENEVAL_PYTHON_ENV, geneval_metadata, geneval_paths
+    from graft_core.text_to_image.text import GENEVAL_DETECTOR_FILE, GENEVAL_PYTHON_ENV, geneval_metadata, geneval_paths
 
     try:
         root, detector = geneval_paths()

@@ -13,7 +13,7 @@ import dataclasses
 
 from benchmark.rows import GraftSpec, LocalityConfig, Row, freeze_options
 from graft_core.operators.registry import TEACHER_OPERATOR
-from graft_core.plan import NEEDS_LOCALITY, select_layers
+from graft_core.grafting.plan import NEEDS_LOCALITY, select_layers
 from graft_core.presets import Preset, get_preset
 from graft_core.table_rows import RowDecl, declared_rows
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from benchmark.rows import Row
 from benchmark.targets.common import declarations, hybrid_row, locality_config, preset
-from graft_core.plan import NEEDS_LOCALITY
+from graft_core.grafting.plan import NEEDS_LOCALITY
 
 NAME = "fig4b"
 TITLE = "Layer selection for Hyena-X at 50 %"

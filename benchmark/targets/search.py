@@ -2,7 +2,7 @@
 the paper).
 
 For Hyena-X in the MHA sites at 50 % and 75 % of the layers, and for the r=3 MLP in the MLP sites, each new strategy
-of ``graft_core.selection`` chooses the layers — ``stage1_error`` (lowest stage-1 held-out error), ``greedy`` (grow
+of ``graft_core.grafting.selection`` chooses the layers — ``stage1_error`` (lowest stage-1 held-out error), ``greedy`` (grow
 the set by the least rise of a held-out diffusion loss, no stage 2 inside), ``cost_aware`` (MHA only: per layer
 Hyena-X, SWA, Mamba-2 or keeping MHA, by loss rise per FLOP saved, until it saves as many FLOPs as Hyena-X in that
 many layers; with the MLP's one operator it would be ``greedy``) — beside the paper's interleaved layers (= the
@@ -19,10 +19,10 @@ from __future__ import annotations
 from benchmark.dag import layer_flops
 from benchmark.rows import GraftSpec, Row, SearchSpec, freeze_options
 from benchmark.targets.common import declarations, declared_row, hybrid_row, locality_config, preset
-from graft_core.plan import select_layers
+from graft_core.grafting.plan import select_layers
 from graft_core.presets import Preset
-from graft_core.probe import ProbeConfig
-from graft_core.selection import NEEDS_PROBE
+from graft_core.grafting.probe import ProbeConfig
+from graft_core.grafting.selection import NEEDS_PROBE
 from graft_core.table_rows import RowDecl
 
 NAME = "search"

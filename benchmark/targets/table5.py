@@ -8,7 +8,7 @@ layer (L1, the MHA objective of Table 1), LoRA stage 2 on all synthetic pairs, t
 by the digit classifier + FID; paper: GenEval) and a latency run. On tiny and micro two diagnostic rows
 (a short stage 2 can improve a small teacher on its own): the grafted model before stage 2, and the teacher through the
 identical LoRA stage 2 on the same pairs. The tiny preset grafts a text-conditioned tiny PixArt with the same layer rule
-scaled to its depth (``graft_core.plan.pixart_layers``: (2, 4, 6, 7) of 8).
+scaled to its depth (``graft_core.grafting.plan.pixart_layers``: (2, 4, 6, 7) of 8).
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 from benchmark.rows import GraftSpec, Row
 from benchmark.targets.common import declarations, declared_row, preset
-from graft_core.plan import pixart_layers
+from graft_core.grafting.plan import pixart_layers
 
 NAME = "table5"
 TITLE = "PixArt-Σ text-to-image grafting"
-# depth of each preset's PixArt teacher (graft_core.pixart.PIXART_PRESETS; a test checks they agree), here so that
+# depth of each preset's PixArt teacher (graft_core.text_to_image.pixart.PIXART_PRESETS; a test checks they agree), here so that
 # planning the layers needs no torch
 PIXART_DEPTH = {"paper": 28, "paper-smoke": 28, "tiny": 8, "micro": 2}
 
@@ -63,7 +63,7 @@ T2I_PRESETS = {
     "tiny": T2IConfig(guidance_scale=4.5),
     "micro": T2IConfig(synthetic_pairs=40, stage1_pairs=24, synthetic_shard=16, lora_rank=2, long_tokens=256,
                        speed_repeats=2),
-    # the paper's settings at rehearsal scale (fake prerequisites, benchmark.fakes.make_pixart): only counts change
+    # the paper's settings at rehearsal scale (fake prerequisites, benchmark.fakes.prerequisites.make_pixart): only counts change
     "paper-smoke": T2IConfig(synthetic_pairs=8, stage1_pairs=4, synthetic_tasks=2, synthetic_shard=2, lora_rank=64,
                              stage2_lr=None, long_tokens=None, speed_repeats=2, diagnostics=False, scheduler="ddim",
                              steps=2, guidance_scale=4.5),

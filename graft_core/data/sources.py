@@ -21,9 +21,9 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from graft_core.decoder import Decoder, decode_batches, vae_decoder
+from graft_core.data.decoder import Decoder, decode_batches, vae_decoder
 from graft_core.presets import Preset
-from graft_core.sampler import to_uint8
+from graft_core.data.decoder import to_uint8
 
 IMAGENET_ROOT_ENV = "GRAFTBENCH_IMAGENET"
 
@@ -120,7 +120,7 @@ class DigitsSource:
 
 
 def imagenet_root() -> Path:
-    from graft_core.imagenet import default_out
+    from graft_core.data.imagenet import default_out
 
     given = os.environ.get(IMAGENET_ROOT_ENV)
     return Path(given) if given else default_out()
@@ -135,7 +135,7 @@ class ImageNetLatentSource:
         self._root = root
 
     def subset(self, preset: Preset, name: str) -> Subset:
-        from graft_core.imagenet import subset_latents, subset_name
+        from graft_core.data.imagenet import subset_latents, subset_name
 
         prepared = name if name in ("stage1", "heldout") else subset_name(_fraction(name))
         latents, labels, idx, sha = subset_latents(prepared, self._root())
@@ -148,7 +148,7 @@ class ImageNetLatentSource:
         return to_uint8(decode_batches(self.decoder(preset, device), sub.x0)), sub.labels.numpy()
 
     def decoder(self, preset: Preset, device: torch.device | str = "cpu") -> Decoder | None:
-        from graft_core.imagenet import LATENT_SCALE, load_vae
+        from graft_core.data.imagenet import LATENT_SCALE, load_vae
 
         return vae_decoder(load_vae(device=device), scale=LATENT_SCALE)
 

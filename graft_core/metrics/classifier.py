@@ -3,10 +3,10 @@
 It plays Inception-v3's part for the 16×16 digits: its pooled penultimate features feed FID / KID / precision-recall,
 its logits feed IS and class accuracy, and an intermediate conv map feeds sFID (see ``SPATIAL_CHANNELS``).
 
-Like the teacher, a trained classifier (``graft_core.artefacts``) is keyed by the hash of (``ClassifierConfig``,
+Like the teacher, a trained classifier (``graft_core.runtime.artefacts``) is keyed by the hash of (``ClassifierConfig``,
 ``DataConfig``) and looked up in ``graft_core/assets/classifiers/<key>/`` (shipped) then in
 ``cache_root()/classifiers/<key>/``; the folder holds ``classifier.safetensors`` and ``classifier.json`` (configs,
-sha256 of the weights, held-out accuracy). Training goes through the artefact cache (``graft_core.cache``): concurrent
+sha256 of the weights, held-out accuracy). Training goes through the artefact cache (``graft_core.runtime.cache``): concurrent
 jobs train a key once, the others wait and load it. Train and ship the tiny one with::
 
     python -m graft_core.metrics.classifier --preset tiny --out graft_core/assets/classifiers
@@ -22,10 +22,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from graft_core.artefacts import TrainedArtefact
-from graft_core.cache import sha256_file
+from graft_core.runtime.artefacts import TrainedArtefact
+from graft_core.runtime.cache import sha256_file
 from graft_core.config import to_jsonable
-from graft_core.paths import atomic_write_json
+from graft_core.runtime.paths import atomic_write_json
 from graft_core.presets import ClassifierConfig, Preset
 
 WEIGHTS_FILE = "classifier.safetensors"

@@ -34,7 +34,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from graft_core.metrics.classifier import classifier_dir, load_classifier_dir
 from graft_core.presets import Preset
-from graft_core.cache import sha256_file
+from graft_core.runtime.cache import sha256_file
 from graft_core.errors import MissingWeightsError
 
 INCEPTION_WEIGHTS_ENV = "GRAFTBENCH_INCEPTION_WEIGHTS"

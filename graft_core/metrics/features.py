@@ -21,11 +21,11 @@ import torch
 import torchvision
 from torch.utils.data import Dataset
 
-from graft_core import cache
+from graft_core.runtime import cache
 from graft_core.config import stable_hash
 from graft_core.metrics.extractors import ExtractorSpec, build_extractor, weights_digest
 from graft_core.metrics.frechet import statistics
-from graft_core.paths import atomic_write_bytes, cache_root
+from graft_core.runtime.paths import atomic_write_bytes, cache_root
 
 REFERENCE_FILE = "reference.npz"
 

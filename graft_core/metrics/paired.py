@@ -138,7 +138,7 @@ def save_per_sample(out_dir, per_sample: dict) -> list[str]:
     import io
     from pathlib import Path
 
-    from graft_core.paths import atomic_write_bytes
+    from graft_core.runtime.paths import atomic_write_bytes
 
     written = []
     for key, name in (("features", FEATURES_FILE), ("fid_bootstrap", BOOTSTRAP_FILE)):

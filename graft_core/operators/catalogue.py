@@ -3,7 +3,7 @@
 Torch-free on purpose (the driver and the tables read it without loading torch): each class is named as
 ``"module:Class"`` and imported when the operator is first built; its keyword defaults are checked against the
 ``options`` declared here. Row order within a site is the paper's Table-4 order. Formulas follow docs/paper-reference.md
-§3 (see ``graft_core.accounting``): per layer, N tokens, width D, FLOPs = 2 × MACs, attention-site FLOPs split into
+§3 (see ``graft_core.grafting.accounting``): per layer, N tokens, width D, FLOPs = 2 × MACs, attention-site FLOPs split into
 "op" (softmax attention / the gating part) and "ft" (projections and featurizers); MLP-site FLOPs are all "op".
 """
 from __future__ import annotations

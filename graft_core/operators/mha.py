@@ -3,7 +3,7 @@
 A fresh operator with exactly the teacher's parameters and parameter names (diffusers ``Attention``: ``to_q``,
 ``to_k``, ``to_v``, ``to_out.0``, all with bias), so a teacher ``attn1`` state dict loads into it unchanged and the
 forward repeats diffusers' ``AttnProcessor2_0`` op for op (bit-identical outputs), or — ``kernel = "classic"``, the
-choice of ``graft_core.teacher.use_fast_attention`` on CPU at short sequences — its classic ``AttnProcessor``
+choice of ``graft_core.models.teacher.use_fast_attention`` on CPU at short sequences — its classic ``AttnProcessor``
 (baddbmm → softmax → bmm; same function, a much faster backward on CPU). 4·D² + 4·D parameters.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Differs from ``mha`` only by a band mask: query ``i`` attends to keys ``i-w … i+w`` of the 1D raster-ordered token
 sequence (2w+1 keys; not a 2D window). Same parameters as MHA (ΔParam 0 %). The official code uses flash-attn's
 ``window_size=(4, 4)``; here SDPA with a boolean band mask computes the same function (and so costs full attention on
-CPU — the FLOP saving is counted analytically in ``graft_core.accounting``).
+CPU — the FLOP saving is counted analytically in ``graft_core.grafting.accounting``).
 """
 from __future__ import annotations
 

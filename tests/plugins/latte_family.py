@@ -57,7 +57,7 @@ def build_teacher(cfg: LatteConfig):
     from diffusers import LatteTransformer3DModel
     from torch import nn
 
-    from graft_core.text import ModelConfig
+    from graft_core.text_to_image.text import ModelConfig
 
     t = cfg.diffusion()
 
@@ -158,7 +158,7 @@ class LatteFamily(Family):
                          desc="eval Latte (agreement with the teacher)")
 
     def capture_bytes(self, node) -> int:
-        from graft_core.capture_size import capture_bytes
+        from graft_core.stages.capture_size import capture_bytes
 
         cfg = from_dict(LatteConfig, node.config["latte"])
         count = cfg.stage1_pairs if node.config["split"] == "stage1" else cfg.heldout_pairs
@@ -190,7 +190,7 @@ class LatteFamily(Family):
         return self._teachers[key]
 
     def teacher_record(self, ctx) -> dict:
-        from graft_core.accounting import count_params
+        from graft_core.grafting.accounting import count_params
 
         return {"latte": dataclasses.asdict(self.config(ctx)), "num_params": count_params(self.teacher(ctx))}
 
@@ -211,8 +211,8 @@ class LatteFamily(Family):
     def build_student(self, teacher, plan: dict | None, dirs):
         import copy
 
-        from graft_core.distill import assemble
-        from graft_core.plan import GraftPlan
+        from graft_core.stages.distill import assemble
+        from graft_core.grafting.plan import GraftPlan
 
         if plan is None:
             return copy.deepcopy(teacher).eval()
@@ -222,7 +222,7 @@ class LatteFamily(Family):
         """ε-prediction MSE against the teacher on the held-out clips at timesteps spread over the schedule."""
         import torch
 
-        from graft_core.diffusion import make_train_scheduler, model_output
+        from graft_core.models.diffusion import make_train_scheduler, model_output
 
         cfg = self.config(ctx)
         teacher = self.teacher(ctx)
