@@ -354,3 +354,28 @@ def footer(ctx: Context, path: Path) -> None:
 
 def log(msg: str) -> None:
     print(msg, flush=True)
+
+
+def splice(text: str, block: str, begin: str, end: str) -> str:
+    """``text`` with the lines from ``begin`` to ``end`` (markers included) replaced by ``block``."""
+    if begin not in text or end not in text:
+        raise SystemExit(f"no '{begin}' … '{end}' block to replace: add the two markers where the section goes")
+    head, rest = text.split(begin, 1)
+    return head + block + rest.split(end, 1)[1]
+
+
+def generated_block_main(argv, *, doc: str, render: Callable[[Path], str], results: Path, begin: str, end: str,
+                         target: str) -> int:
+    """The command line of a script that renders a generated markdown block from stored results: print it, or
+    ``--write FILE`` to replace the block between ``begin`` and ``end`` in FILE (``target`` names the usual one)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", type=Path, default=results, help=f"folder of the stored results (default {results})")
+    p.add_argument("--write", type=Path, help=f"a markdown file whose marked block is replaced ({target})")
+    args = p.parse_args(argv)
+    block = render(args.results)
+    if args.write:
+        args.write.write_text(splice(args.write.read_text(), block, begin, end))
+        print(f"wrote {args.write}")
+    else:
+        print(block)
+    return 0

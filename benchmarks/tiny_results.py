@@ -9,7 +9,6 @@ then run this. ``tests/test_tiny_results.py`` fails when README.md and the summa
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import textwrap
@@ -19,6 +18,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import conclusions
+from benchmarks.common import generated_block_main
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results-tiny"
@@ -204,26 +204,9 @@ def render(results: Path = RESULTS, grid_record: Path = GRID_RECORD) -> str:
                         other_table(t5, t6), textwrap.fill(timing(grid_record), WIDTH), END])
 
 
-def splice(text: str, block: str, begin: str = BEGIN, end: str = END) -> str:
-    """``text`` with the lines from ``begin`` to ``end`` (markers included) replaced by ``block``."""
-    if begin not in text or end not in text:
-        raise SystemExit(f"no '{begin}' … '{end}' block to replace: add the two markers where the section goes")
-    head, rest = text.split(begin, 1)
-    return head + block + rest.split(end, 1)[1]
-
-
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", type=Path, default=RESULTS, help=f"folder of *-summary.json (default {RESULTS})")
-    p.add_argument("--write", type=Path, help="a markdown file whose marked block is replaced (README.md)")
-    args = p.parse_args(argv)
-    block = render(args.results)
-    if args.write:
-        args.write.write_text(splice(args.write.read_text(), block))
-        print(f"wrote {args.write}")
-    else:
-        print(block)
-    return 0
+    return generated_block_main(argv, doc=__doc__, render=render, results=RESULTS, begin=BEGIN, end=END,
+                                target="README.md")
 
 
 if __name__ == "__main__":
