@@ -1,6 +1,8 @@
-"""The Table-3 grid through the driver: cold and warm wall-clock, and how often the activation capture ran.
+"""The Table-3 grid (or another target) through the driver: cold and warm wall-clock, and how often the activation
+capture ran.
 
     python -m benchmarks.grid                          # tiny preset: cold run into a fresh results dir, then warm
+    python -m benchmarks.grid --target search --jobs 2 # the layer-search target, cold then warm (grid-search.json)
     python -m benchmarks.grid --results results        # an existing run: time a warm re-run + read the counts
     python -m benchmarks.grid --quick                  # micro preset, 2 rows, in-process executor (a minute or two)
 
@@ -58,7 +60,7 @@ def wall_targets(summary: dict, *, idle: bool, full_grid: bool) -> dict:
 
 # --------------------------------------------------------------------------------------------------------- driver
 def driver_cmd(args, results_dir: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "benchmark.run", TARGET, "--preset", args.preset, "--results-dir", str(results_dir),
+    cmd = [sys.executable, "-m", "benchmark.run", args.target, "--preset", args.preset, "--results-dir", str(results_dir),
            "--quiet"]
     if args.executor:
         cmd += ["--executor", args.executor]
@@ -85,7 +87,7 @@ def run_driver(args, results_dir: Path, log_path: Path, env: dict) -> dict:
             "nothing_to_launch": "nothing to launch" in text, "output_tail": tail}
 
 
-def pending_runs(results_dir: Path, preset: str, rows: str | None) -> int | None:
+def pending_runs(results_dir: Path, preset: str, rows: str | None, target: str = TARGET) -> int | None:
     """Runs the driver would launch now (missing or failed) for the selected rows, via the driver's own planner;
     None if unavailable."""
     try:
@@ -94,7 +96,7 @@ def pending_runs(results_dir: Path, preset: str, rows: str | None) -> int | None
         from benchmark.status import node_states
 
         store = Store(results_dir, preset)
-        plans = plan_targets(store, targets.expand([TARGET]))
+        plans = plan_targets(store, targets.expand([target]))
         patterns = [r.strip() for r in (rows or "").split(",") if r.strip()]
         if patterns:
             plans = select_rows(plans, patterns)
@@ -174,7 +176,7 @@ def run(args) -> int:
         args.rows = args.rows or QUICK_ROWS
         args.executor = args.executor or "debug"
     ctx = common.setup(args)
-    common.header(ctx, f"{TARGET} grid through the driver (preset {args.preset})")
+    common.header(ctx, f"{args.target} through the driver (preset {args.preset})")
     env = dict(os.environ)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="graftbench-grid-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -193,7 +195,7 @@ def run(args) -> int:
     root = results_dir / args.preset
     result["results_dir"] = str(results_dir)
     before = store_report(root)
-    result["pending_before_warm"] = pending_runs(results_dir, args.preset, args.rows)
+    result["pending_before_warm"] = pending_runs(results_dir, args.preset, args.rows, args.target)
     if result["pending_before_warm"]:
         common.log(f"  note: {result['pending_before_warm']} runs are missing or failed: the 'warm' re-run will "
                    f"launch them, so it is not a pure warm run")
@@ -248,10 +250,11 @@ def run(args) -> int:
         text += (f"\n\n{operator} rows vs {baseline} rows, summed step time (floor: {row_costs.FLOOR_NOTE})\n"
                  + common.format_table(list(row_costs.TABLE_HEADERS), row_costs.table_rows(comparison)))
     print("\n" + text)
-    settings = {"preset": args.preset, "target": TARGET, "rows": args.rows or "all", "executor": args.executor or "auto", "jobs": args.jobs or "driver default (one 1-thread job per core, at most 2)",
+    settings = {"preset": args.preset, "target": args.target, "rows": args.rows or "all", "executor": args.executor or "auto", "jobs": args.jobs or "driver default (one 1-thread job per core, at most 2)",
                 "results": str(args.results) if args.results else None, "shared_cache": bool(args.shared_cache),
                 "workdir": str(work)}
-    path = common.write_result(ctx, NAME, settings=settings, results=result, summary=summary,
+    name = NAME if args.target == TARGET else f"{NAME}-{args.target}"
+    path = common.write_result(ctx, name, settings=settings, results=result, summary=summary,
                                table=text,
                                notes=["wall-clock of the driver command (process start to exit), including imports "
                                       "and every step it ran",
@@ -264,6 +267,8 @@ def run(args) -> int:
 def main(argv=None) -> int:
     p = common.base_parser(__doc__)
     p.add_argument("--preset", default="tiny", help="driver preset (default tiny; --quick uses micro)")
+    p.add_argument("--target", default=TARGET, help=f"the driver target to time (default {TARGET}; another target "
+                                                    f"writes grid-<target>.json, e.g. search)")
     p.add_argument("--results", type=Path, help="existing driver results (root or <root>/<preset>): skip the cold "
                                                  "run, time a warm re-run and read the counts")
     p.add_argument("--rows", help="pass --rows to the driver (default: every row; --quick: two grafted rows)")
