@@ -364,15 +364,18 @@ def splice(text: str, block: str, begin: str, end: str) -> str:
     return head + block + rest.split(end, 1)[1]
 
 
-def generated_block_main(argv, *, doc: str, render: Callable[[Path], str], results: Path, begin: str, end: str,
-                         target: str) -> int:
-    """The command line of a script that renders a generated markdown block from stored results: print it, or
-    ``--write FILE`` to replace the block between ``begin`` and ``end`` in FILE (``target`` names the usual one)."""
+def generated_block_main(argv, *, doc: str, render: Callable[[Path | None], str], results: Path | None, begin: str,
+                         end: str, target: str) -> int:
+    """The command line of a script that renders a generated markdown block (from stored results when ``results``
+    is a folder): print it, or ``--write FILE`` to replace the block between ``begin`` and ``end`` in FILE
+    (``target`` names the usual one)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", type=Path, default=results, help=f"folder of the stored results (default {results})")
+    if results is not None:
+        p.add_argument("--results", type=Path, default=results,
+                       help=f"folder of the stored results (default {results})")
     p.add_argument("--write", type=Path, help=f"a markdown file whose marked block is replaced ({target})")
     args = p.parse_args(argv)
-    block = render(args.results)
+    block = render(getattr(args, "results", None))
     if args.write:
         args.write.write_text(splice(args.write.read_text(), block, begin, end))
         print(f"wrote {args.write}")
