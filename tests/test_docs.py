@@ -15,17 +15,38 @@ CALLS = sorted(c for c in set(re.findall(r"`((?:graft_core\.)?[a-z_]+(?:\.[A-Za-
                if not c.startswith("dataclasses."))
 
 
+def engine_modules() -> dict[str, list[str]]:
+    """Short module name → the dotted ``graft_core`` modules of that name (``plan`` → ``graft_core.grafting.plan``):
+    the contracts name a module by its file name under a heading that says its folder."""
+    out: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "graft_core").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] != "__init__":
+            out.setdefault(parts[-1], []).append(".".join(parts))
+    return out
+
+
 def resolve(dotted: str):
     parts = dotted.removeprefix("graft_core.").split(".")
     for cut in range(len(parts) - 1, 0, -1):
-        try:
-            obj = importlib.import_module("graft_core." + ".".join(parts[:cut]))
-        except ModuleNotFoundError:
-            continue
-        for name in parts[cut:]:
-            obj = getattr(obj, name)
-        return obj
+        head = ".".join(parts[:cut])
+        candidates = ["graft_core." + head] + (engine_modules().get(head, []) if cut == 1 else [])
+        for module in candidates:
+            try:
+                obj = importlib.import_module(module)
+            except ModuleNotFoundError:
+                continue
+            for name in parts[cut:]:
+                obj = getattr(obj, name)
+            return obj
     raise ModuleNotFoundError(dotted)
+
+
+def test_short_module_names_are_unambiguous():
+    """A short name in the contracts must mean one module."""
+    named = {c.removeprefix("graft_core.").split(".")[0] for c in CALLS}
+    clashes = {n: m for n, m in engine_modules().items() if n in named and len(m) > 1}
+    assert not clashes, clashes
 
 
 def test_contracts_names_calls():
