@@ -102,6 +102,7 @@ class Smoke:
     row: str
     real: bool
     allow_cpu: bool
+    dit: tuple | None = None  # (preset, teacher) built once: a DiT-XL/2 takes seconds to initialise
 
 
 # ------------------------------------------------------------------------------------------------------ devices
@@ -131,10 +132,10 @@ def used(module) -> str:
     return str(next(module.parameters()).device)
 
 
-def free(*objs) -> None:
+def release() -> None:
+    """Give the memory of the tensors just dropped (``del``) back, so that the next measurement's peak is its own."""
     import torch
 
-    del objs
     gc.collect()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
@@ -255,12 +256,15 @@ def phase_probes(s: Smoke) -> Iterator[dict]:
                 yield {"probe": name, "width": sc.width, "batch": batch, "tokens": tokens, "dtype": dtype,
                        "params": sum(p.numel() for p in module.parameters()), **rec,
                        "seconds": round(time.time() - t0, 2)}
-        free(module)
+        del module
+        release()
 
 
 def dit_setup(s: Smoke):
     """The paper preset with a random-weight DiT-XL/2-shaped teacher (reduced in ``QUICK``) on the smoke's device,
-    behind the fast attention the jobs use."""
+    behind the fast attention the jobs use; built once per smoke and kept resident, as the driver keeps its teacher."""
+    if s.dit is not None:
+        return s.dit
     from graft_core.models.teacher import build_dit, use_fast_attention
     from graft_core.presets import get_preset
 
@@ -272,7 +276,8 @@ def dit_setup(s: Smoke):
                        sample_size=sc.dit_sample_size)
     preset = dataclasses.replace(preset, teacher=dataclasses.replace(preset.teacher, **changes))
     teacher = use_fast_attention(build_dit(preset.teacher).to(s.device).eval(), s.device)
-    return preset, teacher
+    s.dit = preset, teacher
+    return s.dit
 
 
 def phase_stage2(s: Smoke) -> Iterator[dict]:
@@ -308,16 +313,17 @@ def phase_stage2(s: Smoke) -> Iterator[dict]:
                                               stage2=stage2, progress=False, device=str(s.device), stop_after=stop,
                                               data=data)()
                 seconds[stop] = metrics["seconds_this_call"]
-                free(ema_model)
+                del ema_model
+                release()
             rec.update(fits=True, device=metrics["device"], final_loss=metrics["final_loss"],
                        seconds_per_step=round((seconds[1 + sc.stage2_steps] - seconds[1]) / sc.stage2_steps, 4),
                        first_step_seconds=round(seconds[1], 3), trainable_params=metrics["trainable_params"])
         except torch.cuda.OutOfMemoryError as err:  # a finding (the variant does not fit at this batch), not a crash
             rec.update(fits=False, device=str(s.device), error=f"OutOfMemoryError: {str(err).splitlines()[0][:300]}")
         rec.update(peak_gpu_bytes=gpu_peak(), seconds=round(time.time() - t0, 2))
-        free(student)
+        del student
+        release()
         yield rec
-    free(teacher)
 
 
 def phase_table6(s: Smoke) -> Iterator[dict]:
@@ -340,7 +346,8 @@ def phase_table6(s: Smoke) -> Iterator[dict]:
                 rec.update(within_tolerance=False, error=str(err), device=used(student))
         rec.update(peak_gpu_bytes=gpu_peak(), seconds=round(time.time() - t0, 2))
         yield rec
-    free(student, teacher)
+    del student
+    release()
 
 
 def phase_sampling(s: Smoke) -> Iterator[dict]:
@@ -366,7 +373,6 @@ def phase_sampling(s: Smoke) -> Iterator[dict]:
                    "steps": sc.sample_steps, "seconds": round(seconds, 3),
                    "images_per_second_per_step": round(sc.sample_batch * sc.sample_steps / seconds, 2),
                    "finite": bool(torch.isfinite(out).all()), "device": used(teacher), "peak_gpu_bytes": gpu_peak()}
-    free(teacher)
 
 
 def step_lines(results: Path) -> list[dict]:
