@@ -30,7 +30,8 @@ Budget (FLOPs, H100 at ~400 TFLOP/s bf16 and ~50 TFLOP/s fp32): the largest prob
 tokens) is ~3.7 TFLOP forward (28·d² linear + 4·N·d attention FLOPs per token), ~11 TFLOP a step, 0.2 s in fp32;
 a DiT-XL/2 stage-2 step at 32 images is 32 × 118 GFLOP × 3 ≈ 11 TFLOP (< 0.1 s; Mamba-2's PyTorch scan a few times
 that); sampling is 128 × 118 GFLOP ≈ 15 TFLOP per step × 10 steps × 2 precisions. The GPU arithmetic is under a
-minute; model building, the rehearsal's subprocesses and imports take the rest (~3-4 minutes in all).
+minute; model building, the rehearsal's subprocesses and imports take the rest (~3-4 minutes in all: the rehearsal
+alone took 124 s on a 2-core CPU, 37 s of it making the fakes; ``--quick --allow-cpu`` without it, 5-7 s).
 ``benchmarks/gpu_wheels.sh`` gathers the wheels this needs beyond the lent machine's image.
 
     python -m benchmarks.gpu_smoke                                   # writes benchmarks/results/gpu_smoke.json
