@@ -265,10 +265,10 @@ def test_gpu_smoke_step_lines_from_the_store(tmp_path):
     store.finish(store.ensure_config("eval", "b", {}), {"seconds_step": 3.0})
     store.ensure_config("eval", "c", {})  # planned, never started: no status, no line
     assert step_lines(tmp_path) == [
-        {"step": "eval/b", "kind": "eval", "ok": True, "device": "cpu", "peak_gpu_gb": 0.0, "seconds": 3.0,
-         "error": None},
-        {"step": "stage1/a", "kind": "stage1", "ok": False, "device": "cpu", "peak_gpu_gb": 0.0, "seconds": None,
-         "error": "boom"}]
+        {"step": "eval/b", "kind": "eval", "ok": True, "device": "cpu", "peak_gpu_gb": 0.0, "given_gpu": False,
+         "phases": {}, "sampling_precision": None, "seconds": 3.0, "error": None},
+        {"step": "stage1/a", "kind": "stage1", "ok": False, "device": "cpu", "peak_gpu_gb": 0.0, "given_gpu": False,
+         "phases": {}, "sampling_precision": None, "seconds": None, "error": "boom"}]
 
 
 def test_metrics_speed_quick(tmp_path):

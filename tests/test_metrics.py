@@ -339,3 +339,23 @@ def test_no_bootstrap_for_large_feature_spaces(metrics_preset, clf_dir, digits, 
     x = digits["held"]
     m = _metrics(x, x, metrics_preset, clf_dir)
     assert "fid" in m and not {"fid_std", "fid_lo", "fid_hi"} & set(m)
+
+
+def test_clean_fid_runs_on_a_scipy_without_sqrtm_disp(monkeypatch):
+    """clean-fid 0.1.35 calls ``scipy.linalg.sqrtm(..., disp=False)``, which scipy 1.18 removed: inside
+    ``quiet_clean_fid`` its Fréchet distance still equals ours, and scipy's module is restored afterwards."""
+    import scipy.linalg
+    from cleanfid import fid as cfid
+
+    real_sqrtm = scipy.linalg.sqrtm
+    monkeypatch.setattr(scipy.linalg, "sqrtm", lambda a: real_sqrtm(a))  # scipy >= 1.18's signature: no disp
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 8)), rng.normal(0.3, 1.2, size=(200, 8))
+    sa, sb = statistics(a), statistics(b)
+    mu1, s1, mu2, s2 = sa["mu"], sa["sigma"], sb["mu"], sb["sigma"]
+    with features_mod.quiet_clean_fid():
+        value = cfid.frechet_distance(mu1, s1, mu2, s2)
+    assert value == pytest.approx(frechet_distance(mu1, s1, mu2, s2), rel=1e-6)
+    assert cfid.linalg is scipy.linalg
+    root, err = features_mod._LinalgWithSqrtmDisp.sqrtm(s1 @ s2, disp=False)
+    assert np.allclose(root @ root, s1 @ s2, atol=1e-8) and 0 <= err < 1e-6

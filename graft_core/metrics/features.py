@@ -124,14 +124,48 @@ def clean_features(x: torch.Tensor, spec: ExtractorSpec, fe, *, batch_size: int 
     return np.concatenate(out).astype(np.float32)
 
 
+class _LinalgWithSqrtmDisp:
+    """``scipy.linalg`` as clean-fid 0.1.35 (its latest release) calls it: ``sqrtm(A, disp=False)`` returning
+    ``(root, error estimate)``. scipy 1.18 removed ``disp``; this restores that call's result over the new
+    ``sqrtm`` (the estimate is scipy's former formula, ‖X·X − A‖²_F / ‖A‖_F). Written here because no release of
+    clean-fid handles it."""
+
+    def __getattr__(self, name):
+        from scipy import linalg
+
+        return getattr(linalg, name)
+
+    @staticmethod
+    def sqrtm(a, disp=True):
+        from scipy import linalg
+
+        root = linalg.sqrtm(a)
+        if disp:
+            return root
+        return root, linalg.norm(root @ root - a, "fro") ** 2 / linalg.norm(a, "fro")
+
+
 @contextlib.contextmanager
 def quiet_clean_fid():
     """Silence clean-fid's scipy warnings (deprecated ``sqrtm(disp=False)``, singular-matrix ``LinAlgWarning``: it
-    handles singularity itself by adding eps·I) and re-emit its printed "singular product" notice as a warning."""
+    handles singularity itself by adding eps·I) and re-emit its printed "singular product" notice as a warning. With
+    scipy >= 1.18 (no ``disp``) clean-fid's module sees ``_LinalgWithSqrtmDisp`` for the duration."""
+    import inspect
+
+    from cleanfid import fid as cfid
+    from scipy import linalg
+
+    shim = "disp" not in inspect.signature(linalg.sqrtm).parameters
+    if shim:
+        cfid.linalg = _LinalgWithSqrtmDisp()
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+    try:
+        with contextlib.redirect_stdout(printed), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        if shim:
+            cfid.linalg = linalg
     if printed.getvalue().strip():
         warnings.warn(f"clean-fid: {printed.getvalue().strip()}", RuntimeWarning, stacklevel=3)
 
