@@ -9,6 +9,10 @@ capture     teacher, data, split (stage1 | heldout), seed, dtype (+ the one (lay
             exceed PER_PAIR_CAPTURE_BYTES; + capture_input when not "noised")      → ``capture.capture_activations``
 stage1      teacher, data, capture ids, site, operator, options, layer, Stage1Config with objective and lr resolved
             (so "L1 by default" and "L1 asked for" are one run), bf16                → ``distill.distill_layer``
+stage1_online
+            every layer of a plan at once, from one teacher forward per batch (no capture): the family's teacher and
+            data (PixArt-Σ: the synthetic pairs' runs and the two splits' ranges), plan, Stage1Config resolved as for
+            stage1, seed of the draws, bf16 (Table 5)                              → ``online.distill_online``
 stage2      teacher, data, plan (or none: the control), init (stage-1 run ids per layer | random), Stage2Config
                                                                                      → ``finetune.finetune``
 eval        teacher, data, classifier, EvalConfig, the model (teacher | stage-2 run | plan + stage-1 runs | random)
@@ -62,8 +66,8 @@ from graft_core.presets import Preset
 PARALLEL_PAIRS = {"restructure": "parallel_pairs"}  # the stage-2 / eval plan of the depth→width student (Table 6)
 BLOCK_PAIR_STAGE1 = {"objective": "l1", "lr": 1e-4}  # paper §4.9: L1; the stage-1 lr of §3.1
 
-STEP_VERSIONS = {"teacher": 1, "capture": 1, "stage1": 1, "stage2": 1, "sample": 1, "eval": 1, "floor": 1,
-                 "noise": 1, "locality": 1, "activation_stats": 1, "latency": 1, "synthetic": 1, "search": 1}
+STEP_VERSIONS = {"teacher": 1, "capture": 1, "stage1": 1, "stage1_online": 1, "stage2": 1, "sample": 1, "eval": 1,
+                 "floor": 1, "noise": 1, "locality": 1, "activation_stats": 1, "latency": 1, "synthetic": 1, "search": 1}
 STEP_KINDS = tuple(STEP_VERSIONS)
 CAPTURE_DTYPE = "float16"
 # Above this many bytes per split for all (layer, site) pairs, each pair is its own capture run (DiT-XL/2: 528 GB

@@ -113,6 +113,14 @@ class Family(abc.ABC):
     def capture_record(self, ctx) -> dict:
         return {}
 
+    def stage1_data(self, ctx, teacher, split: str) -> Any:
+        """``x0`` and ``labels`` of a split (``stage1`` | ``heldout``) for the online stage 1 (``stage1_online``):
+        the preset's data source's subset by default, as a capture of that split reads."""
+        from graft_core.data.sources import source_of
+
+        p = self.engine_preset(ctx, teacher)
+        return source_of(p).subset(p, split)
+
     def stage2_data(self, ctx) -> Any:
         return None
 

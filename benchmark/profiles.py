@@ -1,7 +1,7 @@
 """Slurm resource profiles: ``slurm/profiles/<name>.json``, chosen with ``--profile``, overridden with ``--slurm``.
 
-A profile has ``defaults`` (every step kind) and ``steps.<kind>`` overrides (kinds: teacher, capture, stage1, stage2,
-sample, eval, floor, noise, locality, activation_stats, latency, synthetic, collect). Keys are submitit's generic ones
+A profile has ``defaults`` (every step kind) and ``steps.<kind>`` overrides (kinds: teacher, capture, stage1,
+stage1_online, stage2, sample, eval, floor, noise, locality, activation_stats, latency, synthetic, collect). Keys are submitit's generic ones
 (``timeout_min``, ``nodes``, ``tasks_per_node``, ``cpus_per_task``, ``gpus_per_node``, ``mem_gb``) plus a ``slurm``
 dict of submitit's Slurm parameters without their ``slurm_`` prefix (``partition``, ``account``, ``qos``,
 ``constraint``, ``signal_delay_s``, ``max_num_timeout``, ``array_parallelism``, ``setup``, ``additional_parameters``,
@@ -10,9 +10,10 @@ dict of submitit's Slurm parameters without their ``slurm_`` prefix (``partition
 
 Driver keys (``DRIVER_KEYS``) are graftbench's own execution settings, not submitit's: validated here, never passed to
 submitit, handed to the job instead (``job_settings`` → ``benchmark.jobs.RunUnit(settings=...)``). They change how a
-step runs, never its results, so they are not part of any run id. ``grad_accumulation`` (integer ≥ 1, stage 2 only,
-``"stage2": {"grad_accumulation": 4}`` or ``--slurm stage2.grad_accumulation=4``): micro-batches per GPU and step
-when the per-GPU batch does not fit in memory (``graft_core.stages.finetune``).
+step runs, never its results, so they are not part of any run id. ``grad_accumulation`` (integer ≥ 1, stage 2 and
+``stage1_online``, ``"stage2": {"grad_accumulation": 4}`` or ``--slurm stage2.grad_accumulation=4``): micro-batches
+per GPU and step when the per-GPU batch does not fit in memory (``graft_core.stages.finetune``,
+``graft_core.stages.online``).
 
 Declared keys (``DECLARED_KEYS``) say what the machines offer, for the feasibility check that ``--dry-run`` prints
 and a real launch enforces (``benchmark.resources``): ``gpu_mem_gb`` (memory of one GPU, e.g. 80 for an H100) and
@@ -40,12 +41,12 @@ SLURM_KEYS = ("account", "additional_parameters", "array_parallelism", "comment"
               "num_gpus", "partition", "qos", "setup", "signal_delay_s", "srun_args", "stderr_to_stdout",
               "teardown", "time", "use_srun", "wckey", "max_num_timeout")
 # graftbench's execution settings: key -> the step kinds that read it (a key set on another kind would do nothing)
-DRIVER_KEYS = {"grad_accumulation": ("stage2",), "activation_checkpointing": ("stage2",)}
+DRIVER_KEYS = {"grad_accumulation": ("stage2", "stage1_online"), "activation_checkpointing": ("stage2",)}
 # what the machines offer, for the feasibility check before submission (benchmark.resources): numbers, never passed
 # to submitit. gpu_mem_gb: memory of one GPU; disk_gb: the disk the results folder may fill.
 DECLARED_KEYS = ("gpu_mem_gb", "disk_gb")
 BOOL_KEYS = ("activation_checkpointing",)  # driver keys that are true/false (the others: integers >= 1)
-KINDS = ("teacher", "capture", "stage1", "stage2", "sample", "eval", "floor", "noise", "locality",
+KINDS = ("teacher", "capture", "stage1", "stage1_online", "stage2", "sample", "eval", "floor", "noise", "locality",
          "activation_stats", "latency", "synthetic", "search", "collect")
 DEFAULT_PROFILE = {"paper": "paper", "paper-smoke": "paper-smoke"}  # other presets: "cpu"
 

@@ -162,11 +162,16 @@ def model_settings(node, profile) -> dict:
     estimate exceeds ``gpu_mem_gb`` at the profile's accumulation gets the smallest power-of-2 accumulation that
     fits: micro-batches of the same effective batch, so its results and run id are unchanged (the job reads it as
     ``ctx.settings``, from the launch, never from config.json)."""
-    if node.kind != "stage2":
+    if node.kind not in ("stage2", "stage1_online"):
         return {}
-    res, settings = profile.resources("stage2"), profile.job_settings("stage2")
+    res, settings = profile.resources(node.kind), profile.job_settings(node.kind)
     gpus = int(res.get("gpus_per_node") or 0) * int(res.get("nodes") or 1)
     limit = res.get("gpu_mem_gb")
+    if node.kind == "stage1_online":  # one GPU: the micro-batch of the teacher forward
+        if not gpus or limit is None or _stage1_online(node.config, settings)[0] <= float(limit):
+            return {}
+        k = fitting_online_accumulation(node.config, settings, float(limit))
+        return {"grad_accumulation": k} if k else {}
     if not gpus or limit is None or _stage2(node.config, gpus, settings)[0] <= float(limit):
         return {}
     k = fitting_accumulation(node.config, gpus, settings, float(limit))
@@ -238,6 +243,75 @@ def _stage1(c: dict) -> tuple[float, str]:
     return (act + state + chunks) * ASSUMED["fragmentation"] / GB + ASSUMED["cuda_context_gb"], src
 
 
+def _heads(c: dict) -> int:
+    return (c.get("pixart") or c.get("teacher"))["num_attention_heads"]
+
+
+def stage1_online_flops(c: dict) -> float:
+    """FLOPs of a ``stage1_online`` run: every epoch one teacher forward per stage-1 pair and one forward + backward
+    (3× a forward) of every grafted operator; every check (``eval_every`` epochs, the last, and the untrained start)
+    a teacher forward and every operator's forward over both splits. Per block and sample the teacher costs its MHA
+    and MLP (``graft_core.grafting.accounting.teacher_cost``) plus PixArt's cross-attention projections (2·2·N·D²;
+    its keys and values over ≤ 300 caption tokens left out)."""
+    from graft_core.grafting.accounting import operator_cost, teacher_cost
+
+    width, tokens, layers = _dims(c)
+    dims = {"num_heads": _heads(c), "seq_len": tokens}
+    block = sum(teacher_cost(site, width, **dims).flops_op + teacher_cost(site, width, **dims).flops_ft
+                for site in ("attn", "mlp")) + (4 * tokens * width ** 2 if c.get("pixart") else 0)
+    plan = c["plan"]
+    op = operator_cost(plan["operator"], width, **dims, **(plan.get("options") or {}))
+    ops = len(plan["layers"]) * (op.flops_op + op.flops_ft)
+    st, (lo, hi), (_, end) = c["stage1"], c["ranges"]["stage1"], c["ranges"]["heldout"]
+    checks = st["epochs"] // st["eval_every"] + 2
+    return st["epochs"] * (hi - lo) * (layers * block + 3 * ops) + checks * (end - lo) * (layers * block + ops)
+
+
+def stage1_online_hours(c: dict) -> float:
+    """GPU hours of a ``stage1_online`` run on one GPU at ``ASSUMED["gpu_tflops"]``."""
+    return stage1_online_flops(c) / (ASSUMED["gpu_tflops"] * 1e12) / 3600
+
+
+def _stage1_online(c: dict, settings: dict) -> tuple[float, float, str]:
+    """(GPU GB, host GB, source) of a ``stage1_online`` run at the micro-batch of ``settings["grad_accumulation"]``:
+    the fp32 teacher, its inference working set for one micro-batch (``inference_gb``'s widths), every grafted
+    layer's (input, output) pair from that forward in the forward's precision, one operator's fp32 copy of its pair
+    and its saved activations (the layers train one after another), and the operators' training state (weights,
+    gradients, AdamW, best weights: ``state_bytes``); host: the two splits' noised inputs and the synthetic latents
+    in fp32."""
+    width, tokens, _ = _dims(c)
+    params, psrc = model_params(c)
+    plan = c["plan"]
+    batch = c["stage1"]["batch_size"]
+    micro = max(1, math.ceil(batch / int(settings.get("grad_accumulation", 1))))
+    act_bytes = 2  # the teacher's forward runs in bf16 autocast on a GPU (graft_core.stages.online, as a capture)
+    probe = _probe_of(plan["operator"], plan.get("options") or {})
+    op_model, op_bf16, asrc = probe_model(probe)
+    op_params = probe_params(probe) or 0
+    working = micro * tokens * width * ASSUMED["inference_widths"] * act_bytes
+    pairs = len(plan["layers"]) * 2 * micro * tokens * width * act_bytes
+    one_op = 2 * micro * tokens * width * 4 + op_model.predict(micro, tokens) * (op_bf16 if c.get("bf16") else 1.0)
+    state = len(plan["layers"]) * sum(state_bytes(op_params).values())
+    gpu = (4 * params + working + pairs + one_op + state) * ASSUMED["fragmentation"] / GB + \
+        ASSUMED["cuda_context_gb"]
+    pix = c.get("pixart") or c.get("teacher")
+    latent = pix["in_channels"] * pix["sample_size"] ** 2 * 4
+    host = 4.0 + 4 * params / GB + 3 * c["ranges"]["heldout"][1] * latent / GB
+    return gpu, host, "measured" if {psrc, asrc} <= {"measured"} else "assumed"
+
+
+def fitting_online_accumulation(c: dict, settings: dict, gpu_mem_gb: float) -> int | None:
+    """The smallest power-of-2 ``grad_accumulation`` (dividing the stage-1 batch) whose ``stage1_online`` estimate
+    fits ``gpu_mem_gb``; None when even micro-batch 1 does not."""
+    batch = c["stage1"]["batch_size"]
+    k = int(settings.get("grad_accumulation", 1))
+    while k <= batch:
+        if batch % k == 0 and _stage1_online(c, {**settings, "grad_accumulation": k})[0] <= gpu_mem_gb:
+            return k
+        k *= 2
+    return None
+
+
 def _pair_gb(c: dict) -> float:
     """Bytes of one (layer, site) capture pair a stage-1 step reads: inputs + targets in fp16."""
     width, tokens, _ = _dims(c)
@@ -254,6 +328,12 @@ def _disk_gb(node, capture_disk) -> float:
 
         params, _ = model_params(c)
         return (KEEP_CHECKPOINTS * 16 + 4) * params / GB
+    if node.kind == "stage1_online":  # KEEP_CHECKPOINTS checkpoints (each operator's weights, AdamW, best weights:
+        from graft_core.stages.finetune import KEEP_CHECKPOINTS  # 16 B per parameter) and the final operators
+
+        plan = c["plan"]
+        op_params = probe_params(_probe_of(plan["operator"], plan.get("options") or {})) or 0
+        return (KEEP_CHECKPOINTS * 16 + 4) * len(plan["layers"]) * op_params / GB
     if node.kind == "sample":  # its share of the samples as uint8 256×256×3 arrays
         return c["eval"]["num_samples"] / c["tasks"] * 256 * 256 * 3 / GB
     if node.kind == "synthetic":  # latents of its share of the pairs, fp16
@@ -263,6 +343,7 @@ def _disk_gb(node, capture_disk) -> float:
 
 
 RESUMABLE = {"stage2": "checkpoints every stage2.checkpoint_every steps and is requeued",
+             "stage1_online": "checkpoints every graft_core.stages.online.CHECKPOINT_EVERY steps and is requeued",
              "sample": "resumes shard by shard", "synthetic": "resumes shard by shard"}
 
 
@@ -286,6 +367,9 @@ def step_fit(node, profile, capture_disk) -> StepFit:
 
         pair = _pair_gb(c)
         mem = 4.0 + (pair if pair * GB <= IN_MEMORY_BYTES else 0.0)
+    elif kind == "stage1_online":
+        gpu_mem, mem, s = _stage1_online(c, settings)
+        src.update(gpu_mem=s, host_mem="assumed")
     elif kind == "capture":
         gpu_mem = inference_gb(c, _capture_batch())
         mem = 8.0
@@ -364,6 +448,8 @@ def _memory_fix(f: StepFit, node, profile, settings: dict) -> str:
         if k:
             return "stage2.activation_checkpointing=true" + (f", stage2.grad_accumulation={k}" if k > 1 else "")
         return "no profile setting fits (even micro-batch 1 with activation checkpointing)"
+    if f.kind == "stage1_online":
+        return "none: even micro-batch 1 (stage1_online.grad_accumulation = the stage-1 batch) does not fit"
     if f.kind == "capture":
         return f"none: the capture batch ({_capture_batch()}) is fixed in graft_core/stages/capture.py"
     if f.kind == "stage1":
@@ -420,7 +506,8 @@ def refusal_lines(fits: list[StepFit], plan: dict | None = None) -> list[str]:
 # ------------------------------------------------------------------------------------------------ the command line
 def applies(profile) -> bool:
     """The check runs for profiles that declare their GPUs' memory (``gpu_mem_gb``): the GPU profiles."""
-    return profile is not None and any(profile.resources(k).get("gpu_mem_gb") for k in ("stage2", "stage1"))
+    return profile is not None and any(profile.resources(k).get("gpu_mem_gb")
+                                       for k in ("stage2", "stage1", "stage1_online"))
 
 
 def dry_run_lines(nodes, profile, capture_disk) -> list[str]:

@@ -68,8 +68,15 @@ def job_device():
 
 
 def stage1_dirs(ctx: StepContext, init) -> dict[int, Path] | None:
+    """The stage-1 folder of each layer of an ``init``: ``{"stage1": {layer: run id}}`` (a run per layer) or
+    ``{"stage1_online": run id, "layers": [...]}`` (one online run's per-layer folders); None for a random init."""
     if not isinstance(init, dict):
         return None
+    if "stage1_online" in init:
+        from graft_core.stages.online import layer_dir
+
+        out = ctx.dep("stage1_online", init["stage1_online"]).out
+        return {int(layer): layer_dir(out, layer) for layer in init["layers"]}
     return {int(layer): ctx.dep("stage1", rid).out for layer, rid in init["stage1"].items()}
 
 

@@ -58,6 +58,25 @@ def run_stage1(ctx: StepContext) -> dict:
                          out_dir=ctx.run.out, bf16=c["bf16"], progress=ctx.progress)
 
 
+def run_stage1_online(ctx: StepContext) -> dict:
+    """Stage 1 of every layer of the run's plan from one teacher forward per batch, nothing stored but checkpoints
+    (``graft_core.stages.online``, the same stage-1 step); per-layer folders as ``run_stage1`` writes them."""
+    from graft_core.grafting.plan import GraftPlan
+    from graft_core.stages.online import distill_online
+
+    p, c = ctx.preset(), ctx.config
+    family = family_of(c)
+    teacher = family.teacher(ctx)
+    t = family.sizes(ctx)
+    return distill_online(teacher, family.engine_preset(ctx, teacher), GraftPlan.from_dict(c["plan"]),
+                          stage1=p.stage1, train_data=family.stage1_data(ctx, teacher, "stage1"),
+                          heldout_data=family.stage1_data(ctx, teacher, "heldout"), dim=t.hidden_size,
+                          num_heads=t.num_attention_heads, seq_len=t.num_tokens, out_dir=ctx.run.out,
+                          seed=c["seed"], capture_input=c.get("capture_input", "noised"), bf16=c["bf16"],
+                          accumulation=int(ctx.settings.get("grad_accumulation", 1)), device=job_device(),
+                          progress=ctx.progress)
+
+
 def run_stage2(ctx: StepContext) -> dict:
     """Stage 2 (``finetune``: DDP over the job's tasks) of the grafted model or, without a plan, of the teacher (the
     control), on the family's data."""
@@ -89,8 +108,8 @@ def run_latency(ctx: StepContext) -> dict:
 
 
 EXECUTORS: dict[str, Callable[[StepContext], dict]] = {
-    "teacher": run_teacher, "capture": run_capture, "stage1": run_stage1, "stage2": run_stage2, "eval": run_eval,
-    "latency": run_latency,
+    "teacher": run_teacher, "capture": run_capture, "stage1": run_stage1, "stage1_online": run_stage1_online,
+    "stage2": run_stage2, "eval": run_eval, "latency": run_latency,
 }
 
 

@@ -95,7 +95,7 @@ def stage1_val_mse(store: Store, rp: RowPlan) -> float | None:
     """Mean held-out MSE of the row's stage-1 operators (paper Sec. C.3 compares objectives by it)."""
     vals = []
     for n in rp.nodes:
-        if n.kind != "stage1":
+        if n.kind not in ("stage1", "stage1_online"):  # an online run's val_mse: the mean over its layers
             continue
         try:
             record = store.read_metrics(store.run(n.kind, n.run_id)) or {}

@@ -241,7 +241,7 @@ def test_grad_accumulation_is_a_validated_driver_key_not_a_submitit_parameter(tm
         with pytest.raises(ProfileError, match="grad_accumulation must be an integer >= 1") as err:
             Profile.load(str(path))
         assert "\n" not in str(err.value)
-    with pytest.raises(ProfileError, match="applies to stage2 only"):
+    with pytest.raises(ProfileError, match="applies to stage2, stage1_online only"):
         Profile.load("cpu", ["stage1.grad_accumulation=2"])
 
 

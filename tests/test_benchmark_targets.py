@@ -257,32 +257,35 @@ def test_table5_settings_are_part_of_the_run_identity(tmp_path, monkeypatch):
     after = keys()
     changed = {k.split("/")[0] for k in before - after}
     assert {k for k in before & after} == {k for k in before if k.startswith("teacher/")}
-    assert changed == {"synthetic", "capture", "stage1", "stage2", "eval", "latency"}
+    assert changed == {"synthetic", "stage1_online", "stage2", "eval", "latency"}
 
 
 def test_table5_is_ordinary_steps(tmp_path):
-    """PixArt grafting expands into the teacher, a synthetic-pair array, captures, stage 1 per grafted layer, LoRA
-    stage 2, eval and latency; the diagnostic rows share the runs; on paper one capture run per layer and split."""
+    """PixArt grafting expands into the teacher, a synthetic-pair array, one online stage 1 of every grafted layer
+    (no capture, on every preset), LoRA stage 2, eval and latency; the diagnostic rows share the runs."""
     from graft_core.grafting.plan import pixart_layers
 
     (tp,) = plan(tmp_path, "tiny", "table5")
     rps = {rp.row.id: rp for rp in tp.row_plans}
     grafted = rps["attn-hyena_x-pixart"]
     kinds = [n.kind for n in grafted.nodes]
-    assert kinds.count("stage1") == 4 and kinds.count("capture") == 2 and kinds.count("synthetic") == 1
+    assert kinds.count("stage1_online") == 1 and kinds.count("synthetic") == 1
+    assert not {"capture", "stage1"} & set(kinds)
     assert [n.kind for n in grafted.extras] == ["latency"] and grafted.layers == (2, 4, 6, 7)
     s2 = next(n for n in grafted.nodes if n.kind == "stage2")
     assert s2.config["stage2"]["lora_rank"] == 8 and s2.config["plan"]["layers"] == [2, 4, 6, 7]
     assert all("pixart" in n.config for n in grafted.nodes)
-    stage1 = {n.key for n in grafted.nodes if n.kind == "stage1"}
-    assert stage1 == {n.key for n in rps["attn-hyena_x-pixart-stage1"].nodes if n.kind == "stage1"}
+    stage1 = {n.key for n in grafted.nodes if n.kind == "stage1_online"}
+    assert stage1 == {n.key for n in rps["attn-hyena_x-pixart-stage1"].nodes if n.kind == "stage1_online"}
+    assert s2.config["init"] == {"stage1_online": stage1.pop().split("/")[1], "layers": [2, 4, 6, 7]}
     control = next(n for n in rps["control-teacher-lora"].nodes if n.kind == "stage2")
     assert control.config["plan"] is None and control.config["synthetic"] == s2.config["synthetic"]
     (paper,) = plan(tmp_path, "paper", "table5")
-    caps = {n.key: n for rp in paper.row_plans for n in rp.nodes if n.kind == "capture"}
-    assert len(caps) == 28 and all(len(n.config["pairs"]) == 1 for n in caps.values())
-    assert sorted({n.config["layer"] for rp in paper.row_plans for n in rp.nodes if n.kind == "stage1"}) == \
-        list(pixart_layers(28))
+    paper_nodes = [n for rp in paper.row_plans for n in rp.nodes]
+    assert not {"capture", "stage1"} & {n.kind for n in paper_nodes}
+    (online,) = {n.key: n for n in paper_nodes if n.kind == "stage1_online"}.values()
+    assert online.config["plan"]["layers"] == list(pixart_layers(28))
+    assert online.config["ranges"] == {"stage1": [0, 8000], "heldout": [8000, 12000]}
     syn = [n for rp in paper.row_plans for n in rp.nodes if n.kind == "synthetic"]
     assert len({n.key for n in syn}) == 16 and syn[0].config["synthetic"]["num_pairs"] == 12_000
     from graft_core.text_to_image.pixart import PIXART_PRESETS

@@ -148,15 +148,15 @@ def test_lora_stage2_trains_only_adapters(micro_preset, micro_pixart, tmp_path):
 
 
 def test_table5_micro_runs_as_ordinary_steps_through_the_driver(tmp_path):
-    """``python -m benchmark.run table5 --preset micro``: teacher, synthetic pairs, capture, stage 1 per layer, LoRA
-    stage 2, eval and latency as their own runs; every row done with finite metrics; a second launch runs nothing."""
+    """``python -m benchmark.run table5 --preset micro``: teacher, synthetic pairs, the online stage 1 of the grafted
+    layers (no capture), LoRA stage 2, eval and latency as their own runs; every row done with finite metrics; a second launch runs nothing."""
     from benchmark.run import main
 
     args = ["table5", "--preset", "micro", "--executor", "debug", "--results-dir", str(tmp_path), "--quiet"]
     assert main(args) == 0
     runs = tmp_path / "micro" / "runs"
     kinds = {p.name: len(list(p.iterdir())) for p in runs.iterdir()}
-    assert kinds == {"teacher": 1, "synthetic": 1, "capture": 2, "stage1": 1, "stage2": 2, "eval": 4, "latency": 1}
+    assert kinds == {"teacher": 1, "synthetic": 1, "stage1_online": 1, "stage2": 2, "eval": 4, "latency": 1}
     rows = {r["row"]: r for r in json.loads((tmp_path / "micro" / "table5" / "summary.json").read_text())["rows"]}
     assert set(rows) == {"baseline", "attn-hyena_x-pixart", "attn-hyena_x-pixart-stage1", "control-teacher-lora"}
     for r in rows.values():

@@ -74,6 +74,11 @@ class FakeSteps:
             return {"folder": "out", "key": rid, "split": c["split"]}
         if kind == "stage1":
             return {"train_mse": 0.1, "val_mse": 0.1 + _num(rid) / 1000, "layer": c["layer"]}
+        if kind == "stage1_online":
+            layers = {str(layer): {"train_mse": 0.1, "val_mse": 0.1 + _num(rid, layer) / 1000}
+                      for layer in c["plan"]["layers"]}
+            return {"train_mse": 0.1, "val_mse": sum(m["val_mse"] for m in layers.values()) / len(layers),
+                    "layers": layers}
         if kind == "stage2":
             return {"steps": c["stage2"]["steps"], "final_loss": 0.5, "world_size": ctx.world_size}
         if kind == "search":  # the real strategy and probe cache, on a fake loss: additive per-swap penalties

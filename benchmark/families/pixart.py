@@ -2,10 +2,11 @@
 
 Its runs carry ``pixart`` (the teacher's ``PixArtConfig``) in their body. Its rows (kind ``t2i``, the experiment's
 settings in ``row.t2i``: ``benchmark.targets.table5.T2IConfig``) expand into the teacher, its synthetic pairs (a
-sampling array: this family's prerequisite nodes), captures of the grafted layers on a range of them, stage 1 per
-layer, LoRA stage 2, the evaluation (prompt accuracy on tiny, GenEval on paper) and latency. Job side: sizes (width,
-tokens) are read from the teacher itself, so the paper's checkpoint and the rehearsal's reduced-width fake run the
-same code; the engine sees the teacher through ``graft_core.text_to_image.pixart.diffusion_of`` (prompts as class ids).
+sampling array: this family's prerequisite nodes), one online stage 1 of every grafted layer (``stage1_online``: one
+teacher forward per batch of a range of the pairs feeds every layer's operator; no capture), LoRA stage 2, the
+evaluation (prompt accuracy on tiny, GenEval on paper) and latency. Job side: sizes (width, tokens) are read from the
+teacher itself, so the paper's checkpoint and the rehearsal's reduced-width fake run the same code; the engine sees the
+teacher through ``graft_core.text_to_image.pixart.diffusion_of`` (prompts as class ids).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmark.cost import CPU_S, PAPER_GPU_H
-from benchmark.dag import CAPTURE_DTYPE, PER_PAIR_CAPTURE_BYTES, Node, RowPlan, make_node
+from benchmark.dag import Node, RowPlan, make_node
 from benchmark.family import Family, register_family
 from benchmark.preflight import hub_config, prerequisite
 from benchmark.step_context import StepContext, job_device, load_model, preset_from_config
@@ -74,34 +75,21 @@ class RowNodes:
                           desc=f"synthetic pairs (task {i + 1}/{c.synthetic_tasks} of {c.synthetic_pairs})")
                 for i in range(c.synthetic_tasks)]
 
-    def per_layer(self) -> bool:
-        """One capture run per layer when the grafted layers' captures exceed PER_PAIR_CAPTURE_BYTES (PixArt-Σ 2K:
-        ~600 GB per layer and split at 16,384 tokens), as for DiT."""
-        from graft_core.stages.capture_size import capture_bytes
-
-        one = capture_bytes(self.p.replace(teacher=self.pix.diffusion()), [(0, "attn")],
-                            split_count=self.cfg.stage1_pairs, dtype=CAPTURE_DTYPE)
-        return one * len(self.row.graft.layers) > PER_PAIR_CAPTURE_BYTES
-
-    def capture(self, split: str, layers: tuple[int, ...], synthetic: list[Node]) -> Node:
-        lo, hi = (0, self.cfg.stage1_pairs) if split == "stage1" else (self.cfg.stage1_pairs, self.cfg.synthetic_pairs)
-        body = {"split": split, "seed": self.p.stage1.seed, "dtype": CAPTURE_DTYPE,
-                "synthetic": [n.run_id for n in synthetic], "num_pairs": self.cfg.synthetic_pairs, "range": [lo, hi],
-                "pairs": [[int(layer), "attn"] for layer in layers]}
-        what = f"L{layers[0]}" if len(layers) == 1 else f"{len(layers)} layers"
-        return self.node("capture", body, [self.teacher(), *synthetic],
-                         desc=f"capture {split} PixArt attn {what} (pairs {lo}..{hi - 1})")
-
-    def stage1(self, layer: int, synthetic: list[Node]) -> tuple[Node, Node, Node]:
+    def stage1_online(self, synthetic: list[Node]) -> Node:
+        """Stage 1 of every grafted layer in one run, fed by one teacher forward per batch of the first
+        ``stage1_pairs`` synthetic pairs (the rest held out), noised as a capture would; no capture is stored (at
+        PixArt-Σ 2K one layer's would be ~604 GB)."""
         graft, s1 = self.row.graft, self.p.stage1
-        layers = (layer,) if self.per_layer() else graft.layers
-        train, held = self.capture("stage1", layers, synthetic), self.capture("heldout", layers, synthetic)
         s1 = dataclasses.replace(s1, objective=s1.objective_for("attn"), lr=s1.lr_for("attn"))
-        body = {"stage1": s1, "site": "attn", "operator": graft.operator, "options": dict(graft.options),
-                "layer": layer, "bf16": self.p.stage2.bf16, "num_samples": self.cfg.stage1_pairs,
-                "inputs": {"capture_train": train.run_id, "capture_heldout": held.run_id}}
-        return train, held, self.node("stage1", body, [train, held],
-                                      desc=f"stage1 PixArt attn:{graft.operator} L{layer} {s1.objective} {s1.epochs}ep")
+        n1, n = self.cfg.stage1_pairs, self.cfg.synthetic_pairs
+        body = {"stage1": s1, "plan": graft.plan().to_dict(), "bf16": self.p.stage2.bf16, "seed": self.p.stage1.seed,
+                "synthetic": [s.run_id for s in synthetic], "num_pairs": n,
+                "ranges": {"stage1": [0, n1], "heldout": [n1, n]}}
+        if s1.capture_input != "noised":
+            body["capture_input"] = s1.capture_input
+        return self.node("stage1_online", body, [self.teacher(), *synthetic],
+                         desc=f"stage1 online PixArt attn:{graft.operator} {len(graft.layers)} layers "
+                              f"{s1.objective} {s1.epochs}ep (pairs 0..{n1 - 1}, held out {n1}..{n - 1})")
 
     def stage2(self, plan: dict | None, init, synthetic: list[Node], deps: list[Node]) -> Node:
         s2 = self.p.stage2
@@ -146,14 +134,14 @@ class PixArtFamily(Family):
             final = add(r.evaluate({"source": "stage2", "run": s2.run_id}, [s2], "teacher + LoRA stage 2"))
             return RowPlan(target, row, nodes, final)
         synthetic = [add(n) for n in r.synthetic()]
-        s1 = [add(*r.stage1(layer, synthetic)) for layer in row.graft.layers]
+        s1 = add(r.stage1_online(synthetic))
         plan = row.graft.plan().to_dict()
-        init = {"stage1": {str(n.config["layer"]): n.run_id for n in s1}}
+        init = {"stage1_online": s1.run_id, "layers": list(row.graft.layers)}
         if not row.finetune:
             model = {"source": "assembled", "plan": plan, "init": init}
-            return RowPlan(target, row, nodes, add(r.evaluate(model, s1, "grafted (stage 1 only)")),
+            return RowPlan(target, row, nodes, add(r.evaluate(model, [s1], "grafted (stage 1 only)")),
                            layers=row.graft.layers)
-        s2 = add(r.stage2(plan, init, synthetic, s1))
+        s2 = add(r.stage2(plan, init, synthetic, [s1]))
         model = {"source": "stage2", "run": s2.run_id}
         final = add(r.evaluate(model, [s2], "grafted + LoRA stage 2"))
         latency = add(r.latency(model, [s2]))
@@ -217,7 +205,6 @@ class PixArtFamily(Family):
         c, kind, pix = node.config, node.kind, node.config["pixart"]
         n, d = (pix["sample_size"] // pix["patch_size"]) ** 2, pix["num_attention_heads"] * pix["attention_head_dim"]
         model = n * (24 * d * d + 4 * n * d) / (DIT_TOKENS * (24 * DIT_WIDTH ** 2 + 4 * DIT_TOKENS * DIT_WIDTH))
-        operator = n * d / (DIT_TOKENS * DIT_WIDTH)
         sampler = c["synthetic"] if kind == "synthetic" else c.get("t2i", {})
         cfg = 2 if sampler.get("guidance_scale", 1.0) != 1.0 else 1
         samples = c["stage2"]["steps"] * c["stage2"]["batch_size"] if kind == "stage2" else 0
@@ -231,10 +218,10 @@ class PixArtFamily(Family):
             per_image_step = PAPER_GPU_H["sample_per_50k_250steps"] / (50_000 * 250) * model
             if kind in ("synthetic", "eval"):
                 return images * sampler["steps"] * per_image_step, 0
-            if kind == "capture":
-                return PAPER_GPU_H["teacher_pass_per_8k"] * model * (c["range"][1] - c["range"][0]) / 8000, 0
-            if kind == "stage1":
-                return PAPER_GPU_H["stage1_per_layer_200ep"] * operator * c["stage1"]["epochs"] / 200, 0
+            if kind == "stage1_online":
+                from benchmark.resources import stage1_online_hours
+
+                return stage1_online_hours(c), 0
             if kind == "stage2":
                 return PAPER_GPU_H["stage2_per_50k_x_256"] * model * samples / (50_000 * 256), samples
             return PAPER_GPU_H.get(kind, 0.0), samples
@@ -244,11 +231,13 @@ class PixArtFamily(Family):
             s += pix["train_steps"] * CPU_S["teacher_step_64"] * pix["train_batch_size"] / 64 * tokens
         elif kind in ("synthetic", "eval"):
             s += images * sampler["steps"] * CPU_S["sample_per_image_step"] * cfg / 2 * tokens
-        elif kind == "capture":
-            s += CPU_S["capture"]
-        elif kind == "stage1":
-            steps = c["stage1"]["epochs"] * -(-c["num_samples"] // c["stage1"]["batch_size"])
-            s += steps * CPU_S["stage1_step"] * max(1.0, c["stage1"]["batch_size"] / 64) * tokens
+        elif kind == "stage1_online":  # every epoch: a teacher forward of each stage-1 pair + each layer's step
+            (lo, hi), (_, end) = c["ranges"]["stage1"], c["ranges"]["heldout"]
+            st = c["stage1"]
+            steps = st["epochs"] * -(-(hi - lo) // st["batch_size"])
+            forwards = st["epochs"] * (hi - lo) + (st["epochs"] // st["eval_every"] + 2) * (end - lo)
+            s += (forwards * CPU_S["sample_per_image_step"] / 2 * tokens + len(c["plan"]["layers"]) * steps *
+                  CPU_S["stage1_step"] * max(1.0, st["batch_size"] / 64) * tokens)
         elif kind == "stage2":
             s += c["stage2"]["steps"] * CPU_S["stage2_step_64"] * c["stage2"]["batch_size"] / 64 * tokens
         elif kind == "latency":
@@ -297,17 +286,13 @@ class PixArtFamily(Family):
             ctx.dep_metrics("synthetic", rid)  # raises unless that task is done
         return [ctx.dep("synthetic", rid).out for rid in run_ids]
 
-    def capture_data(self, ctx: StepContext, teacher):
-        """The capture's range of the synthetic pairs."""
+    def stage1_data(self, ctx: StepContext, teacher, split: str):
+        """The split's range of the synthetic pairs (``stage1_online``)."""
         from graft_core.text_to_image.pixart import synthetic_subset
 
-        lo, hi = ctx.config["range"]
+        lo, hi = ctx.config["ranges"][split]
         return synthetic_subset(self._synthetic_folders(ctx, ctx.config["synthetic"]), lo, hi,
                                 teacher_id=self.teacher_id(ctx))
-
-    def capture_record(self, ctx: StepContext) -> dict:
-        lo, hi = ctx.config["range"]
-        return {"num_samples": hi - lo}
 
     def stage2_data(self, ctx: StepContext):
         """All synthetic pairs (LoRA stage 2 of the grafted model or, without a plan, of the teacher: the control)."""

@@ -339,6 +339,22 @@ def _from_numpy(arr: np.ndarray) -> torch.Tensor:
     return t.view(torch.bfloat16) if arr.dtype == np.int16 else t  # int16 files hold bfloat16 bit patterns
 
 
+def teacher_inputs(preset: Preset, images: torch.Tensor, seed: int, capture_input: str = "noised"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x_in, timesteps)`` the teacher sees for ``images`` (one sample each, in order): ``t ~ U{0..T-1}`` and
+    ``ε`` drawn from a generator seeded with ``seed``, ``x_in = add_noise(x0, ε, t)`` (``"noised"``) or ``x0``
+    (``"clean"``). Shared by the capture and the online stage 1 (``graft_core.stages.online``): both see the same
+    draws for the same pairs and seed."""
+    if capture_input not in CAPTURE_INPUTS:
+        raise ValueError(f"unknown capture_input {capture_input!r}; choose one of {CAPTURE_INPUTS}")
+    cfg = preset.teacher
+    gen = torch.Generator().manual_seed(seed)
+    timesteps = torch.randint(0, cfg.num_train_timesteps, (len(images),), generator=gen)
+    noise = torch.randn(images.shape, generator=gen)  # drawn for "clean" too: the same t either way
+    x_in = make_train_scheduler(cfg).add_noise(images, noise, timesteps) if capture_input == "noised" else images
+    return x_in, timesteps
+
+
 class _PairWriter:
     """One pair's preallocated memory maps in its resume folder, and its progress marker."""
 
@@ -413,14 +429,8 @@ class _CaptureJob:
     def run(self, acquired: dict[Pair, tuple[Path, Path]]) -> None:
         from tqdm.auto import tqdm
 
-        cfg = self.preset.teacher
         num = len(self.labels)
-        gen = torch.Generator().manual_seed(self.seed)
-        timesteps = torch.randint(0, cfg.num_train_timesteps, (num,), generator=gen)
-        noise = torch.randn(self.images.shape, generator=gen)  # drawn for "clean" too: the same t either way
-        x_in = (make_train_scheduler(cfg).add_noise(self.images, noise, timesteps) if self.capture_input == "noised"
-                else self.images)
-        del noise
+        x_in, timesteps = teacher_inputs(self.preset, self.images, self.seed, self.capture_input)
         writers = {pair: _PairWriter(tmp, res, num, self.dtype) for pair, (tmp, res) in acquired.items()}
         start = min(w.done for w in writers.values())
         span = {"lo": 0, "hi": 0}

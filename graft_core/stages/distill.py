@@ -173,6 +173,140 @@ def plateaued(history: list[dict], stage1: Stage1Config, has_val: bool) -> bool:
     return now[key] >= before * (1 - stage1.early_stop_min_rel)
 
 
+class OperatorTrainer:
+    """The one stage-1 training step and its bookkeeping for one operator: AdamW, the objective, gradient clipping,
+    the lr schedule, the MSE checks (history, best-train-MSE weights, early stopping) and divergence.
+
+    Fed by a data loop: ``train_operator`` (a capture in memory, batches in this operator's own order) or
+    ``graft_core.stages.online`` (every grafted layer's operator from one teacher forward per batch). A batch may
+    come in micro-batches (``begin_step`` / ``accumulate(weight=size/batch)`` / ``end_step``): the weighted sum of
+    their mean losses is the batch's mean loss, so the gradient is the whole batch's. ``state_dict`` holds everything
+    a resumed run needs to continue exactly.
+    """
+
+    def __init__(self, op: nn.Module, *, stage1: Stage1Config, site: str, device: torch.device, bf16: bool,
+                 has_val: bool):
+        self.objective = stage1.objective_for(site)
+        regression_loss(self.objective, torch.zeros(1), torch.zeros(1))  # validate the name before any work
+        self.stage1, self.site, self.device, self.bf16, self.has_val = stage1, site, device, bf16, has_val
+        self.lr, self.weight_decay = stage1.lr_for(site), stage1.weight_decay_for(site)
+        self.op = op.to(device).train()
+        self.opt = torch.optim.AdamW(self.op.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        self.schedule = make_schedule(stage1, self.opt, site)
+        self.history: list[dict] = []
+        self.best_mse, self.best_epoch, self.best_state = math.inf, 0, None
+        self.diverged_at = self.stopped_at = None
+        self.epoch_lr, self.loss_sum, self.batches = self.lr, 0.0, 0
+        self._pending, self._bad = 0.0, False
+
+    @property
+    def active(self) -> bool:
+        return self.diverged_at is None and self.stopped_at is None
+
+    def start(self, initial_train: float, initial_val: float | None) -> None:
+        """The untrained operator's MSEs; it is the fallback: a run that never improves (or diverges) keeps it,
+        never a NaN state."""
+        self.history = [{"epoch": 0, "train_loss": None, "train_mse": initial_train, "val_mse": initial_val,
+                         "lr": self.lr}]
+        self.best_mse, self.best_epoch = initial_train, 0
+        self.best_state = {k: v.detach().clone() for k, v in self.op.state_dict().items()}
+
+    def begin_epoch(self) -> None:
+        self.epoch_lr, self.loss_sum, self.batches = self.opt.param_groups[0]["lr"], 0.0, 0
+
+    def begin_step(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        self._pending, self._bad = 0.0, False
+
+    def accumulate(self, x: torch.Tensor, y: torch.Tensor, weight: float = 1.0, **conditioning) -> None:
+        """Forward and backward of one (micro-)batch; a non-finite loss marks the step diverged (no update)."""
+        if self._bad:
+            return
+        with _autocast(self.device, self.bf16):
+            pred = self.op(x.float(), **conditioning)
+        loss = regression_loss(self.objective, pred.float(), y.float(), self.stage1.huber_delta)
+        if not torch.isfinite(loss):  # diverged (seen with Mamba-2 at lr 5e-4): stop, keep the best state
+            self._bad = True
+            return
+        (loss if weight == 1.0 else loss * weight).backward()
+        self._pending += loss.item() * weight
+
+    def end_step(self, epoch: int) -> bool:
+        """Clip and apply the accumulated gradient; False (and training of this operator ends) when it diverged."""
+        if self._bad:
+            self.diverged_at = epoch
+            return False
+        if self.stage1.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.op.parameters(), self.stage1.grad_clip)
+        self.opt.step()
+        self.loss_sum += self._pending
+        self.batches += 1
+        return True
+
+    def is_check(self, epoch: int) -> bool:
+        return epoch % self.stage1.eval_every == 0 or epoch == self.stage1.epochs
+
+    def end_epoch(self, epoch: int, mses: tuple[float, float | None] | None) -> None:
+        """Record a check (``mses`` = (train MSE, val MSE) at a check epoch, else None), keep the best weights, step
+        the schedule, stop early on a plateau."""
+        checked = None
+        if mses is not None:
+            epoch_train, epoch_val = mses
+            self.history.append({"epoch": epoch, "train_loss": self.loss_sum / max(1, self.batches),
+                                 "train_mse": epoch_train, "val_mse": epoch_val, "lr": self.epoch_lr})
+            checked = epoch_val if self.has_val else epoch_train
+            if math.isfinite(epoch_train) and epoch_train < self.best_mse:
+                self.best_mse, self.best_epoch = epoch_train, epoch
+                self.best_state = {k: v.detach().clone() for k, v in self.op.state_dict().items()}
+        if self.schedule is not None:
+            self.schedule.end_of_epoch(epoch, checked)
+        if checked is not None and plateaued(self.history, self.stage1, self.has_val):
+            self.stopped_at = epoch
+
+    def result(self, *, num_samples: int, seed: int, target_var: float, seconds: float
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The best-train-MSE state (loaded into the operator) and the metrics of ``distill_layer``."""
+        self.op.load_state_dict(self.best_state)
+        s1, best_mse = self.stage1, self.best_mse
+        first = self.history[0]
+        best_val = next(h["val_mse"] for h in self.history if h["epoch"] == self.best_epoch)
+        metrics = {
+            "train_mse": best_mse, "val_mse": best_val, "best_epoch": self.best_epoch,
+            "initial_train_mse": first["train_mse"], "initial_val_mse": first["val_mse"],
+            # MSE / Var(target): 1 = as good as predicting the mean
+            "train_rel_mse": best_mse / target_var if target_var > 0 else None,
+            "target_var": target_var,
+            "objective": self.objective, "huber_delta": s1.huber_delta if self.objective == "huber" else None,
+            "lr": self.lr, "lr_source": lr_source(s1), "schedule": s1.schedule,
+            "final_lr": self.opt.param_groups[0]["lr"], "weight_decay": self.weight_decay, "epochs": s1.epochs,
+            "batch_size": s1.batch_size, "num_samples": num_samples, "seed": seed, "bf16": self.bf16,
+            "seconds": round(seconds, 3), "seconds_per_epoch": round(seconds / max(1, self.history[-1]["epoch"]), 4),
+            "history": self.history,
+            "stopped_at_epoch": self.stopped_at,  # None, or the check at which early stopping ended training
+            "diverged_at_epoch": self.diverged_at,  # None, or the epoch whose loss went non-finite (training stopped)
+        }
+        return self.best_state, metrics
+
+    def state_dict(self) -> dict:
+        return {"op": self.op.state_dict(), "opt": self.opt.state_dict(),
+                "schedule": None if self.schedule is None else {"plateau": self.schedule.plateau.state_dict(),
+                                                                "step_lr": self.schedule.step_lr.state_dict()},
+                "history": self.history, "best_mse": self.best_mse, "best_epoch": self.best_epoch,
+                "best_state": self.best_state, "diverged_at": self.diverged_at, "stopped_at": self.stopped_at,
+                "epoch_lr": self.epoch_lr, "loss_sum": self.loss_sum, "batches": self.batches}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.op.load_state_dict(state["op"])
+        self.opt.load_state_dict(state["opt"])
+        if self.schedule is not None:
+            self.schedule.plateau.load_state_dict(state["schedule"]["plateau"])
+            self.schedule.step_lr.load_state_dict(state["schedule"]["step_lr"])
+        self.history, self.best_mse, self.best_epoch = state["history"], state["best_mse"], state["best_epoch"]
+        self.best_state = {k: v.to(self.device) for k, v in state["best_state"].items()}
+        self.diverged_at, self.stopped_at = state["diverged_at"], state["stopped_at"]
+        self.epoch_lr, self.loss_sum, self.batches = state["epoch_lr"], state["loss_sum"], state["batches"]
+
+
 def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, stage1: Stage1Config, site: str,
                    seed: int, val_inputs: torch.Tensor | None = None, val_targets: torch.Tensor | None = None,
                    device: torch.device | str = "cpu", bf16: bool = False, progress: bool = False,
@@ -181,97 +315,49 @@ def train_operator(op: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *
                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Fit ``op`` to ``inputs → targets`` (``[S, N, D]`` each). Returns the best-train-MSE state dict and metrics.
 
-    The one stage-1 loop: ``op`` is an operator (called ``op(x)``) or any module that also needs per-sample keyword
-    inputs, given as ``conditioning`` (e.g. a depth→width block pair: ``pair(h, timestep=t, class_labels=y)``).
-    Deterministic given ``seed`` (batch order) and the module's initial weights.
+    The captured data feed of the one stage-1 step (``OperatorTrainer``): ``op`` is an operator (called ``op(x)``)
+    or any module that also needs per-sample keyword inputs, given as ``conditioning`` (e.g. a depth→width block
+    pair: ``pair(h, timestep=t, class_labels=y)``). Deterministic given ``seed`` (batch order) and the module's
+    initial weights.
     """
     from tqdm.auto import tqdm
 
     device = torch.device(device)
-    objective = stage1.objective_for(site)
-    regression_loss(objective, torch.zeros(1), torch.zeros(1))  # validate the name before any work
-    lr = stage1.lr_for(site)
-    weight_decay = stage1.weight_decay_for(site)
-    op = op.to(device).train()
     budget = [_gpu_budget(device)]
     inputs, targets = _place(inputs, device, budget), _place(targets, device, budget)
     val_inputs, val_targets = _place(val_inputs, device, budget), _place(val_targets, device, budget)
     has_val = val_inputs is not None and val_targets is not None
+    trainer = OperatorTrainer(op, stage1=stage1, site=site, device=device, bf16=bf16, has_val=has_val)
+    op = trainer.op
     target_var = moments(targets)[1]
-    opt = torch.optim.AdamW(op.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = make_schedule(stage1, opt, site)
     gen = torch.Generator().manual_seed(seed)
     n = len(inputs)
 
-    def val_mse() -> float | None:
-        return (mse_over(op, val_inputs, val_targets, device=device, bf16=bf16, conditioning=val_conditioning)
-                if has_val else None)
+    def mses() -> tuple[float, float | None]:
+        train = mse_over(op, inputs, targets, device=device, bf16=bf16, conditioning=conditioning)
+        val = (mse_over(op, val_inputs, val_targets, device=device, bf16=bf16, conditioning=val_conditioning)
+               if has_val else None)
+        return train, val
 
-    def train_mse() -> float:
-        return mse_over(op, inputs, targets, device=device, bf16=bf16, conditioning=conditioning)
-
-    initial_train, initial_val = train_mse(), val_mse()
-    history = [{"epoch": 0, "train_loss": None, "train_mse": initial_train, "val_mse": initial_val, "lr": lr}]
-    # the untrained operator is the fallback: a run that never improves (or diverges) keeps it, never a NaN state
-    best_mse, best_epoch = initial_train, 0
-    best_state = {k: v.detach().clone() for k, v in op.state_dict().items()}
-    diverged_at = stopped_at = None
+    trainer.start(*mses())
     start = time.time()
     for epoch in tqdm(range(1, stage1.epochs + 1), desc=f"stage1 {site}", disable=not progress, mininterval=5):
-        epoch_lr = opt.param_groups[0]["lr"]
+        trainer.begin_epoch()
         perm = torch.randperm(n, generator=gen)
         perms = {d: perm.to(d) for d in {inputs.device, targets.device}}  # streamed data is indexed on the CPU
-        loss_sum, batches = 0.0, 0
         for lo in range(0, n, stage1.batch_size):
             x = inputs[perms[inputs.device][lo:lo + stage1.batch_size]].to(device)
             y = targets[perms[targets.device][lo:lo + stage1.batch_size]].to(device)
-            with _autocast(device, bf16):
-                pred = op(x.float(), **_rows(conditioning, perm[lo:lo + stage1.batch_size], device))
-            loss = regression_loss(objective, pred.float(), y.float(), stage1.huber_delta)
-            if not torch.isfinite(loss):  # diverged (seen with Mamba-2 at lr 5e-4): stop, keep the best state
-                diverged_at = epoch
+            trainer.begin_step()
+            trainer.accumulate(x, y, **_rows(conditioning, perm[lo:lo + stage1.batch_size], device))
+            if not trainer.end_step(epoch):
                 break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if stage1.grad_clip:
-                torch.nn.utils.clip_grad_norm_(op.parameters(), stage1.grad_clip)
-            opt.step()
-            loss_sum += loss.item()
-            batches += 1
-        if diverged_at is not None:
+        if not trainer.active:
             break
-        checked = None
-        if epoch % stage1.eval_every == 0 or epoch == stage1.epochs:
-            epoch_train, epoch_val = train_mse(), val_mse()
-            history.append({"epoch": epoch, "train_loss": loss_sum / batches, "train_mse": epoch_train,
-                            "val_mse": epoch_val, "lr": epoch_lr})
-            checked = epoch_val if has_val else epoch_train
-            if math.isfinite(epoch_train) and epoch_train < best_mse:
-                best_mse, best_epoch = epoch_train, epoch
-                best_state = {k: v.detach().clone() for k, v in op.state_dict().items()}
-        if schedule is not None:
-            schedule.end_of_epoch(epoch, checked)
-        if checked is not None and plateaued(history, stage1, has_val):
-            stopped_at = epoch
+        trainer.end_epoch(epoch, mses() if trainer.is_check(epoch) else None)
+        if not trainer.active:
             break
-    seconds = time.time() - start
-    op.load_state_dict(best_state)
-    best_val = next(h["val_mse"] for h in history if h["epoch"] == best_epoch)
-    metrics = {
-        "train_mse": best_mse, "val_mse": best_val, "best_epoch": best_epoch,
-        "initial_train_mse": initial_train, "initial_val_mse": initial_val,
-        # MSE / Var(target): 1 = as good as predicting the mean
-        "train_rel_mse": best_mse / target_var if target_var > 0 else None,
-        "target_var": target_var,
-        "objective": objective, "huber_delta": stage1.huber_delta if objective == "huber" else None,
-        "lr": lr, "lr_source": lr_source(stage1), "schedule": stage1.schedule, "final_lr": opt.param_groups[0]["lr"],
-        "weight_decay": weight_decay, "epochs": stage1.epochs, "batch_size": stage1.batch_size,
-        "num_samples": n, "seed": seed, "bf16": bf16, "seconds": round(seconds, 3),
-        "seconds_per_epoch": round(seconds / max(1, history[-1]["epoch"]), 4), "history": history,
-        "stopped_at_epoch": stopped_at,  # None, or the check at which early stopping ended training
-        "diverged_at_epoch": diverged_at,  # None, or the epoch whose loss went non-finite (training stopped there)
-    }
-    return best_state, metrics
+    return trainer.result(num_samples=n, seed=seed, target_var=target_var, seconds=time.time() - start)
 
 
 def _stage1_spec(*, layer, site, operator, options, stage1, dim, num_heads, seq_len, bf16, train_capture,

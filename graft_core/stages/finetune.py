@@ -206,6 +206,21 @@ def load_latest_checkpoint(out_dir: Path) -> tuple[Path | None, dict | None]:
     return None, None
 
 
+def write_checkpoint(out_dir: Path, step: int, state: dict, *, kill_env: str | None = None) -> Path:
+    """Write ``state`` as ``checkpoints/step_XXXXXXXX.pt`` (atomically) and keep the newest ``KEEP_CHECKPOINTS``;
+    the one checkpoint writer of the training loops (stage 2, online stage 1). ``kill_env``: the fault injection of
+    the crash tests (SIGKILL once the checkpoint of the step it names is on disk)."""
+    path = checkpoint_path(out_dir, step)
+    atomic_torch_save(state, path)
+    for old in sorted((Path(out_dir) / CHECKPOINT_DIR).glob("step_*.pt"))[:-KEEP_CHECKPOINTS]:
+        old.unlink()
+    if kill_env and os.environ.get(kill_env) == str(step):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    return path
+
+
 def _rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -395,13 +410,7 @@ class Finetune:
             state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                      "lr_scheduler": lr_sched.state_dict(), "rng": _rng_state(), "history": list(history),
                      "loss_window": list(window), "seconds": seconds, "stage2": to_jsonable(self.stage2)}
-            atomic_torch_save(state, checkpoint_path(self.out_dir, step))
-            for old in sorted((self.out_dir / CHECKPOINT_DIR).glob("step_*.pt"))[:-KEEP_CHECKPOINTS]:
-                old.unlink()
-            if os.environ.get(KILL_AFTER_CHECKPOINT_ENV) == str(step):
-                import signal
-
-                os.kill(os.getpid(), signal.SIGKILL)
+            write_checkpoint(self.out_dir, step, state, kill_env=KILL_AFTER_CHECKPOINT_ENV)
         distributed.barrier(info)
 
 
