@@ -73,7 +73,7 @@ def test_encode_prompts_stores_t5_states_once(fake_hf, tmp_path):
         raise AssertionError("T5 loaded for a cached prompt set")
 
     enc_id = json.loads((folder / "prompts.json").read_text())["encoder"]
-    assert encode_prompts(prompts, tokenizer, must_not_load, 12, tmp_path, encoder_id=enc_id) == folder
+    assert encode_prompts(prompts, tokenizer, must_not_load, 12, tmp_path, encoder_id=enc_id, shard_size=4) == folder
     other = encode_prompts(prompts[:4], tokenizer, encoder, 12, tmp_path, device="cpu")  # another set, another key
     assert other != folder and CachedPrompts(other).null_id == 4
     clone = copy.deepcopy(table)

@@ -266,7 +266,9 @@ class PixArtFamily(Family):
             act = e["batch_size"] * e["max_tokens"] * k["t5_width"] * k["t5_working_widths"] * 2
             rows = self._encode_rows(config)
             return {"gpu_mem": (2 * k["t5_params"] + act) / GB + ASSUMED["cuda_context_gb"] if gpus else 0.0,
-                    "mem": 4 * k["t5_params"] / GB + 2 * rows * e["max_tokens"] * k["t5_width"] * 2 / GB,
+                    # the fp32 checkpoint read and cast, one shard's states twice (array + its .npy bytes)
+                    "mem": (4 * k["t5_params"] + 2 * min(rows, e["shard_size"]) * e["max_tokens"] * k["t5_width"] * 2)
+                    / GB,
                     "hours": self._t5_hours(config, gpus, cpus),
                     "disk": rows * e["max_tokens"] * k["t5_width"] * 2 / GB}
         if kind == "sample":

@@ -562,10 +562,11 @@ def geneval_evaluate(image_folders: Path | list[Path], *, out_dir: Path, shard_s
     images_dir = out_dir / "images"
     for s in range(array.num_shards):
         src = array.marker(s).parent.parent / "images"
-        for index in range(*array.bounds(s)):
-            dest = images_dir / f"{index:05d}"
-            if src.resolve() != images_dir.resolve() and not dest.exists():
-                shutil.copytree(src / f"{index:05d}", dest, copy_function=_link_or_copy)
+        if src.resolve() == images_dir.resolve():
+            continue
+        for index in range(*array.bounds(s)):  # files already linked by a killed earlier try are kept
+            shutil.copytree(src / f"{index:05d}", images_dir / f"{index:05d}", copy_function=_link_or_copy,
+                            dirs_exist_ok=True)
     results = out_dir / "results.jsonl"
     if not results.exists():
         python = os.environ.get(GENEVAL_PYTHON_ENV, sys.executable)
@@ -580,6 +581,8 @@ def _link_or_copy(src: str, dest: str) -> None:
     import os
     import shutil
 
+    if os.path.exists(dest):
+        return
     try:
         os.link(src, dest)
     except OSError:  # another filesystem
