@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from benchmark.fakes import prerequisites as fakes
-from graft_core.stages import capture, pixart
+from graft_core.stages import capture
+from graft_core.text_to_image import pixart
 from graft_core.errors import MissingWeightsError, StructureMismatch
 from graft_core.text_to_image.text import (PROMPTS_ENV, CachedPrompts, TextConditioned, encode_prompts,
                                           missing_prompt_shards, prompt_shard_files)
