@@ -502,7 +502,8 @@ def geneval_array(folders: Path | list[Path], num_prompts: int, shard_size: int)
 
 def geneval_sample_shards(generate: Callable[[list[str], int], "np.ndarray"], *, out_dir: Path, rank: int = 0,
                           world_size: int = 1, shard_size: int = GENEVAL_SHARD, images_per_prompt: int = 4,
-                          root: str | Path | None = None, seed: int = 0, settings: dict | None = None) -> dict:
+                          root: str | Path | None = None, detector: str | Path | None = None, seed: int = 0,
+                          settings: dict | None = None) -> dict:
     """Task ``rank`` of ``world_size`` of GenEval's sampling array: the prompts of the shards ``s ≡ rank (mod
     world_size)`` (``graft_core.runtime.shards``), ``images_per_prompt`` images each by ``generate(prompts, seed)``
     (uint8 ``[n, H, W, 3]``), in GenEval's layout ``out_dir/images/<index:05d>/{metadata.jsonl,
@@ -513,7 +514,7 @@ def geneval_sample_shards(generate: Callable[[list[str], int], "np.ndarray"], *,
 
     from graft_core.runtime.shards import check_settings
 
-    root, _ = geneval_paths(root)  # fail before generating anything
+    root, _ = geneval_paths(root, detector)  # fail before generating anything
     out_dir = Path(out_dir)
     metadata = geneval_metadata(root)
     array = geneval_array(out_dir, len(metadata), shard_size)
@@ -595,7 +596,8 @@ def geneval_score(generate: Callable[[list[str], int], "np.ndarray"], *, out_dir
     one process: every shard of :func:`geneval_sample_shards` (resumable) into ``out_dir``, then
     :func:`geneval_evaluate` there. The benchmark runs the same two halves as a sampling array and its eval step."""
     geneval_paths(root, detector)  # fail before generating anything
-    geneval_sample_shards(generate, out_dir=out_dir, images_per_prompt=images_per_prompt, root=root, seed=seed)
+    geneval_sample_shards(generate, out_dir=out_dir, images_per_prompt=images_per_prompt, root=root, detector=detector,
+                          seed=seed)
     return geneval_evaluate(out_dir, out_dir=out_dir, root=root, detector=detector)
 
 
