@@ -67,7 +67,8 @@ PARALLEL_PAIRS = {"restructure": "parallel_pairs"}  # the stage-2 / eval plan of
 BLOCK_PAIR_STAGE1 = {"objective": "l1", "lr": 1e-4}  # paper §4.9: L1; the stage-1 lr of §3.1
 
 STEP_VERSIONS = {"teacher": 1, "capture": 1, "stage1": 1, "stage1_online": 1, "stage2": 1, "sample": 1, "eval": 1,
-                 "floor": 1, "noise": 1, "locality": 1, "activation_stats": 1, "latency": 1, "synthetic": 1, "search": 1}
+                 "floor": 1, "noise": 1, "locality": 1, "activation_stats": 1, "latency": 1, "synthetic": 1, "search": 1,
+                 "encode": 1}
 STEP_KINDS = tuple(STEP_VERSIONS)
 CAPTURE_DTYPE = "float16"
 # Above this many bytes per split for all (layer, site) pairs, each pair is its own capture run (DiT-XL/2: 528 GB

@@ -86,8 +86,8 @@ class Family(abc.ABC):
         """(width, tokens, layers) of the node's model, from its hashed body (no model built)."""
 
     def step_resources(self, kind: str, config: dict, gpus: int, cpus: int) -> dict:
-        """Estimates of a step kind only this family knows: any of ``gpu_mem``, ``mem`` (GB), ``hours``; they replace
-        the generic ones of ``benchmark.resources`` (none by default)."""
+        """Estimates of a step kind only this family knows: any of ``gpu_mem``, ``mem``, ``disk`` (GB), ``hours``; they
+        replace the generic ones of ``benchmark.resources`` (none by default)."""
         return {}
 
     # ------------------------------------------------------------------------------------------------- job side

@@ -29,10 +29,11 @@ from benchmark.status import NodeState, node_states
 from benchmark.store import CorruptRecord, Store
 from benchmark.summary import build_tables, mark_tables_built, tables_up_to_date, write_summary
 
-PREP_KINDS = ("teacher", "synthetic", "capture")  # synthetic: Table 5's teacher samples, which its captures read
+# synthetic: Table 5's teacher samples, which its captures read; encode: the T5 states its teacher reads
+PREP_KINDS = ("encode", "teacher", "synthetic", "capture")
 # On Slurm, a row's runs of these kinds form one job array (independent GPU jobs: stage-1 layers, sampling tasks,
-# Table 5's synthetic-pair tasks) ...
-ARRAY_KINDS = ("stage1", "sample", "synthetic")
+# Table 5's synthetic-pair and T5-encoding tasks) ...
+ARRAY_KINDS = ("stage1", "sample", "synthetic", "encode")
 # ... and its captures one job that runs them in turn: each (layer, site) capture is one teacher pass plus its writes,
 # so loading the teacher once beats a job per pair (and keeps a CI rehearsal of 56 pairs in one job).
 SEQUENTIAL_KINDS = ("capture",)

@@ -174,11 +174,46 @@ def check_inception(p: Preset, kinds: set[str]) -> str | None:
     return None
 
 
+ADM_REFERENCE_RECORD = "reference.json"  # $GRAFTBENCH_CACHE/adm/reference.json: the batch `prepare reference` checked
+
+
+def reference_record_path() -> Path:
+    from graft_core.runtime.paths import cache_root
+
+    return cache_root() / "adm" / ADM_REFERENCE_RECORD
+
+
+def record_reference(checked: dict) -> Path:
+    """Record the reference batch ``python -m benchmark.prepare reference`` checked (its absolute path, size and
+    sha256) where every eval looks first, so the run scores against exactly the file that was checked."""
+    from graft_core.runtime.paths import atomic_write_json
+
+    npz = Path(checked["reference"]).resolve()
+    path = reference_record_path()
+    atomic_write_json(path, {"reference": str(npz), "size": npz.stat().st_size, "sha256": checked["sha256"],
+                             "extractor": checked.get("extractor"), "by": "python -m benchmark.prepare reference"})
+    return path
+
+
+def recorded_reference() -> dict | None:
+    try:
+        record = json.loads(reference_record_path().read_text())
+        return record if isinstance(record, dict) and isinstance(record.get("reference"), str) else None
+    except (OSError, ValueError):
+        return None
+
+
 def adm_reference_path() -> Path:
+    """The reference batch the evals score against: ``$GRAFTBENCH_ADM_REFERENCE`` when set (an override), else the
+    one ``python -m benchmark.prepare reference --npz`` checked (``reference_record_path``), else
+    ``$GRAFTBENCH_CACHE/adm/VIRTUAL_imagenet256_labeled.npz``."""
     from graft_core.runtime.paths import cache_root
 
     given = os.environ.get(ADM_REFERENCE_ENV)
-    return Path(given) if given else cache_root() / "adm" / ADM_REFERENCE_FILE
+    if given:
+        return Path(given)
+    record = recorded_reference()
+    return Path(record["reference"]) if record else cache_root() / "adm" / ADM_REFERENCE_FILE
 
 
 @prerequisite("ADM reference batch", lambda p, kinds: p.eval.extractor == "inception" and bool(kinds & EVAL_STEPS))
@@ -186,10 +221,14 @@ def check_adm_reference(p: Preset, kinds: set[str]) -> str | None:
     from graft_core.evaluation.adm_eval import ADM_STATS, batch_info
 
     path = adm_reference_path()
-    fix = (f"download {ADM_REFERENCE_FILE} from {ADM_REFERENCE_URL} and put it at {path} (or set "
-           f"{ADM_REFERENCE_ENV}=/path/to/it)")
+    fix = (f"download {ADM_REFERENCE_FILE} from {ADM_REFERENCE_URL} and run `python -m benchmark.prepare reference "
+           f"--npz /path/to/it` (or set {ADM_REFERENCE_ENV}=/path/to/it)")
     if not path.is_file():
         return f"ADM reference batch {path} does not exist: {fix}"
+    record = None if os.environ.get(ADM_REFERENCE_ENV) else recorded_reference()
+    if record and path.stat().st_size != record.get("size"):
+        return (f"ADM reference batch {path} changed since `python -m benchmark.prepare reference` checked it "
+                f"({record.get('size')} bytes then, {path.stat().st_size} now): run it again on the file to use")
     try:
         info = batch_info(path, "reference batch")
     except (BatchFormatError, OSError, zipfile.BadZipFile, ValueError) as err:

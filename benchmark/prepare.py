@@ -4,7 +4,8 @@
                                          [--num-shards K --shard-index I]   # default: the Slurm array task
     python -m benchmark.prepare imagenet --src /data/imagenet/val --split val     # held-out 8/class (stage-1 val)
     python -m benchmark.prepare subsets [--out DIR] [--src PATH]              # stage-1 + stage-2 lists, hashed
-    python -m benchmark.prepare reference --npz VIRTUAL_imagenet256_labeled.npz   # cache the reference features
+    python -m benchmark.prepare reference --npz VIRTUAL_imagenet256_labeled.npz   # check it, cache its features,
+                                                                                  # record it for the evals
     python -m benchmark.prepare samples --out DIR [--preset paper] [...]      # graft_core.evaluation.sample_at_scale's options
 
 Under a Slurm array, ``imagenet`` and ``samples`` take the array task as their shard (``SLURM_ARRAY_TASK_ID`` minus
@@ -117,7 +118,11 @@ def cmd_samples(args) -> dict:
 
 
 def cmd_reference(args) -> dict:
-    return prepare_reference(args.npz, extractor=args.extractor, weights=args.weights, cache_dir=args.cache_dir)
+    """Check the batch, cache its features, and record it as the batch the evals use (``benchmark.preflight``)."""
+    from benchmark.preflight import record_reference
+
+    checked = prepare_reference(args.npz, extractor=args.extractor, weights=args.weights, cache_dir=args.cache_dir)
+    return {**checked, "recorded_in": str(record_reference(checked))}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="non-standard subset(s) instead of the paper's (e.g. for a small test copy)")
     su.set_defaults(func=cmd_subsets)
 
-    rf = sub.add_parser("reference", help="check an ADM reference batch and cache its features/statistics")
+    rf = sub.add_parser("reference", help="check an ADM reference batch, cache its features/statistics and record it "
+                                          "as the batch the evals use ($GRAFTBENCH_CACHE/adm/reference.json; "
+                                          "$GRAFTBENCH_ADM_REFERENCE overrides it)")
     rf.add_argument("--npz", type=Path, required=True, help="e.g. VIRTUAL_imagenet256_labeled.npz")
     rf.add_argument("--extractor", default="inception", help="feature extractor name (graft_core.metrics)")
     rf.add_argument("--weights", help="extractor weights (default: $GRAFTBENCH_INCEPTION_WEIGHTS)")

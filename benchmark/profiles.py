@@ -1,7 +1,8 @@
 """Slurm resource profiles: ``slurm/profiles/<name>.json``, chosen with ``--profile``, overridden with ``--slurm``.
 
 A profile has ``defaults`` (every step kind) and ``steps.<kind>`` overrides (kinds: teacher, capture, stage1,
-stage1_online, stage2, sample, eval, floor, noise, locality, activation_stats, latency, synthetic, collect). Keys are submitit's generic ones
+stage1_online, stage2, sample, eval, floor, noise, locality, activation_stats, latency, synthetic, encode, search,
+collect). Keys are submitit's generic ones
 (``timeout_min``, ``nodes``, ``tasks_per_node``, ``cpus_per_task``, ``gpus_per_node``, ``mem_gb``) plus a ``slurm``
 dict of submitit's Slurm parameters without their ``slurm_`` prefix (``partition``, ``account``, ``qos``,
 ``constraint``, ``signal_delay_s``, ``max_num_timeout``, ``array_parallelism``, ``setup``, ``additional_parameters``,
@@ -47,7 +48,7 @@ DRIVER_KEYS = {"grad_accumulation": ("stage2", "stage1_online"), "activation_che
 DECLARED_KEYS = ("gpu_mem_gb", "disk_gb")
 BOOL_KEYS = ("activation_checkpointing",)  # driver keys that are true/false (the others: integers >= 1)
 KINDS = ("teacher", "capture", "stage1", "stage1_online", "stage2", "sample", "eval", "floor", "noise", "locality",
-         "activation_stats", "latency", "synthetic", "search", "collect")
+         "activation_stats", "latency", "synthetic", "encode", "search", "collect")
 DEFAULT_PROFILE = {"paper": "paper", "paper-smoke": "paper-smoke"}  # other presets: "cpu"
 
 

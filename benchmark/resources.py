@@ -344,7 +344,8 @@ def _disk_gb(node, capture_disk) -> float:
 
 RESUMABLE = {"stage2": "checkpoints every stage2.checkpoint_every steps and is requeued",
              "stage1_online": "checkpoints every graft_core.stages.online.CHECKPOINT_EVERY steps and is requeued",
-             "sample": "resumes shard by shard", "synthetic": "resumes shard by shard"}
+             "sample": "resumes shard by shard", "synthetic": "resumes shard by shard",
+             "encode": "resumes shard by shard"}
 
 
 def step_fit(node, profile, capture_disk) -> StepFit:
@@ -402,7 +403,8 @@ def step_fit(node, profile, capture_disk) -> StepFit:
     retries = int(res.get("slurm", {}).get("max_num_timeout") or 0) if resumable else 0
     fit_ = StepFit(kind=kind, run=node.run_id, gpus=gpus, est_gpu_mem_gb=gpu_mem, gpu_mem_gb=res.get("gpu_mem_gb"),
                    est_host_mem_gb=mem, mem_gb=res.get("mem_gb"), est_hours=hours, timeout_hours=timeout_h,
-                   resumable=resumable, est_disk_gb=_disk_gb(node, capture_disk), disk_gb=res.get("disk_gb"), why=why,
+                   resumable=resumable, est_disk_gb=own.get("disk", _disk_gb(node, capture_disk)),
+                   disk_gb=res.get("disk_gb"), why=why,
                    source={**src, "disk": "assumed" if kind != "capture" else "measured"}, settings=chosen)
     if chosen:
         fit_.why.append(f"the memory model chose {', '.join(f'{kind}.{k}={v}' for k, v in chosen.items())} "

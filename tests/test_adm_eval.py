@@ -279,3 +279,30 @@ def test_paired_draws_on_the_inception_sized_path(tmp_path, weights, monkeypatch
     worse = paired_difference(runs[2]["fid_adm_stats"], kept[2]["fid_bootstrap"], runs[0]["fid_adm_stats"],
                               kept[0]["fid_bootstrap"])
     assert worse["diff"] > 0 and worse["excludes_zero"]
+
+
+def test_prepare_reference_records_the_batch_the_evals_use(tmp_path, weights, capsys, monkeypatch):
+    """What ``prepare reference --npz`` checked is what the evals score against, with no environment variable;
+    ``$GRAFTBENCH_ADM_REFERENCE`` still overrides it; a file replaced after the check is one preflight line."""
+    from benchmark import preflight
+    from benchmark.prepare import main as prepare
+
+    monkeypatch.setenv("GRAFTBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(preflight.ADM_REFERENCE_ENV, raising=False)
+    assert preflight.adm_reference_path() == tmp_path / "cache" / "adm" / preflight.ADM_REFERENCE_FILE  # nothing yet
+    (tmp_path / "elsewhere").mkdir()
+    ref = save(tmp_path / "elsewhere" / "ref.npz", images(8, 0))
+    assert prepare(["reference", "--npz", str(ref), "--extractor", FAKE, "--weights", weights]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert Path(out["recorded_in"]) == preflight.reference_record_path()
+    assert preflight.adm_reference_path() == ref.resolve()
+    record = preflight.recorded_reference()
+    assert record["sha256"] == out["sha256"] and record["size"] == ref.stat().st_size
+    monkeypatch.setenv(preflight.ADM_REFERENCE_ENV, str(tmp_path / "override.npz"))
+    assert preflight.adm_reference_path() == tmp_path / "override.npz"
+    monkeypatch.delenv(preflight.ADM_REFERENCE_ENV)
+    save(ref, images(9, 1))  # replaced after the check
+    from graft_core.presets import get_preset
+
+    line = preflight.check_adm_reference(get_preset("paper"), {"eval"})
+    assert "changed since `python -m benchmark.prepare reference` checked it" in line and "\n" not in line

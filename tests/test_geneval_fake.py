@@ -5,6 +5,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from benchmark.fakes import prerequisites as fakes
 from graft_core.text_to_image import text
@@ -55,3 +56,46 @@ def test_fake_geneval_evaluator_needs_the_detector(tmp_path):
                         "--outfile", str(tmp_path / "r.jsonl"), "--model-path", str(tmp_path / "nodetector")],
                        capture_output=True, text=True, cwd=root)
     assert p.returncode != 0 and "detector checkpoint" in p.stderr
+
+
+def test_geneval_sampling_array_resumes_and_equals_one_process(tmp_path, monkeypatch):
+    """GenEval's sampling array: two tasks in their own folders, one killed half-way and requeued, give the same
+    images and the same score as one uninterrupted process; the killed task redoes only its unfinished shard."""
+    root = fakes.make_geneval(tmp_path / "geneval")
+    monkeypatch.setenv(text.GENEVAL_ENV, str(root))
+    monkeypatch.setenv(text.GENEVAL_DETECTOR_ENV, str(root / "models"))
+    monkeypatch.delenv(text.GENEVAL_PYTHON_ENV, raising=False)
+    n = len(text.geneval_metadata(root))
+    calls = []
+
+    def generate(prompts, seed, kill_at=None):
+        if kill_at is not None and len(calls) == kill_at:
+            raise KeyboardInterrupt("killed")  # the task dies between two prompts
+        calls.append(seed)
+        rng = np.random.default_rng(seed)
+        return rng.integers(0, 256, size=(len(prompts), 8, 8, 3), dtype=np.uint8)
+
+    whole = text.geneval_score(generate, out_dir=tmp_path / "one", images_per_prompt=2)
+    calls.clear()
+    tasks = [tmp_path / "task0", tmp_path / "task1"]
+    try:
+        text.geneval_sample_shards(lambda p, s: generate(p, s, kill_at=1), out_dir=tasks[0], rank=0, world_size=2,
+                                   shard_size=1, images_per_prompt=2)
+    except KeyboardInterrupt:
+        pass
+    assert calls == [0]  # shard 0 done, shard 2 interrupted
+    again = text.geneval_sample_shards(generate, out_dir=tasks[0], rank=0, world_size=2, shard_size=1,
+                                       images_per_prompt=2)
+    assert again["skipped"] == [0] and again["sampled"] == list(range(2, n, 2))
+    with pytest.raises(FileNotFoundError, match="GenEval shard 1"):
+        text.geneval_evaluate(tasks, out_dir=tmp_path / "eval", shard_size=1)
+    text.geneval_sample_shards(generate, out_dir=tasks[1], rank=1, world_size=2, shard_size=1, images_per_prompt=2)
+    assert sorted(calls) == list(range(n))  # every prompt once, the interrupted one redone
+    scores = text.geneval_evaluate(tasks, out_dir=tmp_path / "eval", shard_size=1)
+    assert scores == whole
+    for png in (tmp_path / "one" / "images").glob("*/samples/*.png"):
+        rel = png.relative_to(tmp_path / "one")
+        assert (tmp_path / "eval" / rel).read_bytes() == png.read_bytes()
+    with pytest.raises(Exception, match="other settings"):  # another seed in the same folder
+        text.geneval_sample_shards(generate, out_dir=tasks[1], rank=1, world_size=2, shard_size=1,
+                                   images_per_prompt=2, seed=5)

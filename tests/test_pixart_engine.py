@@ -14,7 +14,8 @@ from benchmark.fakes import prerequisites as fakes
 from graft_core.stages import capture
 from graft_core.text_to_image import pixart
 from graft_core.errors import MissingWeightsError, StructureMismatch
-from graft_core.text_to_image.text import PROMPT_EMBEDDINGS, PROMPTS_ENV, CachedPrompts, TextConditioned, encode_prompts
+from graft_core.text_to_image.text import (PROMPTS_ENV, CachedPrompts, TextConditioned, encode_prompts,
+                                          missing_prompt_shards, prompt_shard_files)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_encode_prompts_stores_t5_states_once(fake_hf, tmp_path):
     never loads T5; CachedPrompts serves rows on the ids' device, shares its maps on copy and pickles small."""
     tokenizer, encoder = t5_parts(fake_hf)
     prompts = list(fakes.FAKE_PROMPTS[:5])
-    folder = encode_prompts(prompts, tokenizer, encoder, 12, tmp_path, device="cpu", batch_size=2)
+    folder = encode_prompts(prompts, tokenizer, encoder, 12, tmp_path, device="cpu", batch_size=2, shard_size=4)
     tok = tokenizer(prompts + [""], padding="max_length", max_length=12, truncation=True, return_tensors="pt")
     with torch.no_grad():
         want = encoder(tok.input_ids, attention_mask=tok.attention_mask)[0]
@@ -73,13 +74,88 @@ def test_encode_prompts_stores_t5_states_once(fake_hf, tmp_path):
         raise AssertionError("T5 loaded for a cached prompt set")
 
     enc_id = json.loads((folder / "prompts.json").read_text())["encoder"]
-    assert encode_prompts(prompts, tokenizer, must_not_load, 12, tmp_path, encoder_id=enc_id) == folder
+    assert encode_prompts(prompts, tokenizer, must_not_load, 12, tmp_path, encoder_id=enc_id, shard_size=4) == folder
     other = encode_prompts(prompts[:4], tokenizer, encoder, 12, tmp_path, device="cpu")  # another set, another key
     assert other != folder and CachedPrompts(other).null_id == 4
     clone = copy.deepcopy(table)
     assert clone._rows is table._rows  # a model copy (EMA, finetune) does not read the maps
-    assert len(pickle.dumps(table)) < (folder / PROMPT_EMBEDDINGS).stat().st_size + 10_000
+    assert len(pickle.dumps(table)) < prompt_shard_files(folder, 0)[0].stat().st_size + 10_000
     assert torch.equal(pickle.loads(pickle.dumps(table))(torch.tensor([0]))[0], states[[1]])  # id 0
+
+
+class Killed(Exception):
+    pass
+
+
+class DiesAfter(torch.nn.Module):
+    """T5 that dies (as a killed job) at its ``calls``-th forward."""
+
+    def __init__(self, encoder, calls):
+        super().__init__()
+        self.encoder, self.calls, self.config = encoder, calls, encoder.config
+
+    def forward(self, *args, **kwargs):
+        self.calls -= 1
+        if self.calls < 0:
+            raise Killed()
+        return self.encoder(*args, **kwargs)
+
+
+def test_encoding_array_resumes_and_equals_an_uninterrupted_run(fake_hf, tmp_path):
+    """Two tasks of the encoding array, one killed half-way and requeued: the finished shards are skipped, the
+    interrupted one is redone, and every row equals one uninterrupted process's (whatever the number of tasks)."""
+    tokenizer, encoder = t5_parts(fake_hf)
+    prompts = list(fakes.FAKE_PROMPTS)  # 8 prompts + the empty caption: 5 shards of 2 rows
+    kw = dict(device="cpu", batch_size=1, shard_size=2, encoder_id="fake-t5")
+    whole = CachedPrompts(encode_prompts(prompts, tokenizer, encoder, 12, tmp_path / "one", **kw))
+    root = tmp_path / "array"
+    with pytest.raises(Killed):  # task 0 of 2 (shards 0, 2, 4) dies in its second shard
+        encode_prompts(prompts, tokenizer, lambda: DiesAfter(encoder, 3), 12, root, rank=0, world_size=2, **kw)
+    entry = root / whole.key
+    assert missing_prompt_shards(entry) == [1, 2, 3, 4]
+    with pytest.raises(MissingWeightsError, match=r"shard\(s\) \[1, 2, 3, 4\] are not encoded"):
+        CachedPrompts(entry)  # a reader refuses an unfinished set (one line)
+    seen = DiesAfter(encoder, 100)
+    encode_prompts(prompts, tokenizer, lambda: seen, 12, root, rank=0, world_size=2, **kw)
+    assert seen.calls == 100 - 3  # requeued: shards 2 and 4 only (3 rows: 2 + 1)
+    assert missing_prompt_shards(entry) == [1, 3]
+
+    def must_not_load():
+        raise AssertionError("T5 loaded by a task whose shards are done")
+
+    encode_prompts(prompts, tokenizer, must_not_load, 12, root, rank=0, world_size=2, **kw)
+    encode_prompts(prompts, tokenizer, encoder, 12, root, rank=1, world_size=2, **kw)
+    table = CachedPrompts(entry)
+    ids = torch.arange(len(prompts) + 1)
+    for a, b in zip(table(ids), whole(ids)):
+        assert torch.equal(a, b)
+    with pytest.raises(Exception, match="other settings"):  # another layout in the same entry is refused
+        encode_prompts(prompts, tokenizer, encoder, 12, root, **{**kw, "shard_size": 3})
+    prompt_shard_files(entry, 3)[0].write_bytes(prompt_shard_files(entry, 1)[0].read_bytes())
+    from graft_core.errors import CorruptArtefactError
+
+    with pytest.raises(CorruptArtefactError, match="DONE_00003.json"):
+        CachedPrompts(entry)(torch.tensor([6]))
+
+
+def test_the_benchmark_steps_only_look_the_t5_states_up(fake_env, tmp_path, monkeypatch):
+    """``encode=False`` (the teacher, sampling and training steps): a set the encode steps did not finish is refused
+    in one line and T5 is never loaded; after the encoding array's tasks the same call finds it."""
+    from graft_core.runtime import paths
+
+    monkeypatch.setenv("GRAFTBENCH_CACHE", str(tmp_path / "cache"))
+    prompts = list(fakes.FAKE_PROMPTS[:3])
+    load_t5 = pixart.load_t5
+    monkeypatch.setattr(pixart, "load_t5", lambda *a, **k: pytest.fail("T5 loaded by a lookup"))
+    with pytest.raises(MissingWeightsError, match="run its encode steps") as err:
+        pixart.paper_prompts(prompts, 12, encode=False)
+    assert "\n" not in str(err.value)
+    monkeypatch.setattr(pixart, "load_t5", load_t5)
+    reports = [pixart.encode_paper_prompts(prompts, 12, rank=r, world_size=2, shard_size=1, device="cpu")
+               for r in (0, 1)]
+    assert reports[0]["missing"] == [1, 3] and reports[1]["missing"] == []
+    table = pixart.paper_prompts(prompts, 12, encode=False)
+    assert table.folder == paths.cache_root() / pixart.PROMPT_CACHE / reports[1]["key"] and table.null_id == 3
 
 
 def test_load_paper_teacher_from_the_fake_hub_cache(fake_env, tmp_path):

@@ -121,7 +121,8 @@ def test_the_teacher_loader_refuses_another_structure_and_takes_the_width(prereq
 
 
 # ---------------------------------------------------------------------------------------------- text to image (table5)
-T2I_KINDS = {"t2i:teacher", "t2i:synthetic", "t2i:capture", "t2i:stage1", "t2i:stage2", "t2i:eval", "t2i:latency"}
+T2I_KINDS = {"t2i:encode", "t2i:teacher", "t2i:synthetic", "t2i:capture", "t2i:stage1", "t2i:stage2", "t2i:sample",
+             "t2i:eval", "t2i:latency"}
 PIXART_REPOS = (fakes.PIXART_REPO, fakes.PIXART_PIPELINE_REPO)
 
 
@@ -159,7 +160,7 @@ def t2i_env(t2i_prereqs, monkeypatch, tmp_path):
     monkeypatch.setenv("GRAFTBENCH_PIXART_PROMPTS", str(prompts))
     monkeypatch.setenv("GRAFTBENCH_GENEVAL", str(geneval))
     monkeypatch.setenv("GRAFTBENCH_GENEVAL_DETECTOR", str(geneval / "models"))
-    monkeypatch.delenv("GRAFTBENCH_GENEVAL_PYTHON", raising=False)
+    monkeypatch.setenv("GRAFTBENCH_GENEVAL_PYTHON", str(geneval / "env" / "bin" / "python"))  # its (fake) environment
     # nothing of the DiT/ImageNet side: a t2i-only plan must not ask for it
     monkeypatch.delenv("GRAFTBENCH_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.setenv("GRAFTBENCH_IMAGENET", str(tmp_path / "nolatents"))
@@ -229,6 +230,15 @@ BREAKS = {  # name → (break the fakes, text the one line must hold)
                                "are empty (placeholder?)"),
     "GenEval metadata junk": (lambda e: (e["geneval"] / "prompts" / "evaluation_metadata.jsonl").write_text("{junk\n"),
                               "evaluation_metadata.jsonl does not parse"),
+    "GenEval environment without mmdet": (lambda e: shutil.rmtree(e["geneval"] / "env" / "site" / "mmdet"),
+                                           "mmdet does not import"),
+    "GenEval environment with mmdet 3": (
+        lambda e: (e["geneval"] / "env" / "site" / "mmdet" / "__init__.py").write_text('__version__ = "3.1.0"\n'),
+        "needs mmdet 2.x"),
+    "GenEval environment without the detector config": (
+        lambda e: shutil.rmtree(e["geneval"] / "env" / "site" / "configs"), "configs/mask2former/"),
+    "GenEval environment without CLIP weights": (
+        lambda e: shutil.rmtree(e["geneval"] / "env" / "hf"), "ViT-L-14 'openai' weights are not in"),
     "GenEval metadata without prompt": (
         lambda e: (e["geneval"] / "prompts" / "evaluation_metadata.jsonl").write_text('{"tag": "colors"}\n'),
         "entry 1 of"),
@@ -257,7 +267,7 @@ def test_vae_and_geneval_are_needed_only_by_the_t2i_eval(t2i_env, monkeypatch):
     monkeypatch.delenv("GRAFTBENCH_GENEVAL")
     monkeypatch.delenv("GRAFTBENCH_GENEVAL_DETECTOR")
     assert len(problems(t2i_plan())) == 2
-    assert problems(t2i_plan(kinds=T2I_KINDS - {"t2i:eval"})) == []
+    assert problems(t2i_plan(kinds=T2I_KINDS - {"t2i:eval", "t2i:sample"})) == []
 
 
 def test_geneval_python_must_be_an_interpreter(t2i_env, monkeypatch, tmp_path):

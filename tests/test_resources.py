@@ -109,7 +109,7 @@ def test_json_without_dry_run_is_refused(tmp_path, capsys):
 
 def test_the_model_sizes_and_family_specific_steps_come_from_the_family(tmp_path):
     """``benchmark.resources`` asks the family (``Family.model_dims``/``step_resources``/``params_key``), never its
-    name: PixArt-Σ's T5 teacher step and GenEval batch come from its module, and a family that reports twice the
+    name: PixArt-Σ's T5 encode steps and GenEval batch come from its module, and a family that reports twice the
     width gets a larger inference estimate from the same generic arithmetic."""
     from benchmark.family import family_of
 
@@ -117,10 +117,11 @@ def test_the_model_sizes_and_family_specific_steps_come_from_the_family(tmp_path
     nodes = {n.kind: n for rp in tp.row_plans for n in rp.nodes}
     pix = family_of(nodes["teacher"].config)
     assert pix.name == "pixart" and pix.model_dims(nodes["stage2"].config) == resources._dims(nodes["stage2"].config)
-    t5 = pix.step_resources("teacher", nodes["teacher"].config, 1, 8)
-    assert t5["mem"] == pytest.approx(4 * pix.resource_constants["t5_params"] / 1e9)
-    cpu = pix.step_resources("teacher", nodes["teacher"].config, 0, 8)
+    t5 = pix.step_resources("encode", nodes["encode"].config, 1, 8)
+    assert t5["gpu_mem"] > 2 * pix.resource_constants["t5_params"] / 1e9  # bf16 weights + activations + context
+    cpu = pix.step_resources("encode", nodes["encode"].config, 0, 8)
     assert cpu["gpu_mem"] == 0.0 and cpu["hours"] > t5["hours"] * 10  # a GPU encodes far faster than 8 cores
+    assert pix.step_resources("teacher", nodes["teacher"].config, 0, 4) == {}  # loads; T5 is the encode steps' job
     assert pix.step_resources("stage2", nodes["stage2"].config, 8, 8) == {}
     c = nodes["eval"].config
     w, n, layers = pix.model_dims(c)
@@ -139,6 +140,20 @@ def test_the_model_sizes_and_family_specific_steps_come_from_the_family(tmp_path
     assert resources.inference_gb(c, 2) == base
     doc_keys = {**resources.ASSUMED, **pix.resource_constants}
     assert {"t5_params", "t2i_eval_batch"} <= set(doc_keys) and "t5_params" not in resources.ASSUMED
+
+
+def test_table5_encode_and_geneval_steps_fit_the_paper_profile(capsys, tmp_path):
+    """Table 5's T5 encoding (a 1-GPU array, resumable), GenEval's sampling array and its scoring step fit
+    slurm/profiles/paper.json; the teacher step no longer encodes on its 0-GPU job."""
+    assert main(["table5", "--preset", "paper", "--dry-run", "--json", "--results-dir", str(tmp_path)]) == 0
+    steps = json.loads(capsys.readouterr().out)["steps"]
+    mine = [s for s in steps if s["kind"] in ("encode", "sample", "eval", "teacher")]
+    assert {s["kind"] for s in mine} == {"encode", "sample", "eval", "teacher"}
+    assert all(s["fits"] for s in mine), [(s["kind"], s["why"]) for s in mine if not s["fits"]]
+    encode = [s for s in steps if s["kind"] == "encode"]
+    assert len(encode) == 2 and all(s["gpus"] == 1 and s["resumable"] for s in encode)  # training and GenEval sets
+    sample = [s for s in steps if s["kind"] == "sample"]
+    assert sample and all(s["gpus"] == 1 and s["resumable"] and s["est_hours"] < s["timeout_hours"] for s in sample)
 
 
 def test_the_memory_model_chooses_the_smallest_accumulation_that_fits_and_the_job_gets_it(tmp_path, monkeypatch):

@@ -502,11 +502,12 @@ def test_driver_second_launch_submits_nothing(driver_launch):
 # format, an ADM reference batch). Baseline with floor/noise, two table3 rows (Hyena-X at 50 %, MLP r=3 at 50 %)
 # and the control, fig2's locality → fig4b's replanned top-local row, one table2 row, and table6's parallel-pair row
 # (block captures of 2 blocks each, a stage-1 array over the 14 pairs, stage 2 on the 25 % subset, eval, latency),
-# and table5's two rows on the fake PixArt-Σ (T5 states encoded once, a 2-task synthetic-pair array, one online
-# stage-1 job for the 14 grafted layers (no capture), LoRA-64 stage 2, GenEval through its adapter on a fake
-# detector, latency); the search target's MHA rows at one budget (50 %: stage-1 error, greedy validation and cost-aware
-# searches over the stage-1 runs of all 28 layers, each one job, then their rows replanned beside the interleaved and
-# top-local ones); stage 2 as a 2-task gloo DDP job, every DiT eval a 2-task sampling array + one ADM metrics job.
+# and table5's two rows on the fake PixArt-Σ (T5 states of its prompts and of GenEval's by one 4-task encoding array,
+# a 2-task synthetic-pair array, one online stage-1 job for the 14 grafted layers (no capture), LoRA-64 stage 2,
+# GenEval's images by 2-task sampling arrays and its evaluator on a fake detector, latency); the search target's MHA
+# rows at one budget (50 %: stage-1 error, greedy validation and cost-aware searches over the stage-1 runs of all 28
+# layers, each one job, then their rows replanned beside the interleaved and top-local ones); stage 2 as a 2-task gloo
+# DDP job, every DiT eval a 2-task sampling array + one ADM metrics job.
 # Then a second launch submits nothing.
 
 SMOKE_ROWS = ("baseline,metric_floor,noise_control,attn-hyena_x-interleaved50,mlp-mlp_r3-interleaved50,"
@@ -594,6 +595,7 @@ def test_paper_smoke_rehearsal_runs_every_dit_step_on_slurm(smoke_launch):
     grafted = table5["attn-hyena_x-pixart"]["extra"]
     assert grafted["layers"] == [8, 10, 12, 14, 16, 18, 20, 21, 22, 23, 24, 25, 26, 27] and grafted["speedup"] > 0
     assert "submitted synthetic ×2" in first and "submitted stage1_online" in first, first
+    assert "submitted encode ×4" in first, first  # T5: training + GenEval sets
     online = [read_json_file(p) for p in runs.glob("stage1_online/*/metrics.json")]
     assert len(online) == 1 and sorted(map(int, online[0]["layers"])) == grafted["layers"], online
     # the paper protocol: FID against the reference batch's stored statistics, scored by the metrics job (DiT)

@@ -43,6 +43,8 @@ FAKE_PROMPTS = (
 )
 GENEVAL_ENV, GENEVAL_DETECTOR_ENV = "GRAFTBENCH_GENEVAL", "GRAFTBENCH_GENEVAL_DETECTOR"  # graft_core.text_to_image.text's
 GENEVAL_DETECTOR_FILE = "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth"  # graft_core.text_to_image.text.GENEVAL_DETECTOR_FILE
+GENEVAL_PYTHON_ENV = "GRAFTBENCH_GENEVAL_PYTHON"  # graft_core.text_to_image.text's
+CLIP_REPO = "timm/vit_large_patch14_clip_224.openai"  # where open_clip finds ViT-L-14 'openai' (its hf_hub entry)
 # A few entries in the form of GenEval's prompts/evaluation_metadata.jsonl (its 553 prompts over 6 task tags)
 FAKE_GENEVAL_METADATA = (
     {"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"},
@@ -67,6 +69,7 @@ class FakePaths:
     pixart_prompts: Path | None = None
     geneval: Path | None = None  # GenEval-structured checkout (make_geneval)
     geneval_detector: Path | None = None  # its detector folder
+    geneval_python: Path | None = None  # the interpreter of its (fake) environment
 
     def environ(self) -> dict[str, str]:
         env = {"HF_HOME": str(self.hf_home), "HF_HUB_OFFLINE": "1",
@@ -77,6 +80,8 @@ class FakePaths:
             env[GENEVAL_ENV] = str(self.geneval)
         if self.geneval_detector is not None:
             env[GENEVAL_DETECTOR_ENV] = str(self.geneval_detector)
+        if self.geneval_python is not None:
+            env[GENEVAL_PYTHON_ENV] = str(self.geneval_python)
         return env
 
 
@@ -297,7 +302,39 @@ def make_geneval(root: Path, *, metadata=FAKE_GENEVAL_METADATA, threshold: float
     (root / "prompts" / "evaluation_metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metadata))
     (root / "models" / GENEVAL_DETECTOR_FILE).write_bytes(b"FAKE detector weights (benchmark.fakes.prerequisites.make_geneval)\n")
     (root / "README.md").write_text("FAKE GenEval checkout written by graftbench's benchmark/fakes/prerequisites.py; not GenEval.\n")
+    make_geneval_env(root / "env")
     return root
+
+
+def make_geneval_env(env: Path) -> Path:
+    """A stand-in for GenEval's Python environment under ``env``; returns its interpreter ``env/bin/python`` (for
+    ``$GRAFTBENCH_GENEVAL_PYTHON``): this interpreter with stand-in ``mmdet`` (version 2.27.0, the Mask2Former config
+    file beside the package where GenEval's evaluator reads it) and ``open_clip`` (ViT-L-14 'openai' listed on the
+    Hub) packages first on its path, and a Hub cache holding that CLIP's (placeholder) weights. What preflight's
+    environment probe reads is there; nothing of mmdet or CLIP is."""
+    env = Path(env)
+    site = env / "site"
+    (site / "mmdet").mkdir(parents=True, exist_ok=True)
+    (site / "mmdet" / "__init__.py").write_text('"""FAKE mmdet (benchmark.fakes.prerequisites): a version only."""\n'
+                                               '__version__ = "2.27.0"\n')
+    (site / "configs" / "mask2former").mkdir(parents=True, exist_ok=True)
+    (site / "configs" / "mask2former" / GENEVAL_DETECTOR_FILE.replace(".pth", ".py")).write_text("# FAKE config\n")
+    (site / "open_clip").mkdir(parents=True, exist_ok=True)
+    (site / "open_clip" / "__init__.py").write_text(
+        '"""FAKE open_clip (benchmark.fakes.prerequisites): its pretrained list for ViT-L-14 only."""\n'
+        '__version__ = "2.26.1"\n\n\n'
+        'def get_pretrained_cfg(model, tag):\n'
+        f'    return {{"hf_hub": "{CLIP_REPO}/"}} if (model, tag) == ("ViT-L-14", "openai") else {{}}\n')
+    weights = _snapshot(env / "hf", CLIP_REPO) / "open_clip_pytorch_model.bin"
+    weights.write_bytes(b"FAKE CLIP weights (benchmark.fakes.prerequisites.make_geneval_env)\n")
+    python = env / "bin" / "python"
+    python.parent.mkdir(parents=True, exist_ok=True)
+    python.write_text('#!/bin/sh\n# FAKE GenEval environment (benchmark.fakes.prerequisites.make_geneval_env)\n'
+                      'HERE="$(cd "$(dirname "$0")/.." && pwd)"\n'
+                      'export PYTHONPATH="$HERE/site${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_CACHE="$HERE/hf/hub"\n'
+                      f'exec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    return python
 
 
 def make_imagefolder(root: Path, *, classes: int = 4, per_class: int = 6, seed: int = 0) -> Path:
@@ -393,7 +430,8 @@ def make_all(root: Path, *, classes: int = 4, per_class: int = 6, reference_imag
                       inception=root / "inception" / INCEPTION_FILE,
                       reference=root / "adm" / "VIRTUAL_imagenet256_labeled.npz",
                       pixart_prompts=make_prompts(root / "pixart" / "prompts.txt"),
-                      geneval=make_geneval(root / "geneval"), geneval_detector=root / "geneval" / "models")
+                      geneval=make_geneval(root / "geneval"), geneval_detector=root / "geneval" / "models",
+                      geneval_python=root / "geneval" / "env" / "bin" / "python")
     make_imagefolder(paths.imagenet, classes=classes, per_class=per_class)
     make_inception_weights(paths.inception)
     make_adm_reference(paths.reference, num_images=reference_images, inception=paths.inception)
@@ -423,17 +461,18 @@ def encode_latents(root: Path, hf_home: Path, *, classes: int = 2, per_class: di
 
 
 def prepare_rehearsal(root: Path, *, classes: int = 4, per_class: int = 10, val_per_class: int = 8) -> dict[str, str]:
-    """Everything a paper-smoke rehearsal needs under ``root``: the fakes, a val ImageFolder, both encoded and the
-    subsets written by the project's own CLI (``python -m benchmark.prepare``); returns the full environment
-    (os.environ plus the variables that point the suite at them) for the driver and its jobs."""
+    """Everything a paper-smoke rehearsal needs under ``root``: the fakes, a val ImageFolder, both encoded, the
+    subsets written and the reference batch checked and recorded by the project's own CLI (``python -m
+    benchmark.prepare``: the evals find the batch through its record, not an environment variable); returns the full
+    environment (os.environ plus the variables that point the suite at them) for the driver and its jobs."""
     import os
     import subprocess
 
     root = Path(root)
     paths = make_all(root, classes=classes, per_class=per_class)
     val = make_imagefolder(root / "imagenet" / "val", classes=classes, per_class=val_per_class, seed=1)
-    env = {**os.environ, **paths.environ(), "GRAFTBENCH_CACHE": str(root / "cache"),
-           "GRAFTBENCH_IMAGENET": str(root / "latents"), "GRAFTBENCH_ADM_REFERENCE": str(paths.reference)}
+    env = {**{k: v for k, v in os.environ.items() if k != "GRAFTBENCH_ADM_REFERENCE"}, **paths.environ(),
+           "GRAFTBENCH_CACHE": str(root / "cache"), "GRAFTBENCH_IMAGENET": str(root / "latents")}
     prepare = [sys.executable, "-m", "benchmark.prepare"]
     common = ["--out", str(root / "latents"), "--num-workers", "0", "--shard-size", "16", "--batch-size", "8",
               "--quiet"]
@@ -441,7 +480,8 @@ def prepare_rehearsal(root: Path, *, classes: int = 4, per_class: int = 10, val_
                 [*prepare, "imagenet", "--src", str(val), "--split", "val", *common],
                 [*prepare, "subsets", "--out", str(root / "latents"), "--per-class", f"stage1={min(8, per_class)}",
                  "--per-class", f"heldout={min(8, val_per_class)}", "--per-class", f"pct10={per_class}",
-                 "--per-class", f"pct25={per_class}"]):  # Table 6's 25 %; nested: pct10 ⊆ pct25
+                 "--per-class", f"pct25={per_class}"],  # Table 6's 25 %; nested: pct10 ⊆ pct25
+                [*prepare, "reference", "--npz", str(paths.reference)]):
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if p.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{p.stdout}{p.stderr}")

@@ -33,7 +33,8 @@ CHECKPOINT_TOKENS = 1024
 # N tokens and width D (linear layers + attention), so PixArt-Σ 2K (N = 16,384, D = 1152) is ~208× DiT-XL/2 (N = 256)
 # per sample, and a Hyena-X operator (linear in N) 64×. The paper gives none of these costs (UNKNOWN); GenEval draws
 # 553 prompts × 4 images.
-GENEVAL_IMAGES = 553 * 4
+GENEVAL_PROMPTS = 553
+GENEVAL_IMAGES = GENEVAL_PROMPTS * 4
 DIT_TOKENS, DIT_WIDTH = 256, 1152
 
 
@@ -62,8 +63,22 @@ class RowNodes:
     def node(self, kind: str, body: dict, deps=(), desc: str = "") -> Node:
         return make_node(kind, {**self.family, **body}, deps, desc=desc)
 
+    def encode(self, prompts: str) -> list[Node]:
+        """The T5 states of a prompt set (``train``: the first ``num_prompts`` of the prompt file; ``geneval``:
+        GenEval's prompts) as an encoding array on GPUs, task ``i`` the shards ``s ≡ i (mod tasks)`` (a requeued task
+        skips finished shards); the steps that read the states only look them up. Only a T5-driven (pretrained)
+        teacher has them: tiny's offline text encoder needs none, so its plan and run ids are unchanged."""
+        if not self.pix.pretrained:
+            return []
+        c = self.cfg
+        body = {"encode": {"prompts": prompts, "max_tokens": self.pix.max_tokens, "shard_size": c.encode_shard,
+                           "batch_size": c.encode_batch}, "tasks": c.encode_tasks}
+        return [self.node("encode", {**body, "task": i},
+                          desc=f"T5 states of the {prompts} prompts (task {i + 1}/{c.encode_tasks})")
+                for i in range(c.encode_tasks)]
+
     def teacher(self) -> Node:
-        return self.node("teacher", {}, desc="PixArt teacher")
+        return self.node("teacher", {}, self.encode("train"), desc="PixArt teacher")
 
     def synthetic(self) -> list[Node]:
         """The teacher's synthetic pairs as a sampling array: task ``i`` draws the shards ``s ≡ i (mod tasks)``."""
@@ -99,11 +114,26 @@ class RowNodes:
         return self.node("stage2", body, [self.teacher(), *synthetic, *deps],
                          desc=f"stage2 PixArt {what}, LoRA r={s2.lora_rank}, {s2.steps} steps")
 
-    def evaluate(self, model: dict, deps: list[Node], what: str) -> Node:
+    def geneval_samples(self, model: dict, deps: list[Node]) -> list[Node]:
+        """GenEval's images of ``model`` as a sampling array (task ``i`` the prompt shards ``s ≡ i (mod tasks)``,
+        resumable), after the T5 states of GenEval's prompts."""
+        c = self.cfg
+        body = {"eval": self.p.eval, "t2i": {**self.sampler, "protocol": "geneval"}, "model": model,
+                "geneval": {"shard_size": c.geneval_shard}, "tasks": c.geneval_tasks}
+        return [self.node("sample", {**body, "task": i}, [self.teacher(), *deps, *self.encode("geneval")],
+                          desc=f"GenEval images (task {i + 1}/{c.geneval_tasks})") for i in range(c.geneval_tasks)]
+
+    def evaluate(self, model: dict, deps: list[Node], what: str) -> list[Node]:
+        """The eval node last, after the nodes it needs (paper: GenEval's encoding and sampling arrays)."""
         protocol = "geneval" if self.pix.pretrained else "prompt_accuracy"
         body = {"classifier": self.p.classifier, "eval": self.p.eval, "t2i": {**self.sampler, "protocol": protocol},
                 "model": model}
-        return self.node("eval", body, [self.teacher(), *deps], desc=f"eval PixArt {what} ({protocol})")
+        before: list[Node] = []
+        if protocol == "geneval":
+            samples = self.geneval_samples(model, deps)
+            before = [*self.encode("geneval"), *samples]
+            body["samples"], deps = [n.run_id for n in samples], samples
+        return [*before, self.node("eval", body, [self.teacher(), *deps], desc=f"eval PixArt {what} ({protocol})")]
 
     def latency(self, model: dict, deps: list[Node]) -> Node:
         c = self.cfg
@@ -125,13 +155,17 @@ class PixArtFamily(Family):
         if row.graft is not None:
             self.check_site(row.id, row.graft.site)
         r = RowNodes(row)
-        add(r.teacher())
+        add(*r.encode("train"), r.teacher())
+
+        def evaluate(model: dict, deps: list[Node], what: str) -> Node:
+            return add(*r.evaluate(model, deps, what))
+
         if row.graft is None:
             if not row.finetune:  # the baseline
-                return RowPlan(target, row, nodes, add(r.evaluate({"source": "teacher"}, [], "teacher")))
+                return RowPlan(target, row, nodes, evaluate({"source": "teacher"}, [], "teacher"))
             synthetic = [add(n) for n in r.synthetic()]
             s2 = add(r.stage2(None, None, synthetic, []))
-            final = add(r.evaluate({"source": "stage2", "run": s2.run_id}, [s2], "teacher + LoRA stage 2"))
+            final = evaluate({"source": "stage2", "run": s2.run_id}, [s2], "teacher + LoRA stage 2")
             return RowPlan(target, row, nodes, final)
         synthetic = [add(n) for n in r.synthetic()]
         s1 = add(r.stage1_online(synthetic))
@@ -139,11 +173,11 @@ class PixArtFamily(Family):
         init = {"stage1_online": s1.run_id, "layers": list(row.graft.layers)}
         if not row.finetune:
             model = {"source": "assembled", "plan": plan, "init": init}
-            return RowPlan(target, row, nodes, add(r.evaluate(model, [s1], "grafted (stage 1 only)")),
+            return RowPlan(target, row, nodes, evaluate(model, [s1], "grafted (stage 1 only)"),
                            layers=row.graft.layers)
         s2 = add(r.stage2(plan, init, synthetic, [s1]))
         model = {"source": "stage2", "run": s2.run_id}
-        final = add(r.evaluate(model, [s2], "grafted + LoRA stage 2"))
+        final = evaluate(model, [s2], "grafted + LoRA stage 2")
         latency = add(r.latency(model, [s2]))
         return RowPlan(target, row, nodes, final, layers=row.graft.layers, extras=(latency,))
 
@@ -173,7 +207,14 @@ class PixArtFamily(Family):
     block_probe, params_key, published_params = "pixart_block", "pixart_sigma", 611_000_000  # PixArt-Σ
     resource_constants = {
         "t5_params": 4.7e9,  # T5-XXL encoder (assumed)
-        "t2i_eval_batch": 4,  # GenEval images generated at once (assumed)
+        "t5_width": 4096,  # its d_model: the stored states' channels (assumed)
+        "t5_working_widths": 16,  # live activations of a T5-XXL encoder layer per token, in units of d_model (d_ff
+        # 10,240 = 2.5 d_model, gated: ~5; attention 64 heads × 300 keys per token: ~5; residual, norms) (assumed)
+        "t2i_eval_batch": 4,  # GenEval images generated at once: one prompt's four (×2 with CFG) (assumed)
+        "vae_decode_gb_per_mpixel": 6.0,  # SD-XL VAE decode of one image in fp32, per megapixel (assumed)
+        "geneval_gpu_gb": 8.0,  # GenEval's Mask2Former + CLIP ViT-L/14 evaluator process (assumed)
+        "geneval_s_per_image": 0.5,  # its seconds per image on one GPU (assumed)
+        "png_mb_per_mpixel": 1.5,  # a generated RGB image saved as PNG, per megapixel (assumed)
     }
 
     def model_dims(self, config: dict) -> tuple[int, int, int]:
@@ -181,20 +222,53 @@ class PixArtFamily(Family):
 
         return transformer_dims(config["pixart"])
 
-    def step_resources(self, kind: str, config: dict, gpus: int, cpus: int) -> dict:
-        """The teacher step encodes the prompts with T5-XXL (``graft_core.text_to_image.pixart.load_t5``: fp32, loaded on the host,
-        then moved); evaluation generates ``t2i_eval_batch`` images at once with classifier-free guidance."""
-        from benchmark.resources import ASSUMED, GB, inference_gb
+    def _encode_rows(self, config: dict) -> int:
+        """Rows of an encode task's share: its prompt set (+ the empty caption) over the tasks."""
+        e = config["encode"]
+        rows = GENEVAL_PROMPTS if e["prompts"] == "geneval" else config.get("num_prompts", 0)
+        return -(-(rows + 1) // max(1, config["tasks"]))
+
+    def _t5_hours(self, config: dict, gpus: int, cpus: int) -> float:
+        """T5-XXL forward FLOPs (2 per parameter per token) of an encode task's rows at ``max_tokens``, at the assumed
+        throughput of its GPUs (or CPU cores), plus reading the checkpoint (fp32 on disk)."""
+        from benchmark.resources import ASSUMED
 
         t5 = self.resource_constants["t5_params"]
-        if kind == "eval":
-            return {"gpu_mem": inference_gb(config, self.resource_constants["t2i_eval_batch"] * 2)}
-        if kind != "teacher":
-            return {}
-        flops = 2 * t5 * config["pixart"]["max_tokens"] * config.get("num_prompts", 0)
+        flops = 2 * t5 * config["encode"]["max_tokens"] * self._encode_rows(config)
         rate = ASSUMED["gpu_tflops"] * 1e12 * gpus if gpus else ASSUMED["cpu_gflops_per_core"] * 1e9 * max(1, cpus)
-        return {"mem": 4 * t5 / GB, "gpu_mem": 4 * t5 / GB + ASSUMED["cuda_context_gb"] if gpus else 0.0,
-                "hours": flops / rate / 3600}
+        return (flops / rate + 4 * t5 / (ASSUMED["read_gb_per_s"] * 1e9)) / 3600
+
+    def _image_mpixel(self, config: dict) -> float:
+        side = config["pixart"]["sample_size"] * 8  # the SD-XL VAE's 8× upsampling
+        return side * side / 1e6
+
+    def step_resources(self, kind: str, config: dict, gpus: int, cpus: int) -> dict:
+        """The encode steps run T5-XXL in bf16 (``graft_core.text_to_image.pixart.load_t5``; host: the fp32 checkpoint
+        is read and cast); GenEval's sampling tasks generate one prompt's ``t2i_eval_batch`` images at once with
+        classifier-free guidance and decode them one at a time; its eval step runs GenEval's evaluator only."""
+        from benchmark.resources import ASSUMED, GB, inference_gb
+
+        k = self.resource_constants
+        if kind == "encode":
+            e = config["encode"]
+            act = e["batch_size"] * e["max_tokens"] * k["t5_width"] * k["t5_working_widths"] * 2
+            rows = self._encode_rows(config)
+            return {"gpu_mem": (2 * k["t5_params"] + act) / GB + ASSUMED["cuda_context_gb"] if gpus else 0.0,
+                    # the fp32 checkpoint read and cast, one shard's states twice (array + its .npy bytes)
+                    "mem": (4 * k["t5_params"] + 2 * min(rows, e["shard_size"]) * e["max_tokens"] * k["t5_width"] * 2)
+                    / GB,
+                    "hours": self._t5_hours(config, gpus, cpus),
+                    "disk": rows * e["max_tokens"] * k["t5_width"] * 2 / GB}
+        if kind == "sample":
+            images = GENEVAL_IMAGES / max(1, config["tasks"])
+            return {"gpu_mem": inference_gb(config, k["t2i_eval_batch"] * 2)
+                    + k["vae_decode_gb_per_mpixel"] * self._image_mpixel(config),
+                    "disk": images * k["png_mb_per_mpixel"] * self._image_mpixel(config) / 1e3}
+        if kind == "eval":
+            if "samples" in config:
+                return {"gpu_mem": k["geneval_gpu_gb"], "hours": GENEVAL_IMAGES * k["geneval_s_per_image"] / 3600}
+            return {"gpu_mem": inference_gb(config, k["t2i_eval_batch"] * 2)}
+        return {}
 
     def summary(self, record: dict) -> dict:
         """Prompt following: geneval_or_acc, per-template accuracy / GenEval tasks, params."""
@@ -210,13 +284,19 @@ class PixArtFamily(Family):
         samples = c["stage2"]["steps"] * c["stage2"]["batch_size"] if kind == "stage2" else 0
         if kind == "synthetic":
             images = c["synthetic"]["num_pairs"] / c["tasks"]
-        elif kind == "eval":
-            images = GENEVAL_IMAGES if sampler["protocol"] == "geneval" else c["eval"]["num_samples"]
+        elif kind == "sample":  # one task of GenEval's sampling array
+            images = GENEVAL_IMAGES / c["tasks"]
+        elif kind == "eval":  # GenEval: its sampling array drew the images; tiny: sampled here
+            images = 0 if "samples" in c else c["eval"]["num_samples"]
         else:
             images = 0
+        if kind == "encode":
+            return (self._t5_hours(c, 1, 0) if gpu else self._t5_hours(c, 0, 1) * 60), 0
         if gpu:
             per_image_step = PAPER_GPU_H["sample_per_50k_250steps"] / (50_000 * 250) * model
-            if kind in ("synthetic", "eval"):
+            if kind == "eval" and "samples" in c:
+                return GENEVAL_IMAGES * self.resource_constants["geneval_s_per_image"] / 3600, 0
+            if kind in ("synthetic", "eval", "sample"):
                 return images * sampler["steps"] * per_image_step, 0
             if kind == "stage1_online":
                 from benchmark.resources import stage1_online_hours
@@ -229,7 +309,7 @@ class PixArtFamily(Family):
         tokens = n / 64
         if kind == "teacher" and not self.teacher_present(c):
             s += pix["train_steps"] * CPU_S["teacher_step_64"] * pix["train_batch_size"] / 64 * tokens
-        elif kind in ("synthetic", "eval"):
+        elif kind in ("synthetic", "eval", "sample"):
             s += images * sampler["steps"] * CPU_S["sample_per_image_step"] * cfg / 2 * tokens
         elif kind == "stage1_online":  # every epoch: a teacher forward of each stage-1 pair + each layer's step
             (lo, hi), (_, end) = c["ranges"]["stage1"], c["ranges"]["heldout"]
@@ -255,7 +335,8 @@ class PixArtFamily(Family):
         if key not in _TEACHERS:
             device = job_device()
             model = load_pixart_teacher(ctx.preset(), train_if_missing=train_if_missing, progress=ctx.progress,
-                                        num_prompts=c.get("num_prompts"), device=device, cfg=pixart_of(c))
+                                        num_prompts=c.get("num_prompts"), device=device, cfg=pixart_of(c),
+                                        encode=False)  # T5 is the encode steps' job: their states are looked up
             _TEACHERS[key] = model.to(device)
         return _TEACHERS[key]
 
@@ -324,15 +405,25 @@ class PixArtFamily(Family):
         return TextConditioned(transformer, copy.deepcopy(teacher.prompts)).to(device).eval()
 
     def evaluate(self, ctx: StepContext) -> dict:
-        """Prompt following (tiny: prompt accuracy + FID on the digits; paper: GenEval, resumable in ``out/``)."""
-        from graft_core.grafting.accounting import count_params
-        from graft_core.text_to_image.pixart import evaluate_t2i
+        """Prompt following. Tiny: prompt accuracy + FID on the digits, sampled here. Paper: GenEval's evaluator on
+        the images of the run's sampling array (``samples``), gathered into ``out/``; no model is loaded."""
         from graft_core.evaluation.sampler import precision
 
         c = ctx.config
+        if "samples" in c:
+            from graft_core.text_to_image.text import geneval_evaluate
+
+            records = [ctx.dep_metrics("sample", rid) for rid in c["samples"]]  # raises unless each task is done
+            score = geneval_evaluate([ctx.dep("sample", rid).out for rid in c["samples"]], out_dir=ctx.run.out,
+                                     shard_size=records[0]["shard_size"])
+            used = sorted({r.get("sampling_precision", "unrecorded") for r in records})
+            return plain({"metrics": {}, "geneval_or_acc": score["geneval_overall"], **score, "model": c["model"],
+                          "params_m": records[0]["params_m"], "sampling_precision": "/".join(used)})
+        from graft_core.grafting.accounting import count_params
+        from graft_core.text_to_image.pixart import evaluate_t2i
+
         model, _ = load_model(ctx, c["model"])
-        record = evaluate_t2i(model, ctx.preset(), c["t2i"], out_dir=ctx.run.out,
-                              max_tokens=pixart_of(c).max_tokens, progress=ctx.progress)
+        record = evaluate_t2i(model, ctx.preset(), c["t2i"], progress=ctx.progress)
         used = precision(ctx.preset().eval.bf16, next(model.parameters()).device)
         return plain({**record, "model": c["model"], "params_m": count_params(model) / 1e6, "sampling_precision": used})
 
@@ -374,7 +465,51 @@ def run_synthetic(ctx: StepContext) -> dict:
             "device": str(device), "sampling_precision": precision(s["bf16"], device)}
 
 
-PixArtFamily.executors = {"synthetic": run_synthetic}
+def run_encode(ctx: StepContext) -> dict:
+    """Task ``i`` of a prompt set's T5 encoding array: the shards ``s ≡ i (mod tasks)`` into the cache entry every
+    reader computes the same key for (a requeued task skips finished shards)."""
+    import time
+
+    from graft_core.text_to_image.pixart import encode_paper_prompts, training_prompts
+    from graft_core.text_to_image.text import geneval_prompts
+
+    c, e = ctx.config, ctx.config["encode"]
+    prompts = geneval_prompts() if e["prompts"] == "geneval" else training_prompts(c.get("num_prompts"))
+    device = job_device()
+    start = time.time()
+    report = encode_paper_prompts(prompts, e["max_tokens"], rank=c["task"], world_size=c["tasks"],
+                                  shard_size=e["shard_size"], batch_size=e["batch_size"], device=device,
+                                  progress=ctx.progress)
+    return {"task": c["task"], "tasks": c["tasks"], "prompts": e["prompts"], "num_prompts": len(prompts),
+            "key": report["key"], "missing_shards": report["missing"], "device": str(device),
+            "seconds": round(time.time() - start, 2)}
+
+
+def run_geneval_sample(ctx: StepContext) -> dict:
+    """Task ``i`` of a model's GenEval sampling array: the prompt shards ``s ≡ i (mod tasks)``, four images each,
+    in GenEval's layout under ``out/`` (a requeued task skips finished shards)."""
+    import time
+
+    from graft_core.grafting.accounting import count_params
+    from graft_core.evaluation.sampler import precision
+    from graft_core.text_to_image.pixart import geneval_sampling
+
+    c = ctx.config
+    model, _ = load_model(ctx, c["model"])
+    device = next(model.parameters()).device
+    start = time.time()
+    shard = c["geneval"]["shard_size"]
+    report = geneval_sampling(model, ctx.preset(), c["t2i"], out_dir=ctx.run.out, max_tokens=pixart_of(c).max_tokens,
+                              rank=c["task"], world_size=c["tasks"], shard_size=shard, encode=False,
+                              settings={"model": stable_hash(c["model"]), "sampler": c["t2i"],
+                                        "bf16": ctx.preset().eval.bf16}, progress=ctx.progress)
+    return {"task": c["task"], "tasks": c["tasks"], "shard_size": shard, "sampled": report["sampled"],
+            "skipped": report["skipped"], "seconds": round(time.time() - start, 2), "device": str(device),
+            "params_m": count_params(model) / 1e6,
+            "sampling_precision": precision(ctx.preset().eval.bf16, device)}
+
+
+PixArtFamily.executors = {"synthetic": run_synthetic, "encode": run_encode, "sample": run_geneval_sample}
 FAMILY = PixArtFamily()
 register_family(FAMILY)
 
@@ -383,7 +518,8 @@ register_family(FAMILY)
 # Needed only when a plan has this family's rows and their preset loads PixArt-Σ from the Hub cache (paper, paper-smoke).
 # graft_core.text_to_image.pixart / graft_core.text_to_image.text import torch and diffusers: they are imported only then, and no check loads
 # weights (configs, file sizes, the sentencepiece model and GenEval's prompt list are read).
-T2I_EVAL_STEPS = {FAMILY.prerequisite_prefix + "eval"}  # the steps that decode images (VAE) and score them (GenEval)
+# the steps that decode images (VAE: GenEval's sampling array) and score them (GenEval's evaluator)
+T2I_EVAL_STEPS = {FAMILY.prerequisite_prefix + "eval", FAMILY.prerequisite_prefix + "sample"}
 
 
 def _pixart_needed(wanted: set[str] | None = None) -> Callable[[Preset, set[str]], bool]:
@@ -567,4 +703,77 @@ def check_geneval(p: Preset, kinds: set[str]) -> str | None:
     if python and not (Path(python).is_file() and os.access(python, os.X_OK)):
         return (f"GenEval: {GENEVAL_PYTHON_ENV}={python} is not an executable interpreter: point it at the python "
                 f"of GenEval's environment (or unset it to use this one)")
+    return None
+
+
+# What GenEval's evaluator (evaluation/evaluate_images.py) needs beyond the checkout and the detector weights, in the
+# interpreter that runs it: mmdet 2.x with its Mask2Former config (the evaluator reads
+# <mmdet package>/../configs/mask2former/<detector>.py) and open_clip with the ViT-L-14 'openai' weights already in
+# its cache (compute nodes are offline). Run with that interpreter; prints one JSON line, loads no weights.
+GENEVAL_ENV_PROBE = r"""
+import json, os
+out = {}
+try:
+    import mmdet
+    out["mmdet"] = str(mmdet.__version__)
+    config = os.path.join(os.path.dirname(mmdet.__file__), "..", "configs", "mask2former", CONFIG)
+    out["mmdet_config"] = config if os.path.isfile(config) else None
+except Exception as err:
+    out["mmdet_error"] = f"{type(err).__name__}: {err}"
+try:
+    import open_clip
+    cfg = open_clip.get_pretrained_cfg("ViT-L-14", "openai") or {}
+    url, hub = cfg.get("url", ""), cfg.get("hf_hub", "")
+    if url:  # open_clip.pretrained.download_pretrained_from_url's cache
+        path = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+        out["clip_where"], out["clip_weights"] = path, path if os.path.isfile(path) and os.path.getsize(path) else None
+    elif hub:
+        from huggingface_hub import try_to_load_from_cache
+        repo, name = os.path.split(hub)
+        hits = [try_to_load_from_cache(repo, n) for n in ([name] if name else
+                                                          ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"])]
+        out["clip_where"] = f"the Hugging Face cache ({repo})"
+        out["clip_weights"] = next((h for h in hits if isinstance(h, str)), None)
+    else:
+        out["clip_where"], out["clip_weights"] = "open_clip's pretrained list", None
+except Exception as err:
+    out["open_clip_error"] = f"{type(err).__name__}: {err}"
+print(json.dumps(out))
+"""
+GENEVAL_MMDET_CONFIG = "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.py"
+
+
+@prerequisite("GenEval environment", _pixart_needed(T2I_EVAL_STEPS))
+def check_geneval_environment(p: Preset, kinds: set[str]) -> str | None:
+    import subprocess
+    import sys
+
+    from graft_core.text_to_image.text import GENEVAL_PYTHON_ENV
+
+    python = os.environ.get(GENEVAL_PYTHON_ENV) or sys.executable
+    if not (Path(python).is_file() and os.access(python, os.X_OK)):
+        return None  # check_geneval names the bad interpreter
+    fix = (f"install GenEval's environment (its README: mmdet 2.27 from source with mmcv-full 1.7, open_clip) and "
+           f"set {GENEVAL_PYTHON_ENV}=<its python>")
+    try:
+        done = subprocess.run([python, "-c", f"CONFIG = {GENEVAL_MMDET_CONFIG!r}\n" + GENEVAL_ENV_PROBE],
+                              capture_output=True, text=True, timeout=300)
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as err:
+        return f"GenEval environment: {python} did not answer the environment probe ({type(err).__name__}); {fix}"
+    if "mmdet_error" in found:
+        return f"GenEval environment: mmdet does not import in {python} ({found['mmdet_error']}); {fix}"
+    if not found["mmdet"].startswith("2."):
+        return f"GenEval environment: {python} has mmdet {found['mmdet']}; GenEval's evaluator needs mmdet 2.x; {fix}"
+    if not found.get("mmdet_config"):
+        return (f"GenEval environment: mmdet in {python} has no configs/mask2former/{GENEVAL_MMDET_CONFIG} beside its "
+                f"package (GenEval's evaluator reads it there): install mmdetection 2.27 from a source checkout "
+                f"(`pip install -e .`)")
+    if "open_clip_error" in found:
+        return f"GenEval environment: open_clip does not import in {python} ({found['open_clip_error']}); {fix}"
+    if not found.get("clip_weights"):
+        return (f"GenEval environment: open_clip's ViT-L-14 'openai' weights are not in {found.get('clip_where')} "
+                f"(the evaluator's colour classifier; nodes are offline): on a machine with internet run `python -c "
+                f"\"import open_clip; open_clip.create_model_and_transforms('ViT-L-14', pretrained='openai')\"` in "
+                f"that environment and copy its cache here")
     return None

@@ -35,6 +35,13 @@ class T2IConfig:
     stage1_pairs: int = 400  # paper: 8k for stage 1 [W] — here the first ones of the same set
     synthetic_tasks: int = 1  # sampling array size for the synthetic pairs
     synthetic_shard: int = 100  # pairs per resumable shard file (fixes the per-shard noise seeds)
+    # T5 encoding of the prompts (a T5-driven teacher only: paper, paper-smoke): an array of GPU tasks, resumable
+    encode_tasks: int = 1
+    encode_shard: int = 512  # prompt rows per shard file
+    encode_batch: int = 32  # prompts per T5 forward
+    # GenEval (paper, paper-smoke): its images as an array of sampling tasks, resumable shard by shard
+    geneval_tasks: int = 8
+    geneval_shard: int = 8  # GenEval prompts per shard (4 images each)
     lora_rank: int = 8  # paper: 64 at width 1152; ours ≈ 64·128/1152 rounded up to a power of 2
     stage2_lr: float | None = 1e-3  # UNKNOWN in the paper; LoRA adapters get 2× the tiny full-finetune lr
     # LoRA stage-2 length and batch: UNKNOWN in the paper; None → the preset's stage 2
@@ -66,7 +73,8 @@ T2I_PRESETS = {
     # the paper's settings at rehearsal scale (fake prerequisites, benchmark.fakes.prerequisites.make_pixart): only counts change
     "paper-smoke": T2IConfig(synthetic_pairs=8, stage1_pairs=4, synthetic_tasks=2, synthetic_shard=2, lora_rank=64,
                              stage2_lr=None, long_tokens=None, speed_repeats=2, diagnostics=False, scheduler="ddim",
-                             steps=2, guidance_scale=4.5),
+                             steps=2, guidance_scale=4.5, encode_tasks=2, encode_shard=2, encode_batch=2,
+                             geneval_tasks=2, geneval_shard=1),
 }
 
 

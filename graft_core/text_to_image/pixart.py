@@ -6,8 +6,9 @@ below is one job):
 1. **Teacher** (``load_pixart_teacher``). ``paper``: PixArt-Σ 2K (``PixArtTransformer2DModel.from_pretrained(
    "PixArt-alpha/PixArt-Sigma-XL-2-2K-MS", subfolder="transformer")``, T5 + VAE from
    ``PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers``; weights from the local HF cache, else ``MissingWeightsError``;
-   the prompts from ``$GRAFTBENCH_PIXART_PROMPTS``, their T5 states computed once on the job's device and read from
-   the cache: ``paper_prompts`` → ``text.encode_prompts`` / ``CachedPrompts``; ``pretrained_pixart`` checks the
+   the prompts from ``$GRAFTBENCH_PIXART_PROMPTS``, their T5 states computed once by T5-XXL in bf16 on GPUs, a
+   resumable shard array of their own (``encode_paper_prompts`` → ``text.encode_prompts``, the ``encode`` steps) and
+   read from the cache (``paper_prompts`` → ``CachedPrompts``); ``pretrained_pixart`` checks the
    structure and reads width, caption channels and sample size from the checkpoint). ``tiny``: a text-conditioned
    ``PixArtTransformer2DModel`` with the tiny DiT teacher's sizes (16×16 digits, patch 2 → 64 tokens, 8 layers, width
    128, ``ada_norm_single``, cross-attention on captions from ``graft_core.text_to_image.text.HashTextEncoder``), trained here on
@@ -21,8 +22,9 @@ below is one job):
 4. **Stage 2**: LoRA (peft, ``stage2.lora_rank``; paper rank 64) on every ``nn.Linear`` of ``attn1``/``ff``, grafted
    operators included, trained with the diffusion loss on all synthetic pairs (``graft_core.stages.finetune``). The
    cross-attention ``attn2`` and every base weight stay frozen.
-5. **Evaluation** (``evaluate_t2i``). Prompt following — paper: GenEval overall (``graft_core.text_to_image.text.geneval_score``,
-   detector supplied by the user); tiny: the fraction of samples that the digit classifier assigns to the prompted
+5. **Evaluation**. Prompt following — paper: GenEval overall, its images drawn by a resumable sampling array
+   (``geneval_sampling`` → ``text.geneval_sample_shards``) and scored by the eval step (``text.geneval_evaluate``,
+   detector supplied by the user); tiny (``evaluate_t2i``): the fraction of samples that the digit classifier assigns to the prompted
    digit, plus the full metric set against the real digits (FID on the classifier's features).
 6. **Latency** (``measure_speedup``): one forward pass (batch 2, as Table 6) of teacher vs student on the job's
    device, at the model's token count and — because at 64 tokens attention is cheap and the speed-up is ~1 — of the
@@ -56,8 +58,9 @@ from graft_core.presets import Preset, TeacherConfig
 from graft_core.runtime.shards import ShardArray, check_settings, consecutive_seed, num_shards
 from graft_core.models.structure import hub_cache  # the cache HF_HOME names now (huggingface_hub reads it once)
 from graft_core.models.teacher import train_step
-from graft_core.text_to_image.text import (TEMPLATES, CachedPrompts, HashTextEncoder, PromptTable, TextConditioned, digit_prompts,
-                             encode_prompts, module_fingerprint, read_prompts)
+from graft_core.text_to_image.text import (PROMPT_SHARD_SIZE, TEMPLATES, CachedPrompts, HashTextEncoder, PromptTable,
+                                          TextConditioned, digit_prompts, encode_prompts, missing_prompt_shards,
+                                          module_fingerprint, prompts_key, read_prompts)
 
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 META_FILE = "pixart.json"
@@ -157,17 +160,23 @@ pixart_key = PIXART.key  # (PixArtConfig, DataConfig) → key
 pixart_dirs = PIXART.dirs  # key → [shipped assets folder, user cache folder]
 
 
+def training_prompts(num_prompts: int | None = None) -> list[str]:
+    """The first ``num_prompts`` prompts of the prompt file (all: None): what the paper teacher is driven by."""
+    prompts = read_prompts()
+    return prompts[:num_prompts] if num_prompts else prompts
+
+
 def load_pixart_teacher(preset: Preset, *, train_if_missing: bool = True, progress: bool = False,
                         num_prompts: int | None = None, device: torch.device | str | None = None,
-                        cfg: PixArtConfig | None = None) -> TextConditioned:
+                        cfg: PixArtConfig | None = None, encode: bool = True) -> TextConditioned:
     """The preset's text-to-image teacher in eval mode (trained and cached when absent; paper: Hub cache, driven by
     the first ``num_prompts`` prompts of the prompt file — the synthetic pairs cycle over them — with their T5
-    states encoded once on ``device``). ``cfg``: the run's hashed ``PixArtConfig`` (default: the preset's)."""
+    states read from the cache, ``encode``: encoded first on ``device`` where missing). ``cfg``: the run's hashed
+    ``PixArtConfig`` (default: the preset's)."""
     cfg = cfg or pixart_config(preset)
     if cfg.pretrained:
-        prompts = read_prompts()
-        return load_paper_teacher(cfg, prompts[:num_prompts] if num_prompts else prompts, device=device,
-                                  progress=progress)
+        return load_paper_teacher(cfg, training_prompts(num_prompts), device=device, progress=progress,
+                                  encode=encode)
     return load_pixart_dir(PIXART.folder(pixart_key(cfg, preset.data),
                                          functools.partial(_write_pixart, preset, progress=progress),
                                          preset=preset.name, train_if_missing=train_if_missing, resume=True))
@@ -350,14 +359,17 @@ def _hub_folder_id(repo: str, subfolder: str) -> str:
     return stable_hash(parts)
 
 
+T5_DTYPE = "bfloat16"  # PixArt's own T5 embedder runs T5-XXL in bf16 (fp16 overflows; fp32 would double its 19 GB)
+
+
 def load_t5(device: torch.device | str | None = None):
-    """PixArt-Σ's T5 tokenizer and T5 encoder from the local HF cache (encoder on ``device``)."""
+    """PixArt-Σ's T5 tokenizer and T5 encoder (in ``T5_DTYPE``) from the local HF cache (encoder on ``device``)."""
     from transformers import T5EncoderModel
 
     tokenizer = load_t5_tokenizer()
     encoder = _hub(f"the T5 encoder ({PAPER_PIPELINE})",
                    lambda: T5EncoderModel.from_pretrained(PAPER_PIPELINE, subfolder="text_encoder",
-                                                          cache_dir=hub_cache()))
+                                                          cache_dir=hub_cache(), torch_dtype=getattr(torch, T5_DTYPE)))
     return tokenizer, encoder.to(device or "cpu").eval().requires_grad_(False)
 
 
@@ -390,38 +402,55 @@ def load_t5_tokenizer():
                                                           cache_dir=hub_cache()))
 
 
-def paper_prompts(prompts: list[str], max_tokens: int, *, device: torch.device | str | None = None,
-                  batch_size: int = 32, progress: bool = False) -> CachedPrompts:
-    """``prompts`` encoded once by PixArt-Σ's T5 (``text.encode_prompts`` in ``cache_root()/t5_prompts``): T5 is
-    loaded only when the set is not cached yet, runs on ``device`` (default: CUDA when there is one) and is freed
-    afterwards."""
+def _t5_id() -> str:
+    return _hub(f"the T5 encoder ({PAPER_PIPELINE})",
+                lambda: f"{_hub_folder_id(PAPER_PIPELINE, 'text_encoder')}:{T5_DTYPE}")
+
+
+def encode_paper_prompts(prompts: list[str], max_tokens: int, *, rank: int = 0, world_size: int = 1,
+                         shard_size: int = PROMPT_SHARD_SIZE, batch_size: int = 32,
+                         device: torch.device | str | None = None, progress: bool = False) -> dict:
+    """Task ``rank`` of ``world_size`` of the encoding array of ``prompts`` by PixArt-Σ's T5 (``text.encode_prompts``
+    into ``cache_root()/t5_prompts``; T5 loaded only when this task has a shard left, on ``device``, default CUDA
+    when there is one). Returns the entry, its key and the shards still missing (of any task)."""
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
                                                                          else "cpu")
     tokenizer = load_t5_tokenizer()
-    encoder_id = _hub(f"the T5 encoder ({PAPER_PIPELINE})", lambda: _hub_folder_id(PAPER_PIPELINE, "text_encoder"))
-
-    def load_encoder():
-        return load_t5(device)[1]
-
-    folder = encode_prompts(prompts, tokenizer, load_encoder, max_tokens, cache_root() / PROMPT_CACHE,
-                            device=device, batch_size=batch_size, encoder_id=encoder_id, progress=progress)
+    entry = encode_prompts(prompts, tokenizer, lambda: load_t5(device)[1], max_tokens, cache_root() / PROMPT_CACHE,
+                           device=device, batch_size=batch_size, encoder_id=_t5_id(), shard_size=shard_size,
+                           rank=rank, world_size=world_size, progress=progress)
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the loader's T5 is garbage once encode_prompts returns
-    return CachedPrompts(folder)
+    return {"entry": str(entry), "key": entry.name, "missing": missing_prompt_shards(entry)}
+
+
+def paper_prompts(prompts: list[str], max_tokens: int, *, encode: bool = True,
+                  device: torch.device | str | None = None, batch_size: int = 32,
+                  progress: bool = False) -> CachedPrompts:
+    """``prompts`` encoded by PixArt-Σ's T5, read from the cache. ``encode``: first encode every shard still missing
+    in this process (``encode_paper_prompts`` as one task of one); without it a set whose encode steps have not all
+    run is refused in one line (the benchmark's steps: T5-XXL is the ``encode`` array's GPU job, never theirs)."""
+    if encode:
+        report = encode_paper_prompts(prompts, max_tokens, device=device, batch_size=batch_size, progress=progress)
+        return CachedPrompts(report["entry"])
+    key = prompts_key(prompts, load_t5_tokenizer(), _t5_id(), max_tokens)
+    return CachedPrompts(cache_root() / PROMPT_CACHE / key)
 
 
 def load_paper_teacher(cfg: PixArtConfig, prompts: list[str] | None = None, *,
-                       device: torch.device | str | None = None, progress: bool = False) -> TextConditioned:
+                       device: torch.device | str | None = None, progress: bool = False,
+                       encode: bool = True) -> TextConditioned:
     """PixArt-Σ 2K (transformer) from the local HF cache, driven by ids of ``prompts`` (default: the file), whose
-    T5 states are computed once (``paper_prompts``, T5 on ``device``/the GPU) and read from the cache."""
+    T5 states are read from the cache (``paper_prompts``; ``encode``: encoded first where missing, T5 on
+    ``device``/the GPU)."""
     from diffusers import PixArtTransformer2DModel
 
     pretrained_pixart(cfg)  # a checkpoint of another structure stops here, before any weights are read
+    prompts = read_prompts() if prompts is None else prompts
+    table = paper_prompts(prompts, cfg.max_tokens, device=device, progress=progress, encode=encode)
     transformer = _hub(f"PixArt-Σ ({cfg.pretrained})",
                        lambda: PixArtTransformer2DModel.from_pretrained(cfg.pretrained, subfolder="transformer",
                                                                     cache_dir=hub_cache()))
-    prompts = read_prompts() if prompts is None else prompts
-    table = paper_prompts(prompts, cfg.max_tokens, device=device, progress=progress)
     if table.dim != transformer.config.caption_channels:
         raise ValueError(f"T5 states have {table.dim} channels but {cfg.pretrained} expects "
                          f"{transformer.config.caption_channels}")
@@ -594,30 +623,41 @@ def synthetic_subset(folders, start: int, stop: int, *, teacher_id: str = "") ->
                            identity=f"synthetic-{synthetic_identity(first)}-{teacher_id}-{start}-{stop}")
 
 
-def evaluate_t2i(model: TextConditioned, preset: Preset, sampler: dict, *, out_dir: Path, max_tokens: int = 300,
-                 progress: bool = False) -> dict:
-    """Prompt following and sample quality of a text-to-image model. Digits (tiny/micro): ``preset.eval.num_samples``
+GENEVAL_IMAGES_PER_PROMPT = 4  # GenEval's protocol: four images per prompt
+
+
+def geneval_sampling(model: TextConditioned, preset: Preset, sampler: dict, *, out_dir: Path, max_tokens: int = 300,
+                     rank: int = 0, world_size: int = 1, shard_size: int = 8, settings: dict | None = None,
+                     encode: bool = True, progress: bool = False) -> dict:
+    """Task ``rank`` of ``world_size`` of the GenEval sampling array of a PixArt-Σ model
+    (``text.geneval_sample_shards``): GenEval's prompts (their T5 states read from the cache, ``encode``: encoded
+    first where missing), four images each with ``sampler`` at the model's size, decoded by the SD-XL VAE one image
+    at a time (a 2048² decode holds GBs of activations), PNGs in GenEval's layout under ``out_dir``."""
+    from graft_core.data.decoder import decode_batches, to_uint8
+    from graft_core.text_to_image.text import geneval_prompts, geneval_sample_shards
+
+    device = next(model.parameters()).device
+    texts_all = geneval_prompts()
+    wrapper = TextConditioned(model.transformer, paper_prompts(texts_all, max_tokens, encode=encode, device=device))
+    index = {text: i for i, text in enumerate(texts_all)}
+    state: dict = {}
+
+    def generate(texts: list[str], seed: int):
+        if "decode" not in state:  # the VAE is loaded only by a task with a shard left
+            state["decode"] = paper_decoder(device)
+        z = sampling(wrapper, torch.tensor([index[t] for t in texts]), preset, sampler, seed=seed, progress=progress)
+        return to_uint8(decode_batches(state["decode"], z, 1))
+
+    return geneval_sample_shards(generate, out_dir=out_dir, rank=rank, world_size=world_size, shard_size=shard_size,
+                                 images_per_prompt=GENEVAL_IMAGES_PER_PROMPT, seed=preset.eval.seed,
+                                 settings=settings)
+
+
+def evaluate_t2i(model: TextConditioned, preset: Preset, sampler: dict, *, progress: bool = False) -> dict:
+    """Prompt following and sample quality of a digits text-to-image model (tiny/micro): ``preset.eval.num_samples``
     samples for prompts cycled over the list, the full metric set against the real digits and the fraction the digit
-    classifier assigns to the prompted digit (``prompt_acc``). ``sampler["protocol"] == "geneval"`` (paper): GenEval's
-    prompts (T5 states of ``max_tokens`` encoded once), four images each, scored by the user's GenEval detector;
-    resumable in ``out_dir/geneval``."""
-    if sampler["protocol"] == "geneval":
-        from graft_core.text_to_image.text import geneval_metadata, geneval_paths, geneval_score
-
-        decode = paper_decoder(next(model.parameters()).device)
-        texts_all = sorted({m["prompt"] for m in geneval_metadata(geneval_paths()[0])})
-        wrapper = TextConditioned(model.transformer, paper_prompts(texts_all, max_tokens))
-        index = {text: i for i, text in enumerate(texts_all)}
-
-        def generate(texts: list[str], seed: int):
-            from graft_core.data.decoder import to_uint8
-
-            z = sampling(wrapper, torch.tensor([index[t] for t in texts]), preset, sampler, seed=seed)
-            with torch.inference_mode():
-                return to_uint8(decode(z))
-
-        score = geneval_score(generate, out_dir=Path(out_dir) / "geneval", seed=preset.eval.seed)
-        return {"metrics": {}, "geneval_or_acc": score["geneval_overall"], **score}
+    classifier assigns to the prompted digit (``prompt_acc``). The paper's GenEval is ``geneval_sampling`` (an array
+    of sampling tasks) + ``text.geneval_evaluate`` (the eval step)."""
     from graft_core.evaluation.evaluate import real_images
     from graft_core.metrics import compute_metrics, load_classifier
     from graft_core.data.decoder import to_uint8

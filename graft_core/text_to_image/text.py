@@ -18,9 +18,9 @@ p % 10`` is the digit a prompt asks for. The id ``len(prompts)`` is the empty ca
 ``encoder_hidden_states`` / ``encoder_attention_mask``. Its ``config.num_embeds_ada_norm`` is the empty-caption id,
 so ``graft_core.evaluation.sampler``, ``graft_core.stages.finetune`` and ``graft_core.stages.capture.record_sites`` work on it unchanged.
 
-**Paper** (PixArt-Σ's T5): ``encode_prompts`` runs T5 once per prompt (on the job's device) into an artefact-cache
-entry of float16 memory maps; ``CachedPrompts`` serves rows of it with ``PromptTable``'s interface, so T5 is neither
-in the module tree nor run at any denoising step.
+**Paper** (PixArt-Σ's T5): ``encode_prompts`` runs T5 once per prompt (a resumable shard array: the ``encode``
+steps, one GPU task each) into a cache entry of float16 shard files; ``CachedPrompts`` serves rows of it with
+``PromptTable``'s interface, so T5 is neither in the module tree nor run at any denoising step.
 """
 from __future__ import annotations
 
@@ -173,9 +173,9 @@ class TextConditioned(nn.Module):
 PROMPTS_ENV = "GRAFTBENCH_PIXART_PROMPTS"  # text file, one prompt per line (the paper's 30k prompt set is unnamed)
 
 
-PROMPT_EMBEDDINGS = "embeddings.npy"  # [P + 1, max_tokens, D] float16: row P is the empty caption
-PROMPT_MASK = "mask.npy"  # [P + 1, max_tokens] uint8
-PROMPT_META = "prompts.json"  # the prompt list, sizes and identity of the entry
+PROMPT_META = "prompts.json"  # the set's settings: prompts, sizes, encoder, shard size (written by the first task)
+PROMPT_SHARDS = "shards"  # shards/embeddings_XXXXX.npy [n, max_tokens, D] float16, mask_XXXXX.npy uint8, DONE_XXXXX.json
+PROMPT_SHARD_SIZE = 512  # rows per shard file (paper: 12k prompts × 300 × 4096 fp16 → 1.3 GB per shard)
 
 
 def module_fingerprint(module: nn.Module) -> str:
@@ -210,22 +210,52 @@ def prompts_key(prompts: Sequence[str], tokenizer, encoder_id: str, max_tokens: 
     return h.hexdigest()[:16]
 
 
+def prompt_shard_files(entry: Path, s: int) -> tuple[Path, Path, Path]:
+    """(embeddings, mask, done marker) of shard ``s`` of an encoded prompt set."""
+    d = Path(entry) / PROMPT_SHARDS
+    return d / f"embeddings_{s:05d}.npy", d / f"mask_{s:05d}.npy", d / f"DONE_{s:05d}.json"
+
+
+def prompt_array(entry: Path, num_rows: int, shard_size: int):
+    """The shard array of an encoded prompt set (rows = the prompts, then the empty caption)."""
+    from graft_core.runtime.shards import ShardArray
+
+    return ShardArray(int(num_rows), int(shard_size), lambda s: prompt_shard_files(entry, s)[2])
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
 def encode_prompts(prompts: Sequence[str], tokenizer, encoder, max_tokens: int, folder: str | Path, *,
                    device: torch.device | str | None = None, batch_size: int = 32, encoder_id: str | None = None,
+                   shard_size: int = PROMPT_SHARD_SIZE, rank: int = 0, world_size: int = 1,
                    progress: bool = False) -> Path:
-    """Encode every prompt (and the empty caption, row ``len(prompts)``) once with T5 on ``device`` and store the
-    result as float16 ``.npy`` memory maps in the artefact cache entry ``folder/<prompts_key>``; returns the entry.
+    """Encode task ``rank`` of ``world_size``'s shards of a prompt set with T5 on ``device`` into the entry
+    ``folder/<prompts_key>``; returns the entry (complete once every task has run: :func:`missing_prompt_shards`).
+
+    Rows are the prompts, then the empty caption (row ``len(prompts)``), in shards of ``shard_size`` rows
+    (``graft_core.runtime.shards``: task ``rank`` does the shards ``s ≡ rank (mod world_size)``). Each shard's float16
+    states and uint8 mask are written atomically, then its done marker with their sha256; a shard with its marker
+    is skipped, so a killed or requeued task loses at most the shard in progress, and the rows do not depend on
+    ``world_size``. ``prompts.json`` records the settings; another shard size in the same entry is refused.
 
     Why: the denoiser needs the same 300-token T5 states for a prompt at every step, sample and epoch, and T5-XXL
     (4.7 B parameters) costs more than a PixArt forward; at paper scale (12k prompts × 300 × 4096 fp16 ≈ 29 GB)
-    the result cannot be one in-RAM tensor, so each batch goes straight into the maps.
+    the result is a GPU array job of its own, never one in-RAM tensor.
 
-    ``encoder`` is the T5 encoder module, or a zero-argument callable that loads it (called only when the entry
-    must be built, so a cached set never loads T5). ``encoder_id`` names the encoder in the key (default: the
+    ``encoder`` is the T5 encoder module, or a zero-argument callable that loads it (called only when this task has
+    a shard to encode, so a finished set never loads T5). ``encoder_id`` names the encoder in the key (default: the
     module's ``module_fingerprint``; required when ``encoder`` is a loader).
     """
-    from graft_core.runtime import cache
-    from graft_core.runtime.paths import atomic_write_json
+    import time
+
+    from graft_core.runtime.paths import atomic_write_bytes
+    from graft_core.runtime.shards import check_settings
 
     prompts = list(prompts)
     if encoder_id is None:
@@ -234,73 +264,115 @@ def encode_prompts(prompts: Sequence[str], tokenizer, encoder, max_tokens: int, 
         encoder_id = module_fingerprint(encoder)
     key = prompts_key(prompts, tokenizer, encoder_id, max_tokens)
     entry = Path(folder) / key
-
-    def build(tmp: Path) -> None:
+    texts = prompts + [""]
+    array = prompt_array(entry, len(texts), shard_size)
+    settings = {"key": key, "prompts": prompts, "num_prompts": len(prompts), "num_rows": len(texts),
+                "max_tokens": int(max_tokens), "shard_size": int(shard_size), "encoder": encoder_id, "dtype": "float16"}
+    if (entry / PROMPT_META).exists():  # refuse another layout before any work
+        check_settings(entry / PROMPT_META, settings, what="T5 prompt states")
+    todo, _ = array.todo(rank, world_size)
+    if not todo:
+        return entry
+    module = encoder if isinstance(encoder, nn.Module) else encoder()
+    dev = torch.device(device) if device is not None else next(module.parameters()).device
+    home = next(module.parameters()).device
+    was_training = module.training
+    module.to(dev).eval()
+    try:
         from tqdm.auto import tqdm
 
-        module = encoder if isinstance(encoder, nn.Module) else encoder()
-        dev = torch.device(device) if device is not None else next(module.parameters()).device
-        home = next(module.parameters()).device
-        was_training = module.training
-        module.to(dev).eval()
-        texts = prompts + [""]
-        arrays = {}
-        nonfinite = 0
-        try:
+        for s in tqdm(todo, desc="T5 prompt shards", disable=not progress):
+            start = time.time()
+            lo, hi = array.bounds(s)
+            states, masks = [], []
             with torch.inference_mode():
-                for lo in tqdm(range(0, len(texts), batch_size), desc="T5 prompts", disable=not progress):
-                    chunk = texts[lo:lo + batch_size]
-                    ids, mask = _tokenize_all(tokenizer, chunk, max_tokens)
-                    states = module(ids.to(dev), attention_mask=mask.to(dev))[0]
-                    states = states.to(torch.float16)
-                    nonfinite += int((~torch.isfinite(states)).sum())
-                    if not arrays:
-                        arrays[PROMPT_EMBEDDINGS] = np.lib.format.open_memmap(
-                            tmp / PROMPT_EMBEDDINGS, mode="w+", dtype=np.float16,
-                            shape=(len(texts), max_tokens, states.shape[-1]))
-                        arrays[PROMPT_MASK] = np.lib.format.open_memmap(
-                            tmp / PROMPT_MASK, mode="w+", dtype=np.uint8, shape=(len(texts), max_tokens))
-                    arrays[PROMPT_EMBEDDINGS][lo:lo + len(chunk)] = states.cpu().numpy()
-                    arrays[PROMPT_MASK][lo:lo + len(chunk)] = mask.to(torch.uint8).numpy()
-        finally:
-            module.to(home).train(was_training)
-        if nonfinite:
-            raise ValueError(f"encode_prompts: {nonfinite} T5 output values are not finite in float16")
-        dim = arrays[PROMPT_EMBEDDINGS].shape[-1]
-        for arr in arrays.values():
-            arr.flush()
-        arrays.clear()
-        atomic_write_json(tmp / PROMPT_META, {"key": key, "prompts": prompts, "num_prompts": len(prompts),
-                                             "max_tokens": max_tokens, "dim": dim, "encoder": encoder_id,
-                                             "device": str(dev), "dtype": "float16"})
+                for b in range(lo, hi, batch_size):
+                    ids, mask = _tokenize_all(tokenizer, texts[b:min(hi, b + batch_size)], max_tokens)
+                    out = module(ids.to(dev), attention_mask=mask.to(dev))[0].to(torch.float16)
+                    bad = int((~torch.isfinite(out)).sum())
+                    if bad:
+                        raise ValueError(f"encode_prompts: {bad} T5 output values of rows {b}.. are not finite in "
+                                         f"float16")
+                    states.append(out.cpu().numpy())
+                    masks.append(mask.to(torch.uint8).numpy())
+            emb, msk = np.concatenate(states), np.concatenate(masks)
+            check_settings(entry / PROMPT_META, {**settings, "dim": int(emb.shape[-1])}, what="T5 prompt states",
+                           info={"device": str(dev), "batch_size": int(batch_size)})
+            files = prompt_shard_files(entry, s)
+            digests = {}
+            for path, arr in ((files[0], emb), (files[1], msk)):
+                data = _npy_bytes(arr)
+                digests[path.name] = hashlib.sha256(data).hexdigest()
+                atomic_write_bytes(path, data)
+            array.mark_done(s, {"shard": s, "rows": [lo, hi], "sha256": digests, "device": str(dev),
+                                "seconds": round(time.time() - start, 2)})
+    finally:
+        module.to(home).train(was_training)
+    return entry
 
-    return cache.get_or_build(entry, build)
+
+def missing_prompt_shards(entry: str | Path) -> list[int] | None:
+    """The shards of an encoded prompt set that no task has finished yet (None: no task has written any)."""
+    entry = Path(entry)
+    if not (entry / PROMPT_META).exists():
+        return None
+    meta = json.loads((entry / PROMPT_META).read_text())
+    return prompt_array(entry, meta["num_rows"], meta["shard_size"]).missing()
+
+
+_VERIFIED_SHARDS: dict[str, tuple] = {}  # shard file → (size, mtime_ns) of its last sha256 check in this process
 
 
 class _Rows:
-    """The memory maps of an encoded prompt set, opened lazily in each process. Copies share it and a pickle holds
-    only the folder: ``finetune``/EMA deep-copy models and DDP pickles them, and copying a memmap reads it whole."""
+    """The shard memory maps of an encoded prompt set, each opened (and checked against its done marker's sha256)
+    on first use in each process. Copies share it and a pickle holds only the folder: ``finetune``/EMA deep-copy
+    models and DDP pickles them, and copying a memmap reads it whole."""
 
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+    def __init__(self, folder: Path, shard_size: int, verify: bool = True):
+        self.folder, self.shard_size, self.verify = Path(folder), int(shard_size), verify
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._arrays is None:
-            self._arrays = (np.load(self.folder / PROMPT_EMBEDDINGS, mmap_mode="r"),
-                            np.load(self.folder / PROMPT_MASK, mmap_mode="r"))
-        return self._arrays
+    def shard(self, s: int) -> tuple[np.ndarray, np.ndarray]:
+        if s not in self._arrays:
+            emb, mask, done = prompt_shard_files(self.folder, s)
+            if self.verify:
+                digests = json.loads(done.read_text())["sha256"]
+                for path in (emb, mask):
+                    st = path.stat()
+                    if _VERIFIED_SHARDS.get(str(path)) != (st.st_size, st.st_mtime_ns):
+                        from graft_core.errors import CorruptArtefactError
+                        from graft_core.runtime.cache import sha256_file
+
+                        if sha256_file(path) != digests[path.name]:
+                            raise CorruptArtefactError(f"{path} does not match the sha256 its done marker {done.name} "
+                                                       f"records (corrupt or replaced): delete {done} and rerun the "
+                                                       f"encode step (it redoes that shard)")
+                        _VERIFIED_SHARDS[str(path)] = (st.st_size, st.st_mtime_ns)
+            self._arrays[s] = (np.load(emb, mmap_mode="r"), np.load(mask, mmap_mode="r"))
+        return self._arrays[s]
+
+    def rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """States and masks of the sorted row indices ``rows``, read shard by shard."""
+        shards = rows // self.shard_size
+        states, masks = [], []
+        for s in np.unique(shards):
+            local = rows[shards == s] - int(s) * self.shard_size
+            emb, mask = self.shard(int(s))
+            states.append(np.ascontiguousarray(emb[local]))
+            masks.append(np.ascontiguousarray(mask[local]))
+        return np.concatenate(states), np.concatenate(masks)
 
     def __deepcopy__(self, memo):
         return self
 
     def __getstate__(self):
-        return {"folder": self.folder, "_arrays": None}
+        return {**self.__dict__, "_arrays": {}}
 
 
 class CachedPrompts(nn.Module):
-    """A prompt set encoded once by ``encode_prompts``, read row by row from its memory maps: the same interface as
-    ``PromptTable`` (``forward(ids) -> (states, mask)`` on the ids' device, ``null_id`` = the empty caption).
+    """A prompt set encoded by ``encode_prompts`` (every shard done), read row by row from its shards' memory maps:
+    the same interface as ``PromptTable`` (``forward(ids) -> (states, mask)`` on the ids' device, ``null_id`` = the
+    empty caption). An unfinished set is refused in one line naming its missing shards.
 
     Why: T5 is then needed neither in the module tree (``.to(cuda)`` would move 19 GB) nor at any denoising step,
     and only the rows of a batch are ever in memory. The module holds no parameters or buffers.
@@ -308,15 +380,16 @@ class CachedPrompts(nn.Module):
 
     def __init__(self, folder: str | Path, *, verify: bool = True):
         super().__init__()
-        from graft_core.runtime import cache
-
         folder = Path(folder)
-        if verify:
-            cache.verify(folder)
+        missing = missing_prompt_shards(folder)
+        if missing is None or missing:
+            what = "nothing is encoded" if missing is None else f"shard(s) {missing[:8]} are not encoded"
+            raise MissingWeightsError(f"the T5 states of this prompt set ({folder}): {what}; run its encode steps "
+                                      f"(`python -m benchmark.run` plans them before the teacher; they resume)")
         meta = json.loads((folder / PROMPT_META).read_text())
         self.prompts, self.max_tokens, self.dim = list(meta["prompts"]), int(meta["max_tokens"]), int(meta["dim"])
         self.key = meta["key"]
-        self._rows = _Rows(folder)
+        self._rows = _Rows(folder, meta["shard_size"], verify)
 
     @property
     def folder(self) -> Path:
@@ -331,11 +404,11 @@ class CachedPrompts(nn.Module):
         flat = ids.detach().reshape(-1).long().cpu().numpy()
         if flat.size and (int(flat.min()) < 0 or int(flat.max()) > self.null_id):
             raise ValueError(f"prompt ids must lie in 0..{self.null_id} (the last is the empty caption)")
-        states, mask = self._rows.arrays()
         # sorted unique rows: a memmap gather reads each page once; the inverse restores the batch order
         rows, inverse = np.unique(flat, return_inverse=True)
-        s = torch.from_numpy(np.ascontiguousarray(states[rows]))[torch.from_numpy(inverse)]
-        m = torch.from_numpy(np.ascontiguousarray(mask[rows])).long()[torch.from_numpy(inverse)]
+        states, mask = self._rows.rows(rows)
+        s = torch.from_numpy(states)[torch.from_numpy(inverse)]
+        m = torch.from_numpy(mask).long()[torch.from_numpy(inverse)]
         shape = tuple(ids.shape)
         return (s.reshape(shape + s.shape[1:]).to(ids.device, non_blocking=True),
                 m.reshape(shape + m.shape[1:]).to(ids.device, non_blocking=True))
@@ -401,39 +474,131 @@ def geneval_metadata(root: Path) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def geneval_score(generate: Callable[[list[str], int], "np.ndarray"], *, out_dir: Path, images_per_prompt: int = 4,
-                  root: str | Path | None = None, detector: str | Path | None = None, seed: int = 0) -> dict:
-    """GenEval overall score (percent, the paper's Table-5 number) and per-task scores of a text-to-image model.
+GENEVAL_SHARD = 8  # GenEval prompts per resumable shard of the sampling array
+GENEVAL_SETTINGS = "geneval.json"  # what fixes a GenEval sampling folder's images (a rerun with others is refused)
 
-    ``generate(prompts, seed)`` returns uint8 ``[len(prompts), H, W, 3]`` images. Writes GenEval's folder layout
-    (``<out_dir>/images/<index:05d>/{metadata.jsonl, samples/<k:04d>.png}``), runs GenEval's
-    ``evaluation/evaluate_images.py`` with the user's detector in a subprocess and averages, as its
-    ``summary_scores.py`` does, the per-image correctness per task tag, then over tasks.
-    """
+
+def geneval_prompts(root: str | Path | None = None) -> list[str]:
+    """GenEval's distinct prompts, sorted: the prompt set whose T5 states the evaluation reads."""
+    return sorted({m["prompt"] for m in geneval_metadata(geneval_paths(root)[0])})
+
+
+def _geneval_done(folder: Path, s: int) -> Path:
+    return Path(folder) / "shards" / f"DONE_{s:05d}.json"
+
+
+def geneval_array(folders: Path | list[Path], num_prompts: int, shard_size: int):
+    """The sampling array over GenEval's prompts: a shard is done when its marker is in (one of) ``folders``."""
+    from graft_core.runtime.shards import ShardArray
+
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+
+    def marker(s: int) -> Path:
+        return next((_geneval_done(f, s) for f in folders if _geneval_done(f, s).exists()),
+                    _geneval_done(folders[0], s))
+
+    return ShardArray(int(num_prompts), int(shard_size), marker)
+
+
+def geneval_sample_shards(generate: Callable[[list[str], int], "np.ndarray"], *, out_dir: Path, rank: int = 0,
+                          world_size: int = 1, shard_size: int = GENEVAL_SHARD, images_per_prompt: int = 4,
+                          root: str | Path | None = None, detector: str | Path | None = None, seed: int = 0,
+                          settings: dict | None = None) -> dict:
+    """Task ``rank`` of ``world_size`` of GenEval's sampling array: the prompts of the shards ``s ≡ rank (mod
+    world_size)`` (``graft_core.runtime.shards``), ``images_per_prompt`` images each by ``generate(prompts, seed)``
+    (uint8 ``[n, H, W, 3]``), in GenEval's layout ``out_dir/images/<index:05d>/{metadata.jsonl,
+    samples/<k:04d>.png}``, then the shard's done marker. Prompt ``index`` draws with ``seed + index``, so the
+    images do not depend on ``world_size``; a requeued task skips its finished shards and redoes at most one.
+    ``settings`` (the model, the sampler) join ``geneval.json``: a folder holding other images is refused."""
+    from PIL import Image
+
+    from graft_core.runtime.shards import check_settings
+
+    root, _ = geneval_paths(root, detector)  # fail before generating anything
+    out_dir = Path(out_dir)
+    metadata = geneval_metadata(root)
+    array = geneval_array(out_dir, len(metadata), shard_size)
+    check_settings(out_dir / GENEVAL_SETTINGS,
+                   {"num_prompts": len(metadata), "shard_size": int(shard_size), "seed": int(seed),
+                    "images_per_prompt": int(images_per_prompt), "seeding": "prompt index i: seed + i",
+                    "metadata": hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:16],
+                    **(settings or {})}, what="GenEval images")
+    todo, skipped = array.todo(rank, world_size)
+    for s in todo:
+        lo, hi = array.bounds(s)
+        for index in range(lo, hi):
+            meta = metadata[index]
+            folder = out_dir / "images" / f"{index:05d}"
+            images = generate([meta["prompt"]] * images_per_prompt, seed + index)
+            (folder / "samples").mkdir(parents=True, exist_ok=True)
+            for k, image in enumerate(images):
+                Image.fromarray(image).save(folder / "samples" / f"{k:04d}.png")
+            (folder / "metadata.jsonl").write_text(json.dumps(meta) + "\n")
+        array.mark_done(s, {"shard": s, "prompts": [lo, hi], "images": (hi - lo) * images_per_prompt})
+    return {"num_shards": array.num_shards, "sampled": todo, "skipped": skipped}
+
+
+def geneval_evaluate(image_folders: Path | list[Path], *, out_dir: Path, shard_size: int = GENEVAL_SHARD,
+                     root: str | Path | None = None, detector: str | Path | None = None) -> dict:
+    """GenEval's evaluator on the images of every shard of the sampling array, gathered from the tasks' folders
+    ``image_folders`` (hard links) into ``out_dir/images``; one error naming the first missing shard otherwise.
+    Runs GenEval's ``evaluation/evaluate_images.py`` with the user's detector in a subprocess (once: its
+    ``results.jsonl`` is kept) and averages, as its ``summary_scores.py`` does, the per-image correctness per task
+    tag, then over tasks."""
+    import os
+    import shutil
     import subprocess
     import sys
 
-    from PIL import Image
-
-    root, detector = geneval_paths(root, detector)  # fail before generating anything
+    root, detector = geneval_paths(root, detector)
     out_dir = Path(out_dir)
-    images_dir = out_dir / "images"
+    folders = [Path(image_folders)] if isinstance(image_folders, (str, Path)) else [Path(f) for f in image_folders]
     metadata = geneval_metadata(root)
-    for index, meta in enumerate(metadata):
-        folder = images_dir / f"{index:05d}"
-        if (folder / "metadata.jsonl").exists():
-            continue  # resumable: prompts already written
-        images = generate([meta["prompt"]] * images_per_prompt, seed + index)
-        (folder / "samples").mkdir(parents=True, exist_ok=True)
-        for k, image in enumerate(images):
-            Image.fromarray(image).save(folder / "samples" / f"{k:04d}.png")
-        (folder / "metadata.jsonl").write_text(json.dumps(meta) + "\n")
+    array = geneval_array(folders, len(metadata), shard_size)
+    missing = array.missing()
+    if missing:
+        lo, hi = array.bounds(missing[0])
+        raise FileNotFoundError(f"GenEval shard {missing[0]} (prompts {lo}..{hi - 1}) is not done in "
+                                f"{', '.join(str(f) for f in folders)}: rerun its sampling task (it resumes)")
+    images_dir = out_dir / "images"
+    for s in range(array.num_shards):
+        src = array.marker(s).parent.parent / "images"
+        if src.resolve() == images_dir.resolve():
+            continue
+        for index in range(*array.bounds(s)):  # files already linked by a killed earlier try are kept
+            shutil.copytree(src / f"{index:05d}", images_dir / f"{index:05d}", copy_function=_link_or_copy,
+                            dirs_exist_ok=True)
     results = out_dir / "results.jsonl"
     if not results.exists():
         python = os.environ.get(GENEVAL_PYTHON_ENV, sys.executable)
+        tmp = results.with_name(f".{results.name}.{os.getpid()}.tmp")
         subprocess.run([python, str(root / "evaluation" / "evaluate_images.py"), str(images_dir), "--outfile",
-                        str(results), "--model-path", str(detector)], check=True, cwd=root)
+                        str(tmp), "--model-path", str(detector)], check=True, cwd=root)
+        os.replace(tmp, results)  # a killed evaluator leaves no partial results behind
     return summarize_geneval(results)
+
+
+def _link_or_copy(src: str, dest: str) -> None:
+    import os
+    import shutil
+
+    if os.path.exists(dest):
+        return
+    try:
+        os.link(src, dest)
+    except OSError:  # another filesystem
+        shutil.copy2(src, dest)
+
+
+def geneval_score(generate: Callable[[list[str], int], "np.ndarray"], *, out_dir: Path, images_per_prompt: int = 4,
+                  root: str | Path | None = None, detector: str | Path | None = None, seed: int = 0) -> dict:
+    """GenEval overall score (percent, the paper's Table-5 number) and per-task scores of a text-to-image model, in
+    one process: every shard of :func:`geneval_sample_shards` (resumable) into ``out_dir``, then
+    :func:`geneval_evaluate` there. The benchmark runs the same two halves as a sampling array and its eval step."""
+    geneval_paths(root, detector)  # fail before generating anything
+    geneval_sample_shards(generate, out_dir=out_dir, images_per_prompt=images_per_prompt, root=root, detector=detector,
+                          seed=seed)
+    return geneval_evaluate(out_dir, out_dir=out_dir, root=root, detector=detector)
 
 
 def summarize_geneval(results: Path) -> dict:
