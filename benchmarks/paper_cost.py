@@ -54,7 +54,7 @@ def gpu_hours(fit) -> float:
 def summarise(pairs: list) -> dict:
     """GPU-hours by kind (each with its source), the largest step memory, peak disk, and the steps that do not fit."""
     seen, kinds = set(), collections.defaultdict(lambda: {"gpu_h": 0.0, "sources": set(), "steps": 0})
-    mem, disk, bad = 0.0, 0.0, []
+    mem, mem_src, disk, disk_src, bad = 0.0, "", 0.0, set(), []
     for node, fit in pairs:
         if node.key in seen:
             continue
@@ -63,12 +63,15 @@ def summarise(pairs: list) -> dict:
         k["gpu_h"] += gpu_hours(fit)
         k["sources"].add(fit.source.get("hours", "assumed"))
         k["steps"] += 1
-        mem = max(mem, fit.est_gpu_mem_gb)
+        if fit.est_gpu_mem_gb > mem:
+            mem, mem_src = fit.est_gpu_mem_gb, f"{fit.kind}, {fit.source.get('gpu_mem', 'assumed')}"
         disk += fit.est_disk_gb
+        if fit.est_disk_gb >= 0.5:
+            disk_src.add(fit.source.get("disk", "assumed"))
         if not fit.fits:
             bad.append(fit)
-    return {"kinds": dict(kinds), "gpu_h": sum(k["gpu_h"] for k in kinds.values()), "mem": mem, "disk": disk,
-            "bad": bad}
+    return {"kinds": dict(kinds), "gpu_h": sum(k["gpu_h"] for k in kinds.values()), "mem": mem, "mem_src": mem_src,
+            "disk": disk, "disk_src": "/".join(sorted(disk_src)), "bad": bad}
 
 
 def fmt_h(hours: float) -> str:
@@ -95,10 +98,11 @@ def render(_results: Path | None = None) -> str:
         s = summarise(pairs)
         bad_kinds = ", ".join(sorted({f.kind for f in s["bad"]}))
         verdict = "yes" if not s["bad"] else f"**{len(s['bad'])} steps do not** ({bad_kinds})"
-        rows.append([f"`{name}`", fmt_h(s["gpu_h"]), _kinds_cell(s["kinds"]), f"{s['mem']:,.0f}",
-                     f"{s['disk']:,.0f}", verdict])
-    table = format_table(["target", "GPU-h", "by step kind: GPU-h (source of the hours)", "max GPU GB of a step",
-                          "disk GB", "every step fits"], rows)
+        rows.append([f"`{name}`", fmt_h(s["gpu_h"]), _kinds_cell(s["kinds"]),
+                     f"{s['mem']:,.0f} ({s['mem_src']})" if s["mem_src"] else "0",
+                     f"{s['disk']:,.0f}" + (f" ({s['disk_src']})" if s["disk_src"] else ""), verdict])
+    table = format_table(["target", "GPU-h", "by step kind: GPU-h (source of the hours)", "max GPU GB of a step (kind, source)",
+                          "disk GB (source)", "every step fits"], rows)
     intro = (f"Rendered from the resource model for an empty result store under the shipped `{PROFILE}` profile "
              f"(`python -m benchmarks.paper_cost`; the same estimates as `python -m benchmark.run TARGET --preset "
              f"paper --dry-run --json`). Sources: `measured` = saved-activation bytes of real-width blocks "
