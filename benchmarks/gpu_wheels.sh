@@ -7,7 +7,7 @@
 #
 #   bash benchmarks/gpu_wheels.sh download   # here: pip download for CPython 3.12 manylinux x86_64 into .wheels/
 #   bash benchmarks/gpu_wheels.sh install    # there: pip install --no-index --no-deps --target "$SITE" .wheels/*.whl
-#                                            # then: export PYTHONPATH="$PWD:$SITE" (SITE defaults to /tmp/site)
+#                                            # then: export PYTHONPATH="$PWD:$SITE" (SITE defaults to ~/.graftbench-gpu-site)
 #
 # Versions are the ones CI tests (.ci/constraints.txt), one of each; download is idempotent (a wheel already in
 # .wheels/ is kept, one of another version is removed). Every dependency of these wheels is in the image: diffusers
@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=.wheels
 PY=${PYTHON:-python3}
-SITE=${SITE:-/tmp/site}
+SITE=${SITE:-$HOME/.graftbench-gpu-site}
 PACKAGES=(diffusers importlib_metadata lazy-importer submitit torch_fidelity clean-fid)
 
 pinned() {  # NAME==VERSION from .ci/constraints.txt (names compared the way pip normalises them)
