@@ -221,14 +221,15 @@ def write_checkpoint(out_dir: Path, step: int, state: dict, *, kill_env: str | N
     return path
 
 
-def _rng_state() -> dict:
+def rng_state() -> dict:
+    """Every RNG a training step draws from, for an exact resume (stage 2 and the online stage 1 checkpoint it)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -336,7 +337,7 @@ class Finetune:
             ema.load_state_dict(ckpt["ema"])
             opt.load_state_dict(ckpt["optimizer"])
             lr_sched.load_state_dict(ckpt["lr_scheduler"])
-            _set_rng_state(ckpt["rng"])
+            set_rng_state(ckpt["rng"])
             step, history, window = ckpt["step"], ckpt["history"], ckpt["loss_window"]
             seconds_before = ckpt["seconds"]
             resumed_from = step
@@ -408,7 +409,7 @@ class Finetune:
     def _save_checkpoint(self, info, step, model, ema, opt, lr_sched, history, window, seconds) -> None:
         if info.is_main:
             state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                     "lr_scheduler": lr_sched.state_dict(), "rng": _rng_state(), "history": list(history),
+                     "lr_scheduler": lr_sched.state_dict(), "rng": rng_state(), "history": list(history),
                      "loss_window": list(window), "seconds": seconds, "stage2": to_jsonable(self.stage2)}
             write_checkpoint(self.out_dir, step, state, kill_env=KILL_AFTER_CHECKPOINT_ENV)
         distributed.barrier(info)

@@ -33,7 +33,7 @@ from graft_core.config import stable_hash, to_jsonable
 from graft_core.presets import Preset, Stage1Config
 from graft_core.stages.capture import record_sites, teacher_inputs
 from graft_core.stages.distill import OperatorTrainer, finished, mse_over, save_result
-from graft_core.stages.finetune import (_rng_state, _set_rng_state, load_latest_checkpoint, micro_batches,
+from graft_core.stages.finetune import (rng_state, set_rng_state, load_latest_checkpoint, micro_batches,
                                         write_checkpoint)
 
 CHECKPOINT_EVERY = 50  # optimiser steps between checkpoints (paper: ~one teacher forward of 64 × 16,384 tokens each)
@@ -152,7 +152,7 @@ def distill_online(teacher: nn.Module, preset: Preset, plan, *, stage1: Stage1Co
             t.load_state_dict(ckpt["trainers"][str(layer)])
         step, epoch, next_batch, gen_state = ckpt["step"], ckpt["epoch"], ckpt["next_batch"], ckpt["gen_state"]
         target_var, seconds = {int(k): v for k, v in ckpt["target_var"].items()}, ckpt["seconds"]
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         print(f"stage 1 online: resumed from {path.name} (epoch {epoch}, batch {next_batch})", flush=True)
     elif ckpt is not None:
         raise ValueError(f"{out_dir}: its checkpoints belong to another stage-1 run (spec differs); use another "
@@ -170,7 +170,7 @@ def distill_online(teacher: nn.Module, preset: Preset, plan, *, stage1: Stage1Co
     def checkpoint(at_epoch: int, at_batch: int) -> None:
         state = {"step": step, "epoch": at_epoch, "next_batch": at_batch, "gen_state": gen_state,
                  "trainers": {str(layer): t.state_dict() for layer, t in trainers.items()},
-                 "target_var": {str(k): v for k, v in target_var.items()}, "rng": _rng_state(),
+                 "target_var": {str(k): v for k, v in target_var.items()}, "rng": rng_state(),
                  "seconds": seconds + time.time() - begin, "spec_hash": spec_hash, "spec": to_jsonable(specs)}
         write_checkpoint(out_dir, step, state)
 
